@@ -1,0 +1,291 @@
+//! The network's input and output encodings, both seen from the side to move.
+//!
+//! **Planes** (18, plane-major `[18][8][8]`, square = rank*8 + file after the mirror,
+//! a1 = 0): 0-5 our P N B R Q K; 6-11 their P N B R Q K; 12 all ones if White is to move;
+//! 13/14 our king-/queen-side castling right; 15/16 theirs; 17 the en-passant target
+//! square, set only when an en-passant capture is legal. When Black is to move ranks are
+//! mirrored (`s ^ 56`) and colours swapped.
+//!
+//! **Policy** (4672 = 73 planes x 64 from-squares, `index = plane*64 + from`, mirrored
+//! frame): planes 0-55 are queen-like moves, direction d (N, NE, E, SE, S, SW, W, NW) and
+//! distance k (1..=7) giving `d*7 + k-1`; planes 56-63 are knight jumps in the order of
+//! [`KNIGHT_JUMPS`]; planes 64-72 are under-promotions `64 + 3*dir + piece`, dir in
+//! capture-left (file -1), straight, capture-right (file +1), piece in N, B, R. Queen
+//! promotions use the queen-like planes; castling is the king's two-square move.
+
+use shakmaty::{Chess, Color, Move, Piece, Position, Role, Square};
+
+pub const INPUT_PLANES: usize = 18;
+pub const SQUARES: usize = 64;
+pub const PLANES_LEN: usize = INPUT_PLANES * SQUARES;
+pub const POLICY_PLANES: usize = 73;
+pub const POLICY_SIZE: usize = POLICY_PLANES * SQUARES;
+
+/// (rank step, file step) of the eight queen-like directions, N first, clockwise.
+pub const QUEEN_DIRECTIONS: [(i8, i8); 8] = [(1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1)];
+/// (rank step, file step) of the eight knight jumps, clockwise from north-north-east.
+pub const KNIGHT_JUMPS: [(i8, i8); 8] = [(2, 1), (1, 2), (-1, 2), (-2, 1), (-2, -1), (-1, -2), (1, -2), (2, -1)];
+const UNDERPROMOTIONS: [Role; 3] = [Role::Knight, Role::Bishop, Role::Rook];
+
+#[inline]
+fn frame(sq: Square, turn: Color) -> usize {
+    match turn {
+        Color::White => sq as usize,
+        Color::Black => sq as usize ^ 56,
+    }
+}
+
+/// Writes the 18 input planes of `position` into `out` (length [`PLANES_LEN`]).
+/// Every element is written, so `out` may hold anything before.
+pub fn encode_position(position: &Chess, out: &mut [f32]) {
+    assert_eq!(out.len(), PLANES_LEN, "plane buffer must hold {PLANES_LEN} floats");
+    out.fill(0.0);
+    let us = position.turn();
+    let board = position.board();
+    for (i, role) in Role::ALL.iter().enumerate() {
+        for (side, base) in [(us, 0), (!us, 6)] {
+            let plane = &mut out[(base + i) * SQUARES..(base + i + 1) * SQUARES];
+            for sq in board.by_piece(Piece { color: side, role: *role }) {
+                plane[frame(sq, us)] = 1.0;
+            }
+        }
+    }
+    let mut fill = |plane: usize, on: bool| {
+        if on {
+            out[plane * SQUARES..(plane + 1) * SQUARES].fill(1.0);
+        }
+    };
+    fill(12, us == Color::White);
+    let castles = position.castles();
+    use shakmaty::CastlingSide::{KingSide, QueenSide};
+    fill(13, castles.has(us, KingSide));
+    fill(14, castles.has(us, QueenSide));
+    fill(15, castles.has(!us, KingSide));
+    fill(16, castles.has(!us, QueenSide));
+    if let Some(ep) = position.legal_ep_square() {
+        out[17 * SQUARES + frame(ep, us)] = 1.0;
+    }
+}
+
+/// Destination of a move in standard notation (castling: the king's two-square move).
+#[inline]
+pub fn standard_to(mv: &Move) -> Square {
+    match *mv {
+        Move::Castle { king, rook } => {
+            let file = if rook.file() > king.file() { shakmaty::File::G } else { shakmaty::File::C };
+            Square::from_coords(file, king.rank())
+        }
+        _ => mv.to(),
+    }
+}
+
+/// Policy index of a legal move played by `turn`.
+pub fn move_to_index(mv: &Move, turn: Color) -> usize {
+    let from = frame(mv.from().expect("chess moves have an origin"), turn);
+    let to = frame(standard_to(mv), turn);
+    let dr = (to / 8) as i8 - (from / 8) as i8;
+    let df = (to % 8) as i8 - (from % 8) as i8;
+    let plane = match mv.promotion() {
+        Some(role) if role != Role::Queen => {
+            let piece = UNDERPROMOTIONS.iter().position(|&r| r == role).expect("under-promotion role");
+            64 + 3 * (df + 1) as usize + piece
+        }
+        _ => {
+            if let Some(k) = KNIGHT_JUMPS.iter().position(|&j| j == (dr, df)) {
+                56 + k
+            } else {
+                let dist = dr.abs().max(df.abs());
+                let dir = (dr.signum(), df.signum());
+                let d = QUEEN_DIRECTIONS.iter().position(|&q| q == dir).expect("queen-like direction");
+                d * 7 + (dist as usize - 1)
+            }
+        }
+    };
+    plane * SQUARES + from
+}
+
+/// The legal move of `position` with policy index `index`, if any.
+pub fn index_to_move(position: &Chess, index: usize) -> Option<Move> {
+    let turn = position.turn();
+    position.legal_moves().into_iter().find(|m| move_to_index(m, turn) == index)
+}
+
+/// Writes the policy index of each move into `out` (cleared first).
+pub fn move_indices(moves: &[Move], turn: Color, out: &mut Vec<u16>) {
+    out.clear();
+    out.extend(moves.iter().map(|m| move_to_index(m, turn) as u16));
+}
+
+/// Colour-mirrored twin of a position: ranks flipped, colours swapped, the other side to
+/// move. The network must see both identically.
+pub fn mirror_position(position: &Chess) -> Chess {
+    let fen = crate::game::fen_of(position);
+    let mut parts = fen.split_whitespace();
+    let board = parts.next().unwrap();
+    let turn = parts.next().unwrap();
+    let castling = parts.next().unwrap();
+    let ep = parts.next().unwrap();
+    let rest: Vec<&str> = parts.collect();
+    let swap = |c: char| if c.is_ascii_uppercase() { c.to_ascii_lowercase() } else { c.to_ascii_uppercase() };
+    let board: Vec<String> = board.split('/').rev().map(|r| r.chars().map(swap).collect()).collect();
+    let turn = if turn == "w" { "b" } else { "w" };
+    let castling = if castling == "-" {
+        "-".to_string()
+    } else {
+        let mut c: Vec<char> = castling.chars().map(swap).collect();
+        c.sort_by_key(|ch| "KQkq".find(*ch));
+        c.into_iter().collect()
+    };
+    let ep = if ep == "-" {
+        "-".to_string()
+    } else {
+        let b = ep.as_bytes();
+        let rank = if b[1] == b'3' { '6' } else { '3' };
+        format!("{}{}", b[0] as char, rank)
+    };
+    let fen = format!("{} {} {} {} {}", board.join("/"), turn, castling, ep, rest.join(" "));
+    crate::game::position_from_fen(&fen).expect("mirror of a legal position is legal")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::game::position_from_fen;
+    use std::collections::HashSet;
+
+    const KIWIPETE: &str = "r3k2r/p1ppqpb1/bn2pnp1/3PN3/1p2P3/2N2Q1p/PPPBBPPP/R3K2R w KQkq - 0 1";
+    /// (FEN, perft 1, 2, 3) from the standard perft suite (chessprogramming.org).
+    const PERFT_POSITIONS: [(&str, [u64; 3]); 5] = [
+        ("rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1", [20, 400, 8902]),
+        (KIWIPETE, [48, 2039, 97862]),
+        ("8/2p5/3p4/KP5r/1R3p1k/8/4P1P1/8 w - - 0 1", [14, 191, 2812]),
+        ("r3k2r/Pppp1ppp/1b3nbN/nP6/BBP1P3/q4N2/Pp1P2PP/R2Q1RK1 w kq - 0 1", [6, 264, 9467]),
+        ("rnbq1k1r/pp1Pbppp/2p5/8/2B5/8/PPP1NnPP/RNBQK2R w KQ - 1 8", [44, 1486, 62379]),
+    ];
+
+    /// Walks every position to `depth`, checking each position's legal moves map to
+    /// distinct indices that decode back to the same move; returns the perft count.
+    fn perft_checking_indices(pos: &Chess, depth: usize) -> u64 {
+        let moves = pos.legal_moves();
+        let mut seen = HashSet::new();
+        for m in &moves {
+            let idx = move_to_index(m, pos.turn());
+            assert!(idx < POLICY_SIZE);
+            assert!(seen.insert(idx), "index {idx} used twice in {}", crate::game::fen_of(pos));
+            assert_eq!(index_to_move(pos, idx).as_ref(), Some(m));
+        }
+        if depth == 1 {
+            return moves.len() as u64;
+        }
+        moves
+            .iter()
+            .map(|m| {
+                let mut next = pos.clone();
+                next.play_unchecked(*m);
+                perft_checking_indices(&next, depth - 1)
+            })
+            .sum()
+    }
+
+    #[test]
+    fn every_legal_move_in_perft_trees_maps_to_a_unique_index_and_back() {
+        for (fen, counts) in PERFT_POSITIONS {
+            let pos = position_from_fen(fen).unwrap();
+            for depth in 1..=3 {
+                assert_eq!(perft_checking_indices(&pos, depth), counts[depth - 1], "perft {depth} of {fen}");
+            }
+        }
+    }
+
+    #[test]
+    fn under_promotions_and_castling_have_their_own_planes() {
+        let pos = position_from_fen("r1b1k2r/1P6/8/8/8/8/8/R3K2R w KQkq - 0 1").unwrap();
+        let planes: HashSet<usize> = pos.legal_moves().iter().map(|m| move_to_index(m, Color::White) / 64).collect();
+        for p in [64 + 3 + 0, 64 + 3 + 1, 64 + 3 + 2, 64 + 6, 64 + 7, 64 + 8] {
+            assert!(planes.contains(&p), "plane {p} missing");
+        }
+        // b7xa8=N is capture-left: 64 + 0*3 + 0.
+        let m = crate::game::parse_uci_move(&pos, "b7a8n").unwrap();
+        assert_eq!(move_to_index(&m, Color::White), (64 * 64) + 49);
+        // e1g1: east, distance 2 -> plane 2*7 + 1 = 15.
+        let m = crate::game::parse_uci_move(&pos, "e1g1").unwrap();
+        assert_eq!(move_to_index(&m, Color::White), 15 * 64 + 4);
+        let m = crate::game::parse_uci_move(&pos, "e1c1").unwrap();
+        assert_eq!(move_to_index(&m, Color::White), (6 * 7 + 1) * 64 + 4);
+    }
+
+    #[test]
+    fn mirrored_twins_give_identical_planes_and_mirrored_move_indices() {
+        for (fen, _) in PERFT_POSITIONS {
+            let pos = position_from_fen(fen).unwrap();
+            let twin = mirror_position(&pos);
+            assert_ne!(pos.turn(), twin.turn());
+            let (mut a, mut b) = (vec![0.0; PLANES_LEN], vec![0.0; PLANES_LEN]);
+            encode_position(&pos, &mut a);
+            encode_position(&twin, &mut b);
+            // Plane 12 (White to move) is the one plane that tells the twins apart.
+            for p in (0..INPUT_PLANES).filter(|&p| p != 12) {
+                assert_eq!(a[p * 64..(p + 1) * 64], b[p * 64..(p + 1) * 64], "plane {p} of {fen}");
+            }
+            let idx = |p: &Chess| -> Vec<usize> {
+                let mut v: Vec<usize> = p.legal_moves().iter().map(|m| move_to_index(m, p.turn())).collect();
+                v.sort();
+                v
+            };
+            assert_eq!(idx(&pos), idx(&twin), "{fen}");
+            for m in pos.legal_moves() {
+                let from = m.from().unwrap().flip_vertical();
+                let to = standard_to(&m).flip_vertical();
+                let twin_move = twin
+                    .legal_moves()
+                    .into_iter()
+                    .find(|t| t.from() == Some(from) && standard_to(t) == to && t.promotion() == m.promotion())
+                    .expect("mirrored move is legal in the twin");
+                assert_eq!(move_to_index(&m, pos.turn()), move_to_index(&twin_move, twin.turn()));
+            }
+        }
+    }
+
+    #[test]
+    fn planes_follow_the_documented_layout() {
+        let pos = position_from_fen("4k3/8/8/3pP3/8/8/8/R3K3 w Q d6 0 2").unwrap();
+        let mut p = vec![0.0; PLANES_LEN];
+        encode_position(&pos, &mut p);
+        let at = |plane: usize, sq: &str| p[plane * 64 + sq.parse::<Square>().unwrap() as usize];
+        assert_eq!(at(0, "e5"), 1.0); // our pawn
+        assert_eq!(at(3, "a1"), 1.0); // our rook
+        assert_eq!(at(5, "e1"), 1.0); // our king
+        assert_eq!(at(6, "d5"), 1.0); // their pawn
+        assert_eq!(at(11, "e8"), 1.0); // their king
+        assert!(p[12 * 64..13 * 64].iter().all(|&x| x == 1.0));
+        assert!(p[13 * 64..14 * 64].iter().all(|&x| x == 0.0));
+        assert!(p[14 * 64..15 * 64].iter().all(|&x| x == 1.0));
+        assert_eq!(at(17, "d6"), 1.0);
+        assert_eq!(p[17 * 64..].iter().sum::<f32>(), 1.0);
+        // Black to move: mirrored, so Black's king on e8 appears on e1 in plane 5.
+        let pos = position_from_fen("4k3/8/8/8/3Pp3/8/8/4K3 b - d3 0 2").unwrap();
+        encode_position(&pos, &mut p);
+        let at = |plane: usize, sq: &str| p[plane * 64 + sq.parse::<Square>().unwrap() as usize];
+        assert_eq!(at(5, "e1"), 1.0);
+        assert_eq!(at(11, "e8"), 1.0);
+        assert_eq!(at(0, "e5"), 1.0);
+        assert_eq!(at(17, "d6"), 1.0);
+        assert!(p[12 * 64..13 * 64].iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn en_passant_plane_is_empty_when_the_capture_is_not_legal() {
+        let pos = position_from_fen("4k3/8/8/8/4P3/8/8/4K3 b - e3 0 1").unwrap();
+        let mut p = vec![0.0; PLANES_LEN];
+        encode_position(&pos, &mut p);
+        assert!(p[17 * 64..].iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn kiwipete_indices_cover_all_plane_kinds() {
+        let pos = position_from_fen(KIWIPETE).unwrap();
+        let planes: HashSet<usize> = pos.legal_moves().iter().map(|m| move_to_index(m, pos.turn()) / 64).collect();
+        assert!(planes.iter().any(|&p| p < 56));
+        assert!(planes.iter().any(|&p| (56..64).contains(&p)));
+    }
+}

@@ -1,0 +1,18 @@
+//! Ember's engine core: everything the trainer and the UCI engine share.
+//!
+//! Data flow (see `DESIGN.md`): self-play games ([`selfplay`]) run batched searches
+//! ([`mcts`]) whose leaves are encoded ([`encoding`]) into one batch and evaluated by one
+//! network call ([`net`]); finished games become training samples. The binaries are thin
+//! wrappers around this crate.
+
+pub mod bench;
+pub mod encoding;
+pub mod game;
+pub mod mcts;
+pub mod net;
+pub mod selfplay;
+pub mod timing;
+
+pub use game::{Game, GameOutcome, Termination};
+pub use mcts::{Evaluator, Search, SearchParams};
+pub use net::{DeviceChoice, NetConfig, Network, Precision};

@@ -1,0 +1,223 @@
+//! The evaluator seam: the search fills an [`EvalBatch`] with leaf positions and their
+//! legal moves, one call fills in priors (over those moves, in their order) and WDL
+//! values (for the side to move). [`NetEvaluator`] runs the network; [`UniformEvaluator`]
+//! is the test double that needs none.
+
+use crate::encoding::{encode_position, move_to_index, PLANES_LEN, POLICY_SIZE};
+use crate::net::{cpu::CpuNet, wdl_probabilities, DeviceNet, Network, Precision};
+use crate::timing::{lap, PhaseTimes};
+use shakmaty::{Chess, Move, Position};
+use std::time::Instant;
+
+/// Leaves to evaluate, and the evaluator's answers.
+#[derive(Default, Clone)]
+pub struct EvalBatch {
+    positions: Vec<Chess>,
+    /// `moves[offsets[i]..offsets[i+1]]` are the legal moves of position `i`.
+    offsets: Vec<usize>,
+    moves: Vec<Move>,
+    /// Output: prior of each move, aligned with `moves`.
+    priors: Vec<f32>,
+    /// Output: win/draw/loss probabilities for the side to move.
+    wdl: Vec<[f32; 3]>,
+}
+
+impl EvalBatch {
+    pub fn new() -> Self {
+        EvalBatch { offsets: vec![0], ..Default::default() }
+    }
+
+    pub fn clear(&mut self) {
+        self.positions.clear();
+        self.offsets.clear();
+        self.offsets.push(0);
+        self.moves.clear();
+        self.priors.clear();
+        self.wdl.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+
+    /// Adds a leaf; returns its index.
+    pub fn push(&mut self, position: &Chess, moves: &[Move]) -> usize {
+        if self.offsets.is_empty() {
+            self.offsets.push(0);
+        }
+        self.positions.push(position.clone());
+        self.moves.extend_from_slice(moves);
+        self.offsets.push(self.moves.len());
+        self.priors.resize(self.moves.len(), 0.0);
+        self.wdl.push([0.0, 1.0, 0.0]);
+        self.positions.len() - 1
+    }
+
+    /// Appends every leaf of `other`; returns the index of its first leaf here.
+    pub fn append(&mut self, other: &EvalBatch) -> usize {
+        let base = self.len();
+        for i in 0..other.len() {
+            self.push(&other.positions[i], other.moves(i));
+        }
+        base
+    }
+
+    pub fn position(&self, i: usize) -> &Chess {
+        &self.positions[i]
+    }
+
+    pub fn moves(&self, i: usize) -> &[Move] {
+        &self.moves[self.offsets[i]..self.offsets[i + 1]]
+    }
+
+    pub fn priors(&self, i: usize) -> &[f32] {
+        &self.priors[self.offsets[i]..self.offsets[i + 1]]
+    }
+
+    pub fn priors_mut(&mut self, i: usize) -> &mut [f32] {
+        let r = self.offsets[i]..self.offsets[i + 1];
+        &mut self.priors[r]
+    }
+
+    pub fn wdl(&self, i: usize) -> [f32; 3] {
+        self.wdl[i]
+    }
+
+    pub fn set_wdl(&mut self, i: usize, wdl: [f32; 3]) {
+        self.wdl[i] = wdl;
+    }
+}
+
+/// Anything that turns leaves into priors and values.
+pub trait Evaluator: Send {
+    fn evaluate(&mut self, batch: &mut EvalBatch, timing: &mut PhaseTimes) -> anyhow::Result<()>;
+}
+
+impl<E: Evaluator + ?Sized> Evaluator for Box<E> {
+    fn evaluate(&mut self, batch: &mut EvalBatch, timing: &mut PhaseTimes) -> anyhow::Result<()> {
+        (**self).evaluate(batch, timing)
+    }
+}
+
+/// Uniform priors and a drawn value: the search alone, no network.
+#[derive(Default, Clone, Copy)]
+pub struct UniformEvaluator;
+
+impl Evaluator for UniformEvaluator {
+    fn evaluate(&mut self, batch: &mut EvalBatch, timing: &mut PhaseTimes) -> anyhow::Result<()> {
+        for i in 0..batch.len() {
+            let p = batch.priors_mut(i);
+            let u = 1.0 / p.len().max(1) as f32;
+            p.fill(u);
+            batch.set_wdl(i, [0.0, 1.0, 0.0]);
+        }
+        timing.batches += 1;
+        timing.evaluated += batch.len() as u64;
+        Ok(())
+    }
+}
+
+enum Backend {
+    Cpu(CpuNet),
+    Device(DeviceNet, candle_core::Device),
+}
+
+/// The network as an evaluator: encodes the batch into one buffer, makes one forward
+/// call, and turns the logits of each leaf's legal moves into priors by softmax.
+pub struct NetEvaluator {
+    backend: Backend,
+    planes: Vec<f32>,
+    policy: Vec<f32>,
+    wdl: Vec<f32>,
+}
+
+impl NetEvaluator {
+    /// Folds `network` for inference on its own device: direct GEMMs on the CPU (always
+    /// f32), candle tensors in `precision` elsewhere.
+    pub fn new(network: &Network, precision: Precision) -> anyhow::Result<Self> {
+        let folded = network.folded()?;
+        let backend = if network.device.is_cpu() {
+            Backend::Cpu(CpuNet::new(folded))
+        } else {
+            Backend::Device(DeviceNet::new(&folded, &network.device, precision.dtype())?, network.device.clone())
+        };
+        Ok(NetEvaluator { backend, planes: Vec::new(), policy: Vec::new(), wdl: Vec::new() })
+    }
+
+    /// CPU threads for the forward pass (ignored on other devices).
+    pub fn set_threads(&mut self, threads: usize) {
+        if let Backend::Cpu(net) = &mut self.backend {
+            net.set_threads(threads);
+        }
+    }
+
+    /// Raw forward pass over encoded planes: (policy logits, WDL logits).
+    pub fn forward_planes(&mut self, planes: &[f32], batch: usize) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+        match &mut self.backend {
+            Backend::Cpu(net) => {
+                let mut p = vec![0.0; batch * POLICY_SIZE];
+                let mut w = vec![0.0; batch * 3];
+                net.forward(planes, batch, &mut p, &mut w);
+                Ok((p, w))
+            }
+            Backend::Device(net, dev) => net.forward(planes, batch, dev),
+        }
+    }
+}
+
+impl Evaluator for NetEvaluator {
+    fn evaluate(&mut self, batch: &mut EvalBatch, timing: &mut PhaseTimes) -> anyhow::Result<()> {
+        let n = batch.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        self.planes.resize(n * PLANES_LEN, 0.0);
+        for (i, chunk) in self.planes.chunks_exact_mut(PLANES_LEN).enumerate() {
+            encode_position(batch.position(i), chunk);
+        }
+        let t1 = lap(&mut timing.encode, t0);
+        match &mut self.backend {
+            Backend::Cpu(net) => {
+                self.policy.resize(n * POLICY_SIZE, 0.0);
+                self.wdl.resize(n * 3, 0.0);
+                net.forward(&self.planes, n, &mut self.policy, &mut self.wdl);
+            }
+            Backend::Device(net, dev) => {
+                let (p, w) = net.forward(&self.planes, n, dev)?;
+                self.policy = p;
+                self.wdl = w;
+            }
+        }
+        let t2 = lap(&mut timing.network, t1);
+        for i in 0..n {
+            let turn = batch.position(i).turn();
+            let logits = &self.policy[i * POLICY_SIZE..(i + 1) * POLICY_SIZE];
+            let moves_len = batch.moves(i).len();
+            let mut max = f32::NEG_INFINITY;
+            for k in 0..moves_len {
+                let l = logits[move_to_index(&batch.moves(i)[k], turn)];
+                batch.priors_mut(i)[k] = l;
+                max = max.max(l);
+            }
+            let p = batch.priors_mut(i);
+            let mut sum = 0.0;
+            for x in p.iter_mut() {
+                *x = (*x - max).exp();
+                sum += *x;
+            }
+            for x in p.iter_mut() {
+                *x /= sum;
+            }
+            batch.set_wdl(i, wdl_probabilities(&self.wdl[i * 3..i * 3 + 3]));
+        }
+        lap(&mut timing.encode, t2);
+        timing.batches += 1;
+        timing.evaluated += n as u64;
+        Ok(())
+    }
+}

@@ -1,0 +1,24 @@
+//! Batched Monte-Carlo tree search: PUCT selection with virtual loss so one batch holds
+//! distinct leaves, one evaluator call per batch, exact terminal values, tree reuse and
+//! an evaluation cache keyed by Zobrist hash.
+//!
+//! `params` holds every tunable, `node` the arena, `search` the loop, `evaluator` the
+//! trait the search calls without knowing whether a network, a batching server or a
+//! test double is behind it.
+//!
+//! Sign convention: each node stores the visits `N` and value sum `W` of the edge that
+//! leads into it, from the point of view of the player who chose that edge. A leaf value
+//! `v` (side to move at the leaf) is added as `-v` to the leaf's own node, `+v` to its
+//! parent, alternating up to the root.
+
+pub mod cache;
+pub mod evaluator;
+pub mod node;
+pub mod params;
+pub mod search;
+
+pub use cache::EvalCache;
+pub use evaluator::{EvalBatch, Evaluator, NetEvaluator, UniformEvaluator};
+pub use node::{Node, NodeState, Tree};
+pub use params::SearchParams;
+pub use search::{ChildStats, Search, SearchStats};

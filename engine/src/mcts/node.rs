@@ -1,0 +1,124 @@
+//! The tree: an arena of small nodes addressed by index. A node holds the move that leads
+//! to it and the statistics of that edge; positions are not stored, the search replays
+//! moves from the root. The children of a node are contiguous in the arena.
+
+use shakmaty::{Chess, Move};
+
+pub const NONE: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum NodeState {
+    /// Not yet evaluated.
+    Unexpanded,
+    /// In the current batch, waiting for the evaluator.
+    Pending,
+    /// Children allocated.
+    Expanded,
+    /// Game over by the rules; the exact value for the side to move at this node.
+    Terminal(f32),
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// The move into this node (`None` at the root).
+    pub mv: Option<Move>,
+    pub parent: u32,
+    pub first_child: u32,
+    pub num_children: u16,
+    /// Descents through this node not yet backed up (virtual loss).
+    pub in_flight: u16,
+    pub visits: u32,
+    pub prior: f32,
+    /// Sum of backed-up values, from the view of the player who played `mv`.
+    pub value_sum: f32,
+    pub state: NodeState,
+}
+
+impl Node {
+    pub fn new(mv: Option<Move>, parent: u32, prior: f32) -> Node {
+        Node {
+            mv,
+            parent,
+            first_child: NONE,
+            num_children: 0,
+            in_flight: 0,
+            visits: 0,
+            prior,
+            value_sum: 0.0,
+            state: NodeState::Unexpanded,
+        }
+    }
+
+    /// Q of this edge for the player who chose it (0 if unvisited).
+    pub fn q(&self) -> f32 {
+        if self.visits == 0 {
+            0.0
+        } else {
+            self.value_sum / self.visits as f32
+        }
+    }
+
+    pub fn children(&self) -> std::ops::Range<usize> {
+        if self.first_child == NONE {
+            0..0
+        } else {
+            self.first_child as usize..self.first_child as usize + self.num_children as usize
+        }
+    }
+}
+
+/// The arena with the root position it grows from. The root is node 0.
+#[derive(Clone, Debug)]
+pub struct Tree {
+    pub nodes: Vec<Node>,
+    pub root_position: Chess,
+    pub root_hash: u64,
+}
+
+impl Tree {
+    pub fn new(root_position: Chess, root_hash: u64) -> Tree {
+        Tree { nodes: vec![Node::new(None, NONE, 1.0)], root_position, root_hash }
+    }
+
+    pub fn root(&self) -> &Node {
+        &self.nodes[0]
+    }
+
+    /// Makes the child reached by `mv` the new root, keeping its subtree (compacted, the
+    /// new root at index 0). Returns false, leaving a fresh root, if there is no such child.
+    pub fn reuse(&mut self, mv: Move, new_root: Chess, new_hash: u64) -> bool {
+        let child = self.nodes[0].children().find(|&c| self.nodes[c].mv == Some(mv));
+        let Some(child) = child else {
+            *self = Tree::new(new_root, new_hash);
+            return false;
+        };
+        let mut nodes = Vec::with_capacity(self.nodes.len() / 2 + 1);
+        let mut root = self.nodes[child].clone();
+        root.parent = NONE;
+        root.mv = None;
+        root.in_flight = 0;
+        nodes.push(root);
+        let mut queue = std::collections::VecDeque::from([(child, 0usize)]);
+        while let Some((old, new)) = queue.pop_front() {
+            let range = self.nodes[old].children();
+            if range.is_empty() {
+                nodes[new].first_child = NONE;
+                continue;
+            }
+            let first = nodes.len();
+            nodes[new].first_child = first as u32;
+            for (k, c) in range.enumerate() {
+                let mut n = self.nodes[c].clone();
+                n.parent = new as u32;
+                n.in_flight = 0;
+                if n.state == NodeState::Pending {
+                    n.state = NodeState::Unexpanded;
+                }
+                nodes.push(n);
+                queue.push_back((c, first + k));
+            }
+        }
+        *self = Tree { nodes, root_position: new_root, root_hash: new_hash };
+        true
+    }
+}

@@ -1,0 +1,481 @@
+//! The search loop: `gather` descends the tree up to a batch's worth of times (virtual
+//! loss steering each descent away from leaves already in flight), `apply` expands the
+//! evaluated leaves and backs their values up. A driver calls the evaluator in between,
+//! so one call can serve many searches (self-play) or one (the UCI engine).
+
+use super::cache::EvalCache;
+use super::evaluator::{EvalBatch, Evaluator};
+use super::node::{Node, NodeState, Tree, NONE};
+use super::params::SearchParams;
+use crate::game::{position_hash, rules_outcome, Game};
+use crate::timing::{lap, PhaseTimes};
+use rand::Rng;
+use rand_distr::{Distribution, Gamma};
+use shakmaty::{zobrist::Zobrist64, Chess, EnPassantMode, Move, Position};
+use std::time::Instant;
+
+/// Counters of what the descents found.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct SearchStats {
+    /// Descents that ended on a leaf sent to the evaluator.
+    pub leaves: u64,
+    /// Descents that ended on a leaf already in the batch (not re-evaluated).
+    pub collisions: u64,
+    /// Descents that ended on a position decided by the rules.
+    pub terminals: u64,
+    /// Leaves answered by the evaluation cache.
+    pub cache_hits: u64,
+    /// Deepest descent, in plies from the root.
+    pub max_depth: u32,
+    /// Sum of descent depths (for the mean depth).
+    pub depth_sum: u64,
+}
+
+/// A root child's statistics, for move choice and reporting.
+#[derive(Clone, Copy, Debug)]
+pub struct ChildStats {
+    pub mv: Move,
+    pub visits: u32,
+    /// Q for the side to move at the root.
+    pub q: f32,
+    pub prior: f32,
+}
+
+enum Descent {
+    Leaf,
+    Terminal,
+    Collision,
+    CacheHit,
+}
+
+pub struct Search {
+    pub params: SearchParams,
+    tree: Tree,
+    /// Hashes of the game's positions before the root (for threefold repetition).
+    history: Vec<u64>,
+    cache: EvalCache,
+    /// Leaves of the last gather: (node, index in the batch, position hash).
+    pending: Vec<(u32, usize, u64)>,
+    path_hashes: Vec<u64>,
+    root_noised: bool,
+    pub stats: SearchStats,
+}
+
+impl Search {
+    pub fn new(game: &Game, params: SearchParams) -> Search {
+        let cache = EvalCache::new(params.cache_entries);
+        let mut s = Search {
+            tree: Tree::new(game.position().clone(), game.hash()),
+            history: Vec::new(),
+            cache,
+            pending: Vec::new(),
+            path_hashes: Vec::new(),
+            root_noised: false,
+            stats: SearchStats::default(),
+            params,
+        };
+        s.history = game.history()[..game.history().len() - 1].to_vec();
+        s
+    }
+
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    pub fn cache(&self) -> &EvalCache {
+        &self.cache
+    }
+
+    pub fn cache_mut(&mut self) -> &mut EvalCache {
+        &mut self.cache
+    }
+
+    pub fn root_position(&self) -> &Chess {
+        &self.tree.root_position
+    }
+
+    pub fn root_visits(&self) -> u32 {
+        self.tree.root().visits
+    }
+
+    /// Moves the root to `game`'s current position. If that is the old root plus one
+    /// played move whose child exists, the child's subtree is kept (tree reuse);
+    /// otherwise the tree starts afresh. The cache is kept either way.
+    pub fn advance_to(&mut self, game: &Game) -> bool {
+        self.history = game.history()[..game.history().len() - 1].to_vec();
+        self.root_noised = false;
+        self.pending.clear();
+        let reused = match game.moves().last() {
+            Some(&mv) if game.history().len() >= 2 && game.history()[game.history().len() - 2] == self.tree.root_hash => {
+                self.tree.reuse(mv, game.position().clone(), game.hash())
+            }
+            _ => false,
+        };
+        if !reused {
+            self.tree = Tree::new(game.position().clone(), game.hash());
+        }
+        reused
+    }
+
+    /// Descends up to `want` times; leaves needing the evaluator go into `batch`,
+    /// terminal leaves and cache hits are backed up at once. Returns the leaves added.
+    pub fn gather(&mut self, want: usize, batch: &mut EvalBatch, timing: &mut PhaseTimes) -> usize {
+        if self.params.root_noise && !self.root_noised && self.tree.root().state == NodeState::Expanded {
+            self.add_root_noise(&mut rand::rng());
+        }
+        let mut added = 0;
+        let mut collisions = 0;
+        let mut attempts = 0;
+        while added < want && collisions <= self.params.max_collisions && attempts < 4 * want + 16 {
+            attempts += 1;
+            match self.descend(batch, timing) {
+                Descent::Leaf => added += 1,
+                Descent::Collision => collisions += 1,
+                Descent::Terminal | Descent::CacheHit => {
+                    // A decided root has nothing left to search.
+                    if matches!(self.tree.root().state, NodeState::Terminal(_)) {
+                        break;
+                    }
+                }
+            }
+        }
+        added
+    }
+
+    fn descend(&mut self, batch: &mut EvalBatch, timing: &mut PhaseTimes) -> Descent {
+        let t0 = Instant::now();
+        let mut pos = self.tree.root_position.clone();
+        let mut hash = self.tree.root_hash;
+        self.path_hashes.clear();
+        let mut idx = 0usize;
+        let mut depth = 0u32;
+        loop {
+            self.tree.nodes[idx].in_flight += 1;
+            match self.tree.nodes[idx].state {
+                NodeState::Expanded => {
+                    let child = self.select_child(idx);
+                    let mv = self.tree.nodes[child].mv.expect("non-root nodes carry their move");
+                    let next = pos.update_zobrist_hash::<Zobrist64>(Zobrist64(hash), mv, EnPassantMode::Legal);
+                    pos.play_unchecked(mv);
+                    self.path_hashes.push(hash);
+                    hash = next.map(|z| z.0).unwrap_or_else(|| position_hash(&pos));
+                    idx = child;
+                    depth += 1;
+                }
+                NodeState::Terminal(v) => {
+                    lap(&mut timing.select, t0);
+                    self.note_depth(depth);
+                    self.stats.terminals += 1;
+                    self.backup(idx, v);
+                    return Descent::Terminal;
+                }
+                NodeState::Pending => {
+                    self.revert(idx);
+                    self.stats.collisions += 1;
+                    lap(&mut timing.select, t0);
+                    return Descent::Collision;
+                }
+                NodeState::Unexpanded => {
+                    let t1 = lap(&mut timing.select, t0);
+                    let moves = pos.legal_moves();
+                    // Inside the tree a position seen once before on the path is a draw
+                    // (lc0's rule); against the game history it takes two earlier ones.
+                    let occurrences = if idx == 0 {
+                        0
+                    } else if self.path_hashes.contains(&hash) {
+                        2
+                    } else {
+                        self.history.iter().filter(|&&h| h == hash).count()
+                    };
+                    let outcome = rules_outcome(&pos, !moves.is_empty(), occurrences);
+                    let t2 = lap(&mut timing.movegen, t1);
+                    self.note_depth(depth);
+                    if let Some(o) = outcome {
+                        let v = o.value_for(pos.turn());
+                        self.tree.nodes[idx].state = NodeState::Terminal(v);
+                        self.stats.terminals += 1;
+                        self.backup(idx, v);
+                        lap(&mut timing.backup, t2);
+                        return Descent::Terminal;
+                    }
+                    if let Some(hit) = self.cache.get(hash) {
+                        if hit.priors.len() == moves.len() {
+                            let (wdl, priors) = (hit.wdl, hit.priors.clone());
+                            self.expand(idx, &moves, &priors);
+                            self.backup(idx, wdl[0] - wdl[2]);
+                            self.stats.cache_hits += 1;
+                            lap(&mut timing.backup, t2);
+                            return Descent::CacheHit;
+                        }
+                    }
+                    self.tree.nodes[idx].state = NodeState::Pending;
+                    let bi = batch.push(&pos, &moves);
+                    self.pending.push((idx as u32, bi, hash));
+                    self.stats.leaves += 1;
+                    lap(&mut timing.movegen, t2);
+                    return Descent::Leaf;
+                }
+            }
+        }
+    }
+
+    fn note_depth(&mut self, depth: u32) {
+        self.stats.max_depth = self.stats.max_depth.max(depth);
+        self.stats.depth_sum += depth as u64;
+    }
+
+    /// PUCT with virtual loss and first-play urgency; returns the chosen child's index.
+    fn select_child(&self, idx: usize) -> usize {
+        let p = &self.params;
+        let node = &self.tree.nodes[idx];
+        let parent_n = (node.visits + node.in_flight as u32).max(1) as f32;
+        let u_scale = p.cpuct_at(parent_n) * parent_n.sqrt();
+        // The node's own value is from its mover's view; the chooser here is the opponent.
+        let parent_q = if node.visits > 0 { -node.value_sum / node.visits as f32 } else { 0.0 };
+        let children = &self.tree.nodes[node.children()];
+        let visited_policy: f32 = children.iter().filter(|c| c.visits + c.in_flight as u32 > 0).map(|c| c.prior).sum();
+        let fpu = parent_q - p.fpu_reduction * visited_policy.sqrt();
+        let mut best = 0;
+        let mut best_score = f32::NEG_INFINITY;
+        for (k, c) in children.iter().enumerate() {
+            let n = c.visits + c.in_flight as u32;
+            let q = if n == 0 { fpu } else { (c.value_sum - c.in_flight as f32 * p.virtual_loss) / n as f32 };
+            let score = q + u_scale * c.prior / (1 + n) as f32;
+            if score > best_score {
+                best_score = score;
+                best = k;
+            }
+        }
+        node.first_child as usize + best
+    }
+
+    fn expand(&mut self, idx: usize, moves: &[Move], priors: &[f32]) {
+        let first = self.tree.nodes.len();
+        for (mv, &prior) in moves.iter().zip(priors) {
+            self.tree.nodes.push(Node::new(Some(*mv), idx as u32, prior));
+        }
+        let n = &mut self.tree.nodes[idx];
+        n.first_child = first as u32;
+        n.num_children = moves.len() as u16;
+        n.state = NodeState::Expanded;
+    }
+
+    /// Adds `value` (for the side to move at `idx`) up the path, alternating sign, and
+    /// removes this descent's virtual loss.
+    fn backup(&mut self, idx: usize, value: f32) {
+        let mut cur = idx as u32;
+        let mut v = -value;
+        while cur != NONE {
+            let n = &mut self.tree.nodes[cur as usize];
+            n.visits += 1;
+            n.value_sum += v;
+            n.in_flight -= 1;
+            v = -v;
+            cur = n.parent;
+        }
+    }
+
+    fn revert(&mut self, idx: usize) {
+        let mut cur = idx as u32;
+        while cur != NONE {
+            let n = &mut self.tree.nodes[cur as usize];
+            n.in_flight -= 1;
+            cur = n.parent;
+        }
+    }
+
+    /// Expands the leaves of the last gather from `batch` (their indices shifted by
+    /// `offset` when the batch was merged with others) and backs their values up.
+    pub fn apply(&mut self, batch: &EvalBatch, offset: usize, timing: &mut PhaseTimes) {
+        let t0 = Instant::now();
+        let pending = std::mem::take(&mut self.pending);
+        for &(idx, bi, hash) in &pending {
+            let i = bi + offset;
+            let wdl = batch.wdl(i);
+            self.expand(idx as usize, batch.moves(i), batch.priors(i));
+            self.cache.insert(hash, wdl, batch.priors(i));
+            self.backup(idx as usize, wdl[0] - wdl[2]);
+        }
+        self.pending = pending;
+        self.pending.clear();
+        lap(&mut timing.backup, t0);
+    }
+
+    /// Leaves gathered and not yet applied.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Runs batches until the root has `visits` visits (or is decided).
+    pub fn run_until_visits(&mut self, evaluator: &mut dyn Evaluator, visits: u32, timing: &mut PhaseTimes) -> anyhow::Result<()> {
+        let mut batch = EvalBatch::new();
+        while self.tree.root().visits < visits {
+            batch.clear();
+            let want = ((visits - self.tree.root().visits) as usize).min(self.params.max_batch).max(1);
+            let before = self.tree.root().visits;
+            self.gather(want, &mut batch, timing);
+            if !batch.is_empty() {
+                evaluator.evaluate(&mut batch, timing)?;
+                self.apply(&batch, 0, timing);
+            }
+            if self.tree.root().visits == before {
+                break; // nothing left to search (every line decided)
+            }
+        }
+        Ok(())
+    }
+
+    /// Mixes Dirichlet noise into the root priors.
+    pub fn add_root_noise<R: Rng>(&mut self, rng: &mut R) {
+        self.root_noised = true;
+        let range = self.tree.root().children();
+        if range.len() < 2 {
+            return;
+        }
+        let gamma = Gamma::new(self.params.dirichlet_alpha as f64, 1.0).expect("alpha > 0");
+        let noise: Vec<f64> = range.clone().map(|_| gamma.sample(rng)).collect();
+        let sum: f64 = noise.iter().sum::<f64>().max(1e-12);
+        let eps = self.params.dirichlet_epsilon;
+        for (c, n) in range.zip(noise) {
+            let node = &mut self.tree.nodes[c];
+            node.prior = (1.0 - eps) * node.prior + eps * (n / sum) as f32;
+        }
+    }
+
+    /// Statistics of the root's children, in move-generation order.
+    pub fn root_children(&self) -> Vec<ChildStats> {
+        let root = self.tree.root();
+        self.tree.nodes[root.children()]
+            .iter()
+            .map(|c| ChildStats { mv: c.mv.expect("child move"), visits: c.visits, q: c.q(), prior: c.prior })
+            .collect()
+    }
+
+    /// The most visited root move (ties broken by Q, then prior).
+    pub fn best_move(&self) -> Option<Move> {
+        self.ranked_children().first().map(|c| c.mv)
+    }
+
+    /// Root children from best to worst.
+    pub fn ranked_children(&self) -> Vec<ChildStats> {
+        let mut c = self.root_children();
+        c.sort_by(|a, b| {
+            b.visits
+                .cmp(&a.visits)
+                .then(b.q.partial_cmp(&a.q).unwrap_or(std::cmp::Ordering::Equal))
+                .then(b.prior.partial_cmp(&a.prior).unwrap_or(std::cmp::Ordering::Equal))
+        });
+        c
+    }
+
+    /// Chooses a root move: the most visited at temperature 0, else sampled with
+    /// probability proportional to visits^(1/temperature).
+    pub fn choose_move<R: Rng>(&self, temperature: f32, rng: &mut R) -> Option<Move> {
+        if temperature <= 1e-3 {
+            return self.best_move();
+        }
+        let children = self.root_children();
+        let weights: Vec<f64> = children.iter().map(|c| (c.visits as f64).powf(1.0 / temperature as f64)).collect();
+        let total: f64 = weights.iter().sum();
+        if total <= 0.0 {
+            return self.best_move();
+        }
+        let mut r = rng.random::<f64>() * total;
+        for (c, w) in children.iter().zip(&weights) {
+            if r < *w {
+                return Some(c.mv);
+            }
+            r -= w;
+        }
+        children.last().map(|c| c.mv)
+    }
+
+    /// Visit distribution over the root's legal moves (sums to 1 when any were visited).
+    pub fn visit_distribution(&self) -> Vec<(Move, f32)> {
+        let children = self.root_children();
+        let total: u32 = children.iter().map(|c| c.visits).sum();
+        children.iter().map(|c| (c.mv, if total > 0 { c.visits as f32 / total as f32 } else { 0.0 })).collect()
+    }
+
+    /// Q of the root for its side to move.
+    pub fn root_q(&self) -> f32 {
+        -self.tree.root().q()
+    }
+
+    /// Exact value of the root if the rules decide it.
+    pub fn root_terminal(&self) -> Option<f32> {
+        match self.tree.root().state {
+            NodeState::Terminal(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The line of most-visited moves from `first` (or the best root move).
+    pub fn principal_variation(&self, first: Option<Move>) -> Vec<Move> {
+        let mut pv = Vec::new();
+        let root = self.tree.root();
+        let mut idx = match first {
+            Some(m) => root.children().find(|&c| self.tree.nodes[c].mv == Some(m)),
+            None => root.children().max_by_key(|&c| self.tree.nodes[c].visits),
+        };
+        while let Some(i) = idx {
+            let n = &self.tree.nodes[i];
+            if n.visits == 0 {
+                break;
+            }
+            pv.push(n.mv.expect("child move"));
+            idx = n.children().filter(|&c| self.tree.nodes[c].visits > 0).max_by_key(|&c| self.tree.nodes[c].visits);
+        }
+        pv
+    }
+
+    /// Plies to a forced mate along the principal line, if the tree proves one: positive
+    /// when the side to move at the root mates, negative when it is mated.
+    pub fn proven_mate(&self, first: Option<Move>) -> Option<i32> {
+        self.proven(0, first, 0).and_then(|(v, plies)| if v != 0 { Some(v * plies as i32) } else { None })
+    }
+
+    /// (sign for the side to move at `idx`, plies) of a proven win/loss, by exhaustive
+    /// check of the expanded tree to a small depth.
+    fn proven(&self, idx: usize, first: Option<Move>, depth: u32) -> Option<(i32, u32)> {
+        let n = &self.tree.nodes[idx];
+        match n.state {
+            NodeState::Terminal(v) if v < 0.0 => return Some((-1, 0)),
+            NodeState::Terminal(_) => return None,
+            NodeState::Expanded if depth < 9 => {}
+            _ => return None,
+        }
+        let mut best_win: Option<u32> = None;
+        let mut all_lose = true;
+        let mut slowest_loss = 0;
+        for c in n.children() {
+            if let Some(m) = first {
+                if self.tree.nodes[c].mv != Some(m) && depth == 0 {
+                    continue;
+                }
+            }
+            match self.proven(c, None, depth + 1) {
+                Some((-1, p)) => best_win = Some(best_win.map_or(p + 1, |b: u32| b.min(p + 1))),
+                Some((1, p)) => slowest_loss = slowest_loss.max(p + 1),
+                _ => all_lose = false,
+            }
+        }
+        if let Some(p) = best_win {
+            return Some((1, p));
+        }
+        if all_lose && first.is_none() {
+            return Some((-1, slowest_loss));
+        }
+        None
+    }
+
+    /// Mean depth of the descents so far.
+    pub fn mean_depth(&self) -> f32 {
+        let d = self.stats.leaves + self.stats.terminals + self.stats.cache_hits;
+        if d == 0 {
+            0.0
+        } else {
+            self.stats.depth_sum as f32 / d as f32
+        }
+    }
+}

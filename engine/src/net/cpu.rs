@@ -1,0 +1,163 @@
+//! The folded network on the CPU: every layer is one GEMM (the `gemm` crate that candle
+//! itself uses) over buffers reused from call to call, with bias, skip connection and
+//! ReLU applied in place. No tensor is allocated per call.
+//!
+//! Boards are processed in chunks so the im2col buffer stays a few megabytes.
+
+use super::im2col::{im2col_into, TAPS};
+use super::{FoldedLayer, FoldedWeights, VALUE_CHANNELS, WDL};
+use crate::encoding::{INPUT_PLANES, PLANES_LEN, POLICY_PLANES, POLICY_SIZE};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+const CHUNK_BOARDS: usize = 64;
+
+pub struct CpuNet {
+    weights: FoldedWeights,
+    threads: usize,
+    x: Vec<f32>,
+    h: Vec<f32>,
+    t: Vec<f32>,
+    cols: Vec<f32>,
+    logits: Vec<f32>,
+    v: Vec<f32>,
+    v1: Vec<f32>,
+}
+
+/// `out = act(a W + b [+ out])` for `a` `[rows, k]`, `W` `[k, n]`, `out` `[rows, n]`.
+fn dense(layer: &FoldedLayer, a: &[f32], rows: usize, out: &mut [f32], residual: bool, relu: bool, threads: usize) {
+    let (k, n) = (layer.rows, layer.cols);
+    debug_assert_eq!(a.len(), rows * k);
+    let out = &mut out[..rows * n];
+    for row in out.chunks_exact_mut(n) {
+        if residual {
+            for (o, b) in row.iter_mut().zip(&layer.bias) {
+                *o += b;
+            }
+        } else {
+            row.copy_from_slice(&layer.bias);
+        }
+    }
+    let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    // SAFETY: the slices hold rows*k, k*n and rows*n f32 values, row-major as the strides say.
+    unsafe {
+        gemm::gemm(
+            rows, n, k,
+            out.as_mut_ptr(), 1, n as isize, true,
+            a.as_ptr(), 1, k as isize,
+            layer.weight.as_ptr(), 1, n as isize,
+            1.0, 1.0, false, false, false, par,
+        );
+    }
+    if relu {
+        for x in out.iter_mut() {
+            *x = x.max(0.0);
+        }
+    }
+}
+
+impl CpuNet {
+    pub fn new(weights: FoldedWeights) -> Self {
+        let f = weights.config.filters;
+        let rows = CHUNK_BOARDS * 64;
+        CpuNet {
+            threads: rayon::current_num_threads(),
+            x: vec![0.0; rows * INPUT_PLANES],
+            h: vec![0.0; rows * f],
+            t: vec![0.0; rows * f],
+            cols: vec![0.0; rows * TAPS * f.max(INPUT_PLANES)],
+            logits: vec![0.0; rows * POLICY_PLANES],
+            v: vec![0.0; rows * VALUE_CHANNELS],
+            v1: vec![0.0; CHUNK_BOARDS * weights.value_fc1.cols],
+            weights,
+        }
+    }
+
+    pub fn config(&self) -> super::NetConfig {
+        self.weights.config
+    }
+
+    /// Threads used by the GEMMs and the im2col gather (1 = the calling thread only).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
+    fn im2col(&mut self, which: Src, channels: usize, boards: usize) {
+        let src = match which {
+            Src::X => &self.x,
+            Src::H => &self.h,
+            Src::T => &self.t,
+        };
+        let src = &src[..boards * 64 * channels];
+        let cols = &mut self.cols[..boards * 64 * TAPS * channels];
+        if self.threads > 1 && boards > 1 {
+            src.par_chunks(64 * channels)
+                .zip(cols.par_chunks_mut(64 * TAPS * channels))
+                .for_each(|(s, c)| im2col_into(s, channels, c));
+        } else {
+            im2col_into(src, channels, cols);
+        }
+    }
+
+    /// Evaluates `batch` positions: `planes` `[batch, 18*64]` (encoding layout) ->
+    /// `policy` `[batch, 4672]` logits and `wdl` `[batch, 3]` logits.
+    pub fn forward(&mut self, planes: &[f32], batch: usize, policy: &mut [f32], wdl: &mut [f32]) {
+        assert_eq!(planes.len(), batch * PLANES_LEN);
+        assert_eq!(policy.len(), batch * POLICY_SIZE);
+        assert_eq!(wdl.len(), batch * WDL);
+        let mut start = 0;
+        while start < batch {
+            let nb = CHUNK_BOARDS.min(batch - start);
+            self.forward_chunk(
+                &planes[start * PLANES_LEN..(start + nb) * PLANES_LEN],
+                nb,
+                &mut policy[start * POLICY_SIZE..(start + nb) * POLICY_SIZE],
+                &mut wdl[start * WDL..(start + nb) * WDL],
+            );
+            start += nb;
+        }
+    }
+
+    fn forward_chunk(&mut self, planes: &[f32], nb: usize, policy: &mut [f32], wdl: &mut [f32]) {
+        let f = self.weights.config.filters;
+        let rows = nb * 64;
+        let th = self.threads;
+        // Plane-major [18][64] -> channels-last [64][18].
+        for (board, x) in planes.chunks_exact(PLANES_LEN).zip(self.x.chunks_exact_mut(64 * INPUT_PLANES)) {
+            for (p, plane) in board.chunks_exact(64).enumerate() {
+                for (sq, &v) in plane.iter().enumerate() {
+                    x[sq * INPUT_PLANES + p] = v;
+                }
+            }
+        }
+        self.im2col(Src::X, INPUT_PLANES, nb);
+        dense(&self.weights.input, &self.cols[..rows * TAPS * INPUT_PLANES], rows, &mut self.h, false, true, th);
+        for i in 0..self.weights.tower.len() {
+            self.im2col(Src::H, f, nb);
+            dense(&self.weights.tower[i].0, &self.cols[..rows * TAPS * f], rows, &mut self.t, false, true, th);
+            self.im2col(Src::T, f, nb);
+            dense(&self.weights.tower[i].1, &self.cols[..rows * TAPS * f], rows, &mut self.h, true, true, th);
+        }
+        self.im2col(Src::H, f, nb);
+        dense(&self.weights.policy_conv, &self.cols[..rows * TAPS * f], rows, &mut self.t, false, true, th);
+        dense(&self.weights.policy_out, &self.t[..rows * f], rows, &mut self.logits, false, false, th);
+        for (out, logits) in policy.chunks_exact_mut(POLICY_SIZE).zip(self.logits.chunks_exact(64 * POLICY_PLANES)) {
+            for (sq, row) in logits.chunks_exact(POLICY_PLANES).enumerate() {
+                for (plane, &v) in row.iter().enumerate() {
+                    out[plane * 64 + sq] = v;
+                }
+            }
+        }
+        dense(&self.weights.value_conv, &self.h[..rows * f], rows, &mut self.v, false, true, th);
+        dense(&self.weights.value_fc1, &self.v[..rows * VALUE_CHANNELS], nb, &mut self.v1, false, true, th);
+        let hidden = self.weights.value_fc1.cols;
+        dense(&self.weights.value_fc2, &self.v1[..nb * hidden], nb, wdl, false, false, th);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Src {
+    X,
+    H,
+    T,
+}

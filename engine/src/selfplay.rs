@@ -1,0 +1,261 @@
+//! Parallel self-play: G games in flight; each round every game descends its own tree
+//! (on all cores), the leaves of all games go to the evaluator in one call, and the
+//! results are scattered back. Finished games yield training samples and a PGN.
+
+use crate::encoding::move_to_index;
+use crate::game::{Game, GameOutcome, Termination};
+use crate::mcts::{EvalBatch, Evaluator, Search, SearchParams};
+use crate::timing::PhaseTimes;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use rayon::prelude::*;
+use shakmaty::{Chess, KnownOutcome, Position};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct SelfPlayConfig {
+    /// Games to finish.
+    pub games: usize,
+    /// Games kept in flight at once.
+    pub games_in_flight: usize,
+    /// Root visits before each move (visits kept from the previous move count).
+    pub simulations: u32,
+    /// Leaves each game adds to a round's batch.
+    pub leaves_per_game: usize,
+    /// Plies after which a game is stopped and scored as a draw.
+    pub max_plies: u32,
+    /// Plies played with temperature 1 (sampled by visits); later moves are the most visited.
+    pub temperature_plies: u32,
+    /// Random legal moves played before the search takes over, so games differ.
+    pub random_opening_plies: u32,
+    pub search: SearchParams,
+    pub seed: u64,
+}
+
+impl Default for SelfPlayConfig {
+    fn default() -> Self {
+        SelfPlayConfig {
+            games: 16,
+            games_in_flight: 64,
+            simulations: 25,
+            leaves_per_game: 4,
+            max_plies: 150,
+            temperature_plies: 30,
+            random_opening_plies: 0,
+            search: SearchParams { cache_entries: 4096, ..SearchParams::self_play() },
+            seed: 1,
+        }
+    }
+}
+
+/// One training sample: the position, the visit distribution over its legal moves (by
+/// policy index), the final result for the side to move, and the root's Q.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub position: Chess,
+    pub policy: Vec<(u16, f32)>,
+    pub result: f32,
+    pub root_q: f32,
+}
+
+#[derive(Clone, Debug)]
+pub struct GameRecord {
+    pub index: usize,
+    pub samples: Vec<Sample>,
+    pub pgn: String,
+    pub outcome: GameOutcome,
+    pub plies: usize,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SelfPlayStats {
+    pub games: usize,
+    pub positions: usize,
+    /// Positions sent to the network.
+    pub evaluations: u64,
+    pub collisions: u64,
+    pub cache_hits: u64,
+    pub wall: Duration,
+    pub timing: PhaseTimes,
+    pub white_wins: usize,
+    pub black_wins: usize,
+    pub draws: usize,
+}
+
+impl SelfPlayStats {
+    pub fn positions_per_s(&self) -> f64 {
+        self.positions as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+    pub fn games_per_s(&self) -> f64 {
+        self.games as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+    pub fn evals_per_position(&self) -> f64 {
+        self.evaluations as f64 / self.positions.max(1) as f64
+    }
+}
+
+struct Slot {
+    index: usize,
+    game: Game,
+    search: Search,
+    samples: Vec<(Chess, Vec<(u16, f32)>, f32)>,
+    batch: EvalBatch,
+    timing: PhaseTimes,
+    rng: StdRng,
+    outcome: Option<GameOutcome>,
+}
+
+impl Slot {
+    fn new(index: usize, cfg: &SelfPlayConfig) -> Slot {
+        let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(index as u64));
+        let mut game = Game::new();
+        for _ in 0..cfg.random_opening_plies {
+            let moves = game.position().legal_moves();
+            if moves.is_empty() || game.outcome().is_some() {
+                break;
+            }
+            let m = moves[rng.random_range(0..moves.len())];
+            game.play(m);
+        }
+        let search = Search::new(&game, cfg.search.clone());
+        let mut slot = Slot {
+            index,
+            game,
+            search,
+            samples: Vec::new(),
+            batch: EvalBatch::new(),
+            timing: PhaseTimes::default(),
+            rng,
+            outcome: None,
+        };
+        slot.outcome = slot.game.outcome();
+        slot
+    }
+
+    /// Plays a move if the search is done, then gathers this round's leaves.
+    fn step(&mut self, cfg: &SelfPlayConfig) {
+        self.batch.clear();
+        if self.outcome.is_some() {
+            return;
+        }
+        let decided = self.search.root_terminal().is_some();
+        if self.search.root_visits() >= cfg.simulations || decided {
+            self.play_move(cfg);
+            if self.outcome.is_some() {
+                return;
+            }
+        }
+        let want = cfg.leaves_per_game.min((cfg.simulations - self.search.root_visits().min(cfg.simulations)) as usize).max(1);
+        self.search.gather(want, &mut self.batch, &mut self.timing);
+    }
+
+    fn play_move(&mut self, cfg: &SelfPlayConfig) {
+        let turn = self.game.position().turn();
+        let policy: Vec<(u16, f32)> = self
+            .search
+            .visit_distribution()
+            .into_iter()
+            .map(|(m, p)| (move_to_index(&m, turn) as u16, p))
+            .collect();
+        let temperature = if (self.game.ply() as u32) < cfg.temperature_plies { 1.0 } else { 0.0 };
+        let Some(mv) = self.search.choose_move(temperature, &mut self.rng) else {
+            self.outcome = self.game.outcome();
+            return;
+        };
+        if policy.iter().any(|(_, p)| *p > 0.0) {
+            self.samples.push((self.game.position().clone(), policy, self.search.root_q()));
+        }
+        self.game.play(mv);
+        self.search.advance_to(&self.game);
+        self.outcome = self.game.outcome();
+        if self.outcome.is_none() && self.game.ply() as u32 >= cfg.max_plies {
+            self.outcome = Some(GameOutcome { result: KnownOutcome::Draw, termination: Termination::MaxPlies });
+        }
+    }
+
+    fn finish(self) -> GameRecord {
+        let outcome = self.outcome.expect("finished game has an outcome");
+        let samples = self
+            .samples
+            .into_iter()
+            .map(|(position, policy, root_q)| {
+                let result = outcome.value_for(position.turn());
+                Sample { position, policy, result, root_q }
+            })
+            .collect();
+        let pgn = self.game.to_pgn(
+            Some(outcome),
+            &[
+                ("Event", "Ember self-play".to_string()),
+                ("Round", (self.index + 1).to_string()),
+                ("White", "Ember".to_string()),
+                ("Black", "Ember".to_string()),
+                ("PlyCount", self.game.ply().to_string()),
+            ],
+        );
+        GameRecord { index: self.index, samples, pgn, outcome, plies: self.game.ply() }
+    }
+}
+
+/// Plays `cfg.games` games, calling `on_game` as each finishes.
+pub fn play_games(
+    cfg: &SelfPlayConfig,
+    evaluator: &mut dyn Evaluator,
+    mut on_game: impl FnMut(GameRecord),
+) -> anyhow::Result<SelfPlayStats> {
+    let start = Instant::now();
+    let mut stats = SelfPlayStats::default();
+    let mut next_index = 0;
+    let mut slots: Vec<Slot> = Vec::new();
+    while slots.len() < cfg.games_in_flight.max(1) && next_index < cfg.games {
+        slots.push(Slot::new(next_index, cfg));
+        next_index += 1;
+    }
+    let mut batch = EvalBatch::new();
+    let mut offsets = Vec::new();
+    let mut eval_timing = PhaseTimes::default();
+    while !slots.is_empty() {
+        slots.par_iter_mut().for_each(|s| s.step(cfg));
+        batch.clear();
+        offsets.clear();
+        for s in &slots {
+            offsets.push(batch.append(&s.batch));
+        }
+        if !batch.is_empty() {
+            evaluator.evaluate(&mut batch, &mut eval_timing)?;
+            slots.par_iter_mut().zip(offsets.par_iter()).for_each(|(s, &off)| {
+                if !s.batch.is_empty() {
+                    s.search.apply(&batch, off, &mut s.timing);
+                }
+            });
+        }
+        let mut i = 0;
+        while i < slots.len() {
+            if slots[i].outcome.is_some() {
+                let mut slot = slots.swap_remove(i);
+                stats.timing += slot.timing;
+                stats.collisions += slot.search.stats.collisions;
+                stats.cache_hits += slot.search.stats.cache_hits;
+                slot.timing = PhaseTimes::default();
+                let record = slot.finish();
+                stats.games += 1;
+                stats.positions += record.plies;
+                match record.outcome.result.winner() {
+                    Some(shakmaty::Color::White) => stats.white_wins += 1,
+                    Some(shakmaty::Color::Black) => stats.black_wins += 1,
+                    None => stats.draws += 1,
+                }
+                on_game(record);
+                if next_index < cfg.games {
+                    slots.push(Slot::new(next_index, cfg));
+                    next_index += 1;
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+    stats.timing += eval_timing;
+    stats.evaluations = stats.timing.evaluated;
+    stats.wall = start.elapsed();
+    Ok(stats)
+}
