@@ -29,6 +29,10 @@ pub struct SelfPlayConfig {
     pub random_opening_plies: u32,
     pub search: SearchParams,
     pub seed: u64,
+    /// Stop after this long even if games are unfinished (benchmarks); their plies count
+    /// as positions but they yield no record.
+    #[serde(skip)]
+    pub time_limit: Option<Duration>,
 }
 
 impl Default for SelfPlayConfig {
@@ -43,6 +47,7 @@ impl Default for SelfPlayConfig {
             random_opening_plies: 0,
             search: SearchParams { cache_entries: 4096, ..SearchParams::self_play() },
             seed: 1,
+            time_limit: None,
         }
     }
 }
@@ -102,6 +107,8 @@ struct Slot {
     timing: PhaseTimes,
     rng: StdRng,
     outcome: Option<GameOutcome>,
+    /// Random plies played before the search took over.
+    opening_plies: usize,
 }
 
 impl Slot {
@@ -117,6 +124,7 @@ impl Slot {
             game.play(m);
         }
         let search = Search::new(&game, cfg.search.clone());
+        let opening_plies = game.ply();
         let mut slot = Slot {
             index,
             game,
@@ -124,6 +132,7 @@ impl Slot {
             samples: Vec::new(),
             batch: EvalBatch::new(),
             timing: PhaseTimes::default(),
+            opening_plies,
             rng,
             outcome: None,
         };
@@ -214,6 +223,14 @@ pub fn play_games(
     let mut offsets = Vec::new();
     let mut eval_timing = PhaseTimes::default();
     while !slots.is_empty() {
+        if cfg.time_limit.is_some_and(|t| start.elapsed() >= t) {
+            for s in &slots {
+                stats.positions += s.game.ply() - s.opening_plies;
+                stats.timing += s.timing;
+                stats.collisions += s.search.stats.collisions;
+            }
+            break;
+        }
         slots.par_iter_mut().for_each(|s| s.step(cfg));
         batch.clear();
         offsets.clear();
@@ -238,7 +255,7 @@ pub fn play_games(
                 slot.timing = PhaseTimes::default();
                 let record = slot.finish();
                 stats.games += 1;
-                stats.positions += record.plies;
+                stats.positions += record.samples.len();
                 match record.outcome.result.winner() {
                     Some(shakmaty::Color::White) => stats.white_wins += 1,
                     Some(shakmaty::Color::Black) => stats.black_wins += 1,
