@@ -35,7 +35,11 @@ impl BenchOptions {
         BenchOptions {
             net: NetConfig::default(),
             precision: if gpu { Precision::Bf16 } else { Precision::F32 },
-            batches: if gpu { vec![1, 8, 64, 256, 1024, 4096] } else { vec![1, 8, 64, 256] },
+            batches: if gpu {
+                vec![1, 8, 64, 256, 1024, 4096]
+            } else {
+                vec![1, 8, 64, 256]
+            },
             seconds: 2.0,
             selfplay_games_in_flight: if gpu { 512 } else { 64 },
             selfplay_leaves_per_game: 4,
@@ -103,7 +107,11 @@ pub fn bench_nn(opts: &BenchOptions) -> anyhow::Result<Vec<Value>> {
             std::hint::black_box(eval.forward_planes(&planes, b).expect("forward"));
             b as u64
         });
-        let precision = if opts.device.is_cpu() { "f32" } else { opts.precision.as_str() };
+        let precision = if opts.device.is_cpu() {
+            "f32"
+        } else {
+            opts.precision.as_str()
+        };
         out.push(json!({
             "bench": "nn", "net": opts.net.to_string(), "batch": b, "precision": precision,
             "device": device_name(&opts.device), "evals_per_s": (n as f64 / secs).round(),
@@ -122,18 +130,25 @@ fn device_name(d: &candle_core::Device) -> &'static str {
 
 /// Search speed alone: uniform evaluator, one thread, batches of 32 leaves.
 pub fn bench_mcts_uniform(opts: &BenchOptions) -> anyhow::Result<Value> {
-    let params = SearchParams { cache_entries: 0, max_batch: 32, ..SearchParams::default() };
+    let params = SearchParams {
+        cache_entries: 0,
+        max_batch: 32,
+        ..SearchParams::default()
+    };
     let mut eval = UniformEvaluator;
     let mut timing = PhaseTimes::default();
     let game = Game::new();
     let mut collisions = 0;
     let (n, secs) = timed(opts.seconds, || {
         let mut s = Search::new(&game, params.clone());
-        s.run_until_visits(&mut eval, 20_000, &mut timing).expect("uniform evaluation");
+        s.run_until_visits(&mut eval, 20_000, &mut timing)
+            .expect("uniform evaluation");
         collisions += s.stats.collisions;
         s.root_visits() as u64
     });
-    Ok(json!({"bench": "mcts_uniform", "threads": 1, "sims_per_s": (n as f64 / secs).round(), "collisions": collisions}))
+    Ok(
+        json!({"bench": "mcts_uniform", "threads": 1, "sims_per_s": (n as f64 / secs).round(), "collisions": collisions}),
+    )
 }
 
 pub fn bench_selfplay(opts: &BenchOptions) -> anyhow::Result<Value> {
@@ -165,7 +180,11 @@ pub fn bench_selfplay(opts: &BenchOptions) -> anyhow::Result<Value> {
 }
 
 /// Runs the named benchmarks (all if `only` is empty).
-pub fn run(opts: &BenchOptions, only: &[String], mut emit: impl FnMut(&Value)) -> anyhow::Result<()> {
+pub fn run(
+    opts: &BenchOptions,
+    only: &[String],
+    mut emit: impl FnMut(&Value),
+) -> anyhow::Result<()> {
     log::info!("bench device: {}", describe_device(&opts.device));
     let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     if wanted("encode") {

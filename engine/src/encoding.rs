@@ -22,9 +22,27 @@ pub const POLICY_PLANES: usize = 73;
 pub const POLICY_SIZE: usize = POLICY_PLANES * SQUARES;
 
 /// (rank step, file step) of the eight queen-like directions, N first, clockwise.
-pub const QUEEN_DIRECTIONS: [(i8, i8); 8] = [(1, 0), (1, 1), (0, 1), (-1, 1), (-1, 0), (-1, -1), (0, -1), (1, -1)];
+pub const QUEEN_DIRECTIONS: [(i8, i8); 8] = [
+    (1, 0),
+    (1, 1),
+    (0, 1),
+    (-1, 1),
+    (-1, 0),
+    (-1, -1),
+    (0, -1),
+    (1, -1),
+];
 /// (rank step, file step) of the eight knight jumps, clockwise from north-north-east.
-pub const KNIGHT_JUMPS: [(i8, i8); 8] = [(2, 1), (1, 2), (-1, 2), (-2, 1), (-2, -1), (-1, -2), (1, -2), (2, -1)];
+pub const KNIGHT_JUMPS: [(i8, i8); 8] = [
+    (2, 1),
+    (1, 2),
+    (-1, 2),
+    (-2, 1),
+    (-2, -1),
+    (-1, -2),
+    (1, -2),
+    (2, -1),
+];
 const UNDERPROMOTIONS: [Role; 3] = [Role::Knight, Role::Bishop, Role::Rook];
 
 #[inline]
@@ -38,14 +56,21 @@ fn frame(sq: Square, turn: Color) -> usize {
 /// Writes the 18 input planes of `position` into `out` (length [`PLANES_LEN`]).
 /// Every element is written, so `out` may hold anything before.
 pub fn encode_position(position: &Chess, out: &mut [f32]) {
-    assert_eq!(out.len(), PLANES_LEN, "plane buffer must hold {PLANES_LEN} floats");
+    assert_eq!(
+        out.len(),
+        PLANES_LEN,
+        "plane buffer must hold {PLANES_LEN} floats"
+    );
     out.fill(0.0);
     let us = position.turn();
     let board = position.board();
     for (i, role) in Role::ALL.iter().enumerate() {
         for (side, base) in [(us, 0), (!us, 6)] {
             let plane = &mut out[(base + i) * SQUARES..(base + i + 1) * SQUARES];
-            for sq in board.by_piece(Piece { color: side, role: *role }) {
+            for sq in board.by_piece(Piece {
+                color: side,
+                role: *role,
+            }) {
                 plane[frame(sq, us)] = 1.0;
             }
         }
@@ -72,7 +97,11 @@ pub fn encode_position(position: &Chess, out: &mut [f32]) {
 pub fn standard_to(mv: &Move) -> Square {
     match *mv {
         Move::Castle { king, rook } => {
-            let file = if rook.file() > king.file() { shakmaty::File::G } else { shakmaty::File::C };
+            let file = if rook.file() > king.file() {
+                shakmaty::File::G
+            } else {
+                shakmaty::File::C
+            };
             Square::from_coords(file, king.rank())
         }
         _ => mv.to(),
@@ -87,7 +116,10 @@ pub fn move_to_index(mv: &Move, turn: Color) -> usize {
     let df = (to % 8) as i8 - (from % 8) as i8;
     let plane = match mv.promotion() {
         Some(role) if role != Role::Queen => {
-            let piece = UNDERPROMOTIONS.iter().position(|&r| r == role).expect("under-promotion role");
+            let piece = UNDERPROMOTIONS
+                .iter()
+                .position(|&r| r == role)
+                .expect("under-promotion role");
             64 + 3 * (df + 1) as usize + piece
         }
         _ => {
@@ -96,7 +128,10 @@ pub fn move_to_index(mv: &Move, turn: Color) -> usize {
             } else {
                 let dist = dr.abs().max(df.abs());
                 let dir = (dr.signum(), df.signum());
-                let d = QUEEN_DIRECTIONS.iter().position(|&q| q == dir).expect("queen-like direction");
+                let d = QUEEN_DIRECTIONS
+                    .iter()
+                    .position(|&q| q == dir)
+                    .expect("queen-like direction");
                 d * 7 + (dist as usize - 1)
             }
         }
@@ -107,7 +142,10 @@ pub fn move_to_index(mv: &Move, turn: Color) -> usize {
 /// The legal move of `position` with policy index `index`, if any.
 pub fn index_to_move(position: &Chess, index: usize) -> Option<Move> {
     let turn = position.turn();
-    position.legal_moves().into_iter().find(|m| move_to_index(m, turn) == index)
+    position
+        .legal_moves()
+        .into_iter()
+        .find(|m| move_to_index(m, turn) == index)
 }
 
 /// Writes the policy index of each move into `out` (cleared first).
@@ -126,8 +164,18 @@ pub fn mirror_position(position: &Chess) -> Chess {
     let castling = parts.next().unwrap();
     let ep = parts.next().unwrap();
     let rest: Vec<&str> = parts.collect();
-    let swap = |c: char| if c.is_ascii_uppercase() { c.to_ascii_lowercase() } else { c.to_ascii_uppercase() };
-    let board: Vec<String> = board.split('/').rev().map(|r| r.chars().map(swap).collect()).collect();
+    let swap = |c: char| {
+        if c.is_ascii_uppercase() {
+            c.to_ascii_lowercase()
+        } else {
+            c.to_ascii_uppercase()
+        }
+    };
+    let board: Vec<String> = board
+        .split('/')
+        .rev()
+        .map(|r| r.chars().map(swap).collect())
+        .collect();
     let turn = if turn == "w" { "b" } else { "w" };
     let castling = if castling == "-" {
         "-".to_string()
@@ -143,7 +191,14 @@ pub fn mirror_position(position: &Chess) -> Chess {
         let rank = if b[1] == b'3' { '6' } else { '3' };
         format!("{}{}", b[0] as char, rank)
     };
-    let fen = format!("{} {} {} {} {}", board.join("/"), turn, castling, ep, rest.join(" "));
+    let fen = format!(
+        "{} {} {} {} {}",
+        board.join("/"),
+        turn,
+        castling,
+        ep,
+        rest.join(" ")
+    );
     crate::game::position_from_fen(&fen).expect("mirror of a legal position is legal")
 }
 
@@ -156,11 +211,20 @@ mod tests {
     const KIWIPETE: &str = "r3k2r/p1ppqpb1/bn2pnp1/3PN3/1p2P3/2N2Q1p/PPPBBPPP/R3K2R w KQkq - 0 1";
     /// (FEN, perft 1, 2, 3) from the standard perft suite (chessprogramming.org).
     const PERFT_POSITIONS: [(&str, [u64; 3]); 5] = [
-        ("rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1", [20, 400, 8902]),
+        (
+            "rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1",
+            [20, 400, 8902],
+        ),
         (KIWIPETE, [48, 2039, 97862]),
         ("8/2p5/3p4/KP5r/1R3p1k/8/4P1P1/8 w - - 0 1", [14, 191, 2812]),
-        ("r3k2r/Pppp1ppp/1b3nbN/nP6/BBP1P3/q4N2/Pp1P2PP/R2Q1RK1 w kq - 0 1", [6, 264, 9467]),
-        ("rnbq1k1r/pp1Pbppp/2p5/8/2B5/8/PPP1NnPP/RNBQK2R w KQ - 1 8", [44, 1486, 62379]),
+        (
+            "r3k2r/Pppp1ppp/1b3nbN/nP6/BBP1P3/q4N2/Pp1P2PP/R2Q1RK1 w kq - 0 1",
+            [6, 264, 9467],
+        ),
+        (
+            "rnbq1k1r/pp1Pbppp/2p5/8/2B5/8/PPP1NnPP/RNBQK2R w KQ - 1 8",
+            [44, 1486, 62379],
+        ),
     ];
 
     /// Walks every position to `depth`, checking each position's legal moves map to
@@ -171,7 +235,11 @@ mod tests {
         for m in &moves {
             let idx = move_to_index(m, pos.turn());
             assert!(idx < POLICY_SIZE);
-            assert!(seen.insert(idx), "index {idx} used twice in {}", crate::game::fen_of(pos));
+            assert!(
+                seen.insert(idx),
+                "index {idx} used twice in {}",
+                crate::game::fen_of(pos)
+            );
             assert_eq!(index_to_move(pos, idx).as_ref(), Some(m));
         }
         if depth == 1 {
@@ -192,7 +260,11 @@ mod tests {
         for (fen, counts) in PERFT_POSITIONS {
             let pos = position_from_fen(fen).unwrap();
             for depth in 1..=3 {
-                assert_eq!(perft_checking_indices(&pos, depth), counts[depth - 1], "perft {depth} of {fen}");
+                assert_eq!(
+                    perft_checking_indices(&pos, depth),
+                    counts[depth - 1],
+                    "perft {depth} of {fen}"
+                );
             }
         }
     }
@@ -200,7 +272,11 @@ mod tests {
     #[test]
     fn under_promotions_and_castling_have_their_own_planes() {
         let pos = position_from_fen("r1b1k2r/1P6/8/8/8/8/8/R3K2R w KQkq - 0 1").unwrap();
-        let planes: HashSet<usize> = pos.legal_moves().iter().map(|m| move_to_index(m, Color::White) / 64).collect();
+        let planes: HashSet<usize> = pos
+            .legal_moves()
+            .iter()
+            .map(|m| move_to_index(m, Color::White) / 64)
+            .collect();
         for p in [64 + 3 + 0, 64 + 3 + 1, 64 + 3 + 2, 64 + 6, 64 + 7, 64 + 8] {
             assert!(planes.contains(&p), "plane {p} missing");
         }
@@ -225,10 +301,18 @@ mod tests {
             encode_position(&twin, &mut b);
             // Plane 12 (White to move) is the one plane that tells the twins apart.
             for p in (0..INPUT_PLANES).filter(|&p| p != 12) {
-                assert_eq!(a[p * 64..(p + 1) * 64], b[p * 64..(p + 1) * 64], "plane {p} of {fen}");
+                assert_eq!(
+                    a[p * 64..(p + 1) * 64],
+                    b[p * 64..(p + 1) * 64],
+                    "plane {p} of {fen}"
+                );
             }
             let idx = |p: &Chess| -> Vec<usize> {
-                let mut v: Vec<usize> = p.legal_moves().iter().map(|m| move_to_index(m, p.turn())).collect();
+                let mut v: Vec<usize> = p
+                    .legal_moves()
+                    .iter()
+                    .map(|m| move_to_index(m, p.turn()))
+                    .collect();
                 v.sort();
                 v
             };
@@ -239,9 +323,16 @@ mod tests {
                 let twin_move = twin
                     .legal_moves()
                     .into_iter()
-                    .find(|t| t.from() == Some(from) && standard_to(t) == to && t.promotion() == m.promotion())
+                    .find(|t| {
+                        t.from() == Some(from)
+                            && standard_to(t) == to
+                            && t.promotion() == m.promotion()
+                    })
                     .expect("mirrored move is legal in the twin");
-                assert_eq!(move_to_index(&m, pos.turn()), move_to_index(&twin_move, twin.turn()));
+                assert_eq!(
+                    move_to_index(&m, pos.turn()),
+                    move_to_index(&twin_move, twin.turn())
+                );
             }
         }
     }
@@ -284,7 +375,11 @@ mod tests {
     #[test]
     fn kiwipete_indices_cover_all_plane_kinds() {
         let pos = position_from_fen(KIWIPETE).unwrap();
-        let planes: HashSet<usize> = pos.legal_moves().iter().map(|m| move_to_index(m, pos.turn()) / 64).collect();
+        let planes: HashSet<usize> = pos
+            .legal_moves()
+            .iter()
+            .map(|m| move_to_index(m, pos.turn()) / 64)
+            .collect();
         assert!(planes.iter().any(|&p| p < 56));
         assert!(planes.iter().any(|&p| (56..64).contains(&p)));
     }

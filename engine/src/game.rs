@@ -20,7 +20,8 @@ pub fn position_hash(position: &Chess) -> u64 {
 /// Hash after playing `mv`, incrementally where shakmaty can, from scratch otherwise.
 /// `after` must be the position `before` with `mv` played.
 pub fn hash_after(before: &Chess, before_hash: u64, mv: Move, after: &Chess) -> u64 {
-    match before.update_zobrist_hash::<Zobrist64>(Zobrist64(before_hash), mv, EnPassantMode::Legal) {
+    match before.update_zobrist_hash::<Zobrist64>(Zobrist64(before_hash), mv, EnPassantMode::Legal)
+    {
         Some(h) => h.0,
         None => position_hash(after),
     }
@@ -28,7 +29,10 @@ pub fn hash_after(before: &Chess, before_hash: u64, mv: Move, after: &Chess) -> 
 
 /// Parses a FEN, with a message that names the problem.
 pub fn position_from_fen(fen: &str) -> Result<Chess> {
-    let parsed: Fen = fen.trim().parse().map_err(|e| anyhow!("invalid FEN {fen:?}: {e}"))?;
+    let parsed: Fen = fen
+        .trim()
+        .parse()
+        .map_err(|e| anyhow!("invalid FEN {fen:?}: {e}"))?;
     parsed
         .into_position(CastlingMode::Standard)
         .map_err(|e| anyhow!("illegal position in FEN {fen:?}: {e}"))
@@ -45,8 +49,12 @@ pub fn move_to_uci(mv: Move) -> String {
 
 /// Parses a UCI move string and checks it is legal in `position`.
 pub fn parse_uci_move(position: &Chess, text: &str) -> Result<Move> {
-    let uci: UciMove = text.trim().parse().map_err(|_| anyhow!("not a UCI move: {text:?}"))?;
-    uci.to_move(position).map_err(|_| anyhow!("illegal move {text} in {}", fen_of(position)))
+    let uci: UciMove = text
+        .trim()
+        .parse()
+        .map_err(|_| anyhow!("not a UCI move: {text:?}"))?;
+    uci.to_move(position)
+        .map_err(|_| anyhow!("illegal move {text} in {}", fen_of(position)))
 }
 
 /// Why a game ended.
@@ -97,11 +105,17 @@ impl GameOutcome {
 
 /// Outcome decided by the rules alone for a position with its legal-move count known,
 /// the number of earlier occurrences of the same position being supplied by the caller.
-pub fn rules_outcome(position: &Chess, has_legal_moves: bool, earlier_occurrences: usize) -> Option<GameOutcome> {
+pub fn rules_outcome(
+    position: &Chess,
+    has_legal_moves: bool,
+    earlier_occurrences: usize,
+) -> Option<GameOutcome> {
     let termination = if !has_legal_moves {
         if position.is_check() {
             return Some(GameOutcome {
-                result: KnownOutcome::Decisive { winner: !position.turn() },
+                result: KnownOutcome::Decisive {
+                    winner: !position.turn(),
+                },
                 termination: Termination::Checkmate,
             });
         }
@@ -115,7 +129,10 @@ pub fn rules_outcome(position: &Chess, has_legal_moves: bool, earlier_occurrence
     } else {
         return None;
     };
-    Some(GameOutcome { result: KnownOutcome::Draw, termination })
+    Some(GameOutcome {
+        result: KnownOutcome::Draw,
+        termination,
+    })
 }
 
 /// A game: start position, moves played, and the hash of every position reached.
@@ -141,7 +158,12 @@ impl Game {
 
     pub fn from_position(position: Chess) -> Self {
         let h = position_hash(&position);
-        Game { start: position.clone(), position, moves: Vec::new(), history: vec![h] }
+        Game {
+            start: position.clone(),
+            position,
+            moves: Vec::new(),
+            history: vec![h],
+        }
     }
 
     pub fn from_fen(fen: &str) -> Result<Self> {
@@ -165,7 +187,10 @@ impl Game {
     }
 
     pub fn hash(&self) -> u64 {
-        *self.history.last().expect("history holds the current position")
+        *self
+            .history
+            .last()
+            .expect("history holds the current position")
     }
 
     /// Hashes of every position so far, the current one last.
@@ -192,7 +217,10 @@ impl Game {
     /// How many times the current position occurred before now.
     pub fn earlier_occurrences(&self) -> usize {
         let h = self.hash();
-        self.history[..self.history.len() - 1].iter().filter(|&&x| x == h).count()
+        self.history[..self.history.len() - 1]
+            .iter()
+            .filter(|&&x| x == h)
+            .count()
     }
 
     /// The outcome by the rules, repetition and the fifty-move rule included.
@@ -205,14 +233,28 @@ impl Game {
     pub fn to_pgn(&self, outcome: Option<GameOutcome>, tags: &[(&str, String)]) -> String {
         let result = outcome.map(|o| o.result.as_str()).unwrap_or("*");
         let mut out = String::new();
-        let defaults = [("Event", "Ember game"), ("Site", "?"), ("Date", "????.??.??"), ("Round", "-"), ("White", "?"), ("Black", "?")];
+        let defaults = [
+            ("Event", "Ember game"),
+            ("Site", "?"),
+            ("Date", "????.??.??"),
+            ("Round", "-"),
+            ("White", "?"),
+            ("Black", "?"),
+        ];
         for (k, v) in defaults {
-            let v = tags.iter().find(|(t, _)| *t == k).map(|(_, v)| v.as_str()).unwrap_or(v);
+            let v = tags
+                .iter()
+                .find(|(t, _)| *t == k)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or(v);
             out.push_str(&format!("[{k} \"{v}\"]\n"));
         }
         out.push_str(&format!("[Result \"{result}\"]\n"));
         if self.start != Chess::default() {
-            out.push_str(&format!("[SetUp \"1\"]\n[FEN \"{}\"]\n", fen_of(&self.start)));
+            out.push_str(&format!(
+                "[SetUp \"1\"]\n[FEN \"{}\"]\n",
+                fen_of(&self.start)
+            ));
         }
         if let Some(o) = outcome {
             out.push_str(&format!("[Termination \"{}\"]\n", o.termination.as_str()));
@@ -252,7 +294,8 @@ impl Game {
 /// Plays a list of UCI moves from a position; the first illegal move is an error naming it.
 pub fn play_uci_moves(game: &mut Game, moves: &[&str]) -> Result<()> {
     for (i, m) in moves.iter().enumerate() {
-        game.play_uci(m).with_context(|| format!("move {} ({m})", i + 1))?;
+        game.play_uci(m)
+            .with_context(|| format!("move {} ({m})", i + 1))?;
     }
     Ok(())
 }
@@ -315,7 +358,10 @@ mod tests {
         let g = Game::from_fen("7k/5Q2/6K1/8/8/8/8/8 b - - 0 1").unwrap();
         assert_eq!(g.outcome().unwrap().termination, Termination::Stalemate);
         let g = Game::from_fen("8/8/4k3/8/8/4KB2/8/8 w - - 0 1").unwrap();
-        assert_eq!(g.outcome().unwrap().termination, Termination::InsufficientMaterial);
+        assert_eq!(
+            g.outcome().unwrap().termination,
+            Termination::InsufficientMaterial
+        );
     }
 
     #[test]
@@ -331,7 +377,12 @@ mod tests {
     #[test]
     fn castling_is_written_as_the_kings_two_square_move() {
         let g = Game::from_fen("r3k2r/8/8/8/8/8/8/R3K2R w KQkq - 0 1").unwrap();
-        let ucis: Vec<String> = g.position().legal_moves().iter().map(|m| move_to_uci(*m)).collect();
+        let ucis: Vec<String> = g
+            .position()
+            .legal_moves()
+            .iter()
+            .map(|m| move_to_uci(*m))
+            .collect();
         assert!(ucis.contains(&"e1g1".to_string()));
         assert!(ucis.contains(&"e1c1".to_string()));
         let mut g2 = g.clone();
@@ -342,7 +393,9 @@ mod tests {
     #[test]
     fn incremental_hash_matches_full_hash() {
         let mut g = Game::new();
-        for m in ["e2e4", "d7d5", "e4d5", "c7c5", "d5c6", "b8c6", "g1f3", "e7e5", "f1c4", "g8f6", "e1g1"] {
+        for m in [
+            "e2e4", "d7d5", "e4d5", "c7c5", "d5c6", "b8c6", "g1f3", "e7e5", "f1c4", "g8f6", "e1g1",
+        ] {
             g.play_uci(m).unwrap();
             assert_eq!(g.hash(), position_hash(g.position()), "after {m}");
         }

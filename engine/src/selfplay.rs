@@ -45,7 +45,10 @@ impl Default for SelfPlayConfig {
             max_plies: 150,
             temperature_plies: 30,
             random_opening_plies: 0,
-            search: SearchParams { cache_entries: 4096, ..SearchParams::self_play() },
+            search: SearchParams {
+                cache_entries: 4096,
+                ..SearchParams::self_play()
+            },
             seed: 1,
             time_limit: None,
         }
@@ -113,7 +116,11 @@ struct Slot {
 
 impl Slot {
     fn new(index: usize, cfg: &SelfPlayConfig) -> Slot {
-        let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(index as u64));
+        let mut rng = StdRng::seed_from_u64(
+            cfg.seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(index as u64),
+        );
         let mut game = Game::new();
         for _ in 0..cfg.random_opening_plies {
             let moves = game.position().legal_moves();
@@ -153,7 +160,10 @@ impl Slot {
                 return;
             }
         }
-        let want = cfg.leaves_per_game.min((cfg.simulations - self.search.root_visits().min(cfg.simulations)) as usize).max(1);
+        let want = cfg
+            .leaves_per_game
+            .min((cfg.simulations - self.search.root_visits().min(cfg.simulations)) as usize)
+            .max(1);
         self.search.gather(want, &mut self.batch, &mut self.timing);
     }
 
@@ -165,19 +175,27 @@ impl Slot {
             .into_iter()
             .map(|(m, p)| (move_to_index(&m, turn) as u16, p))
             .collect();
-        let temperature = if (self.game.ply() as u32) < cfg.temperature_plies { 1.0 } else { 0.0 };
+        let temperature = if (self.game.ply() as u32) < cfg.temperature_plies {
+            1.0
+        } else {
+            0.0
+        };
         let Some(mv) = self.search.choose_move(temperature, &mut self.rng) else {
             self.outcome = self.game.outcome();
             return;
         };
         if policy.iter().any(|(_, p)| *p > 0.0) {
-            self.samples.push((self.game.position().clone(), policy, self.search.root_q()));
+            self.samples
+                .push((self.game.position().clone(), policy, self.search.root_q()));
         }
         self.game.play(mv);
         self.search.advance_to(&self.game);
         self.outcome = self.game.outcome();
         if self.outcome.is_none() && self.game.ply() as u32 >= cfg.max_plies {
-            self.outcome = Some(GameOutcome { result: KnownOutcome::Draw, termination: Termination::MaxPlies });
+            self.outcome = Some(GameOutcome {
+                result: KnownOutcome::Draw,
+                termination: Termination::MaxPlies,
+            });
         }
     }
 
@@ -188,7 +206,12 @@ impl Slot {
             .into_iter()
             .map(|(position, policy, root_q)| {
                 let result = outcome.value_for(position.turn());
-                Sample { position, policy, result, root_q }
+                Sample {
+                    position,
+                    policy,
+                    result,
+                    root_q,
+                }
             })
             .collect();
         let pgn = self.game.to_pgn(
@@ -201,7 +224,13 @@ impl Slot {
                 ("PlyCount", self.game.ply().to_string()),
             ],
         );
-        GameRecord { index: self.index, samples, pgn, outcome, plies: self.game.ply() }
+        GameRecord {
+            index: self.index,
+            samples,
+            pgn,
+            outcome,
+            plies: self.game.ply(),
+        }
     }
 }
 
@@ -239,11 +268,14 @@ pub fn play_games(
         }
         if !batch.is_empty() {
             evaluator.evaluate(&mut batch, &mut eval_timing)?;
-            slots.par_iter_mut().zip(offsets.par_iter()).for_each(|(s, &off)| {
-                if !s.batch.is_empty() {
-                    s.search.apply(&batch, off, &mut s.timing);
-                }
-            });
+            slots
+                .par_iter_mut()
+                .zip(offsets.par_iter())
+                .for_each(|(s, &off)| {
+                    if !s.batch.is_empty() {
+                        s.search.apply(&batch, off, &mut s.timing);
+                    }
+                });
         }
         let mut i = 0;
         while i < slots.len() {

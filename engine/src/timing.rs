@@ -41,7 +41,13 @@ impl PhaseTimes {
     /// One line for logs: each phase's seconds and share of the total.
     pub fn summary(&self) -> String {
         let total = self.total().as_secs_f64().max(1e-9);
-        let part = |name: &str, d: Duration| format!("{name} {:.2}s ({:.0}%)", d.as_secs_f64(), 100.0 * d.as_secs_f64() / total);
+        let part = |name: &str, d: Duration| {
+            format!(
+                "{name} {:.2}s ({:.0}%)",
+                d.as_secs_f64(),
+                100.0 * d.as_secs_f64() / total
+            )
+        };
         format!(
             "{} | {} | {} | {} | {} | {} batches, mean {:.1} positions",
             part("select", self.select),

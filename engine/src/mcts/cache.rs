@@ -45,7 +45,10 @@ pub struct EvalCache {
 impl EvalCache {
     /// A cache holding up to about `capacity` entries (0 disables it).
     pub fn new(capacity: usize) -> Self {
-        EvalCache { capacity, ..Default::default() }
+        EvalCache {
+            capacity,
+            ..Default::default()
+        }
     }
 
     pub fn capacity(&self) -> usize {
@@ -89,7 +92,13 @@ impl EvalCache {
         if self.capacity == 0 {
             return;
         }
-        self.insert_entry(key, CachedEval { wdl, priors: priors.into() });
+        self.insert_entry(
+            key,
+            CachedEval {
+                wdl,
+                priors: priors.into(),
+            },
+        );
     }
 
     fn insert_entry(&mut self, key: u64, e: CachedEval) {

@@ -24,7 +24,10 @@ pub struct EvalBatch {
 
 impl EvalBatch {
     pub fn new() -> Self {
-        EvalBatch { offsets: vec![0], ..Default::default() }
+        EvalBatch {
+            offsets: vec![0],
+            ..Default::default()
+        }
     }
 
     pub fn clear(&mut self) {
@@ -143,9 +146,17 @@ impl NetEvaluator {
         let backend = if network.device.is_cpu() {
             Backend::Cpu(CpuNet::new(folded))
         } else {
-            Backend::Device(DeviceNet::new(&folded, &network.device, precision.dtype())?, network.device.clone())
+            Backend::Device(
+                DeviceNet::new(&folded, &network.device, precision.dtype())?,
+                network.device.clone(),
+            )
         };
-        Ok(NetEvaluator { backend, planes: Vec::new(), policy: Vec::new(), wdl: Vec::new() })
+        Ok(NetEvaluator {
+            backend,
+            planes: Vec::new(),
+            policy: Vec::new(),
+            wdl: Vec::new(),
+        })
     }
 
     /// CPU threads for the forward pass (ignored on other devices).
@@ -156,7 +167,11 @@ impl NetEvaluator {
     }
 
     /// Raw forward pass over encoded planes: (policy logits, WDL logits).
-    pub fn forward_planes(&mut self, planes: &[f32], batch: usize) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+    pub fn forward_planes(
+        &mut self,
+        planes: &[f32],
+        batch: usize,
+    ) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
         match &mut self.backend {
             Backend::Cpu(net) => {
                 let mut p = vec![0.0; batch * POLICY_SIZE];

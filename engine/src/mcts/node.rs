@@ -77,7 +77,11 @@ pub struct Tree {
 
 impl Tree {
     pub fn new(root_position: Chess, root_hash: u64) -> Tree {
-        Tree { nodes: vec![Node::new(None, NONE, 1.0)], root_position, root_hash }
+        Tree {
+            nodes: vec![Node::new(None, NONE, 1.0)],
+            root_position,
+            root_hash,
+        }
     }
 
     pub fn root(&self) -> &Node {
@@ -87,7 +91,9 @@ impl Tree {
     /// Makes the child reached by `mv` the new root, keeping its subtree (compacted, the
     /// new root at index 0). Returns false, leaving a fresh root, if there is no such child.
     pub fn reuse(&mut self, mv: Move, new_root: Chess, new_hash: u64) -> bool {
-        let child = self.nodes[0].children().find(|&c| self.nodes[c].mv == Some(mv));
+        let child = self.nodes[0]
+            .children()
+            .find(|&c| self.nodes[c].mv == Some(mv));
         let Some(child) = child else {
             *self = Tree::new(new_root, new_hash);
             return false;
@@ -118,7 +124,11 @@ impl Tree {
                 queue.push_back((c, first + k));
             }
         }
-        *self = Tree { nodes, root_position: new_root, root_hash: new_hash };
+        *self = Tree {
+            nodes,
+            root_position: new_root,
+            root_hash: new_hash,
+        };
         true
     }
 }

@@ -48,7 +48,10 @@ impl Default for SearchParams {
 impl SearchParams {
     /// Defaults for self-play: root noise on.
     pub fn self_play() -> Self {
-        SearchParams { root_noise: true, ..Self::default() }
+        SearchParams {
+            root_noise: true,
+            ..Self::default()
+        }
     }
 
     /// cpuct after `parent_visits` visits.

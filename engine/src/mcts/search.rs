@@ -106,7 +106,10 @@ impl Search {
         self.root_noised = false;
         self.pending.clear();
         let reused = match game.moves().last() {
-            Some(&mv) if game.history().len() >= 2 && game.history()[game.history().len() - 2] == self.tree.root_hash => {
+            Some(&mv)
+                if game.history().len() >= 2
+                    && game.history()[game.history().len() - 2] == self.tree.root_hash =>
+            {
                 self.tree.reuse(mv, game.position().clone(), game.hash())
             }
             _ => false,
@@ -117,21 +120,31 @@ impl Search {
         reused
     }
 
-    /// Descends up to `want` times; leaves needing the evaluator go into `batch`,
-    /// terminal leaves and cache hits are backed up at once. Returns the leaves added.
+    /// Makes up to `want` descents that end in a visit: leaves needing the evaluator go
+    /// into `batch`, terminal leaves and cache hits are backed up at once. Collisions
+    /// do not count. Returns the leaves added to `batch`.
     pub fn gather(&mut self, want: usize, batch: &mut EvalBatch, timing: &mut PhaseTimes) -> usize {
-        if self.params.root_noise && !self.root_noised && self.tree.root().state == NodeState::Expanded {
+        if self.params.root_noise
+            && !self.root_noised
+            && self.tree.root().state == NodeState::Expanded
+        {
             self.add_root_noise(&mut rand::rng());
         }
         let mut added = 0;
+        let mut visits = 0;
         let mut collisions = 0;
         let mut attempts = 0;
-        while added < want && collisions <= self.params.max_collisions && attempts < 4 * want + 16 {
+        while visits < want && collisions <= self.params.max_collisions && attempts < 4 * want + 16
+        {
             attempts += 1;
             match self.descend(batch, timing) {
-                Descent::Leaf => added += 1,
+                Descent::Leaf => {
+                    added += 1;
+                    visits += 1;
+                }
                 Descent::Collision => collisions += 1,
                 Descent::Terminal | Descent::CacheHit => {
+                    visits += 1;
                     // A decided root has nothing left to search.
                     if matches!(self.tree.root().state, NodeState::Terminal(_)) {
                         break;
@@ -154,8 +167,14 @@ impl Search {
             match self.tree.nodes[idx].state {
                 NodeState::Expanded => {
                     let child = self.select_child(idx);
-                    let mv = self.tree.nodes[child].mv.expect("non-root nodes carry their move");
-                    let next = pos.update_zobrist_hash::<Zobrist64>(Zobrist64(hash), mv, EnPassantMode::Legal);
+                    let mv = self.tree.nodes[child]
+                        .mv
+                        .expect("non-root nodes carry their move");
+                    let next = pos.update_zobrist_hash::<Zobrist64>(
+                        Zobrist64(hash),
+                        mv,
+                        EnPassantMode::Legal,
+                    );
                     pos.play_unchecked(mv);
                     self.path_hashes.push(hash);
                     hash = next.map(|z| z.0).unwrap_or_else(|| position_hash(&pos));
@@ -231,15 +250,27 @@ impl Search {
         let parent_n = (node.visits + node.in_flight as u32).max(1) as f32;
         let u_scale = p.cpuct_at(parent_n) * parent_n.sqrt();
         // The node's own value is from its mover's view; the chooser here is the opponent.
-        let parent_q = if node.visits > 0 { -node.value_sum / node.visits as f32 } else { 0.0 };
+        let parent_q = if node.visits > 0 {
+            -node.value_sum / node.visits as f32
+        } else {
+            0.0
+        };
         let children = &self.tree.nodes[node.children()];
-        let visited_policy: f32 = children.iter().filter(|c| c.visits + c.in_flight as u32 > 0).map(|c| c.prior).sum();
+        let visited_policy: f32 = children
+            .iter()
+            .filter(|c| c.visits + c.in_flight as u32 > 0)
+            .map(|c| c.prior)
+            .sum();
         let fpu = parent_q - p.fpu_reduction * visited_policy.sqrt();
         let mut best = 0;
         let mut best_score = f32::NEG_INFINITY;
         for (k, c) in children.iter().enumerate() {
             let n = c.visits + c.in_flight as u32;
-            let q = if n == 0 { fpu } else { (c.value_sum - c.in_flight as f32 * p.virtual_loss) / n as f32 };
+            let q = if n == 0 {
+                fpu
+            } else {
+                (c.value_sum - c.in_flight as f32 * p.virtual_loss) / n as f32
+            };
             let score = q + u_scale * c.prior / (1 + n) as f32;
             if score > best_score {
                 best_score = score;
@@ -252,7 +283,9 @@ impl Search {
     fn expand(&mut self, idx: usize, moves: &[Move], priors: &[f32]) {
         let first = self.tree.nodes.len();
         for (mv, &prior) in moves.iter().zip(priors) {
-            self.tree.nodes.push(Node::new(Some(*mv), idx as u32, prior));
+            self.tree
+                .nodes
+                .push(Node::new(Some(*mv), idx as u32, prior));
         }
         let n = &mut self.tree.nodes[idx];
         n.first_child = first as u32;
@@ -307,11 +340,18 @@ impl Search {
     }
 
     /// Runs batches until the root has `visits` visits (or is decided).
-    pub fn run_until_visits(&mut self, evaluator: &mut dyn Evaluator, visits: u32, timing: &mut PhaseTimes) -> anyhow::Result<()> {
+    pub fn run_until_visits(
+        &mut self,
+        evaluator: &mut dyn Evaluator,
+        visits: u32,
+        timing: &mut PhaseTimes,
+    ) -> anyhow::Result<()> {
         let mut batch = EvalBatch::new();
         while self.tree.root().visits < visits {
             batch.clear();
-            let want = ((visits - self.tree.root().visits) as usize).min(self.params.max_batch).max(1);
+            let want = ((visits - self.tree.root().visits) as usize)
+                .min(self.params.max_batch)
+                .max(1);
             let before = self.tree.root().visits;
             self.gather(want, &mut batch, timing);
             if !batch.is_empty() {
@@ -347,7 +387,12 @@ impl Search {
         let root = self.tree.root();
         self.tree.nodes[root.children()]
             .iter()
-            .map(|c| ChildStats { mv: c.mv.expect("child move"), visits: c.visits, q: c.q(), prior: c.prior })
+            .map(|c| ChildStats {
+                mv: c.mv.expect("child move"),
+                visits: c.visits,
+                q: c.q(),
+                prior: c.prior,
+            })
             .collect()
     }
 
@@ -363,7 +408,11 @@ impl Search {
             b.visits
                 .cmp(&a.visits)
                 .then(b.q.partial_cmp(&a.q).unwrap_or(std::cmp::Ordering::Equal))
-                .then(b.prior.partial_cmp(&a.prior).unwrap_or(std::cmp::Ordering::Equal))
+                .then(
+                    b.prior
+                        .partial_cmp(&a.prior)
+                        .unwrap_or(std::cmp::Ordering::Equal),
+                )
         });
         c
     }
@@ -375,7 +424,10 @@ impl Search {
             return self.best_move();
         }
         let children = self.root_children();
-        let weights: Vec<f64> = children.iter().map(|c| (c.visits as f64).powf(1.0 / temperature as f64)).collect();
+        let weights: Vec<f64> = children
+            .iter()
+            .map(|c| (c.visits as f64).powf(1.0 / temperature as f64))
+            .collect();
         let total: f64 = weights.iter().sum();
         if total <= 0.0 {
             return self.best_move();
@@ -394,7 +446,19 @@ impl Search {
     pub fn visit_distribution(&self) -> Vec<(Move, f32)> {
         let children = self.root_children();
         let total: u32 = children.iter().map(|c| c.visits).sum();
-        children.iter().map(|c| (c.mv, if total > 0 { c.visits as f32 / total as f32 } else { 0.0 })).collect()
+        children
+            .iter()
+            .map(|c| {
+                (
+                    c.mv,
+                    if total > 0 {
+                        c.visits as f32 / total as f32
+                    } else {
+                        0.0
+                    },
+                )
+            })
+            .collect()
     }
 
     /// Q of the root for its side to move.
@@ -424,7 +488,10 @@ impl Search {
                 break;
             }
             pv.push(n.mv.expect("child move"));
-            idx = n.children().filter(|&c| self.tree.nodes[c].visits > 0).max_by_key(|&c| self.tree.nodes[c].visits);
+            idx = n
+                .children()
+                .filter(|&c| self.tree.nodes[c].visits > 0)
+                .max_by_key(|&c| self.tree.nodes[c].visits);
         }
         pv
     }
@@ -432,7 +499,8 @@ impl Search {
     /// Plies to a forced mate along the principal line, if the tree proves one: positive
     /// when the side to move at the root mates, negative when it is mated.
     pub fn proven_mate(&self, first: Option<Move>) -> Option<i32> {
-        self.proven(0, first, 0).and_then(|(v, plies)| if v != 0 { Some(v * plies as i32) } else { None })
+        self.proven(0, first, 0)
+            .and_then(|(v, plies)| if v != 0 { Some(v * plies as i32) } else { None })
     }
 
     /// (sign for the side to move at `idx`, plies) of a proven win/loss, by exhaustive

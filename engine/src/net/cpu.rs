@@ -25,7 +25,15 @@ pub struct CpuNet {
 }
 
 /// `out = act(a W + b [+ out])` for `a` `[rows, k]`, `W` `[k, n]`, `out` `[rows, n]`.
-fn dense(layer: &FoldedLayer, a: &[f32], rows: usize, out: &mut [f32], residual: bool, relu: bool, threads: usize) {
+fn dense(
+    layer: &FoldedLayer,
+    a: &[f32],
+    rows: usize,
+    out: &mut [f32],
+    residual: bool,
+    relu: bool,
+    threads: usize,
+) {
     let (k, n) = (layer.rows, layer.cols);
     debug_assert_eq!(a.len(), rows * k);
     let out = &mut out[..rows * n];
@@ -38,15 +46,33 @@ fn dense(layer: &FoldedLayer, a: &[f32], rows: usize, out: &mut [f32], residual:
             row.copy_from_slice(&layer.bias);
         }
     }
-    let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    let par = if threads > 1 {
+        Parallelism::Rayon(threads)
+    } else {
+        Parallelism::None
+    };
     // SAFETY: the slices hold rows*k, k*n and rows*n f32 values, row-major as the strides say.
     unsafe {
         gemm::gemm(
-            rows, n, k,
-            out.as_mut_ptr(), 1, n as isize, true,
-            a.as_ptr(), 1, k as isize,
-            layer.weight.as_ptr(), 1, n as isize,
-            1.0, 1.0, false, false, false, par,
+            rows,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            a.as_ptr(),
+            1,
+            k as isize,
+            layer.weight.as_ptr(),
+            1,
+            n as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
         );
     }
     if relu {
@@ -123,7 +149,10 @@ impl CpuNet {
         let rows = nb * 64;
         let th = self.threads;
         // Plane-major [18][64] -> channels-last [64][18].
-        for (board, x) in planes.chunks_exact(PLANES_LEN).zip(self.x.chunks_exact_mut(64 * INPUT_PLANES)) {
+        for (board, x) in planes
+            .chunks_exact(PLANES_LEN)
+            .zip(self.x.chunks_exact_mut(64 * INPUT_PLANES))
+        {
             for (p, plane) in board.chunks_exact(64).enumerate() {
                 for (sq, &v) in plane.iter().enumerate() {
                     x[sq * INPUT_PLANES + p] = v;
@@ -131,27 +160,94 @@ impl CpuNet {
             }
         }
         self.im2col(Src::X, INPUT_PLANES, nb);
-        dense(&self.weights.input, &self.cols[..rows * TAPS * INPUT_PLANES], rows, &mut self.h, false, true, th);
+        dense(
+            &self.weights.input,
+            &self.cols[..rows * TAPS * INPUT_PLANES],
+            rows,
+            &mut self.h,
+            false,
+            true,
+            th,
+        );
         for i in 0..self.weights.tower.len() {
             self.im2col(Src::H, f, nb);
-            dense(&self.weights.tower[i].0, &self.cols[..rows * TAPS * f], rows, &mut self.t, false, true, th);
+            dense(
+                &self.weights.tower[i].0,
+                &self.cols[..rows * TAPS * f],
+                rows,
+                &mut self.t,
+                false,
+                true,
+                th,
+            );
             self.im2col(Src::T, f, nb);
-            dense(&self.weights.tower[i].1, &self.cols[..rows * TAPS * f], rows, &mut self.h, true, true, th);
+            dense(
+                &self.weights.tower[i].1,
+                &self.cols[..rows * TAPS * f],
+                rows,
+                &mut self.h,
+                true,
+                true,
+                th,
+            );
         }
         self.im2col(Src::H, f, nb);
-        dense(&self.weights.policy_conv, &self.cols[..rows * TAPS * f], rows, &mut self.t, false, true, th);
-        dense(&self.weights.policy_out, &self.t[..rows * f], rows, &mut self.logits, false, false, th);
-        for (out, logits) in policy.chunks_exact_mut(POLICY_SIZE).zip(self.logits.chunks_exact(64 * POLICY_PLANES)) {
+        dense(
+            &self.weights.policy_conv,
+            &self.cols[..rows * TAPS * f],
+            rows,
+            &mut self.t,
+            false,
+            true,
+            th,
+        );
+        dense(
+            &self.weights.policy_out,
+            &self.t[..rows * f],
+            rows,
+            &mut self.logits,
+            false,
+            false,
+            th,
+        );
+        for (out, logits) in policy
+            .chunks_exact_mut(POLICY_SIZE)
+            .zip(self.logits.chunks_exact(64 * POLICY_PLANES))
+        {
             for (sq, row) in logits.chunks_exact(POLICY_PLANES).enumerate() {
                 for (plane, &v) in row.iter().enumerate() {
                     out[plane * 64 + sq] = v;
                 }
             }
         }
-        dense(&self.weights.value_conv, &self.h[..rows * f], rows, &mut self.v, false, true, th);
-        dense(&self.weights.value_fc1, &self.v[..rows * VALUE_CHANNELS], nb, &mut self.v1, false, true, th);
+        dense(
+            &self.weights.value_conv,
+            &self.h[..rows * f],
+            rows,
+            &mut self.v,
+            false,
+            true,
+            th,
+        );
+        dense(
+            &self.weights.value_fc1,
+            &self.v[..rows * VALUE_CHANNELS],
+            nb,
+            &mut self.v1,
+            false,
+            true,
+            th,
+        );
         let hidden = self.weights.value_fc1.cols;
-        dense(&self.weights.value_fc2, &self.v1[..nb * hidden], nb, wdl, false, false, th);
+        dense(
+            &self.weights.value_fc2,
+            &self.v1[..nb * hidden],
+            nb,
+            wdl,
+            false,
+            false,
+            th,
+        );
     }
 }
 

@@ -35,12 +35,17 @@ pub fn neighbour_table() -> &'static [[u8; TAPS]; 64] {
 pub fn im2col_into(x: &[f32], channels: usize, cols: &mut [f32]) {
     let table = neighbour_table();
     let row_len = TAPS * channels;
-    for (board_x, board_cols) in x.chunks_exact(64 * channels).zip(cols.chunks_exact_mut(64 * row_len)) {
+    for (board_x, board_cols) in x
+        .chunks_exact(64 * channels)
+        .zip(cols.chunks_exact_mut(64 * row_len))
+    {
         for (sq, row) in board_cols.chunks_exact_mut(row_len).enumerate() {
             for (tap, dst) in row.chunks_exact_mut(channels).enumerate() {
                 match table[sq][tap] {
                     u8::MAX => dst.fill(0.0),
-                    n => dst.copy_from_slice(&board_x[n as usize * channels..(n as usize + 1) * channels]),
+                    n => dst.copy_from_slice(
+                        &board_x[n as usize * channels..(n as usize + 1) * channels],
+                    ),
                 }
             }
         }
@@ -52,7 +57,10 @@ pub fn col2im_into(cols: &[f32], channels: usize, x: &mut [f32]) {
     let table = neighbour_table();
     let row_len = TAPS * channels;
     x.fill(0.0);
-    for (board_x, board_cols) in x.chunks_exact_mut(64 * channels).zip(cols.chunks_exact(64 * row_len)) {
+    for (board_x, board_cols) in x
+        .chunks_exact_mut(64 * channels)
+        .zip(cols.chunks_exact(64 * row_len))
+    {
         for (sq, row) in board_cols.chunks_exact(row_len).enumerate() {
             for (tap, src) in row.chunks_exact(channels).enumerate() {
                 let n = table[sq][tap];
@@ -128,7 +136,10 @@ pub fn im2col(x: &Tensor) -> Result<Tensor> {
 /// The same gather from pad/narrow/cat, for devices without the custom op.
 pub fn im2col_tensor_ops(x: &Tensor) -> Result<Tensor> {
     let (b, _, c) = x.dims3()?;
-    let padded = x.reshape((b, 8, 8, c))?.pad_with_zeros(1, 1, 1)?.pad_with_zeros(2, 1, 1)?;
+    let padded = x
+        .reshape((b, 8, 8, c))?
+        .pad_with_zeros(1, 1, 1)?
+        .pad_with_zeros(2, 1, 1)?;
     let mut taps = Vec::with_capacity(TAPS);
     for dr in 0..3 {
         for df in 0..3 {
@@ -149,13 +160,27 @@ mod tests {
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 64, 5), &dev).unwrap()).unwrap();
         let a = im2col(x.as_tensor()).unwrap();
         let b = im2col_tensor_ops(x.as_tensor()).unwrap();
-        let diff = (&a - &b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (&a - &b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert_eq!(diff, 0.0);
         let w = Tensor::randn(0f32, 1.0, (45, 1), &dev).unwrap();
         let ga = a.matmul(&w).unwrap().sum_all().unwrap().backward().unwrap();
         let gb = b.matmul(&w).unwrap().sum_all().unwrap().backward().unwrap();
         let (ga, gb) = (ga.get(&x).unwrap(), gb.get(&x).unwrap());
-        let diff = (ga - gb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (ga - gb)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(diff < 1e-5, "gradient difference {diff}");
     }
 }

@@ -38,7 +38,10 @@ pub struct NetConfig {
 
 impl Default for NetConfig {
     fn default() -> Self {
-        NetConfig { filters: 64, blocks: 3 }
+        NetConfig {
+            filters: 64,
+            blocks: 3,
+        }
     }
 }
 
@@ -170,11 +173,17 @@ impl BatchNorm {
             let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
             let unbiased = (var.detach().squeeze(0)? * (n / (n - 1.0).max(1.0)))?;
             let m = BN_MOMENTUM;
-            self.running_mean.set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().squeeze(0)? * m)?)?)?;
-            self.running_var.set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+            self.running_mean.set(
+                &((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().squeeze(0)? * m)?)?,
+            )?;
+            self.running_var
+                .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
             (mean, var)
         } else {
-            (self.running_mean.as_tensor().unsqueeze(0)?, self.running_var.as_tensor().unsqueeze(0)?)
+            (
+                self.running_mean.as_tensor().unsqueeze(0)?,
+                self.running_var.as_tensor().unsqueeze(0)?,
+            )
         };
         let inv = (var + BN_EPS)?.sqrt()?.recip()?;
         x.broadcast_sub(&mean)?
@@ -188,8 +197,17 @@ impl BatchNorm {
         let b = self.beta.as_tensor().to_vec1::<f32>()?;
         let m = self.running_mean.as_tensor().to_vec1::<f32>()?;
         let v = self.running_var.as_tensor().to_vec1::<f32>()?;
-        let scale: Vec<f32> = g.iter().zip(&v).map(|(g, v)| g / (v + BN_EPS as f32).sqrt()).collect();
-        let shift = b.iter().zip(&m).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+        let scale: Vec<f32> = g
+            .iter()
+            .zip(&v)
+            .map(|(g, v)| g / (v + BN_EPS as f32).sqrt())
+            .collect();
+        let shift = b
+            .iter()
+            .zip(&m)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
         Ok((scale, shift))
     }
 }
@@ -203,7 +221,13 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    fn new(kernel: usize, cin: usize, cout: usize, device: &Device, rng: &mut StdRng) -> anyhow::Result<Self> {
+    fn new(
+        kernel: usize,
+        cin: usize,
+        cout: usize,
+        device: &Device,
+        rng: &mut StdRng,
+    ) -> anyhow::Result<Self> {
         let fan_in = kernel * kernel * cin;
         Ok(ConvBn {
             weight: init_var(&[fan_in, cout], (2.0 / fan_in as f64).sqrt(), device, rng)?,
@@ -215,7 +239,11 @@ impl ConvBn {
     /// `[B, 64, C_in]` -> `[B, 64, C_out]` before the activation.
     fn forward(&self, x: &Tensor, train: bool, compute: DType) -> candle_core::Result<Tensor> {
         let (b, _, c) = x.dims3()?;
-        let cols = if self.kernel == 3 { im2col::im2col(x)? } else { x.reshape((b * 64, c))? };
+        let cols = if self.kernel == 3 {
+            im2col::im2col(x)?
+        } else {
+            x.reshape((b * 64, c))?
+        };
         let y = matmul_in(&cols, self.weight.as_tensor(), compute)?;
         let y = self.bn.forward(&y, train)?;
         y.reshape((b, 64, ()))
@@ -228,7 +256,9 @@ fn matmul_in(a: &Tensor, b: &Tensor, compute: DType) -> candle_core::Result<Tens
     if compute == DType::F32 {
         a.matmul(b)
     } else {
-        a.to_dtype(compute)?.matmul(&b.to_dtype(compute)?)?.to_dtype(DType::F32)
+        a.to_dtype(compute)?
+            .matmul(&b.to_dtype(compute)?)?
+            .to_dtype(DType::F32)
     }
 }
 
@@ -288,14 +318,22 @@ impl Network {
         let input = ConvBn::new(3, INPUT_PLANES, f, d, &mut rng)?;
         let mut tower = Vec::with_capacity(config.blocks);
         for _ in 0..config.blocks {
-            tower.push((ConvBn::new(3, f, f, d, &mut rng)?, ConvBn::new(3, f, f, d, &mut rng)?));
+            tower.push((
+                ConvBn::new(3, f, f, d, &mut rng)?,
+                ConvBn::new(3, f, f, d, &mut rng)?,
+            ));
         }
         let policy_conv = ConvBn::new(3, f, f, d, &mut rng)?;
         let policy_out_w = init_var(&[f, POLICY_PLANES], 0.01, d, &mut rng)?;
         let policy_out_b = Var::zeros(POLICY_PLANES, DType::F32, d)?;
         let value_conv = ConvBn::new(1, f, VALUE_CHANNELS, d, &mut rng)?;
         let fc1_in = 64 * VALUE_CHANNELS;
-        let value_fc1_w = init_var(&[fc1_in, VALUE_HIDDEN], (2.0 / fc1_in as f64).sqrt(), d, &mut rng)?;
+        let value_fc1_w = init_var(
+            &[fc1_in, VALUE_HIDDEN],
+            (2.0 / fc1_in as f64).sqrt(),
+            d,
+            &mut rng,
+        )?;
         let value_fc1_b = Var::zeros(VALUE_HIDDEN, DType::F32, d)?;
         let value_fc2_w = init_var(&[VALUE_HIDDEN, WDL], 0.01, d, &mut rng)?;
         let value_fc2_b = Var::zeros(WDL, DType::F32, d)?;
@@ -322,8 +360,16 @@ impl Network {
             out.push((format!("{name}.weight"), &c.weight, TensorKind::Weight));
             out.push((format!("{name}.bn.gamma"), &c.bn.gamma, TensorKind::Bias));
             out.push((format!("{name}.bn.beta"), &c.bn.beta, TensorKind::Bias));
-            out.push((format!("{name}.bn.running_mean"), &c.bn.running_mean, TensorKind::Statistic));
-            out.push((format!("{name}.bn.running_var"), &c.bn.running_var, TensorKind::Statistic));
+            out.push((
+                format!("{name}.bn.running_mean"),
+                &c.bn.running_mean,
+                TensorKind::Statistic,
+            ));
+            out.push((
+                format!("{name}.bn.running_var"),
+                &c.bn.running_var,
+                TensorKind::Statistic,
+            ));
         }
         let mut out = Vec::new();
         conv("input.conv", &self.input, &mut out);
@@ -332,12 +378,28 @@ impl Network {
             conv(&format!("tower.{i}.conv2"), b, &mut out);
         }
         conv("policy.conv", &self.policy_conv, &mut out);
-        out.push(("policy.out.weight".into(), &self.policy_out_w, TensorKind::Weight));
-        out.push(("policy.out.bias".into(), &self.policy_out_b, TensorKind::Bias));
+        out.push((
+            "policy.out.weight".into(),
+            &self.policy_out_w,
+            TensorKind::Weight,
+        ));
+        out.push((
+            "policy.out.bias".into(),
+            &self.policy_out_b,
+            TensorKind::Bias,
+        ));
         conv("value.conv", &self.value_conv, &mut out);
-        out.push(("value.fc1.weight".into(), &self.value_fc1_w, TensorKind::Weight));
+        out.push((
+            "value.fc1.weight".into(),
+            &self.value_fc1_w,
+            TensorKind::Weight,
+        ));
         out.push(("value.fc1.bias".into(), &self.value_fc1_b, TensorKind::Bias));
-        out.push(("value.fc2.weight".into(), &self.value_fc2_w, TensorKind::Weight));
+        out.push((
+            "value.fc2.weight".into(),
+            &self.value_fc2_w,
+            TensorKind::Weight,
+        ));
         out.push(("value.fc2.bias".into(), &self.value_fc2_b, TensorKind::Bias));
         out
     }
@@ -352,15 +414,26 @@ impl Network {
     }
 
     pub fn parameter_count(&self) -> usize {
-        self.trainable().iter().map(|(_, v, _)| v.as_tensor().elem_count()).sum()
+        self.trainable()
+            .iter()
+            .map(|(_, v, _)| v.as_tensor().elem_count())
+            .sum()
     }
 
     /// Forward pass. `planes` is `[B, 18*64]` (or `[B, 18, 8, 8]`) in the encoding's
     /// plane-major layout. `train` selects batch statistics (and updates the running
     /// ones); `compute` the matmul precision.
-    pub fn forward(&self, planes: &Tensor, train: bool, compute: DType) -> candle_core::Result<NetOutput> {
+    pub fn forward(
+        &self,
+        planes: &Tensor,
+        train: bool,
+        compute: DType,
+    ) -> candle_core::Result<NetOutput> {
         let b = planes.dim(0)?;
-        let x = planes.reshape((b, INPUT_PLANES, 64))?.transpose(1, 2)?.contiguous()?;
+        let x = planes
+            .reshape((b, INPUT_PLANES, 64))?
+            .transpose(1, 2)?
+            .contiguous()?;
         let mut h = self.input.forward(&x, train, compute)?.relu()?;
         for (c1, c2) in &self.tower {
             let t = c1.forward(&h, train, compute)?.relu()?;
@@ -368,15 +441,26 @@ impl Network {
         }
         let p = self.policy_conv.forward(&h, train, compute)?.relu()?;
         let f = self.config.filters;
-        let policy = matmul_in(&p.reshape((b * 64, f))?, self.policy_out_w.as_tensor(), compute)?
-            .broadcast_add(self.policy_out_b.as_tensor())?
-            .reshape((b, 64, POLICY_PLANES))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, POLICY_SIZE))?;
-        let v = self.value_conv.forward(&h, train, compute)?.relu()?.reshape((b, 64 * VALUE_CHANNELS))?;
-        let v = matmul_in(&v, self.value_fc1_w.as_tensor(), compute)?.broadcast_add(self.value_fc1_b.as_tensor())?.relu()?;
-        let wdl = matmul_in(&v, self.value_fc2_w.as_tensor(), compute)?.broadcast_add(self.value_fc2_b.as_tensor())?;
+        let policy = matmul_in(
+            &p.reshape((b * 64, f))?,
+            self.policy_out_w.as_tensor(),
+            compute,
+        )?
+        .broadcast_add(self.policy_out_b.as_tensor())?
+        .reshape((b, 64, POLICY_PLANES))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((b, POLICY_SIZE))?;
+        let v = self
+            .value_conv
+            .forward(&h, train, compute)?
+            .relu()?
+            .reshape((b, 64 * VALUE_CHANNELS))?;
+        let v = matmul_in(&v, self.value_fc1_w.as_tensor(), compute)?
+            .broadcast_add(self.value_fc1_b.as_tensor())?
+            .relu()?;
+        let wdl = matmul_in(&v, self.value_fc2_w.as_tensor(), compute)?
+            .broadcast_add(self.value_fc2_b.as_tensor())?;
         Ok(NetOutput { policy, wdl })
     }
 
@@ -392,7 +476,12 @@ impl Network {
                     *x *= s;
                 }
             }
-            Ok(FoldedLayer { weight: w, bias: shift, rows: k, cols: cout })
+            Ok(FoldedLayer {
+                weight: w,
+                bias: shift,
+                rows: k,
+                cols: cout,
+            })
         };
         let dense = |w: &Var, b: &Var| -> anyhow::Result<FoldedLayer> {
             let (rows, cols) = w.as_tensor().dims2()?;
@@ -406,7 +495,11 @@ impl Network {
         Ok(FoldedWeights {
             config: self.config,
             input: conv(&self.input)?,
-            tower: self.tower.iter().map(|(a, b)| Ok((conv(a)?, conv(b)?))).collect::<anyhow::Result<_>>()?,
+            tower: self
+                .tower
+                .iter()
+                .map(|(a, b)| Ok((conv(a)?, conv(b)?)))
+                .collect::<anyhow::Result<_>>()?,
             policy_conv: conv(&self.policy_conv)?,
             policy_out: dense(&self.policy_out_w, &self.policy_out_b)?,
             value_conv: conv(&self.value_conv)?,
@@ -453,28 +546,50 @@ impl DeviceNet {
             all.push(a);
             all.push(b);
         }
-        all.extend([&w.policy_conv, &w.policy_out, &w.value_conv, &w.value_fc1, &w.value_fc2]);
+        all.extend([
+            &w.policy_conv,
+            &w.policy_out,
+            &w.value_conv,
+            &w.value_fc1,
+            &w.value_fc2,
+        ]);
         let layers = all
             .into_iter()
             .map(|l| {
-                let wt = Tensor::from_slice(&l.weight, (l.rows, l.cols), device)?.to_dtype(dtype)?;
+                let wt =
+                    Tensor::from_slice(&l.weight, (l.rows, l.cols), device)?.to_dtype(dtype)?;
                 let bt = Tensor::from_slice(&l.bias, l.cols, device)?.to_dtype(dtype)?;
                 Ok((wt, bt))
             })
             .collect::<anyhow::Result<_>>()?;
-        Ok(DeviceNet { config: w.config, dtype, layers })
+        Ok(DeviceNet {
+            config: w.config,
+            dtype,
+            layers,
+        })
     }
 
     /// `planes` `[B, 18*64]` f32 on the host -> (policy logits, WDL logits) on the host.
-    pub fn forward(&self, planes: &[f32], batch: usize, device: &Device) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+    pub fn forward(
+        &self,
+        planes: &[f32],
+        batch: usize,
+        device: &Device,
+    ) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
         let x = Tensor::from_slice(planes, (batch, INPUT_PLANES, 64), device)?
             .to_dtype(self.dtype)?
             .transpose(1, 2)?
             .contiguous()?;
         let layer = |i: usize, x: &Tensor, kernel: usize| -> candle_core::Result<Tensor> {
             let (b, _, c) = x.dims3()?;
-            let cols = if kernel == 3 { im2col::im2col_tensor_ops(x)? } else { x.reshape((b * 64, c))? };
-            cols.matmul(&self.layers[i].0)?.broadcast_add(&self.layers[i].1)?.reshape((b, 64, ()))
+            let cols = if kernel == 3 {
+                im2col::im2col_tensor_ops(x)?
+            } else {
+                x.reshape((b * 64, c))?
+            };
+            cols.matmul(&self.layers[i].0)?
+                .broadcast_add(&self.layers[i].1)?
+                .reshape((b, 64, ()))
         };
         let mut h = layer(0, &x, 3)?.relu()?;
         let blocks = self.config.blocks;
@@ -484,11 +599,24 @@ impl DeviceNet {
         }
         let base = 1 + 2 * blocks;
         let p = layer(base, &h, 3)?.relu()?;
-        let policy = layer(base + 1, &p, 1)?.transpose(1, 2)?.contiguous()?.reshape((batch, POLICY_SIZE))?;
-        let v = layer(base + 2, &h, 1)?.relu()?.reshape((batch, 64 * VALUE_CHANNELS))?;
-        let v = v.matmul(&self.layers[base + 3].0)?.broadcast_add(&self.layers[base + 3].1)?.relu()?;
-        let wdl = v.matmul(&self.layers[base + 4].0)?.broadcast_add(&self.layers[base + 4].1)?;
-        let policy = policy.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let policy = layer(base + 1, &p, 1)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((batch, POLICY_SIZE))?;
+        let v = layer(base + 2, &h, 1)?
+            .relu()?
+            .reshape((batch, 64 * VALUE_CHANNELS))?;
+        let v = v
+            .matmul(&self.layers[base + 3].0)?
+            .broadcast_add(&self.layers[base + 3].1)?
+            .relu()?;
+        let wdl = v
+            .matmul(&self.layers[base + 4].0)?
+            .broadcast_add(&self.layers[base + 4].1)?;
+        let policy = policy
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let wdl = wdl.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         Ok((policy, wdl))
     }
@@ -497,7 +625,11 @@ impl DeviceNet {
 /// Softmax of three WDL logits.
 pub fn wdl_probabilities(logits: &[f32]) -> [f32; 3] {
     let m = logits[0].max(logits[1]).max(logits[2]);
-    let e = [(logits[0] - m).exp(), (logits[1] - m).exp(), (logits[2] - m).exp()];
+    let e = [
+        (logits[0] - m).exp(),
+        (logits[1] - m).exp(),
+        (logits[2] - m).exp(),
+    ];
     let s = e[0] + e[1] + e[2];
     [e[0] / s, e[1] / s, e[2] / s]
 }

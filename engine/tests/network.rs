@@ -1,0 +1,330 @@
+//! The network's contract: shapes, the folded inference forms equal to the training
+//! form, checkpoints that round-trip bit for bit and refuse what they cannot load.
+
+use candle_core::{DType, Device, Tensor};
+use ember_engine::bench::sample_positions;
+use ember_engine::encoding::{encode_position, PLANES_LEN, POLICY_SIZE};
+use ember_engine::mcts::NetEvaluator;
+use ember_engine::net::{cpu::CpuNet, DeviceNet, NetConfig, Network, Precision};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+fn planes(n: usize) -> Vec<f32> {
+    let mut out = vec![0.0; n * PLANES_LEN];
+    for (p, c) in sample_positions(n, 5)
+        .iter()
+        .zip(out.chunks_exact_mut(PLANES_LEN))
+    {
+        encode_position(p, c);
+    }
+    out
+}
+
+/// Gives batch norm non-trivial statistics so folding has something to fold.
+fn randomise_batch_norm(net: &Network, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    for (name, var, _) in net.named_tensors() {
+        if name.contains(".bn.") {
+            let n = var.as_tensor().elem_count();
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    if name.ends_with("running_var") || name.ends_with("gamma") {
+                        rng.random_range(0.5..1.5)
+                    } else {
+                        rng.random_range(-0.3..0.3)
+                    }
+                })
+                .collect();
+            var.set(&Tensor::from_vec(v, n, &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+}
+
+fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn training_form_outputs(net: &Network, p: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
+    let x = Tensor::from_slice(p, (n, PLANES_LEN), &Device::Cpu).unwrap();
+    let out = net.forward(&x, false, DType::F32).unwrap();
+    (
+        out.policy.flatten_all().unwrap().to_vec1().unwrap(),
+        out.wdl.flatten_all().unwrap().to_vec1().unwrap(),
+    )
+}
+
+#[test]
+fn folded_forms_match_the_training_form() {
+    for config in [
+        NetConfig {
+            filters: 64,
+            blocks: 3,
+        },
+        NetConfig {
+            filters: 128,
+            blocks: 5,
+        },
+    ] {
+        let net = Network::new(config, &Device::Cpu, 3).unwrap();
+        randomise_batch_norm(&net, 4);
+        let n = 70; // more than one CPU chunk of 64 boards
+        let p = planes(n);
+        let (policy, wdl) = training_form_outputs(&net, &p, n);
+        assert_eq!(policy.len(), n * POLICY_SIZE);
+        let folded = net.folded().unwrap();
+        let mut cpu = CpuNet::new(folded.clone());
+        let (mut cp, mut cw) = (vec![0.0; n * POLICY_SIZE], vec![0.0; n * 3]);
+        cpu.forward(&p, n, &mut cp, &mut cw);
+        assert!(
+            max_rel_err(&policy, &cp) < 1e-4,
+            "{config} cpu policy {}",
+            max_rel_err(&policy, &cp)
+        );
+        assert!(
+            max_rel_err(&wdl, &cw) < 1e-4,
+            "{config} cpu wdl {}",
+            max_rel_err(&wdl, &cw)
+        );
+        let dev = DeviceNet::new(&folded, &Device::Cpu, DType::F32).unwrap();
+        let (dp, dw) = dev.forward(&p, n, &Device::Cpu).unwrap();
+        assert!(
+            max_rel_err(&policy, &dp) < 1e-4,
+            "{config} device policy {}",
+            max_rel_err(&policy, &dp)
+        );
+        assert!(max_rel_err(&wdl, &dw) < 1e-4);
+    }
+}
+
+#[test]
+fn single_thread_and_multi_thread_cpu_forward_agree() {
+    let net = Network::new(
+        NetConfig {
+            filters: 32,
+            blocks: 2,
+        },
+        &Device::Cpu,
+        9,
+    )
+    .unwrap();
+    let p = planes(9);
+    let mut a = CpuNet::new(net.folded().unwrap());
+    let mut b = CpuNet::new(net.folded().unwrap());
+    a.set_threads(1);
+    b.set_threads(2);
+    let (mut pa, mut wa, mut pb, mut wb) = (
+        vec![0.0; 9 * POLICY_SIZE],
+        vec![0.0; 27],
+        vec![0.0; 9 * POLICY_SIZE],
+        vec![0.0; 27],
+    );
+    a.forward(&p, 9, &mut pa, &mut wa);
+    b.forward(&p, 9, &mut pb, &mut wb);
+    assert!(max_rel_err(&pa, &pb) < 1e-5);
+    assert!(max_rel_err(&wa, &wb) < 1e-5);
+}
+
+#[test]
+fn f16_compute_stays_close_to_f32() {
+    let net = Network::new(
+        NetConfig {
+            filters: 16,
+            blocks: 1,
+        },
+        &Device::Cpu,
+        2,
+    )
+    .unwrap();
+    let p = planes(4);
+    let x = Tensor::from_slice(&p, (4, PLANES_LEN), &Device::Cpu).unwrap();
+    let a = net
+        .forward(&x, false, DType::F32)
+        .unwrap()
+        .policy
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let b = net
+        .forward(&x, false, DType::F16)
+        .unwrap()
+        .policy
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert!(max_rel_err(&a, &b) < 2e-2, "{}", max_rel_err(&a, &b));
+}
+
+#[test]
+fn training_mode_updates_batch_norm_running_statistics() {
+    let net = Network::new(
+        NetConfig {
+            filters: 8,
+            blocks: 1,
+        },
+        &Device::Cpu,
+        2,
+    )
+    .unwrap();
+    let before = net
+        .input
+        .bn
+        .running_mean
+        .as_tensor()
+        .to_vec1::<f32>()
+        .unwrap();
+    let x = Tensor::from_slice(&planes(6), (6, PLANES_LEN), &Device::Cpu).unwrap();
+    net.forward(&x, true, DType::F32).unwrap();
+    let after = net
+        .input
+        .bn
+        .running_mean
+        .as_tensor()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_ne!(before, after);
+}
+
+#[test]
+fn checkpoint_round_trip_gives_bit_identical_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.safetensors");
+    let mut net = Network::new(
+        NetConfig {
+            filters: 16,
+            blocks: 2,
+        },
+        &Device::Cpu,
+        7,
+    )
+    .unwrap();
+    randomise_batch_norm(&net, 8);
+    net.iteration = 12;
+    net.save(&path).unwrap();
+    let loaded = Network::load(
+        &path,
+        Some(NetConfig {
+            filters: 16,
+            blocks: 2,
+        }),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(loaded.iteration, 12);
+    let p = planes(5);
+    assert_eq!(
+        training_form_outputs(&net, &p, 5),
+        training_form_outputs(&loaded, &p, 5)
+    );
+    let mut a = NetEvaluator::new(&net, Precision::F32).unwrap();
+    let mut b = NetEvaluator::new(&loaded, Precision::F32).unwrap();
+    assert_eq!(
+        a.forward_planes(&p, 5).unwrap(),
+        b.forward_planes(&p, 5).unwrap()
+    );
+}
+
+#[test]
+fn checkpoint_of_another_architecture_is_refused_naming_the_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("net.safetensors");
+    Network::new(
+        NetConfig {
+            filters: 16,
+            blocks: 2,
+        },
+        &Device::Cpu,
+        7,
+    )
+    .unwrap()
+    .save(&path)
+    .unwrap();
+    let err = Network::load(
+        &path,
+        Some(NetConfig {
+            filters: 32,
+            blocks: 3,
+        }),
+        &Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("filters is 16 (expected 32)"), "{err}");
+    assert!(err.contains("blocks is 2 (expected 3)"), "{err}");
+}
+
+#[test]
+fn truncated_or_corrupt_checkpoints_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = Network::new(
+        NetConfig {
+            filters: 8,
+            blocks: 1,
+        },
+        &Device::Cpu,
+        7,
+    )
+    .unwrap();
+    let bytes = net.to_bytes().unwrap();
+    for cut in [5, bytes.len() / 2, bytes.len() - 3] {
+        let path = dir.path().join(format!("cut{cut}.safetensors"));
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let err = Network::load(&path, None, &Device::Cpu)
+            .err()
+            .expect("truncated file refused")
+            .to_string();
+        assert!(err.contains("corrupt or truncated"), "{err}");
+    }
+    let path = dir.path().join("garbage.safetensors");
+    std::fs::write(&path, b"not a checkpoint at all").unwrap();
+    assert!(Network::load(&path, None, &Device::Cpu).is_err());
+    let err = Network::load(&dir.path().join("missing.safetensors"), None, &Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("missing.safetensors"));
+}
+
+#[test]
+fn checkpoint_with_foreign_metadata_is_refused_naming_the_field() {
+    let t = Tensor::zeros(4, DType::F32, &Device::Cpu).unwrap();
+    let mut meta = ember_engine::net::checkpoint::metadata(NetConfig::default(), 0);
+    meta.insert("policy_size".into(), "4096".into());
+    let bytes = ember_engine::net::checkpoint::serialize(&[("x".to_string(), t)], meta).unwrap();
+    let err = Network::from_bytes(&bytes, None, &Device::Cpu, "old.safetensors")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("`policy_size` is 4096"), "{err}");
+}
+
+#[test]
+fn an_interrupted_save_leaves_the_previous_checkpoint_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("best.safetensors");
+    let net = Network::new(
+        NetConfig {
+            filters: 8,
+            blocks: 1,
+        },
+        &Device::Cpu,
+        1,
+    )
+    .unwrap();
+    net.save(&path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    // A write into a directory that cannot be created fails without touching `path`.
+    let blocked = dir.path().join("file-not-dir");
+    std::fs::write(&blocked, b"x").unwrap();
+    assert!(
+        ember_engine::net::checkpoint::write_atomic(&blocked.join("x.safetensors"), b"data")
+            .is_err()
+    );
+    // Temporary files of other writers never replace the target until renamed.
+    let stray = dir.path().join(".best.safetensors.999.tmp");
+    std::fs::write(&stray, &before[..10]).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert!(Network::load(&path, None, &Device::Cpu).is_ok());
+}

@@ -1,0 +1,291 @@
+//! The search's contract: sign conventions, exact terminal values, virtual loss, tree
+//! reuse and the evaluation cache.
+
+use ember_engine::game::{fen_of, parse_uci_move, position_hash, Game};
+use ember_engine::mcts::{EvalBatch, Evaluator, Search, SearchParams, UniformEvaluator};
+use ember_engine::timing::PhaseTimes;
+use shakmaty::{Chess, Position};
+use std::collections::HashSet;
+
+/// Uniform priors; the value (for the side to move) comes from a closure.
+struct ValueEvaluator<F: Fn(&Chess) -> f32 + Send> {
+    value: F,
+    calls: usize,
+}
+
+impl<F: Fn(&Chess) -> f32 + Send> Evaluator for ValueEvaluator<F> {
+    fn evaluate(&mut self, batch: &mut EvalBatch, _t: &mut PhaseTimes) -> anyhow::Result<()> {
+        for i in 0..batch.len() {
+            self.calls += 1;
+            let p = batch.priors_mut(i);
+            let u = 1.0 / p.len() as f32;
+            p.fill(u);
+            let v = (self.value)(batch.position(i)).clamp(-1.0, 1.0);
+            batch.set_wdl(i, [v.max(0.0), 1.0 - v.abs(), (-v).max(0.0)]);
+        }
+        Ok(())
+    }
+}
+
+fn search_best(fen: &str, visits: u32) -> (Search, String) {
+    let game = Game::from_fen(fen).unwrap();
+    let mut s = Search::new(
+        &game,
+        SearchParams {
+            max_batch: 8,
+            ..SearchParams::default()
+        },
+    );
+    s.run_until_visits(&mut UniformEvaluator, visits, &mut PhaseTimes::default())
+        .unwrap();
+    let best = ember_engine::game::move_to_uci(s.best_move().unwrap());
+    (s, best)
+}
+
+#[test]
+fn search_finds_mate_in_one_for_white_and_for_black() {
+    let (s, best) = search_best("6k1/5ppp/8/8/8/8/5PPP/3R2K1 w - - 0 1", 800);
+    assert_eq!(best, "d1d8");
+    assert_eq!(s.proven_mate(None), Some(1));
+    let (_, best) = search_best("3r2k1/5ppp/8/8/8/8/5PPP/6K1 b - - 0 1", 800);
+    assert_eq!(best, "d8d1");
+}
+
+#[test]
+fn search_does_not_play_a_move_that_allows_mate_in_one() {
+    // White's rook guards the back rank; Ra2..Ra7 allow ...Re1#.
+    let fen = "4r1k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1";
+    let (s, best) = search_best(fen, 3000);
+    let mut pos = Game::from_fen(fen).unwrap().position().clone();
+    pos.play_unchecked(parse_uci_move(&pos, &best).unwrap());
+    let allows_mate = pos.legal_moves().iter().any(|m| {
+        let mut p = pos.clone();
+        p.play_unchecked(*m);
+        p.is_checkmate()
+    });
+    assert!(!allows_mate, "{best} allows mate in one");
+    // The blunders are recognised as losing, not just less visited.
+    let ranked = s.ranked_children();
+    let ra7 = ranked
+        .iter()
+        .find(|c| ember_engine::game::move_to_uci(c.mv) == "a1a7")
+        .unwrap();
+    assert!(
+        ra7.q < 0.0 && ra7.q < ranked[0].q,
+        "Q of a1a7 is {}, best {}",
+        ra7.q,
+        ranked[0].q
+    );
+}
+
+/// Expands the root, then visits each of its children once in one batch, with the
+/// network's value after 1.e4 given by `value_after_e4`; returns (Q(e2e4), search).
+fn first_visits_with_e4_valued(value_after_e4: f32) -> (f32, Search) {
+    let game = Game::new();
+    let target = {
+        let mut p = game.position().clone();
+        p.play_unchecked(parse_uci_move(&p, "e2e4").unwrap());
+        position_hash(&p)
+    };
+    let mut eval = ValueEvaluator {
+        value: move |p: &Chess| {
+            if position_hash(p) == target {
+                value_after_e4
+            } else {
+                0.0
+            }
+        },
+        calls: 0,
+    };
+    let mut s = Search::new(&game, SearchParams::default());
+    let mut t = PhaseTimes::default();
+    s.run_until_visits(&mut eval, 1, &mut t).unwrap();
+    let mut batch = EvalBatch::new();
+    assert_eq!(s.gather(20, &mut batch, &mut t), 20);
+    eval.evaluate(&mut batch, &mut t).unwrap();
+    s.apply(&batch, 0, &mut t);
+    let e4 = s
+        .root_children()
+        .into_iter()
+        .find(|c| ember_engine::game::move_to_uci(c.mv) == "e2e4")
+        .unwrap();
+    assert_eq!(e4.visits, 1);
+    (e4.q, s)
+}
+
+#[test]
+fn a_leaf_valued_as_lost_for_its_side_to_move_raises_the_choosers_q() {
+    // After 1.e4 the network says Black (to move) is lost: +1 for White, who chose e2e4.
+    let (q, s) = first_visits_with_e4_valued(-1.0);
+    assert_eq!(q, 1.0);
+    assert_eq!(
+        ember_engine::game::move_to_uci(s.best_move().unwrap()),
+        "e2e4"
+    );
+    assert!(s.root_q() > 0.0, "root Q for White = {}", s.root_q());
+    // Further search prefers the move the network likes for White.
+    let mut s = s;
+    s.run_until_visits(&mut UniformEvaluator, 60, &mut PhaseTimes::default())
+        .unwrap();
+    assert_eq!(
+        ember_engine::game::move_to_uci(s.ranked_children()[0].mv),
+        "e2e4"
+    );
+}
+
+#[test]
+fn a_leaf_valued_as_won_for_its_side_to_move_lowers_the_choosers_q() {
+    let (q, s) = first_visits_with_e4_valued(1.0);
+    assert_eq!(q, -1.0);
+    assert!(s.root_q() < 0.0);
+    let mut s = s;
+    s.run_until_visits(&mut UniformEvaluator, 200, &mut PhaseTimes::default())
+        .unwrap();
+    let children = s.root_children();
+    let e4 = children
+        .iter()
+        .find(|c| ember_engine::game::move_to_uci(c.mv) == "e2e4")
+        .unwrap();
+    let others_min = children
+        .iter()
+        .filter(|c| c.mv != e4.mv)
+        .map(|c| c.visits)
+        .min()
+        .unwrap();
+    assert!(
+        e4.visits < others_min,
+        "e2e4 has {} visits, every other move at least {others_min}",
+        e4.visits
+    );
+}
+
+#[test]
+fn virtual_loss_spreads_a_batch_over_distinct_leaves() {
+    let game = Game::new();
+    let mut s = Search::new(&game, SearchParams::default());
+    let mut t = PhaseTimes::default();
+    s.run_until_visits(&mut UniformEvaluator, 1, &mut t)
+        .unwrap();
+    assert_eq!(s.root_children().len(), 20);
+    let mut batch = EvalBatch::new();
+    assert_eq!(s.gather(8, &mut batch, &mut t), 8);
+    let hashes: HashSet<u64> = (0..8).map(|i| position_hash(batch.position(i))).collect();
+    assert_eq!(hashes.len(), 8, "8 leaves, all distinct");
+    assert_eq!(s.stats.collisions, 0);
+}
+
+#[test]
+fn collisions_are_counted_not_evaluated_twice() {
+    let game = Game::new();
+    let mut s = Search::new(
+        &game,
+        SearchParams {
+            max_collisions: 5,
+            ..SearchParams::default()
+        },
+    );
+    let mut t = PhaseTimes::default();
+    s.run_until_visits(&mut UniformEvaluator, 1, &mut t)
+        .unwrap();
+    let mut batch = EvalBatch::new();
+    let added = s.gather(40, &mut batch, &mut t);
+    assert_eq!(added, 20, "only 20 distinct leaves exist below the root");
+    assert!(s.stats.collisions >= 1);
+    let hashes: HashSet<u64> = (0..batch.len())
+        .map(|i| position_hash(batch.position(i)))
+        .collect();
+    assert_eq!(hashes.len(), batch.len());
+    UniformEvaluator.evaluate(&mut batch, &mut t).unwrap();
+    s.apply(&batch, 0, &mut t);
+    assert_eq!(s.root_visits(), 21);
+    assert!(
+        s.tree().nodes.iter().all(|n| n.in_flight == 0),
+        "virtual loss fully removed"
+    );
+}
+
+#[test]
+fn tree_reuse_keeps_the_chosen_childs_visits() {
+    let mut game = Game::new();
+    let mut s = Search::new(&game, SearchParams::default());
+    s.run_until_visits(&mut UniformEvaluator, 400, &mut PhaseTimes::default())
+        .unwrap();
+    let best = s.ranked_children()[0];
+    game.play(best.mv);
+    assert!(s.advance_to(&game));
+    assert_eq!(s.root_visits(), best.visits);
+    assert_eq!(fen_of(s.root_position()), fen_of(game.position()));
+    let child_sum: u32 = s.root_children().iter().map(|c| c.visits).sum();
+    assert_eq!(child_sum + 1, best.visits, "the subtree came along");
+}
+
+#[test]
+fn eval_cache_is_hit_on_a_transposition() {
+    let mut a = Game::new();
+    for m in ["g1f3", "g8f6", "b1c3", "b8c6"] {
+        a.play_uci(m).unwrap();
+    }
+    let mut b = Game::new();
+    for m in ["b1c3", "b8c6", "g1f3", "g8f6"] {
+        b.play_uci(m).unwrap();
+    }
+    assert_eq!(a.hash(), b.hash());
+    let mut eval = ValueEvaluator {
+        value: |_: &Chess| 0.0,
+        calls: 0,
+    };
+    let mut s = Search::new(&a, SearchParams::default());
+    s.run_until_visits(&mut eval, 1, &mut PhaseTimes::default())
+        .unwrap();
+    assert_eq!(eval.calls, 1);
+    assert!(!s.advance_to(&b), "another move order: a fresh tree");
+    s.run_until_visits(&mut eval, 1, &mut PhaseTimes::default())
+        .unwrap();
+    assert_eq!(eval.calls, 1, "the transposed root came from the cache");
+    assert_eq!(s.stats.cache_hits, 1);
+}
+
+#[test]
+fn a_position_repeated_inside_the_tree_is_scored_as_a_draw() {
+    // White is a queen down; repeating the position by knight shuffles is its best hope.
+    let mut game = Game::from_fen("k7/8/8/8/8/8/q7/6NK w - - 0 1").unwrap();
+    game.play_uci("g1f3").unwrap();
+    game.play_uci("a2a3").unwrap();
+    let mut s = Search::new(&game, SearchParams::default());
+    s.run_until_visits(&mut UniformEvaluator, 3000, &mut PhaseTimes::default())
+        .unwrap();
+    // Terminal nodes by repetition exist below f3g1 ... a3a2 lines and are exact draws.
+    let draws = s
+        .tree()
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.state, ember_engine::mcts::NodeState::Terminal(v) if v == 0.0))
+        .count();
+    assert!(
+        draws > 0,
+        "some repetition reached inside the tree was scored as a draw"
+    );
+}
+
+#[test]
+fn checkmate_at_the_root_is_exact() {
+    let game = Game::from_fen("R5k1/5ppp/8/8/8/8/8/6K1 b - - 0 1").unwrap();
+    let mut s = Search::new(&game, SearchParams::default());
+    s.run_until_visits(&mut UniformEvaluator, 10, &mut PhaseTimes::default())
+        .unwrap();
+    assert_eq!(s.root_terminal(), Some(-1.0));
+    assert!(s.best_move().is_none());
+}
+
+#[test]
+fn root_noise_changes_priors_but_keeps_them_a_distribution() {
+    let game = Game::new();
+    let mut s = Search::new(&game, SearchParams::self_play());
+    s.run_until_visits(&mut UniformEvaluator, 1, &mut PhaseTimes::default())
+        .unwrap();
+    s.add_root_noise(&mut rand::rng());
+    let priors: Vec<f32> = s.root_children().iter().map(|c| c.prior).collect();
+    let sum: f32 = priors.iter().sum();
+    assert!((sum - 1.0).abs() < 1e-4);
+    assert!(priors.iter().any(|&p| (p - 0.05).abs() > 1e-3));
+}
