@@ -164,14 +164,14 @@ pub fn bench_selfplay(opts: &BenchOptions) -> anyhow::Result<Value> {
         ..SelfPlayConfig::default()
     };
     let stats = play_games(&cfg, &mut eval, |_| {})?;
-    // Games cut by the time limit do not count as games; estimate from finished ones.
     Ok(json!({
         "bench": "selfplay", "net": opts.net.to_string(), "sims": 25, "max_plies": 150,
         "device": device_name(&opts.device), "games_in_flight": cfg.games_in_flight,
         "leaves_per_game": cfg.leaves_per_game,
         "positions": stats.positions,
         "positions_per_s": (stats.positions_per_s() * 10.0).round() / 10.0,
-        "games_per_s": ((stats.positions_per_s() / 150.0) * 1000.0).round() / 1000.0,
+        "games_per_s": (stats.estimated_games_per_s(cfg.max_plies) * 1000.0).round() / 1000.0,
+        "mean_plies": (stats.mean_plies() * 10.0).round() / 10.0,
         "games_finished": stats.games,
         "evals_per_position": (stats.evals_per_position() * 100.0).round() / 100.0,
         "collisions": stats.collisions,

@@ -78,6 +78,8 @@ pub struct GameRecord {
 pub struct SelfPlayStats {
     pub games: usize,
     pub positions: usize,
+    /// Plies of the finished games (positions also counts unfinished ones at a time limit).
+    pub finished_plies: usize,
     /// Positions sent to the network.
     pub evaluations: u64,
     pub collisions: u64,
@@ -93,8 +95,20 @@ impl SelfPlayStats {
     pub fn positions_per_s(&self) -> f64 {
         self.positions as f64 / self.wall.as_secs_f64().max(1e-9)
     }
+    /// Finished games per wall-clock second.
     pub fn games_per_s(&self) -> f64 {
         self.games as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    /// Games per second estimated under a time limit: positions per second over the mean
+    /// length of the games that finished (the ply cap when none did).
+    pub fn estimated_games_per_s(&self, max_plies: u32) -> f64 {
+        let mean_plies = if self.games > 0 { self.finished_plies as f64 / self.games as f64 } else { max_plies as f64 };
+        self.positions_per_s() / mean_plies.max(1.0)
+    }
+
+    pub fn mean_plies(&self) -> f64 {
+        self.finished_plies as f64 / self.games.max(1) as f64
     }
     pub fn evals_per_position(&self) -> f64 {
         self.evaluations as f64 / self.positions.max(1) as f64
@@ -288,6 +302,7 @@ pub fn play_games(
                 let record = slot.finish();
                 stats.games += 1;
                 stats.positions += record.samples.len();
+                stats.finished_plies += record.plies;
                 match record.outcome.result.winner() {
                     Some(shakmaty::Color::White) => stats.white_wins += 1,
                     Some(shakmaty::Color::Black) => stats.black_wins += 1,
