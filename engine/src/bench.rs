@@ -41,8 +41,8 @@ impl BenchOptions {
                 vec![1, 8, 64, 256]
             },
             seconds: 2.0,
-            selfplay_games_in_flight: if gpu { 512 } else { 64 },
-            selfplay_leaves_per_game: 4,
+            selfplay_games_in_flight: if gpu { 512 } else { 128 },
+            selfplay_leaves_per_game: if gpu { 4 } else { 2 },
             selfplay_seconds: 20.0,
             device,
         }
