@@ -12,6 +12,7 @@ pub mod mcts;
 pub mod net;
 pub mod selfplay;
 pub mod timing;
+pub mod train;
 
 pub use game::{Game, GameOutcome, Termination};
 pub use mcts::{Evaluator, Search, SearchParams};

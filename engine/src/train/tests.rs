@@ -1,0 +1,468 @@
+//! The training core's contract: it learns (f32 and f16 with loss scaling), the loss
+//! scaler backs off and grows, the optimiser state round-trips, weight decay spares
+//! biases and batch norm, and bf16 on the CPU is refused.
+
+use super::*;
+use crate::bench::sample_positions;
+use crate::encoding::move_to_index;
+use crate::net::NetConfig;
+use crate::selfplay::Sample;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use shakmaty::Position;
+
+const TINY: NetConfig = NetConfig {
+    filters: 16,
+    blocks: 1,
+};
+
+/// Random-game positions with random sparse visit distributions and random results.
+fn random_samples(n: usize, seed: u64) -> Vec<Sample> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    sample_positions(4 * n, seed)
+        .into_iter()
+        .filter(|p| !p.legal_moves().is_empty())
+        .take(n)
+        .map(|position| {
+            let moves = position.legal_moves();
+            let k = rng.random_range(1..=3.min(moves.len()));
+            let mut policy: Vec<(u16, f32)> = Vec::new();
+            for _ in 0..k {
+                let m = &moves[rng.random_range(0..moves.len())];
+                let index = move_to_index(m, position.turn()) as u16;
+                if !policy.iter().any(|(i, _)| *i == index) {
+                    policy.push((index, rng.random_range(0.1..1.0)));
+                }
+            }
+            let sum: f32 = policy.iter().map(|(_, p)| p).sum();
+            policy.iter_mut().for_each(|(_, p)| *p /= sum);
+            let result = [-1.0, 0.0, 1.0][rng.random_range(0..3)];
+            Sample {
+                position,
+                policy,
+                result,
+                root_q: rng.random_range(-1.0..1.0),
+            }
+        })
+        .collect()
+}
+
+fn fixed_batch(n: usize, seed: u64) -> TrainingBatch {
+    let samples = random_samples(n, seed);
+    let refs: Vec<&Sample> = samples.iter().collect();
+    TrainingBatch::from_samples(&refs)
+}
+
+fn tiny_trainer(config: TrainConfig, seed: u64) -> Trainer {
+    Trainer::new(Network::new(TINY, &Device::Cpu, seed).unwrap(), config).unwrap()
+}
+
+/// (initial total loss, final total loss) after `steps` steps on one batch.
+fn overfit(config: TrainConfig, steps: usize) -> (f32, f32, Vec<StepReport>) {
+    let batch = fixed_batch(32, 11);
+    let mut trainer = tiny_trainer(config, 3);
+    let reports: Vec<StepReport> = (0..steps)
+        .map(|_| trainer.train_step(&batch).unwrap())
+        .collect();
+    let first = reports[0].loss_policy + reports[0].loss_value;
+    let last = reports
+        .iter()
+        .rev()
+        .take(5)
+        .map(|r| r.loss_policy + r.loss_value)
+        .sum::<f32>()
+        / 5.0;
+    (first, last, reports)
+}
+
+#[test]
+fn training_on_one_batch_drives_the_f32_loss_below_half() {
+    let config = TrainConfig {
+        lr: 3e-3,
+        weight_decay: 0.0,
+        ..TrainConfig::with_optimizer(OptimizerKind::adamw())
+    };
+    let (first, last, reports) = overfit(config, 80);
+    assert!(reports.iter().all(|r| !r.skipped && r.loss_scale.is_none()));
+    assert!(last < 0.5 * first, "loss went from {first} to {last}");
+}
+
+#[test]
+fn training_with_sgd_momentum_lowers_the_loss() {
+    let config = TrainConfig {
+        lr: 0.1,
+        ..TrainConfig::default()
+    };
+    let (first, last, _) = overfit(config, 60);
+    assert!(last < 0.5 * first, "loss went from {first} to {last}");
+}
+
+#[test]
+fn training_in_f16_with_loss_scaling_drives_the_loss_below_half() {
+    let config = TrainConfig {
+        precision: Precision::F16,
+        lr: 3e-3,
+        weight_decay: 0.0,
+        ..TrainConfig::with_optimizer(OptimizerKind::adamw())
+    };
+    let (first, last, reports) = overfit(config, 80);
+    assert!(reports.iter().all(|r| r.loss_scale.is_some()));
+    assert!(reports.iter().filter(|r| !r.skipped).count() > 60);
+    assert!(last < 0.5 * first, "loss went from {first} to {last}");
+}
+
+#[test]
+fn loss_scaler_halves_and_skips_on_an_infinite_gradient() {
+    let mut scaler = LossScaler::new(1024.0, 3);
+    let bad = Tensor::new(&[1.0f32, f32::INFINITY, 2.0], &Device::Cpu).unwrap();
+    let good = Tensor::new(&[2048.0f32, -1024.0], &Device::Cpu).unwrap();
+    assert!(scaler.unscale(&[good.clone(), bad]).unwrap().is_none());
+    assert_eq!(scaler.scale(), 512.0);
+    let nan = Tensor::new(&[f32::NAN], &Device::Cpu).unwrap();
+    assert!(scaler.unscale(&[nan]).unwrap().is_none());
+    assert_eq!(scaler.scale(), 256.0);
+    let unscaled = scaler
+        .unscale(&[good])
+        .unwrap()
+        .expect("finite gradients pass");
+    assert_eq!(unscaled[0].to_vec1::<f32>().unwrap(), vec![8.0, -4.0]);
+}
+
+#[test]
+fn loss_scaler_doubles_after_a_run_of_clean_steps() {
+    let mut scaler = LossScaler::new(256.0, 3);
+    let good = Tensor::new(&[1.0f32], &Device::Cpu).unwrap();
+    for _ in 0..2 {
+        scaler.unscale(&[good.clone()]).unwrap().unwrap();
+        assert_eq!(scaler.scale(), 256.0);
+    }
+    scaler.unscale(&[good.clone()]).unwrap().unwrap();
+    assert_eq!(scaler.scale(), 512.0);
+    scaler.update(false);
+    scaler.update(true);
+    scaler.update(true);
+    assert_eq!(
+        scaler.scale(),
+        256.0,
+        "an overflow restarts the run of clean steps"
+    );
+}
+
+#[test]
+fn an_overflowing_f16_step_is_skipped_and_leaves_the_weights_alone() {
+    let mut trainer = tiny_trainer(
+        TrainConfig {
+            precision: Precision::F16,
+            ..TrainConfig::default()
+        },
+        5,
+    );
+    // A scale far above f16's range (65504) makes the scaled gradients overflow.
+    trainer.set_loss_scaler(LossScaler::new(1e12, 200));
+    let before = trainer
+        .network()
+        .value_fc2_w
+        .as_tensor()
+        .to_vec2::<f32>()
+        .unwrap();
+    let report = trainer.train_step(&fixed_batch(8, 2)).unwrap();
+    assert!(report.skipped);
+    assert!(trainer.loss_scaler().unwrap().scale() < report.loss_scale.unwrap());
+    assert_eq!(
+        trainer
+            .network()
+            .value_fc2_w
+            .as_tensor()
+            .to_vec2::<f32>()
+            .unwrap(),
+        before
+    );
+}
+
+fn weights(net: &Network) -> Vec<Vec<f32>> {
+    net.trainable()
+        .iter()
+        .map(|(_, v, _)| {
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn state_round_trip_gives_the_same_next_step(optimizer: OptimizerKind, precision: Precision) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TrainConfig {
+        precision,
+        ..TrainConfig::with_optimizer(optimizer)
+    };
+    let batches: Vec<TrainingBatch> = (0..4).map(|i| fixed_batch(8, 20 + i)).collect();
+    let mut original = tiny_trainer(config.clone(), 9);
+    for b in &batches[..3] {
+        original.train_step(b).unwrap();
+    }
+    let net_path = dir.path().join("net.safetensors");
+    let state_path = dir.path().join("state.safetensors");
+    original.network().save(&net_path).unwrap();
+    original.save_state(&state_path).unwrap();
+
+    let mut resumed = Trainer::new(
+        Network::load(&net_path, Some(TINY), &Device::Cpu).unwrap(),
+        config.clone(),
+    )
+    .unwrap();
+    resumed.load_state(&state_path).unwrap();
+    assert_eq!(resumed.step(), original.step());
+    let a = original.train_step(&batches[3]).unwrap();
+    let b = resumed.train_step(&batches[3]).unwrap();
+    assert_eq!(
+        (a.loss_policy, a.loss_value, a.lr, a.loss_scale),
+        (b.loss_policy, b.loss_value, b.lr, b.loss_scale)
+    );
+    for (x, y) in weights(original.network())
+        .iter()
+        .zip(weights(resumed.network()))
+    {
+        let max_diff = x
+            .iter()
+            .zip(&y)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            max_diff < 1e-6,
+            "weights differ by {max_diff} after the resumed step"
+        );
+    }
+
+    // Without the state (fresh moments) the same step lands elsewhere: the state matters.
+    let mut fresh = Trainer::new(
+        Network::load(&net_path, Some(TINY), &Device::Cpu).unwrap(),
+        config,
+    )
+    .unwrap();
+    fresh.train_step(&batches[3]).unwrap();
+    assert_ne!(weights(fresh.network()), weights(original.network()));
+}
+
+#[test]
+fn sgd_state_round_trip_gives_the_same_next_step() {
+    state_round_trip_gives_the_same_next_step(OptimizerKind::sgd(), Precision::F32);
+}
+
+#[test]
+fn adamw_state_round_trip_gives_the_same_next_step_in_f16() {
+    state_round_trip_gives_the_same_next_step(OptimizerKind::adamw(), Precision::F16);
+}
+
+#[test]
+fn loading_state_of_another_optimizer_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.safetensors");
+    let mut sgd = tiny_trainer(TrainConfig::default(), 1);
+    sgd.train_step(&fixed_batch(4, 1)).unwrap();
+    sgd.save_state(&path).unwrap();
+    let mut adamw = tiny_trainer(TrainConfig::with_optimizer(OptimizerKind::adamw()), 1);
+    let err = adamw.load_state(&path).unwrap_err().to_string();
+    assert!(err.contains("sgd") && err.contains("adamw"), "{err}");
+}
+
+/// One update with zero gradients: only weight decay moves anything.
+fn decay_only_update(kind: OptimizerKind) {
+    let net = Network::new(TINY, &Device::Cpu, 4).unwrap();
+    let params = net.trainable();
+    for (_, var, decay) in &params {
+        if !decay {
+            var.set(&var.as_tensor().ones_like().unwrap()).unwrap();
+        }
+    }
+    let before = weights(&net);
+    let grads: Vec<Option<Tensor>> = params
+        .iter()
+        .map(|(_, v, _)| Some(v.as_tensor().zeros_like().unwrap()))
+        .collect();
+    let (lr, wd) = (0.1, 0.5);
+    let mut opt = Optimizer::new(kind, wd);
+    opt.apply(&params, &grads, lr).unwrap();
+    let after = weights(&net);
+    for (((name, _, decay), b), a) in params.iter().zip(&before).zip(&after) {
+        if *decay {
+            for (x, y) in b.iter().zip(a) {
+                assert!(
+                    (y - x * (1.0 - (lr * wd) as f32)).abs() < 1e-6,
+                    "{name}: {x} decayed to {y}"
+                );
+            }
+        } else {
+            assert_eq!(
+                a, b,
+                "{name} is a bias or batch-norm parameter and must not decay"
+            );
+        }
+    }
+    assert!(params.iter().any(|(_, _, d)| *d) && params.iter().any(|(_, _, d)| !*d));
+}
+
+#[test]
+fn sgd_weight_decay_spares_biases_and_batch_norm() {
+    decay_only_update(OptimizerKind::Sgd { momentum: 0.9 });
+}
+
+#[test]
+fn adamw_weight_decay_spares_biases_and_batch_norm() {
+    decay_only_update(OptimizerKind::adamw());
+}
+
+#[test]
+fn l2_term_is_half_the_decay_times_the_squared_weights() {
+    let mut trainer = tiny_trainer(
+        TrainConfig {
+            weight_decay: 0.01,
+            ..TrainConfig::default()
+        },
+        2,
+    );
+    let expected: f64 = trainer
+        .network()
+        .trainable()
+        .iter()
+        .filter(|(_, _, d)| *d)
+        .map(|(_, v, _)| {
+            v.as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| (*x as f64).powi(2))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        * 0.005;
+    let report = trainer.train_step(&fixed_batch(4, 3)).unwrap();
+    assert!(
+        (report.loss_l2 as f64 - expected).abs() < 1e-4 * expected,
+        "{} vs {expected}",
+        report.loss_l2
+    );
+    assert_eq!(
+        report.loss_total,
+        report.loss_policy + report.loss_value + report.loss_l2
+    );
+}
+
+#[test]
+fn bf16_training_on_the_cpu_is_refused_with_a_reason() {
+    let net = Network::new(TINY, &Device::Cpu, 1).unwrap();
+    let err = Trainer::new(
+        net,
+        TrainConfig {
+            precision: Precision::Bf16,
+            ..TrainConfig::default()
+        },
+    )
+    .err()
+    .expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("bf16") && msg.contains("CPU"), "{msg}");
+}
+
+#[test]
+fn mse_value_loss_trains_the_scalar_value() {
+    let config = TrainConfig {
+        value_loss: ValueLoss::Mse,
+        weight_decay: 0.0,
+        ..TrainConfig::with_optimizer(OptimizerKind::adamw())
+    };
+    let (_, _, reports) = overfit(config, 40);
+    let first = reports[0].loss_value;
+    let last = reports.last().unwrap().loss_value;
+    assert!(
+        first <= 4.0 && last < 0.5 * first,
+        "value loss went from {first} to {last}"
+    );
+}
+
+#[test]
+fn evaluate_loss_changes_nothing() {
+    let trainer = tiny_trainer(TrainConfig::default(), 6);
+    let all_tensors = |net: &Network| -> Vec<Vec<f32>> {
+        net.named_tensors()
+            .iter()
+            .map(|(_, v, _)| {
+                v.as_tensor()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()
+            })
+            .collect()
+    };
+    let before = all_tensors(trainer.network());
+    let batch = fixed_batch(8, 4);
+    let a = trainer.evaluate_loss(&batch).unwrap();
+    let b = trainer.evaluate_loss(&batch).unwrap();
+    assert_eq!(a, b);
+    assert!(
+        all_tensors(trainer.network()) == before,
+        "evaluation changed a weight or a batch-norm statistic"
+    );
+}
+
+#[test]
+fn learning_rate_schedules_follow_their_shape() {
+    let cosine = LrSchedule::Cosine {
+        total_steps: 100,
+        min_lr: 0.001,
+    };
+    assert_eq!(cosine.lr_at(0.1, 0), 0.1);
+    assert!((cosine.lr_at(0.1, 50) - 0.0505).abs() < 1e-12);
+    assert!((cosine.lr_at(0.1, 100) - 0.001).abs() < 1e-12);
+    assert!((cosine.lr_at(0.1, 1000) - 0.001).abs() < 1e-12);
+    let step = LrSchedule::Step {
+        every: 10,
+        gamma: 0.5,
+    };
+    assert_eq!(
+        (step.lr_at(0.1, 9), step.lr_at(0.1, 10), step.lr_at(0.1, 25)),
+        (0.1, 0.05, 0.025)
+    );
+    assert_eq!(LrSchedule::Constant.lr_at(0.1, 12345), 0.1);
+}
+
+#[test]
+fn train_config_round_trips_through_json() {
+    let config = TrainConfig {
+        precision: Precision::F16,
+        lr_schedule: LrSchedule::Cosine {
+            total_steps: 10,
+            min_lr: 1e-5,
+        },
+        ..TrainConfig::with_optimizer(OptimizerKind::adamw())
+    };
+    let json = serde_json::to_string(&config).unwrap();
+    assert!(json.contains("\"f16\"") && json.contains("adamw"), "{json}");
+    assert_eq!(serde_json::from_str::<TrainConfig>(&json).unwrap(), config);
+}
+
+#[test]
+fn batch_rows_hold_the_visit_distribution_and_the_result_target() {
+    let samples = random_samples(3, 8);
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let batch = TrainingBatch::from_samples(&refs);
+    for (i, s) in samples.iter().enumerate() {
+        let row =
+            &batch.policy[i * crate::encoding::POLICY_SIZE..(i + 1) * crate::encoding::POLICY_SIZE];
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        for &(index, p) in &s.policy {
+            assert_eq!(row[index as usize], p);
+        }
+        let wdl = &batch.wdl_targets()[i * 3..i * 3 + 3];
+        let expected = match s.result as i32 {
+            1 => [1.0, 0.0, 0.0],
+            -1 => [0.0, 0.0, 1.0],
+            _ => [0.0, 1.0, 0.0],
+        };
+        assert_eq!(wdl, expected);
+    }
+}
