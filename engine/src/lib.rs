@@ -10,6 +10,7 @@ pub mod encoding;
 pub mod game;
 pub mod mcts;
 pub mod net;
+pub mod replay;
 pub mod selfplay;
 pub mod timing;
 pub mod train;

@@ -1,0 +1,638 @@
+//! Replay data on disk and the replay window the trainer samples from.
+//!
+//! A shard holds the samples of one self-play iteration (`replay/iter-000007.shard`). It
+//! is written to `iter-000007.shard.partial`, flushed to disk and renamed on
+//! [`ShardWriter::finish`], so a kill during self-play leaves at most a `.partial` file,
+//! which readers ignore: a `.shard` file is always complete.
+//!
+//! Format (little-endian): the 8-byte file magic [`SHARD_MAGIC`], then records, each
+//! `RECORD_MAGIC (4) | payload length u32 | CRC32 of the payload u32 | payload`, with the
+//! payload `FEN length u8 | FEN | result i8 | root Q f32 | move count u16 |
+//! (policy index u16, probability f32) x count`. Reading never fails on bad data: a record
+//! whose checksum or contents are wrong is skipped (the reader resynchronises on the next
+//! record magic) and counted, and a record cut short at the end of the file (a torn write)
+//! is dropped and counted.
+
+use crate::encoding::POLICY_SIZE;
+use crate::game::{fen_of, position_from_fen};
+use crate::selfplay::Sample;
+use anyhow::{bail, Context, Result};
+use rand::Rng;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+pub const SHARD_MAGIC: &[u8; 8] = b"EMBRPL01";
+pub const RECORD_MAGIC: &[u8; 4] = b"\xEErec";
+pub const SHARD_EXTENSION: &str = "shard";
+pub const PARTIAL_SUFFIX: &str = ".partial";
+const RECORD_HEADER: usize = 12;
+/// No honest record comes near this (a FEN of at most 255 bytes and at most 218 legal
+/// moves); a larger length is corruption.
+const MAX_PAYLOAD: usize = 1 + 255 + 1 + 4 + 2 + 6 * 512;
+
+/// The shard of self-play iteration `iteration` in `dir`.
+pub fn shard_path(dir: &Path, iteration: u64) -> PathBuf {
+    dir.join(format!("iter-{iteration:06}.{SHARD_EXTENSION}"))
+}
+
+/// Complete shards in `dir`, oldest first (names sort by iteration). A missing folder
+/// holds none.
+pub fn list_shards(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut shards = Vec::new();
+    for entry in std::fs::read_dir(dir)
+        .with_context(|| format!("listing replay folder {}", dir.display()))?
+    {
+        let path = entry
+            .with_context(|| format!("listing replay folder {}", dir.display()))?
+            .path();
+        if path.is_file() && path.extension().is_some_and(|e| e == SHARD_EXTENSION) {
+            shards.push(path);
+        }
+    }
+    shards.sort();
+    Ok(shards)
+}
+
+/// What reading shards found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LoadStats {
+    pub shards: usize,
+    /// Records read intact.
+    pub records: usize,
+    /// Records skipped for a bad checksum, header or contents (and shards with a bad file
+    /// magic).
+    pub skipped_corrupt: usize,
+    /// Shards whose last record was cut short.
+    pub torn_tail: usize,
+}
+
+impl std::ops::AddAssign for LoadStats {
+    fn add_assign(&mut self, o: LoadStats) {
+        self.shards += o.shards;
+        self.records += o.records;
+        self.skipped_corrupt += o.skipped_corrupt;
+        self.torn_tail += o.torn_tail;
+    }
+}
+
+/// Appends samples to a new shard; the shard appears under its name only on
+/// [`ShardWriter::finish`].
+pub struct ShardWriter {
+    path: PathBuf,
+    partial: PathBuf,
+    file: BufWriter<File>,
+    records: usize,
+    bytes: u64,
+    payload: Vec<u8>,
+}
+
+impl ShardWriter {
+    /// Starts the shard that will be `path` (written as `path.partial` until finished; an
+    /// old partial file of the same name is replaced).
+    pub fn create(path: &Path) -> Result<ShardWriter> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating replay folder {}", dir.display()))?;
+        }
+        let mut partial = path.as_os_str().to_owned();
+        partial.push(PARTIAL_SUFFIX);
+        let partial = PathBuf::from(partial);
+        let file = File::create(&partial)
+            .with_context(|| format!("creating shard {}", partial.display()))?;
+        let mut file = BufWriter::new(file);
+        file.write_all(SHARD_MAGIC)
+            .with_context(|| format!("writing shard {}", partial.display()))?;
+        Ok(ShardWriter {
+            path: path.to_path_buf(),
+            partial,
+            file,
+            records: 0,
+            bytes: SHARD_MAGIC.len() as u64,
+            payload: Vec::new(),
+        })
+    }
+
+    pub fn append(&mut self, sample: &Sample) -> Result<()> {
+        encode_payload(sample, &mut self.payload)?;
+        let mut header = [0u8; RECORD_HEADER];
+        header[..4].copy_from_slice(RECORD_MAGIC);
+        header[4..8].copy_from_slice(&(self.payload.len() as u32).to_le_bytes());
+        header[8..].copy_from_slice(&crc32fast::hash(&self.payload).to_le_bytes());
+        self.file
+            .write_all(&header)
+            .and_then(|_| self.file.write_all(&self.payload))
+            .with_context(|| format!("writing shard {}", self.partial.display()))?;
+        self.records += 1;
+        self.bytes += (RECORD_HEADER + self.payload.len()) as u64;
+        Ok(())
+    }
+
+    /// Records appended so far.
+    pub fn records(&self) -> usize {
+        self.records
+    }
+
+    /// Bytes written so far (file magic included): the offset of the next record.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Flushes the shard to disk and gives it its final name; returns that path.
+    pub fn finish(self) -> Result<PathBuf> {
+        let file = self
+            .file
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("writing shard {}", self.partial.display()))?;
+        file.sync_all()
+            .with_context(|| format!("flushing shard {}", self.partial.display()))?;
+        drop(file);
+        std::fs::rename(&self.partial, &self.path).with_context(|| {
+            format!(
+                "renaming {} to {}",
+                self.partial.display(),
+                self.path.display()
+            )
+        })?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(self.path)
+    }
+}
+
+fn encode_payload(sample: &Sample, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    let fen = fen_of(&sample.position);
+    if fen.len() > 255 {
+        bail!("FEN too long for a replay record: {fen}");
+    }
+    if sample.policy.len() > u16::MAX as usize {
+        bail!(
+            "visit distribution of {} moves is too long for a replay record",
+            sample.policy.len()
+        );
+    }
+    out.push(fen.len() as u8);
+    out.extend_from_slice(fen.as_bytes());
+    out.push(sample.result.round().clamp(-1.0, 1.0) as i8 as u8);
+    out.extend_from_slice(&sample.root_q.to_le_bytes());
+    out.extend_from_slice(&(sample.policy.len() as u16).to_le_bytes());
+    for &(index, p) in &sample.policy {
+        out.extend_from_slice(&index.to_le_bytes());
+        out.extend_from_slice(&p.to_le_bytes());
+    }
+    Ok(())
+}
+
+/// Why a record could not be read.
+enum Bad {
+    /// The file ends inside the record.
+    Incomplete,
+    Corrupt(String),
+}
+
+fn decode_payload(p: &[u8]) -> std::result::Result<Sample, String> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> std::result::Result<&[u8], String> {
+        let s = p
+            .get(at..at + n)
+            .ok_or_else(|| "payload shorter than its fields".to_string())?;
+        at += n;
+        Ok(s)
+    };
+    let fen_len = take(1)?[0] as usize;
+    let fen = std::str::from_utf8(take(fen_len)?).map_err(|_| "FEN is not UTF-8".to_string())?;
+    let position = position_from_fen(fen).map_err(|e| format!("bad FEN {fen:?}: {e}"))?;
+    let result = take(1)?[0] as i8;
+    if !(-1..=1).contains(&result) {
+        return Err(format!("result {result} is not -1, 0 or 1"));
+    }
+    let root_q = f32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+    let count = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
+    let mut policy = Vec::with_capacity(count);
+    for _ in 0..count {
+        let index = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes"));
+        let prob = f32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+        if index as usize >= POLICY_SIZE || !prob.is_finite() || prob < 0.0 {
+            return Err(format!("policy entry ({index}, {prob}) out of range"));
+        }
+        policy.push((index, prob));
+    }
+    if at != p.len() {
+        return Err("payload longer than its fields".to_string());
+    }
+    if !root_q.is_finite() {
+        return Err("root Q is not finite".to_string());
+    }
+    Ok(Sample {
+        position,
+        policy,
+        result: result as f32,
+        root_q,
+    })
+}
+
+/// The record at the start of `bytes` and its length on disk.
+fn read_record(bytes: &[u8]) -> std::result::Result<(Sample, usize), Bad> {
+    if bytes.len() < RECORD_HEADER {
+        return if RECORD_MAGIC.starts_with(&bytes[..bytes.len().min(4)]) {
+            Err(Bad::Incomplete)
+        } else {
+            Err(Bad::Corrupt("bad record magic".into()))
+        };
+    }
+    if &bytes[..4] != RECORD_MAGIC {
+        return Err(Bad::Corrupt("bad record magic".into()));
+    }
+    let len = u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) as usize;
+    if len > MAX_PAYLOAD {
+        return Err(Bad::Corrupt(format!("record length {len} is implausible")));
+    }
+    let Some(payload) = bytes.get(RECORD_HEADER..RECORD_HEADER + len) else {
+        return Err(Bad::Incomplete);
+    };
+    let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if crc32fast::hash(payload) != crc {
+        return Err(Bad::Corrupt("checksum mismatch".into()));
+    }
+    let sample = decode_payload(payload).map_err(Bad::Corrupt)?;
+    Ok((sample, RECORD_HEADER + len))
+}
+
+/// Reads the samples of a shard's bytes (`origin` names it in warnings).
+pub fn parse_shard(bytes: &[u8], origin: &str) -> (Vec<Sample>, LoadStats) {
+    let mut stats = LoadStats {
+        shards: 1,
+        ..LoadStats::default()
+    };
+    let mut samples = Vec::new();
+    if bytes.len() < SHARD_MAGIC.len() || &bytes[..SHARD_MAGIC.len()] != SHARD_MAGIC {
+        if SHARD_MAGIC.starts_with(bytes) {
+            stats.torn_tail += 1;
+        } else {
+            log::warn!("{origin}: not an Ember replay shard (bad file magic); skipped");
+            stats.skipped_corrupt += 1;
+        }
+        return (samples, stats);
+    }
+    let mut pos = SHARD_MAGIC.len();
+    while pos < bytes.len() {
+        match read_record(&bytes[pos..]) {
+            Ok((sample, used)) => {
+                samples.push(sample);
+                stats.records += 1;
+                pos += used;
+            }
+            Err(bad) => {
+                let next = bytes[pos + 1..]
+                    .windows(RECORD_MAGIC.len())
+                    .position(|w| w == RECORD_MAGIC);
+                match (next, bad) {
+                    (Some(skip), bad) => {
+                        let why = match bad {
+                            Bad::Incomplete => "record runs past the end".to_string(),
+                            Bad::Corrupt(why) => why,
+                        };
+                        log::warn!("{origin}: corrupt record at byte {pos} ({why}); skipped");
+                        stats.skipped_corrupt += 1;
+                        pos += 1 + skip;
+                    }
+                    (None, Bad::Incomplete) => {
+                        log::warn!(
+                            "{origin}: last record cut short at byte {pos} (torn write); dropped"
+                        );
+                        stats.torn_tail += 1;
+                        break;
+                    }
+                    (None, Bad::Corrupt(why)) => {
+                        log::warn!("{origin}: corrupt last record at byte {pos} ({why}); skipped");
+                        stats.skipped_corrupt += 1;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    (samples, stats)
+}
+
+/// Reads one shard file. Only an unreadable file is an error; bad records are skipped
+/// and counted.
+pub fn read_shard(path: &Path) -> Result<(Vec<Sample>, LoadStats)> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading replay shard {}", path.display()))?;
+    Ok(parse_shard(&bytes, &path.display().to_string()))
+}
+
+/// The newest `capacity` samples, which training minibatches are drawn from.
+pub struct ReplayWindow {
+    capacity: usize,
+    /// Oldest first.
+    samples: VecDeque<Sample>,
+}
+
+impl ReplayWindow {
+    pub fn new(capacity: usize) -> ReplayWindow {
+        ReplayWindow {
+            capacity,
+            samples: VecDeque::new(),
+        }
+    }
+
+    /// Fills a window from the newest complete shards in `dir` (reading only as many as
+    /// it needs). A missing folder gives an empty window.
+    pub fn load(dir: &Path, capacity: usize) -> Result<(ReplayWindow, LoadStats)> {
+        let mut stats = LoadStats::default();
+        let mut newest_first: Vec<Vec<Sample>> = Vec::new();
+        let mut held = 0;
+        for path in list_shards(dir)?.iter().rev() {
+            if held >= capacity {
+                break;
+            }
+            let (samples, s) = read_shard(path)?;
+            stats += s;
+            held += samples.len();
+            newest_first.push(samples);
+        }
+        let mut window = ReplayWindow::new(capacity);
+        for samples in newest_first.into_iter().rev() {
+            window.push_samples(samples);
+        }
+        Ok((window, stats))
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// Adds newer samples, dropping the oldest beyond the capacity.
+    pub fn push_samples(&mut self, samples: impl IntoIterator<Item = Sample>) {
+        self.samples.extend(samples);
+        let excess = self.samples.len().saturating_sub(self.capacity);
+        self.samples.drain(..excess);
+    }
+
+    /// Adds the samples of a finished shard file (the newest data).
+    pub fn push_shard(&mut self, path: &Path) -> Result<LoadStats> {
+        let (samples, stats) = read_shard(path)?;
+        self.push_samples(samples);
+        Ok(stats)
+    }
+
+    /// `batch_size` samples drawn uniformly with replacement (none from an empty window).
+    pub fn sample_batch<R: Rng + ?Sized>(&self, rng: &mut R, batch_size: usize) -> Vec<&Sample> {
+        if self.samples.is_empty() {
+            return Vec::new();
+        }
+        (0..batch_size)
+            .map(|_| &self.samples[rng.random_range(0..self.samples.len())])
+            .collect()
+    }
+
+    /// The samples, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Sample> {
+        self.samples.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::sample_positions;
+    use crate::encoding::move_to_index;
+    use rand::{rngs::StdRng, SeedableRng};
+    use shakmaty::Position;
+
+    /// Samples whose root Q is `tag + i`, so a test can tell which ones survived.
+    fn samples(n: usize, tag: f32, seed: u64) -> Vec<Sample> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        sample_positions(3 * n, seed)
+            .into_iter()
+            .filter(|p| !p.legal_moves().is_empty())
+            .take(n)
+            .enumerate()
+            .map(|(i, position)| {
+                let moves = position.legal_moves();
+                let weights: Vec<f32> = moves.iter().map(|_| rng.random_range(0.0..1.0)).collect();
+                let sum: f32 = weights.iter().sum();
+                let policy = moves
+                    .iter()
+                    .zip(&weights)
+                    .map(|(m, w)| (move_to_index(m, position.turn()) as u16, w / sum))
+                    .collect();
+                Sample {
+                    position,
+                    policy,
+                    result: [-1.0, 0.0, 1.0][i % 3],
+                    root_q: tag + i as f32,
+                }
+            })
+            .collect()
+    }
+
+    fn assert_same(a: &Sample, b: &Sample) {
+        assert_eq!(fen_of(&a.position), fen_of(&b.position));
+        assert_eq!(a.policy, b.policy);
+        assert_eq!(a.result, b.result);
+        assert_eq!(a.root_q, b.root_q);
+    }
+
+    /// Writes a shard; returns its path and the byte offset of each record.
+    fn write_shard(path: &Path, samples: &[Sample]) -> (PathBuf, Vec<u64>) {
+        let mut w = ShardWriter::create(path).unwrap();
+        let mut offsets = Vec::new();
+        for s in samples {
+            offsets.push(w.bytes_written());
+            w.append(s).unwrap();
+        }
+        (w.finish().unwrap(), offsets)
+    }
+
+    #[test]
+    fn samples_round_trip_through_a_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = samples(20, 0.0, 1);
+        let (path, _) = write_shard(&shard_path(dir.path(), 3), &original);
+        assert_eq!(path, dir.path().join("iter-000003.shard"));
+        let (read, stats) = read_shard(&path).unwrap();
+        assert_eq!(
+            stats,
+            LoadStats {
+                shards: 1,
+                records: 20,
+                skipped_corrupt: 0,
+                torn_tail: 0
+            }
+        );
+        assert_eq!(read.len(), original.len());
+        for (a, b) in original.iter().zip(&read) {
+            assert_same(a, b);
+        }
+    }
+
+    #[test]
+    fn a_torn_last_record_is_dropped_and_the_earlier_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = samples(6, 0.0, 2);
+        let (path, _) = write_shard(&shard_path(dir.path(), 1), &original);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        let (read, stats) = read_shard(&path).unwrap();
+        assert_eq!(
+            (stats.records, stats.torn_tail, stats.skipped_corrupt),
+            (5, 1, 0)
+        );
+        for (a, b) in original.iter().zip(&read) {
+            assert_same(a, b);
+        }
+    }
+
+    #[test]
+    fn a_record_torn_inside_its_header_is_dropped_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = samples(4, 0.0, 3);
+        let (path, offsets) = write_shard(&shard_path(dir.path(), 1), &original);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..offsets[3] as usize + 6]).unwrap();
+        let (read, stats) = read_shard(&path).unwrap();
+        assert_eq!(
+            (read.len(), stats.torn_tail, stats.skipped_corrupt),
+            (3, 1, 0)
+        );
+    }
+
+    #[test]
+    fn a_flipped_byte_in_a_middle_record_skips_only_that_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = samples(8, 0.0, 4);
+        let (path, offsets) = write_shard(&shard_path(dir.path(), 1), &original);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[offsets[3] as usize + RECORD_HEADER + 5] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        let (read, stats) = read_shard(&path).unwrap();
+        assert_eq!(
+            (stats.records, stats.skipped_corrupt, stats.torn_tail),
+            (7, 1, 0)
+        );
+        let kept: Vec<&Sample> = original
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 3)
+            .map(|(_, s)| s)
+            .collect();
+        for (a, b) in kept.into_iter().zip(&read) {
+            assert_same(a, b);
+        }
+    }
+
+    #[test]
+    fn a_corrupt_record_length_resynchronises_on_the_next_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let original = samples(6, 0.0, 5);
+        let (path, offsets) = write_shard(&shard_path(dir.path(), 1), &original);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[offsets[2] as usize + 5] ^= 0x7f;
+        std::fs::write(&path, &bytes).unwrap();
+        let (read, stats) = read_shard(&path).unwrap();
+        assert_eq!(
+            (stats.records, stats.skipped_corrupt, stats.torn_tail),
+            (5, 1, 0)
+        );
+        assert_same(&read[2], &original[3]);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_shard_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(shard_path(dir.path(), 1), b"{\"json\": \"not a shard\"}").unwrap();
+        let (window, stats) = ReplayWindow::load(dir.path(), 10).unwrap();
+        assert_eq!((window.len(), stats.skipped_corrupt), (0, 1));
+    }
+
+    #[test]
+    fn the_window_keeps_only_the_newest_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        for it in 1..=3u64 {
+            write_shard(
+                &shard_path(dir.path(), it),
+                &samples(5, 100.0 * it as f32, it),
+            );
+        }
+        let (window, stats) = ReplayWindow::load(dir.path(), 7).unwrap();
+        assert_eq!(window.len(), 7);
+        assert_eq!(stats.shards, 2, "the oldest shard is not needed");
+        let tags: Vec<f32> = window.iter().map(|s| s.root_q).collect();
+        assert_eq!(tags, vec![203.0, 204.0, 300.0, 301.0, 302.0, 303.0, 304.0]);
+    }
+
+    #[test]
+    fn pushing_past_capacity_drops_the_oldest() {
+        let mut window = ReplayWindow::new(4);
+        window.push_samples(samples(3, 0.0, 1));
+        window.push_samples(samples(3, 10.0, 2));
+        let tags: Vec<f32> = window.iter().map(|s| s.root_q).collect();
+        assert_eq!(tags, vec![2.0, 10.0, 11.0, 12.0]);
+    }
+
+    #[test]
+    fn a_partial_shard_is_ignored_until_finished() {
+        let dir = tempfile::tempdir().unwrap();
+        write_shard(&shard_path(dir.path(), 1), &samples(3, 0.0, 1));
+        let mut w = ShardWriter::create(&shard_path(dir.path(), 2)).unwrap();
+        for s in samples(4, 10.0, 2) {
+            w.append(&s).unwrap();
+        }
+        drop(w); // killed before finish: the data sits in iter-000002.shard.partial
+        assert!(dir.path().join("iter-000002.shard.partial").exists());
+        let (window, _) = ReplayWindow::load(dir.path(), 100).unwrap();
+        assert_eq!(window.len(), 3);
+
+        let path = write_shard(&shard_path(dir.path(), 2), &samples(4, 10.0, 2)).0;
+        assert!(!dir.path().join("iter-000002.shard.partial").exists());
+        let mut window = window;
+        window.push_shard(&path).unwrap();
+        assert_eq!(window.len(), 7);
+    }
+
+    #[test]
+    fn minibatches_are_drawn_from_the_window_with_replacement() {
+        let mut window = ReplayWindow::new(100);
+        window.push_samples(samples(5, 0.0, 1));
+        let mut rng = StdRng::seed_from_u64(7);
+        let batch = window.sample_batch(&mut rng, 64);
+        assert_eq!(batch.len(), 64);
+        let mut seen = [0usize; 5];
+        for s in &batch {
+            seen[s.root_q as usize] += 1;
+        }
+        assert!(
+            seen.iter().all(|&c| c > 0),
+            "64 draws from 5 samples reach every one: {seen:?}"
+        );
+        assert!(ReplayWindow::new(10).sample_batch(&mut rng, 8).is_empty());
+    }
+
+    #[test]
+    fn an_empty_or_missing_folder_gives_an_empty_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let (window, stats) = ReplayWindow::load(&dir.path().join("replay"), 10).unwrap();
+        assert!(window.is_empty());
+        assert_eq!(stats, LoadStats::default());
+    }
+}
