@@ -1,0 +1,232 @@
+//! The command line: `train` (the default), `selfplay`, `bench`, `match` and `export`.
+//! Every training number a preset sets can be overridden by a flag; a flag left out
+//! keeps the preset's value, or the saved run's value when a run is resumed.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "trainer",
+    version,
+    about = "Ember's trainer: self-play, training, gating, matches and benchmarks",
+    long_about = "Trains an Ember network from zero by self-play. `trainer` with no subcommand is \
+`trainer train`. Each iteration plays self-play games with the best network, trains a candidate on \
+the replay window, and promotes the candidate when it scores at least 55% in a gating match. \
+Everything lands in runs/NAME/; a promoted network is also written to models/latest.safetensors.\n\n\
+Start again with the same --run to resume a run from its last complete iteration.",
+    args_conflicts_with_subcommands = true,
+    args_override_self = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub train: TrainArgs,
+
+    /// Log level: error, warn, info, debug or trace (RUST_LOG, when set, refines it).
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: log::LevelFilter,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train: self-play, training and gating, iteration after iteration (the default).
+    Train(TrainArgs),
+    /// Only play self-play games with the run's best network and add them to its replay data.
+    Selfplay(TrainArgs),
+    /// Measure encoding, network, search and self-play speed (JSON lines on stdout).
+    Bench(BenchArgs),
+    /// Play a match between two checkpoints and report the score and Elo difference.
+    Match(MatchArgs),
+    /// Copy a run's best network (or any checkpoint) to models/latest.safetensors, atomically.
+    Export(ExportArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// 5 iterations x 5 games x 20 simulations.
+    Quick,
+    /// 10 iterations x 10 games x 25 simulations.
+    Development,
+    /// 500 iterations x 20 games x 30 simulations.
+    Production,
+    /// 1000 iterations x 25 games x 40 simulations.
+    Max,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerChoice {
+    /// SGD with momentum 0.9 (AlphaZero's optimiser); default lr 0.02.
+    Sgd,
+    /// AdamW (beta1 0.9, beta2 0.999); default lr 0.001.
+    Adamw,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueLossChoice {
+    /// Cross-entropy of the win/draw/loss head against the game result.
+    Wdl,
+    /// Squared error of the expected score (win - loss) against the game result.
+    Mse,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct TrainArgs {
+    /// Sizes of the run; flags below override single numbers. [default: development]
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+    /// Training iterations (self-play, training, gating). Resuming with a larger number extends a run.
+    #[arg(long)]
+    pub iterations: Option<u64>,
+    /// Self-play games per iteration.
+    #[arg(long)]
+    pub games: Option<usize>,
+    /// MCTS visits per move in self-play and gating.
+    #[arg(long)]
+    pub simulations: Option<u32>,
+    /// Network width (convolution filters). [default: 64]
+    #[arg(long)]
+    pub filters: Option<usize>,
+    /// Residual blocks. [default: 3]
+    #[arg(long)]
+    pub blocks: Option<usize>,
+    /// Training minibatch size; never more than the replay data on hand. [default: 256]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Training steps per iteration. [default: ceil(4 x new positions / batch size), within 8..=400,
+    /// so each new position is seen about four times]
+    #[arg(long)]
+    pub train_steps: Option<usize>,
+    /// Learning rate. [default: 0.001 with adamw, 0.02 with sgd]
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Optimiser. [default: adamw]
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerChoice>,
+    /// L2 regularisation weight on convolution and dense weights. [default: 0.0001]
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Value loss. [default: wdl]
+    #[arg(long, value_enum)]
+    pub value_loss: Option<ValueLossChoice>,
+    /// auto (CUDA when built with it and present, else CPU), cpu, cuda or cuda:N. [default: auto]
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Training compute precision: auto (bf16 on CUDA, f32 on CPU), f32, bf16 or f16. [default: auto]
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// Run name: the folder under --runs-dir. An existing run is resumed. [default: PRESET-YYYYmmdd-HHMMSS]
+    #[arg(long)]
+    pub run: Option<String>,
+    /// Folder holding the runs.
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Folder a promoted network is written to, as latest.safetensors (the UCI engine reads it).
+    #[arg(long, default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Seed of every random choice in the run (network initialisation, games, minibatches). [default: from the clock]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Replay window: the newest positions training samples from. [default: 4000 quick, 20000
+    /// development, 50000 production and max]
+    #[arg(long)]
+    pub replay_window: Option<usize>,
+    /// Gating games, candidate vs best, colours alternated (rounded up to even). [default: 10 quick and
+    /// development, 40 production and max]
+    #[arg(long)]
+    pub gating_games: Option<usize>,
+    /// Self-play games played at once (their leaves share one network call). [default: min(games, 64) on
+    /// CPU, min(games, 512) on CUDA]
+    #[arg(long)]
+    pub games_in_flight: Option<usize>,
+    /// Keep a numbered checkpoint runs/NAME/iter-NNNNNN.safetensors every K iterations. [default: 1 quick and
+    /// development, 10 production and max]
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Plies after which a game is stopped and scored a draw. [default: 150 quick and development, 200
+    /// production and max]
+    #[arg(long)]
+    pub max_plies: Option<u32>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Run only these benchmarks (encode, nn, mcts_uniform, selfplay); repeatable.
+    #[arg(long)]
+    pub only: Vec<String>,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Seconds per measurement of encode, nn (per batch size) and mcts_uniform.
+    #[arg(long, default_value_t = 1.5)]
+    pub seconds: f64,
+    /// Seconds of the self-play measurement.
+    #[arg(long, default_value_t = 15.0)]
+    pub selfplay_seconds: f64,
+    /// Network width of the nn and self-play benchmarks.
+    #[arg(long, default_value_t = 64)]
+    pub filters: usize,
+    /// Residual blocks of the nn and self-play benchmarks.
+    #[arg(long, default_value_t = 3)]
+    pub blocks: usize,
+    /// Inference precision on CUDA: auto (bf16), f32, bf16 or f16. The CPU always runs f32.
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MatchArgs {
+    /// First player's checkpoint (the score and Elo are from its side).
+    #[arg(long)]
+    pub a: PathBuf,
+    /// Second player's checkpoint.
+    #[arg(long)]
+    pub b: PathBuf,
+    /// Games, colours alternated (rounded up to even).
+    #[arg(long, default_value_t = 20)]
+    pub games: usize,
+    /// MCTS visits per move.
+    #[arg(long, default_value_t = 100)]
+    pub simulations: u32,
+    /// Random plies at the start of each pair of games, so games differ.
+    #[arg(long, default_value_t = 4)]
+    pub opening_random_plies: u32,
+    /// Plies after which a game is scored a draw.
+    #[arg(long, default_value_t = 300)]
+    pub max_plies: u32,
+    /// Games played at once.
+    #[arg(long)]
+    pub games_in_flight: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Inference precision on CUDA: auto (bf16), f32, bf16 or f16.
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
+    /// Save the games to this PGN file.
+    #[arg(long)]
+    pub pgn: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// Export this run's best network (runs/NAME/best.safetensors).
+    #[arg(long, conflicts_with = "checkpoint")]
+    pub run: Option<String>,
+    /// Export this checkpoint file.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Folder holding the runs.
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Destination, replaced atomically.
+    #[arg(long, default_value = "models/latest.safetensors")]
+    pub to: PathBuf,
+}

@@ -1,0 +1,171 @@
+//! The subcommands besides training: `bench`, `match` and `export`.
+
+use crate::cli::{BenchArgs, ExportArgs, MatchArgs};
+use crate::core::arena::{play_match, MatchConfig};
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use ember_engine::bench::{self, BenchOptions};
+use ember_engine::mcts::{NetEvaluator, SearchParams};
+use ember_engine::net::checkpoint::write_atomic;
+use ember_engine::net::{describe_device, NetConfig, Network, Precision};
+use ember_engine::DeviceChoice;
+use log::info;
+use serde_json::Value;
+
+fn precision_for(choice: &str, device: &Device) -> Result<Precision> {
+    if choice == "auto" {
+        return Ok(if device.is_cpu() {
+            Precision::F32
+        } else {
+            Precision::Bf16
+        });
+    }
+    choice.parse()
+}
+
+/// Runs the benchmarks: one JSON object per line on stdout, a table on stderr.
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    for name in &args.only {
+        if !bench::ALL.contains(&name.as_str()) {
+            bail!(
+                "unknown benchmark {name:?}: expected one of {}",
+                bench::ALL.join(", ")
+            );
+        }
+    }
+    let device = args.device.parse::<DeviceChoice>()?.open()?;
+    eprintln!("Using device: {}", describe_device(&device));
+    let mut opts = BenchOptions::for_device(device.clone());
+    opts.net = NetConfig {
+        filters: args.filters,
+        blocks: args.blocks,
+    };
+    opts.precision = precision_for(&args.precision, &device)?;
+    opts.seconds = args.seconds;
+    opts.selfplay_seconds = args.selfplay_seconds;
+    eprintln!("{:<14} {}", "benchmark", "result");
+    bench::run(&opts, &args.only, |v: &Value| {
+        println!("{v}");
+        eprintln!("{}", table_row(v));
+    })
+}
+
+fn table_row(v: &Value) -> String {
+    let name = v.get("bench").and_then(Value::as_str).unwrap_or("?");
+    let fields: Vec<String> = v
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| k.as_str() != "bench" && k.as_str() != "timing")
+                .map(|(k, x)| match x {
+                    Value::String(s) => format!("{k}={s}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut row = format!("{name:<14} {}", fields.join("  "));
+    if let Some(t) = v.get("timing").and_then(Value::as_str) {
+        row.push_str(&format!("\n{:<14} {t}", ""));
+    }
+    row
+}
+
+/// Plays a match between two checkpoints; prints the score, Elo and its interval.
+pub fn play(args: &MatchArgs) -> Result<()> {
+    let device = args.device.parse::<DeviceChoice>()?.open()?;
+    let precision = precision_for(&args.precision, &device)?;
+    info!("Using device: {}", describe_device(&device));
+    let a = Network::load(&args.a, None, &device)?;
+    let b = Network::load(&args.b, None, &device)?;
+    info!(
+        "A: {} ({}, iteration {}); B: {} ({}, iteration {})",
+        args.a.display(),
+        a.config,
+        a.iteration,
+        args.b.display(),
+        b.config,
+        b.iteration
+    );
+    let mut ea = NetEvaluator::new(&a, precision)?;
+    let mut eb = NetEvaluator::new(&b, precision)?;
+    let games = args.games.max(1) + args.games % 2;
+    let cfg = MatchConfig {
+        games,
+        games_in_flight: args.games_in_flight.unwrap_or(games).max(1),
+        simulations: args.simulations,
+        max_plies: args.max_plies,
+        opening_random_plies: args.opening_random_plies,
+        temperature: 0.0,
+        seed: args.seed,
+        search: SearchParams {
+            cache_entries: 4096,
+            ..SearchParams::default()
+        },
+    };
+    let mut done = 0;
+    let r = play_match(&cfg, &mut ea, &mut eb, |_| {
+        done += 1;
+        info!("game {done}/{games} finished");
+    })?;
+    let (lo, hi) = r.elo_interval();
+    println!(
+        "A vs B: +{} ={} -{} of {} games: score {:.3}, Elo {:+.0} (95% interval {:+.0} .. {:+.0})",
+        r.wins_a,
+        r.draws,
+        r.losses_a,
+        r.games,
+        r.score_a(),
+        r.elo_diff(),
+        lo,
+        hi
+    );
+    let finite = |x: f64| {
+        if x.is_finite() {
+            Value::from(x)
+        } else {
+            Value::Null
+        }
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "a": args.a.display().to_string(), "b": args.b.display().to_string(), "games": r.games,
+            "wins_a": r.wins_a, "draws": r.draws, "losses_a": r.losses_a, "score_a": r.score_a(),
+            "elo": finite(r.elo_diff()), "elo_low": finite(lo), "elo_high": finite(hi),
+        })
+    );
+    if let Some(path) = &args.pgn {
+        let text: String = r
+            .pgns
+            .iter()
+            .map(|p| format!("{}\n\n", p.trim_end()))
+            .collect();
+        write_atomic(path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        info!("games saved to {}", path.display());
+    }
+    Ok(())
+}
+
+/// Copies a checkpoint (checked to load first) to `--to`, atomically.
+pub fn export(args: &ExportArgs) -> Result<()> {
+    let from = match (&args.run, &args.checkpoint) {
+        (_, Some(path)) => path.clone(),
+        (Some(run), None) => args.runs_dir.join(run).join("best.safetensors"),
+        (None, None) => {
+            bail!("say what to export: --run NAME (its best network) or --checkpoint PATH")
+        }
+    };
+    let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+    let net = Network::from_bytes(&bytes, None, &Device::Cpu, &from.display().to_string())?;
+    write_atomic(&args.to, &bytes).with_context(|| format!("writing {}", args.to.display()))?;
+    println!(
+        "exported {} ({}, iteration {}) to {}",
+        from.display(),
+        net.config,
+        net.iteration,
+        args.to.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! A run's resolved configuration: the preset's numbers, the flags that override them,
+//! and the defaults that depend on the device. Saved as `runs/NAME/config.json`; a
+//! resumed run starts from the saved file and applies only the flags given again.
+
+use crate::cli::{OptimizerChoice, Preset, TrainArgs, ValueLossChoice};
+use anyhow::{bail, Context, Result};
+use ember_engine::net::{NetConfig, Precision};
+use serde::{Deserialize, Serialize};
+
+/// Score a candidate needs against the best network to be promoted.
+pub const PROMOTION_SCORE: f64 = 0.55;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunConfig {
+    pub preset: Preset,
+    pub iterations: u64,
+    pub games: usize,
+    pub simulations: u32,
+    pub filters: usize,
+    pub blocks: usize,
+    pub batch_size: usize,
+    /// `None`: chosen each iteration from the positions it made.
+    pub train_steps: Option<usize>,
+    pub lr: f64,
+    pub optimizer: OptimizerChoice,
+    pub weight_decay: f64,
+    pub value_loss: ValueLossChoice,
+    /// As given (`auto`, `cpu`, `cuda:N`); opened at start.
+    pub device: String,
+    /// As given (`auto`, `f32`, `bf16`, `f16`); `auto` resolves on the opened device.
+    pub precision: String,
+    pub seed: u64,
+    pub replay_window: usize,
+    pub gating_games: usize,
+    /// `None`: min(games, 64) on CPU, min(games, 512) on CUDA.
+    pub games_in_flight: Option<usize>,
+    pub checkpoint_every: u64,
+    pub max_plies: u32,
+    /// Self-play moves sampled by visit count before the most visited move is played.
+    pub temperature_plies: u32,
+    /// Leaves each self-play game adds to a round's batch.
+    pub leaves_per_game: usize,
+    /// Random plies at the start of each pair of gating games, so games differ.
+    pub gating_opening_plies: u32,
+    pub promotion_score: f64,
+}
+
+struct PresetNumbers {
+    iterations: u64,
+    games: usize,
+    simulations: u32,
+    replay_window: usize,
+    gating_games: usize,
+    checkpoint_every: u64,
+    max_plies: u32,
+}
+
+fn preset_numbers(p: Preset) -> PresetNumbers {
+    // Iterations x games x simulations are the original's documented settings.
+    match p {
+        Preset::Quick => PresetNumbers {
+            iterations: 5,
+            games: 5,
+            simulations: 20,
+            replay_window: 4_000,
+            gating_games: 10,
+            checkpoint_every: 1,
+            max_plies: 150,
+        },
+        Preset::Development => PresetNumbers {
+            iterations: 10,
+            games: 10,
+            simulations: 25,
+            replay_window: 20_000,
+            gating_games: 10,
+            checkpoint_every: 1,
+            max_plies: 150,
+        },
+        Preset::Production => PresetNumbers {
+            iterations: 500,
+            games: 20,
+            simulations: 30,
+            replay_window: 50_000,
+            gating_games: 40,
+            checkpoint_every: 10,
+            max_plies: 200,
+        },
+        Preset::Max => PresetNumbers {
+            iterations: 1000,
+            games: 25,
+            simulations: 40,
+            replay_window: 50_000,
+            gating_games: 40,
+            checkpoint_every: 10,
+            max_plies: 200,
+        },
+    }
+}
+
+fn default_lr(opt: OptimizerChoice) -> f64 {
+    match opt {
+        OptimizerChoice::Sgd => 0.02,
+        OptimizerChoice::Adamw => 1e-3,
+    }
+}
+
+impl RunConfig {
+    /// A new run's configuration: the preset, then every flag given.
+    pub fn from_preset(args: &TrainArgs) -> Result<RunConfig> {
+        let preset = args.preset.unwrap_or(Preset::Development);
+        let p = preset_numbers(preset);
+        let seed = args.seed.unwrap_or_else(clock_seed);
+        let mut cfg = RunConfig {
+            preset,
+            iterations: p.iterations,
+            games: p.games,
+            simulations: p.simulations,
+            filters: NetConfig::default().filters,
+            blocks: NetConfig::default().blocks,
+            batch_size: 256,
+            train_steps: None,
+            lr: default_lr(OptimizerChoice::Adamw),
+            optimizer: OptimizerChoice::Adamw,
+            weight_decay: 1e-4,
+            value_loss: ValueLossChoice::Wdl,
+            device: "auto".into(),
+            precision: "auto".into(),
+            seed,
+            replay_window: p.replay_window,
+            gating_games: p.gating_games,
+            games_in_flight: None,
+            checkpoint_every: p.checkpoint_every,
+            max_plies: p.max_plies,
+            temperature_plies: 30,
+            leaves_per_game: 4,
+            gating_opening_plies: 4,
+            promotion_score: PROMOTION_SCORE,
+        };
+        if let Some(opt) = args.optimizer {
+            cfg.lr = default_lr(opt);
+        }
+        cfg.apply(args);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// A resumed run's configuration: the saved one with the flags given now.
+    pub fn resumed(saved: RunConfig, args: &TrainArgs) -> Result<RunConfig> {
+        let mut cfg = saved;
+        if let Some(p) = args.preset.filter(|p| *p != cfg.preset) {
+            log::warn!(
+                "--preset {} ignored: a resumed run keeps its configuration ({}); override single numbers instead",
+                preset_name(p),
+                preset_name(cfg.preset)
+            );
+        }
+        if let (Some(opt), None) = (args.optimizer, args.lr) {
+            if opt != cfg.optimizer {
+                cfg.lr = default_lr(opt);
+            }
+        }
+        cfg.apply(args);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn apply(&mut self, a: &TrainArgs) {
+        fn set<T: Clone>(slot: &mut T, v: &Option<T>) {
+            if let Some(v) = v {
+                *slot = v.clone();
+            }
+        }
+        set(&mut self.iterations, &a.iterations);
+        set(&mut self.games, &a.games);
+        set(&mut self.simulations, &a.simulations);
+        set(&mut self.filters, &a.filters);
+        set(&mut self.blocks, &a.blocks);
+        set(&mut self.batch_size, &a.batch_size);
+        if a.train_steps.is_some() {
+            self.train_steps = a.train_steps;
+        }
+        set(&mut self.lr, &a.lr);
+        set(&mut self.optimizer, &a.optimizer);
+        set(&mut self.weight_decay, &a.weight_decay);
+        set(&mut self.value_loss, &a.value_loss);
+        set(&mut self.device, &a.device);
+        set(&mut self.precision, &a.precision);
+        set(&mut self.seed, &a.seed);
+        set(&mut self.replay_window, &a.replay_window);
+        set(&mut self.gating_games, &a.gating_games);
+        if a.games_in_flight.is_some() {
+            self.games_in_flight = a.games_in_flight;
+        }
+        set(&mut self.checkpoint_every, &a.checkpoint_every);
+        set(&mut self.max_plies, &a.max_plies);
+        // Colours alternate in pairs, so each opening is played from both sides.
+        self.gating_games += self.gating_games % 2;
+    }
+
+    fn validate(&self) -> Result<()> {
+        let positive = [
+            ("--games", self.games),
+            ("--simulations", self.simulations as usize),
+            ("--filters", self.filters),
+            ("--blocks", self.blocks),
+            ("--batch-size", self.batch_size),
+            ("--replay-window", self.replay_window),
+            ("--checkpoint-every", self.checkpoint_every as usize),
+            ("--max-plies", self.max_plies as usize),
+        ];
+        for (flag, v) in positive {
+            if v == 0 {
+                bail!("{flag} must be at least 1");
+            }
+        }
+        if self.train_steps == Some(0) || self.games_in_flight == Some(0) {
+            bail!("--train-steps and --games-in-flight must be at least 1");
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if self.weight_decay < 0.0 {
+            bail!("--weight-decay must not be negative");
+        }
+        self.device.parse::<ember_engine::DeviceChoice>()?;
+        if self.precision != "auto" {
+            self.precision.parse::<Precision>()?;
+        }
+        Ok(())
+    }
+
+    pub fn net(&self) -> NetConfig {
+        NetConfig {
+            filters: self.filters,
+            blocks: self.blocks,
+        }
+    }
+
+    /// Training and inference precision on `device`: `auto` is bf16 on CUDA, f32 on CPU
+    /// (candle's CPU convolution has no bf16, and f16 is slower there than f32).
+    pub fn precision_on(&self, device: &candle_core::Device) -> Result<Precision> {
+        if self.precision == "auto" {
+            return Ok(if device.is_cpu() {
+                Precision::F32
+            } else {
+                Precision::Bf16
+            });
+        }
+        self.precision
+            .parse()
+            .with_context(|| format!("--precision {}", self.precision))
+    }
+
+    pub fn games_in_flight_on(&self, device: &candle_core::Device) -> usize {
+        let cap = if device.is_cpu() { 64 } else { 512 };
+        self.games_in_flight.unwrap_or(self.games.min(cap)).max(1)
+    }
+
+    /// Training steps after an iteration that made `new_positions`: each new position is
+    /// seen about four times.
+    pub fn train_steps_for(&self, new_positions: usize, batch: usize) -> usize {
+        self.train_steps
+            .unwrap_or_else(|| (4 * new_positions).div_ceil(batch.max(1)).clamp(8, 400))
+    }
+}
+
+pub fn preset_name(p: Preset) -> &'static str {
+    match p {
+        Preset::Quick => "quick",
+        Preset::Development => "development",
+        Preset::Production => "production",
+        Preset::Max => "max",
+    }
+}
+
+fn clock_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    t.as_nanos() as u64 ^ ((std::process::id() as u64) << 32)
+}
+
+/// A seed for one purpose in one iteration, derived from the run's seed (splitmix64), so
+/// a resumed iteration draws exactly what it would have drawn.
+pub fn derive_seed(seed: u64, iteration: u64, stream: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(iteration.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `YYYYmmdd-HHMMSS` in UTC, for default run names.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_preset() {
+        let args = TrainArgs {
+            preset: Some(Preset::Quick),
+            games: Some(7),
+            ..Default::default()
+        };
+        let cfg = RunConfig::from_preset(&args).unwrap();
+        assert_eq!((cfg.iterations, cfg.games, cfg.simulations), (5, 7, 20));
+    }
+
+    #[test]
+    fn gating_games_round_up_to_even() {
+        let args = TrainArgs {
+            gating_games: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(RunConfig::from_preset(&args).unwrap().gating_games, 4);
+    }
+
+    #[test]
+    fn default_train_steps_see_each_new_position_about_four_times_within_bounds() {
+        let cfg = RunConfig::from_preset(&TrainArgs::default()).unwrap();
+        assert_eq!(cfg.train_steps_for(1000, 256), 16);
+        assert_eq!(cfg.train_steps_for(10, 256), 8);
+        assert_eq!(cfg.train_steps_for(1_000_000, 256), 400);
+    }
+
+    #[test]
+    fn resumed_run_keeps_saved_values_unless_given_again() {
+        let saved = RunConfig::from_preset(&TrainArgs {
+            preset: Some(Preset::Quick),
+            ..Default::default()
+        })
+        .unwrap();
+        let again = TrainArgs {
+            iterations: Some(9),
+            preset: Some(Preset::Max),
+            ..Default::default()
+        };
+        let cfg = RunConfig::resumed(saved.clone(), &again).unwrap();
+        assert_eq!(cfg.iterations, 9);
+        assert_eq!(cfg.games, saved.games);
+    }
+
+    #[test]
+    fn timestamp_has_date_and_time() {
+        let t = timestamp();
+        assert_eq!(t.len(), 15);
+        assert!(t.starts_with("20"));
+    }
+}

@@ -1,0 +1,421 @@
+//! The `trainer` binary driven like a user drives it: tiny runs on the CPU, a run killed
+//! with SIGKILL and resumed, a checkpoint of another architecture refused, benchmarks,
+//! matches and exports. Every run writes under Cargo's test temporary folder.
+
+use candle_core::Device;
+use ember_engine::net::{NetConfig, Network};
+use ember_engine::replay::ReplayWindow;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const TINY_NET: NetConfig = NetConfig {
+    filters: 16,
+    blocks: 1,
+};
+
+fn trainer() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+}
+
+/// A fresh folder for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("trainer-e2e")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Flags of a tiny run under `root` (runs in `root/runs`, promotions in `root/models`).
+fn tiny_args(root: &Path, run: &str, iterations: u32) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--preset",
+        "quick",
+        "--games",
+        "4",
+        "--simulations",
+        "8",
+        "--filters",
+        "16",
+        "--blocks",
+        "1",
+        "--train-steps",
+        "4",
+        "--batch-size",
+        "64",
+        "--gating-games",
+        "2",
+        "--max-plies",
+        "60",
+        "--device",
+        "cpu",
+        "--seed",
+        "7",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend([
+        "--iterations".into(),
+        iterations.to_string(),
+        "--run".into(),
+        run.into(),
+    ]);
+    args.extend(["--runs-dir".into(), root.join("runs").display().to_string()]);
+    args.extend([
+        "--models-dir".into(),
+        root.join("models").display().to_string(),
+    ]);
+    args
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("trainer starts");
+    assert!(
+        out.status.success(),
+        "trainer failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn metrics_lines(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each metrics line is JSON"))
+        .collect()
+}
+
+fn state(run: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(run.join("state.json")).unwrap()).unwrap()
+}
+
+struct TinyRun {
+    root: PathBuf,
+    run: PathBuf,
+    stderr: String,
+}
+
+/// One finished 2-iteration tiny run shared by the tests that only read it.
+fn tiny_run() -> &'static TinyRun {
+    static RUN: OnceLock<TinyRun> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let root = scratch("tiny");
+        let out = run_ok(trainer().args(tiny_args(&root, "tiny", 2)));
+        TinyRun {
+            run: root.join("runs/tiny"),
+            root,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    })
+}
+
+#[test]
+fn tiny_run_leaves_checkpoints_metrics_plot_and_pgn() {
+    let t = tiny_run();
+    assert!(t.stderr.contains("Using device: cpu"), "{}", t.stderr);
+    assert!(t.stderr.contains("16x1"), "network size is printed");
+    for name in [
+        "best",
+        "latest",
+        "train_state",
+        "iter-000001",
+        "iter-000002",
+    ] {
+        assert!(
+            t.run.join(format!("{name}.safetensors")).exists(),
+            "{name}.safetensors missing"
+        );
+    }
+    Network::load(
+        &t.run.join("latest.safetensors"),
+        Some(TINY_NET),
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(state(&t.run)["iteration"], 2);
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(t.run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["filters"], 16);
+
+    let lines = metrics_lines(&t.run);
+    assert_eq!(lines.len(), 2);
+    let required = [
+        "iteration",
+        "loss_policy",
+        "loss_value",
+        "loss_l2",
+        "positions",
+        "games",
+        "mean_plies",
+        "terminations",
+        "white_wins",
+        "black_wins",
+        "draws",
+        "selfplay_positions_per_s",
+        "evals_per_position",
+        "train_samples_per_s",
+        "train_steps",
+        "gating_score",
+        "gating_elo",
+        "gating_elo_low",
+        "gating_elo_high",
+        "promoted",
+        "cumulative_elo",
+        "wall_selfplay_s",
+        "wall_train_s",
+        "wall_gating_s",
+        "wall_total_s",
+    ];
+    for (i, line) in lines.iter().enumerate() {
+        for key in required {
+            assert!(
+                line.get(key).is_some(),
+                "metrics line {} lacks {key}: {line}",
+                i + 1
+            );
+        }
+        assert_eq!(line["iteration"], i as u64 + 1);
+        assert_eq!(line["games"], 4);
+        assert!(line["loss_policy"].as_f64().unwrap().is_finite());
+    }
+
+    let svg = std::fs::read_to_string(t.run.join("progress.svg")).unwrap();
+    assert!(svg.starts_with("<svg"));
+
+    for it in 1..=2 {
+        let pgn = std::fs::read_to_string(t.run.join(format!("games/iter-{it:06}.pgn"))).unwrap();
+        assert_eq!(
+            pgn.matches("[Result ").count(),
+            4,
+            "one Result tag per game"
+        );
+        assert_eq!(
+            pgn.matches("[Termination ").count(),
+            4,
+            "one Termination tag per game"
+        );
+    }
+}
+
+#[test]
+fn run_killed_mid_way_resumes_from_its_last_complete_iteration_with_all_data() {
+    let root = scratch("kill");
+    let run = root.join("runs/killed");
+    let mut args = tiny_args(&root, "killed", 4);
+    // Larger iterations than the tiny run, so the kill lands inside one.
+    args.extend(
+        [
+            "--games",
+            "6",
+            "--simulations",
+            "24",
+            "--max-plies",
+            "80",
+            "--train-steps",
+            "12",
+        ]
+        .map(String::from),
+    );
+    let mut child = trainer()
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metrics_lines_now(&run) < 1 {
+        assert!(Instant::now() < deadline, "first iteration never finished");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "trainer exited before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let done_before = state(&run)["iteration"].as_u64().unwrap();
+    assert!(done_before < 4, "the kill must land before the run ends");
+
+    run_ok(trainer().args(&args));
+
+    let lines = metrics_lines(&run);
+    let iterations: Vec<u64> = lines
+        .iter()
+        .map(|l| l["iteration"].as_u64().unwrap())
+        .collect();
+    assert_eq!(iterations, vec![1, 2, 3, 4], "each iteration exactly once");
+    let s = state(&run);
+    assert_eq!(s["iteration"], 4);
+    let shards: Vec<String> = s["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        shards,
+        (1..=4)
+            .map(|i| format!("iter-{i:06}.shard"))
+            .collect::<Vec<_>>()
+    );
+    for shard in &shards {
+        assert!(run.join("replay").join(shard).exists(), "{shard} was lost");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(run.join("replay"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !shards.contains(n))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "unfinished data left behind: {leftovers:?}"
+    );
+    let (window, stats) = ReplayWindow::load(&run.join("replay"), 1_000_000).unwrap();
+    let positions: u64 = lines.iter().map(|l| l["positions"].as_u64().unwrap()).sum();
+    assert_eq!(stats.skipped_corrupt, 0);
+    assert_eq!(
+        window.len() as u64,
+        positions,
+        "every complete iteration's samples are readable"
+    );
+}
+
+fn metrics_lines_now(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn checkpoint_of_another_architecture_is_refused_and_left_untouched() {
+    let t = tiny_run();
+    let files = [
+        "best.safetensors",
+        "latest.safetensors",
+        "config.json",
+        "state.json",
+    ];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(t.run.join(f)).unwrap())
+        .collect();
+    let mut args = tiny_args(&t.root, "tiny", 3);
+    args.extend(["--filters", "32"].map(String::from));
+    let out = trainer().args(&args).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("holds another architecture: filters is 16 (expected 32)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("stack backtrace"));
+    for (f, bytes) in files.iter().zip(&before) {
+        assert_eq!(&std::fs::read(t.run.join(f)).unwrap(), bytes, "{f} changed");
+    }
+}
+
+#[test]
+fn bench_encode_prints_one_json_line_with_positions_per_second() {
+    let out = run_ok(trainer().args([
+        "bench",
+        "--only",
+        "encode",
+        "--seconds",
+        "0.2",
+        "--device",
+        "cpu",
+    ]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("stdout is JSON lines"))
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["bench"], "encode");
+    assert!(lines[0]["positions_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn export_writes_the_runs_best_network_as_a_loadable_checkpoint() {
+    let t = tiny_run();
+    let to = scratch("export").join("models/exported.safetensors");
+    let runs = t.root.join("runs");
+    run_ok(
+        trainer()
+            .args(["export", "--run", "tiny", "--runs-dir"])
+            .arg(&runs)
+            .arg("--to")
+            .arg(&to),
+    );
+    Network::load(&to, Some(TINY_NET), &Device::Cpu).unwrap();
+    assert_eq!(
+        std::fs::read(&to).unwrap(),
+        std::fs::read(t.run.join("best.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn match_between_two_checkpoints_reports_score_and_saves_pgn() {
+    let t = tiny_run();
+    let pgn = scratch("match").join("match.pgn");
+    let out = run_ok(
+        trainer()
+            .arg("match")
+            .arg("--a")
+            .arg(t.run.join("latest.safetensors"))
+            .arg("--b")
+            .arg(t.run.join("best.safetensors"))
+            .args([
+                "--games",
+                "2",
+                "--simulations",
+                "4",
+                "--max-plies",
+                "30",
+                "--device",
+                "cpu",
+                "--pgn",
+            ])
+            .arg(&pgn),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json: Value = stdout
+        .lines()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .expect("a JSON summary line");
+    assert_eq!(json["games"], 2);
+    let score = json["score_a"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&score));
+    assert_eq!(
+        std::fs::read_to_string(&pgn)
+            .unwrap()
+            .matches("[Result ")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn selfplay_adds_games_the_run_keeps_as_replay_data() {
+    let root = scratch("selfplay");
+    let run = root.join("runs/sp");
+    let mut args = vec!["selfplay".to_string()];
+    args.extend(tiny_args(&root, "sp", 1));
+    run_ok(trainer().args(&args));
+    let shards = state(&run)["shards"].as_array().unwrap().clone();
+    assert_eq!(shards.len(), 1);
+    let (window, _) = ReplayWindow::load(&run.join("replay"), 1_000_000).unwrap();
+    assert!(window.len() >= 4, "four games make at least four positions");
+    assert_eq!(
+        state(&run)["iteration"],
+        0,
+        "self-play alone completes no iteration"
+    );
+}
