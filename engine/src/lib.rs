@@ -5,6 +5,7 @@
 //! network call ([`net`]); finished games become training samples. The binaries are thin
 //! wrappers around this crate.
 
+pub mod arena;
 pub mod bench;
 pub mod encoding;
 pub mod game;
