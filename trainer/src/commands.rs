@@ -1,11 +1,11 @@
 //! The subcommands besides training: `bench`, `match` and `export`.
 
 use crate::cli::{BenchArgs, ExportArgs, MatchArgs};
-use crate::core::arena::{play_match, MatchConfig};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use ember_engine::arena::{play_match, MatchConfig};
 use ember_engine::bench::{self, BenchOptions};
-use ember_engine::mcts::{NetEvaluator, SearchParams};
+use ember_engine::mcts::NetEvaluator;
 use ember_engine::net::checkpoint::write_atomic;
 use ember_engine::net::{describe_device, NetConfig, Network, Precision};
 use ember_engine::DeviceChoice;
@@ -98,10 +98,9 @@ pub fn play(args: &MatchArgs) -> Result<()> {
         opening_random_plies: args.opening_random_plies,
         temperature: 0.0,
         seed: args.seed,
-        search: SearchParams {
-            cache_entries: 4096,
-            ..SearchParams::default()
-        },
+        name_a: checkpoint_name(&args.a),
+        name_b: checkpoint_name(&args.b),
+        ..MatchConfig::default()
     };
     let mut done = 0;
     let r = play_match(&cfg, &mut ea, &mut eb, |_| {
@@ -146,6 +145,13 @@ pub fn play(args: &MatchArgs) -> Result<()> {
         info!("games saved to {}", path.display());
     }
     Ok(())
+}
+
+fn checkpoint_name(path: &std::path::Path) -> String {
+    path.file_stem().map_or_else(
+        || path.display().to_string(),
+        |s| s.to_string_lossy().into_owned(),
+    )
 }
 
 /// Copies a checkpoint (checked to load first) to `--to`, atomically.

@@ -5,11 +5,9 @@
 mod cli;
 mod commands;
 mod config;
-mod core;
 mod metrics;
 mod progress;
 mod run;
-mod standin;
 mod training;
 
 use clap::Parser;

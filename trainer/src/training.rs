@@ -6,20 +6,20 @@
 
 use crate::cli::{OptimizerChoice, TrainArgs, ValueLossChoice};
 use crate::config::{derive_seed, preset_name, timestamp, RunConfig};
-use crate::core::arena::{play_match, MatchConfig};
-use crate::core::replay::{ReplayWindow, ShardWriter};
-use crate::core::train::{
-    LrSchedule, OptimizerKind, TrainConfig, Trainer, TrainingBatch, ValueLoss,
-};
 use crate::metrics::{self, IterationMetrics};
 use crate::progress::Progress;
 use crate::run::{RunDir, RunState};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use ember_engine::arena::{play_match, MatchConfig};
 use ember_engine::mcts::{NetEvaluator, SearchParams};
 use ember_engine::net::checkpoint::{metadata, serialize, write_atomic};
 use ember_engine::net::{describe_device, Network, Precision};
+use ember_engine::replay::{ReplayWindow, ShardWriter};
 use ember_engine::selfplay::{play_games, GameRecord, SelfPlayConfig, SelfPlayStats};
+use ember_engine::train::{
+    LrSchedule, OptimizerKind, TrainConfig, Trainer, TrainingBatch, ValueLoss,
+};
 use ember_engine::{DeviceChoice, Termination};
 use log::{info, warn};
 use rand::{rngs::StdRng, SeedableRng};
@@ -509,10 +509,9 @@ policy {:.4} + value {:.4} + l2 {:.4}; lr {:.2e}{}{}",
             opening_random_plies: self.cfg.gating_opening_plies,
             temperature: 0.0,
             seed: derive_seed(self.state.seed, it, STREAM_GATING),
-            search: SearchParams {
-                cache_entries: SEARCH_CACHE_ENTRIES,
-                ..SearchParams::default()
-            },
+            name_a: format!("candidate {it}"),
+            name_b: format!("best {}", self.state.best_iteration),
+            ..MatchConfig::default()
         };
         let mut bar = self.progress.phase("gating", games as u64, "games");
         let result = play_match(&cfg, &mut candidate, &mut best, |_| {
@@ -593,7 +592,7 @@ policy {:.4} + value {:.4} + l2 {:.4}; lr {:.2e}{}{}",
         state.games_total += sp.stats.games as u64;
         state.trainer_steps = self.trainer.step();
         if gate.promoted {
-            state.cumulative_elo += cumulative_step(gate.score, gate.games);
+            state.cumulative_elo += gate.elo.unwrap_or(0.0);
             state.best_iteration = it;
         }
         let games = sp.stats.games.max(1) as f64;
@@ -666,7 +665,8 @@ policy {:.4} + value {:.4} + l2 {:.4}; lr {:.2e}{}{}",
     /// run's replay data (listed in `state.json`, so training and resume keep it).
     pub fn self_play_only(&mut self) -> Result<()> {
         let it = self.state.iteration;
-        let prefix = format!("iter-{it:06}-selfplay-");
+        // `_` sorts after `.`: the extra shard comes after iteration `it`'s own and before the next.
+        let prefix = format!("iter-{it:06}_selfplay-");
         let k = self
             .state
             .shards
@@ -743,14 +743,6 @@ fn termination_key(t: Termination) -> String {
         key.push(c.to_ascii_lowercase());
     }
     key
-}
-
-/// Elo step added to the cumulative Elo on a promotion. A sweep has no finite Elo, so the
-/// score is moved half a game towards even first.
-fn cumulative_step(score: f64, games: usize) -> f64 {
-    let half = 0.5 / games.max(1) as f64;
-    let s = score.clamp(half, 1.0 - half);
-    -400.0 * (1.0 / s - 1.0).log10()
 }
 
 fn fmt_elo(e: Option<f64>) -> String {
@@ -836,12 +828,5 @@ mod tests {
     fn termination_keys_are_snake_case() {
         assert_eq!(termination_key(Termination::MaxPlies), "max_plies");
         assert_eq!(termination_key(Termination::Checkmate), "checkmate");
-    }
-
-    #[test]
-    fn a_sweep_adds_a_finite_positive_elo() {
-        let e = cumulative_step(1.0, 10);
-        assert!(e.is_finite() && e > 0.0);
-        assert!(cumulative_step(0.55, 40) > 0.0);
     }
 }
