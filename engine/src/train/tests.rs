@@ -81,7 +81,7 @@ fn training_on_one_batch_drives_the_f32_loss_below_half() {
         weight_decay: 0.0,
         ..TrainConfig::with_optimizer(OptimizerKind::adamw())
     };
-    let (first, last, reports) = overfit(config, 80);
+    let (first, last, reports) = overfit(config, 50);
     assert!(reports.iter().all(|r| !r.skipped && r.loss_scale.is_none()));
     assert!(last < 0.5 * first, "loss went from {first} to {last}");
 }
@@ -92,7 +92,7 @@ fn training_with_sgd_momentum_lowers_the_loss() {
         lr: 0.1,
         ..TrainConfig::default()
     };
-    let (first, last, _) = overfit(config, 60);
+    let (first, last, _) = overfit(config, 40);
     assert!(last < 0.5 * first, "loss went from {first} to {last}");
 }
 
@@ -104,9 +104,9 @@ fn training_in_f16_with_loss_scaling_drives_the_loss_below_half() {
         weight_decay: 0.0,
         ..TrainConfig::with_optimizer(OptimizerKind::adamw())
     };
-    let (first, last, reports) = overfit(config, 80);
+    let (first, last, reports) = overfit(config, 50);
     assert!(reports.iter().all(|r| r.loss_scale.is_some()));
-    assert!(reports.iter().filter(|r| !r.skipped).count() > 60);
+    assert!(reports.iter().filter(|r| !r.skipped).count() > 40);
     assert!(last < 0.5 * first, "loss went from {first} to {last}");
 }
 
@@ -374,7 +374,7 @@ fn mse_value_loss_trains_the_scalar_value() {
         weight_decay: 0.0,
         ..TrainConfig::with_optimizer(OptimizerKind::adamw())
     };
-    let (_, _, reports) = overfit(config, 40);
+    let (_, _, reports) = overfit(config, 30);
     let first = reports[0].loss_value;
     let last = reports.last().unwrap().loss_value;
     assert!(
