@@ -13,6 +13,7 @@ pub mod mcts;
 pub mod net;
 pub mod replay;
 pub mod selfplay;
+pub mod timeman;
 pub mod timing;
 pub mod train;
 

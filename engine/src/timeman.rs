@@ -1,0 +1,223 @@
+//! Time management for a clock game: how long to think about one move, and when a
+//! search may stop before its budget because the move can no longer change.
+//!
+//! Pure functions of the clock and the search statistics, no I/O and no clock reads, so
+//! every rule is unit-tested. Units are [`Duration`]s; node counts are playouts.
+//!
+//! Rules (all times after the `MoveOverhead` reserve is taken off the clock):
+//! - `movetime T`: think exactly `T - overhead` (at least [`MIN_THINK`]).
+//! - clock `R` with increment `I` and `movestogo M` (default horizon [`DEFAULT_HORIZON`]
+//!   moves, capped there too): target `(R - overhead) / M + 3/4 * I`;
+//! - the hard cap is a fraction of what is left ([`MAX_SHARE`], or [`LAST_MOVE_SHARE`]
+//!   when this is the last move before the time control), and the target never exceeds
+//!   it: a move never spends the clock that later moves need.
+//! - a clock at or below the overhead gives [`MIN_THINK`]: the engine answers from the
+//!   root evaluation rather than flag.
+
+use std::time::Duration;
+
+/// Moves the remaining time is spread over when the GUI gives no `movestogo`.
+pub const DEFAULT_HORIZON: u32 = 30;
+/// Largest share of the remaining time (after the overhead) one move may use.
+pub const MAX_SHARE: f64 = 0.25;
+/// Share allowed when `movestogo` is 1 (the clock is refilled after this move).
+pub const LAST_MOVE_SHARE: f64 = 0.75;
+/// Time given when nothing is left: one small batch of evaluations.
+pub const MIN_THINK: Duration = Duration::from_millis(1);
+/// Share of the increment counted as thinking time for this move.
+const INCREMENT_SHARE: f64 = 0.75;
+
+/// What the GUI said about the clock, for the side to move.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Clock {
+    /// Time left on our clock.
+    pub remaining: Duration,
+    /// Our increment per move.
+    pub increment: Duration,
+    /// Moves until the next time control, if the GUI sent one.
+    pub moves_to_go: Option<u32>,
+}
+
+/// How long to think about one move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Planned thinking time; the search stops here (or earlier, see [`can_stop_early`]).
+    pub target: Duration,
+    /// Never think longer than this, whatever happens.
+    pub hard: Duration,
+}
+
+/// Budget for `go movetime`: the given time minus the overhead, exactly.
+pub fn for_movetime(movetime: Duration, overhead: Duration) -> Budget {
+    let t = movetime.saturating_sub(overhead).max(MIN_THINK);
+    Budget { target: t, hard: t }
+}
+
+/// Budget for a clock game (`go wtime/btime [winc/binc] [movestogo]`).
+pub fn for_clock(clock: Clock, overhead: Duration) -> Budget {
+    let usable = clock.remaining.saturating_sub(overhead);
+    let horizon = clock
+        .moves_to_go
+        .unwrap_or(DEFAULT_HORIZON)
+        .clamp(1, DEFAULT_HORIZON);
+    let share = if horizon == 1 {
+        LAST_MOVE_SHARE
+    } else {
+        MAX_SHARE
+    };
+    let hard = usable.mul_f64(share).max(MIN_THINK);
+    let planned = usable / horizon + clock.increment.mul_f64(INCREMENT_SHARE);
+    Budget {
+        target: planned.clamp(MIN_THINK, hard),
+        hard,
+    }
+}
+
+/// Playouts the search is still expected to make within `budget`, at `nps`.
+pub fn remaining_playouts(elapsed: Duration, budget: Duration, nps: f64) -> f64 {
+    budget.saturating_sub(elapsed).as_secs_f64() * nps.max(0.0)
+}
+
+/// Smart pruning: true when the most visited root move cannot be overtaken by the
+/// second in the playouts left (even if every one of them went to the second), so the
+/// rest of the budget would not change the move played.
+pub fn can_stop_early(
+    best_visits: u32,
+    second_visits: u32,
+    elapsed: Duration,
+    budget: Duration,
+    nps: f64,
+) -> bool {
+    let lead = best_visits.saturating_sub(second_visits) as f64;
+    lead > remaining_playouts(elapsed, budget, nps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    fn clock(remaining: u64, increment: u64, moves_to_go: Option<u32>) -> Clock {
+        Clock {
+            remaining: ms(remaining),
+            increment: ms(increment),
+            moves_to_go,
+        }
+    }
+
+    #[test]
+    fn movetime_is_exact_minus_overhead() {
+        assert_eq!(
+            for_movetime(ms(500), ms(50)),
+            Budget {
+                target: ms(450),
+                hard: ms(450)
+            }
+        );
+    }
+
+    #[test]
+    fn movetime_below_overhead_still_gives_a_minimal_search() {
+        assert_eq!(for_movetime(ms(10), ms(50)).target, MIN_THINK);
+    }
+
+    #[test]
+    fn clock_without_movestogo_spreads_over_the_default_horizon() {
+        let b = for_clock(clock(60_050, 0, None), ms(50));
+        assert_eq!(b.target, ms(60_000) / DEFAULT_HORIZON);
+    }
+
+    #[test]
+    fn increment_adds_to_the_target() {
+        let without = for_clock(clock(60_000, 0, None), ms(50)).target;
+        let with = for_clock(clock(60_000, 1_000, None), ms(50)).target;
+        assert!(with > without, "{with:?} <= {without:?}");
+        assert!(with - without <= ms(1_000));
+    }
+
+    #[test]
+    fn movestogo_divides_the_remaining_time() {
+        let b = for_clock(clock(10_050, 0, Some(10)), ms(50));
+        assert_eq!(b.target, ms(1_000));
+    }
+
+    #[test]
+    fn last_move_before_time_control_may_use_most_but_not_all_of_the_clock() {
+        let b = for_clock(clock(10_050, 0, Some(1)), ms(50));
+        assert!(b.target > ms(5_000) && b.target < ms(10_000), "{b:?}");
+    }
+
+    #[test]
+    fn target_never_exceeds_the_hard_cap() {
+        // A huge increment with little time left must not spend the whole clock.
+        let b = for_clock(clock(1_000, 10_000, None), ms(50));
+        assert!(b.target <= b.hard);
+        assert!(b.hard <= ms(950).mul_f64(MAX_SHARE), "{b:?}");
+    }
+
+    #[test]
+    fn overhead_is_kept_in_reserve() {
+        let b = for_clock(clock(100, 0, Some(1)), ms(50));
+        assert!(b.hard <= ms(50), "{b:?}");
+    }
+
+    #[test]
+    fn empty_or_negative_clock_gives_a_minimal_search() {
+        let b = for_clock(clock(0, 0, None), ms(50));
+        assert_eq!(
+            b,
+            Budget {
+                target: MIN_THINK,
+                hard: MIN_THINK
+            }
+        );
+    }
+
+    #[test]
+    fn one_second_plus_ten_ms_game_never_runs_out() {
+        // Simulate 200 moves of a 1 s + 0.01 s game, each using its full target plus a
+        // latency (pipes, the first evaluation) below the increment: the clock must stay
+        // positive however long the game lasts.
+        let overhead = ms(50);
+        let lost_per_move = ms(8);
+        let mut remaining = ms(1_000);
+        for _ in 0..200 {
+            let b = for_clock(
+                Clock {
+                    remaining,
+                    increment: ms(10),
+                    moves_to_go: None,
+                },
+                overhead,
+            );
+            let used = b.target + lost_per_move;
+            assert!(used < remaining, "used {used:?} of {remaining:?}");
+            remaining = remaining.saturating_sub(used) + ms(10);
+            assert!(remaining > Duration::ZERO);
+        }
+    }
+
+    #[test]
+    fn remaining_playouts_scale_with_time_left() {
+        assert_eq!(remaining_playouts(ms(250), ms(1_250), 1_000.0), 1_000.0);
+        assert_eq!(remaining_playouts(ms(2_000), ms(1_000), 1_000.0), 0.0);
+    }
+
+    #[test]
+    fn stops_early_when_the_lead_exceeds_the_remaining_playouts() {
+        assert!(can_stop_early(900, 100, ms(500), ms(1_000), 1_000.0));
+    }
+
+    #[test]
+    fn keeps_searching_while_the_second_move_can_catch_up() {
+        assert!(!can_stop_early(600, 200, ms(500), ms(1_000), 1_000.0));
+    }
+
+    #[test]
+    fn never_stops_early_on_a_tie() {
+        assert!(!can_stop_early(50, 50, ms(999), ms(1_000), 1_000.0));
+    }
+}

@@ -1,0 +1,338 @@
+//! The input side of the engine: the current game and options, and the dispatch of each
+//! command. Searches (and `bench`) run on a worker thread that owns the [`Core`] while it
+//! works; this thread keeps answering (`isready`, `stop`, `ponderhit`, `position`,
+//! `setoption`) and never waits on a search except where the protocol says the old search
+//! ends (`go`, `ucinewgame`, `bench`, `quit` stop it first).
+//!
+//! Every rejected input (illegal move, bad FEN, unknown or bad option, a network that
+//! does not load) prints `info string error: ...` and leaves the previous state as it was.
+
+use crate::extras;
+use crate::input::{Command, GoCommand, PositionCommand, PositionStart};
+use crate::network::{self, LoadedNet};
+use crate::options::{Changed, Options};
+use crate::output::emit;
+use crate::searcher::{self, Control, Core, Job};
+use anyhow::{Context, Result};
+use ember_engine::game::{play_uci_moves, position_from_fen};
+use ember_engine::Game;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Who holds the core: this thread, or a worker until it finishes.
+enum Slot {
+    Idle(Box<Core>),
+    Busy {
+        handle: JoinHandle<Box<Core>>,
+        control: Arc<Control>,
+    },
+    /// Only while a worker that panicked is being replaced.
+    Empty,
+}
+
+pub struct Engine {
+    options: Options,
+    game: Game,
+    slot: Slot,
+    /// A network loaded by `setoption` while a search held the core.
+    pending_net: Option<LoadedNet>,
+    /// `NNCacheSize` changed: the next search starts with a fresh cache.
+    cache_changed: bool,
+}
+
+/// What the input loop does after a command.
+#[derive(PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Quit,
+}
+
+impl Engine {
+    /// Loads the default network (`models/latest.safetensors` if present, else the
+    /// embedded one; the embedded one too if the file does not load).
+    pub fn new() -> Result<Engine> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let weights = network::default_weights();
+        let mut options = Options::new(weights, cpus, false);
+        let net = match network::load(&options.weights_file, options.device, options.threads) {
+            Ok(net) => net,
+            Err(e) => {
+                log::warn!("{e:#}; using the embedded network");
+                options.weights_file = crate::options::EMBEDDED.to_string();
+                network::load(&options.weights_file, options.device, options.threads)?
+            }
+        };
+        if net.on_gpu {
+            options = Options {
+                minibatch_size: 256,
+                ..options
+            };
+        }
+        log::info!("network {}", net.description);
+        Ok(Engine {
+            options,
+            game: Game::new(),
+            slot: Slot::Idle(Box::new(Core::new(net))),
+            pending_net: None,
+            cache_changed: false,
+        })
+    }
+
+    pub fn handle(&mut self, command: Command) -> Flow {
+        match command {
+            Command::Empty | Command::Debug(_) | Command::Register => {}
+            Command::Uci => {
+                emit(&format!("id name Ember {}", env!("CARGO_PKG_VERSION")));
+                emit("id author the Ember developers");
+                for line in self.options.declarations() {
+                    emit(&line);
+                }
+                emit("uciok");
+            }
+            Command::IsReady => {
+                self.reap();
+                emit("readyok");
+            }
+            Command::UciNewGame => {
+                self.finish_search();
+                if let Some(core) = self.core() {
+                    core.clear();
+                }
+                self.game = Game::new();
+            }
+            Command::Position(p) => match build_game(&p) {
+                Ok(game) => self.game = game,
+                Err(e) => emit(&format!("info string error: {e:#}; position unchanged")),
+            },
+            Command::Go(go) => self.go(go),
+            Command::Stop => {
+                if let Slot::Busy { control, .. } = &self.slot {
+                    control.stop.store(true, Ordering::Release);
+                }
+            }
+            Command::PonderHit => {
+                if let Slot::Busy { control, .. } = &self.slot {
+                    control.ponderhit.store(true, Ordering::Release);
+                }
+            }
+            Command::SetOption { name, value } => self.set_option(&name, value.as_deref()),
+            Command::Display => {
+                for line in extras::display(&self.game) {
+                    emit(&line);
+                }
+            }
+            Command::Eval => {
+                self.reap();
+                let game = self.game.clone();
+                match self.core() {
+                    Some(core) => match extras::eval(core, &game) {
+                        Ok(lines) => lines.iter().for_each(|l| emit(l)),
+                        Err(e) => emit(&format!("info string error: eval failed: {e:#}")),
+                    },
+                    None => emit("info string error: eval is not available while a search runs; send stop first"),
+                }
+            }
+            Command::Bench(nodes) => self.bench(nodes.unwrap_or(extras::BENCH_NODES)),
+            Command::Quit => {
+                self.finish_search();
+                return Flow::Quit;
+            }
+            Command::Invalid(why) => emit(&format!("info string error: {why}")),
+        }
+        Flow::Continue
+    }
+
+    /// Takes the core back from a worker that has finished.
+    fn reap(&mut self) {
+        if matches!(&self.slot, Slot::Busy { handle, .. } if handle.is_finished()) {
+            self.join();
+        }
+    }
+
+    /// Stops a running search (its `bestmove` is printed) and takes the core back.
+    pub fn finish_search(&mut self) {
+        if let Slot::Busy { control, .. } = &self.slot {
+            control.stop.store(true, Ordering::Release);
+            self.join();
+        }
+    }
+
+    fn join(&mut self) {
+        let Slot::Busy { handle, .. } = std::mem::replace(&mut self.slot, Slot::Empty) else {
+            return;
+        };
+        match handle.join() {
+            Ok(core) => self.slot = Slot::Idle(core),
+            Err(_) => {
+                emit("info string error: the search thread failed; reloading the network");
+                match network::load(
+                    &self.options.weights_file,
+                    self.options.device,
+                    self.options.threads,
+                )
+                .or_else(|_| {
+                    network::load(crate::options::EMBEDDED, ember_engine::DeviceChoice::Cpu, 1)
+                }) {
+                    Ok(net) => self.slot = Slot::Idle(Box::new(Core::new(net))),
+                    Err(e) => emit(&format!(
+                        "info string error: no network could be loaded: {e:#}"
+                    )),
+                }
+            }
+        }
+    }
+
+    /// The core when no search holds it, with pending option changes applied.
+    fn core(&mut self) -> Option<&mut Core> {
+        let Slot::Idle(core) = &mut self.slot else {
+            return None;
+        };
+        if let Some(net) = self.pending_net.take() {
+            core.net = net;
+            core.clear();
+        }
+        if self.cache_changed {
+            core.clear();
+            self.cache_changed = false;
+        }
+        core.net.evaluator.set_threads(self.options.threads);
+        Some(core)
+    }
+
+    fn go(&mut self, go: GoCommand) {
+        self.finish_search();
+        let job = Job {
+            game: self.game.clone(),
+            go,
+            options: self.options.clone(),
+        };
+        self.spawn(move |core, control| searcher::run(core, &job, control));
+    }
+
+    fn bench(&mut self, nodes: u64) {
+        self.finish_search();
+        let options = self.options.clone();
+        self.spawn(move |core, control| {
+            if let Err(e) = extras::bench(core, &options, nodes, control) {
+                emit(&format!("info string error: bench failed: {e:#}"));
+            }
+        });
+    }
+
+    /// Hands the core to a worker thread running `work`.
+    fn spawn(&mut self, work: impl FnOnce(&mut Core, &Control) + Send + 'static) {
+        if self.core().is_none() {
+            emit("info string error: no network is loaded");
+            return;
+        }
+        let Slot::Idle(mut core) = std::mem::replace(&mut self.slot, Slot::Empty) else {
+            unreachable!("core() checked the slot");
+        };
+        let control = Arc::new(Control::default());
+        let worker_control = Arc::clone(&control);
+        let spawned = std::thread::Builder::new()
+            .name("search".into())
+            .spawn(move || {
+                work(&mut core, &worker_control);
+                core
+            });
+        match spawned {
+            Ok(handle) => self.slot = Slot::Busy { handle, control },
+            Err(e) => emit(&format!(
+                "info string error: cannot start the search thread: {e}"
+            )),
+        }
+    }
+
+    fn set_option(&mut self, name: &str, value: Option<&str>) {
+        let mut next = self.options.clone();
+        let changed = match next.set(name, value) {
+            Ok(c) => c,
+            Err(e) => {
+                emit(&format!("info string error: {e:#}"));
+                return;
+            }
+        };
+        if changed == Changed::Network {
+            match network::load(&next.weights_file, next.device, next.threads) {
+                Ok(net) => {
+                    emit(&format!("info string loaded network {}", net.description));
+                    self.pending_net = Some(net);
+                }
+                Err(e) => {
+                    emit(&format!(
+                        "info string error: {e:#}; keeping the current network"
+                    ));
+                    return;
+                }
+            }
+        }
+        if changed == Changed::Cache {
+            self.cache_changed = true;
+        }
+        self.options = next;
+        self.reap();
+        let _ = self.core();
+    }
+}
+
+/// The game a `position` command describes, or why it is not one.
+fn build_game(p: &PositionCommand) -> Result<Game> {
+    let mut game = match &p.start {
+        PositionStart::StartPos => Game::new(),
+        PositionStart::Fen(fen) => Game::from_position(position_from_fen(fen)?),
+    };
+    let moves: Vec<&str> = p.moves.iter().map(String::as_str).collect();
+    play_uci_moves(&mut game, &moves).context("in position ... moves")?;
+    Ok(game)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::input::parse_line;
+    use shakmaty::Position;
+
+    fn game_of(line: &str) -> Result<Game> {
+        match parse_line(line) {
+            Command::Position(p) => build_game(&p),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn position_with_moves_plays_them() {
+        let g = game_of("position startpos moves e2e4 e7e5 g1f3").unwrap();
+        assert_eq!(g.ply(), 3);
+    }
+
+    #[test]
+    fn position_with_an_illegal_move_is_an_error() {
+        assert!(game_of("position startpos moves e2e5").is_err());
+        assert!(game_of("position startpos moves e2e4 e7e5 e1g1").is_err());
+        assert!(game_of("position fen 8/P5k1/8/8/8/8/8/4K3 w - - 0 1 moves a7a8k").is_err());
+    }
+
+    #[test]
+    fn bad_fens_are_errors() {
+        for fen in [
+            "garbage",
+            "rnbqkbnr/pppppppp/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1",
+            "4k3/8/8/8/8/8/8/3KK3 w - - 0 1",
+            "8/8/8/8/8/8/8/8 w - - 0 1",
+            "4k3/4R3/8/8/8/8/8/4K3 w - - 0 1",
+            "rnbqkbnr/ppppXppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1",
+        ] {
+            assert!(game_of(&format!("position fen {fen}")).is_err(), "{fen}");
+        }
+    }
+
+    #[test]
+    fn castling_rights_vampirc_cannot_read_are_accepted() {
+        // Shredder-style castling letters name the rooks' files.
+        let g = game_of("position fen rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w HAha - 0 1")
+            .unwrap();
+        assert_eq!(g.position().legal_moves().len(), 20);
+    }
+}
