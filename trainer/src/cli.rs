@@ -136,10 +136,14 @@ pub struct TrainArgs {
     /// development, 50000 production and max]
     #[arg(long)]
     pub replay_window: Option<usize>,
-    /// Gating games, candidate vs best, colours alternated (rounded up to even). [default: 10 quick and
-    /// development, 40 production and max]
+    /// Gating games, candidate vs best, colours alternated (rounded up to even; 0 promotes every
+    /// candidate without a match). [default: 10 quick and development, 40 production and max]
     #[arg(long)]
     pub gating_games: Option<usize>,
+    /// Gating score (0 to 1) the candidate needs to be promoted; 0 promotes every candidate.
+    /// [default: 0.55]
+    #[arg(long)]
+    pub promotion_score: Option<f64>,
     /// Self-play games played at once (their leaves share one network call). [default: min(games, 64) on
     /// CPU, min(games, 512) on CUDA]
     #[arg(long)]

@@ -193,6 +193,7 @@ impl RunConfig {
         }
         set(&mut self.checkpoint_every, &a.checkpoint_every);
         set(&mut self.max_plies, &a.max_plies);
+        set(&mut self.promotion_score, &a.promotion_score);
         // Colours alternate in pairs, so each opening is played from both sides.
         self.gating_games += self.gating_games % 2;
     }
@@ -218,6 +219,12 @@ impl RunConfig {
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             bail!("--lr must be a positive number, got {}", self.lr);
+        }
+        if !(0.0..=1.0).contains(&self.promotion_score) {
+            bail!(
+                "--promotion-score must be between 0 and 1, got {}",
+                self.promotion_score
+            );
         }
         if self.weight_decay < 0.0 {
             bail!("--weight-decay must not be negative");

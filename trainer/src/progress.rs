@@ -65,9 +65,12 @@ impl Progress {
             let bar = m.add(ProgressBar::new(total));
             bar.set_style(
                 ProgressStyle::with_template(&format!(
-                    "{{prefix:>10}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{per_sec}} ETA {{eta}} {{msg}}"
+                    "{{prefix:>10}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{rate}} ETA {{eta}} {{msg}}"
                 ))
                 .expect("static progress template")
+                .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.2}/s", state.per_sec());
+                })
                 .progress_chars("=> "),
             );
             bar.set_prefix(label.to_string());

@@ -233,7 +233,8 @@ impl RunDir {
                 .strip_suffix(".pgn")
                 .and_then(|s| s.rsplit('-').next())
                 .and_then(|n| n.parse::<u64>().ok());
-            if iteration.is_some_and(|i| i > state.iteration) {
+            let stray_temporary = name.starts_with('.') && name.ends_with(".tmp");
+            if stray_temporary || iteration.is_some_and(|i| i > state.iteration) {
                 std::fs::remove_file(&entry).ok();
             }
         }

@@ -514,10 +514,26 @@ policy {:.4} + value {:.4} + l2 {:.4}; lr {:.2e}{}{}",
             ..MatchConfig::default()
         };
         let mut bar = self.progress.phase("gating", games as u64, "games");
-        let result = play_match(&cfg, &mut candidate, &mut best, |_| {
-            bar.advance(String::new)
+        let mut plies = 0usize;
+        let mut terminations: BTreeMap<String, usize> = BTreeMap::new();
+        let result = play_match(&cfg, &mut candidate, &mut best, |g| {
+            plies += g.plies;
+            *terminations
+                .entry(termination_key(g.outcome.termination))
+                .or_default() += 1;
+            bar.advance(|| {
+                format!(
+                    "last: {} plies, {}",
+                    g.plies,
+                    g.outcome.termination.as_str()
+                )
+            })
         })?;
         bar.finish();
+        let ends: Vec<String> = terminations
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         let pgns: String = result
             .pgns
             .iter()
@@ -538,7 +554,8 @@ policy {:.4} + value {:.4} + l2 {:.4}; lr {:.2e}{}{}",
             wall: start.elapsed(),
         };
         info!(
-            "gating: candidate vs best (iteration {}) +{} ={} -{}: score {:.3}, Elo {} [95%: {}, {}] -> {} in {:.1}s",
+            "gating: candidate vs best (iteration {}) +{} ={} -{}: score {:.3}, Elo {} [95%: {}, {}] -> {} \
+in {:.1}s ({:.2} games/s, mean {:.1} plies; ended by {})",
             self.state.best_iteration,
             result.wins_a,
             result.draws,
@@ -548,7 +565,10 @@ policy {:.4} + value {:.4} + l2 {:.4}; lr {:.2e}{}{}",
             fmt_elo(out.interval.0),
             fmt_elo(out.interval.1),
             if promoted { "promoted" } else { "kept the best network" },
-            out.wall.as_secs_f64()
+            out.wall.as_secs_f64(),
+            result.games as f64 / out.wall.as_secs_f64().max(1e-9),
+            plies as f64 / result.games.max(1) as f64,
+            ends.join(", ")
         );
         Ok(out)
     }

@@ -205,6 +205,26 @@ fn tiny_run_leaves_checkpoints_metrics_plot_and_pgn() {
 }
 
 #[test]
+fn promoted_candidate_becomes_best_and_is_exported_to_the_models_dir() {
+    let root = scratch("promote");
+    let run = root.join("runs/promote");
+    let mut args = tiny_args(&root, "promote", 2);
+    args.extend(["--promotion-score", "0"].map(String::from));
+    run_ok(trainer().args(&args));
+    assert!(metrics_lines(&run).iter().all(|l| l["promoted"] == true));
+    assert_eq!(state(&run)["best_iteration"], 2);
+    let best = std::fs::read(run.join("best.safetensors")).unwrap();
+    assert_eq!(best, std::fs::read(run.join("latest.safetensors")).unwrap());
+    let exported = root.join("models/latest.safetensors");
+    assert_eq!(best, std::fs::read(&exported).unwrap());
+    let net = Network::load(&exported, Some(TINY_NET), &Device::Cpu).unwrap();
+    assert_eq!(
+        net.iteration, 2,
+        "the checkpoint records the iteration that made it"
+    );
+}
+
+#[test]
 fn run_killed_mid_way_resumes_from_its_last_complete_iteration_with_all_data() {
     let root = scratch("kill");
     let run = root.join("runs/killed");
