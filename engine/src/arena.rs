@@ -233,7 +233,7 @@ impl Slot {
         let outcome = game.outcome();
         Ok(Slot {
             index,
-            a_is_white: index % 2 == 0,
+            a_is_white: index.is_multiple_of(2),
             searches: [search(), search()],
             game,
             gathered_by: 0,
@@ -389,8 +389,8 @@ pub fn play_match(
         for s in &slots {
             offsets.push(batches[s.gathered_by].append(&s.batch));
         }
-        for side in 0..2 {
-            if batches[side].is_empty() {
+        for (side, batch) in batches.iter_mut().enumerate() {
+            if batch.is_empty() {
                 continue;
             }
             let (evaluator, who): (&mut dyn Evaluator, &str) = if side == 0 {
@@ -399,7 +399,7 @@ pub fn play_match(
                 (&mut *b, &cfg.name_b)
             };
             evaluator
-                .evaluate(&mut batches[side], &mut eval_timing)
+                .evaluate(batch, &mut eval_timing)
                 .with_context(|| format!("evaluating for {who}"))?;
         }
         slots

@@ -242,7 +242,7 @@ impl Trainer {
         if !(config.lr > 0.0 && config.lr.is_finite()) {
             bail!("learning rate must be positive, got {}", config.lr);
         }
-        if !(config.weight_decay >= 0.0) {
+        if config.weight_decay.is_nan() || config.weight_decay < 0.0 {
             bail!(
                 "weight decay must be non-negative, got {}",
                 config.weight_decay
@@ -253,7 +253,10 @@ impl Trainer {
                 bail!("SGD momentum must be in [0, 1), got {momentum}")
             }
             OptimizerKind::AdamW { beta1, beta2, eps }
-                if !(0.0..1.0).contains(&beta1) || !(0.0..1.0).contains(&beta2) || !(eps > 0.0) =>
+                if !(0.0..1.0).contains(&beta1)
+                    || !(0.0..1.0).contains(&beta2)
+                    || eps.is_nan()
+                    || eps <= 0.0 =>
             {
                 bail!("AdamW needs betas in [0, 1) and eps > 0, got beta1 {beta1}, beta2 {beta2}, eps {eps}")
             }

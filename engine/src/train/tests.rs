@@ -132,10 +132,16 @@ fn loss_scaler_doubles_after_a_run_of_clean_steps() {
     let mut scaler = LossScaler::new(256.0, 3);
     let good = Tensor::new(&[1.0f32], &Device::Cpu).unwrap();
     for _ in 0..2 {
-        scaler.unscale(&[good.clone()]).unwrap().unwrap();
+        scaler
+            .unscale(std::slice::from_ref(&good))
+            .unwrap()
+            .unwrap();
         assert_eq!(scaler.scale(), 256.0);
     }
-    scaler.unscale(&[good.clone()]).unwrap().unwrap();
+    scaler
+        .unscale(std::slice::from_ref(&good))
+        .unwrap()
+        .unwrap();
     assert_eq!(scaler.scale(), 512.0);
     scaler.update(false);
     scaler.update(true);
