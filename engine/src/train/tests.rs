@@ -472,3 +472,28 @@ fn batch_rows_hold_the_visit_distribution_and_the_result_target() {
         assert_eq!(wdl, expected);
     }
 }
+
+#[test]
+fn state_saved_before_any_step_loads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.safetensors");
+    let trainer = tiny_trainer(
+        TrainConfig {
+            precision: Precision::F16,
+            ..TrainConfig::default()
+        },
+        1,
+    );
+    trainer.save_state(&path).unwrap();
+    let mut other = tiny_trainer(
+        TrainConfig {
+            precision: Precision::F16,
+            ..TrainConfig::default()
+        },
+        1,
+    );
+    other.set_loss_scaler(LossScaler::new(8.0, 5));
+    other.load_state(&path).unwrap();
+    assert_eq!(other.step(), 0);
+    assert_eq!(other.loss_scaler().unwrap().scale(), DEFAULT_INITIAL_SCALE);
+}
