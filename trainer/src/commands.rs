@@ -43,7 +43,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     opts.precision = precision_for(&args.precision, &device)?;
     opts.seconds = args.seconds;
     opts.selfplay_seconds = args.selfplay_seconds;
-    eprintln!("{:<14} {}", "benchmark", "result");
+    eprintln!("{:<14} result", "benchmark");
     bench::run(&opts, &args.only, |v: &Value| {
         println!("{v}");
         eprintln!("{}", table_row(v));

@@ -128,11 +128,14 @@ pub fn plot(path: &Path, all: &[IterationMetrics]) -> Result<()> {
     write_atomic(path, svg.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
+/// A named line: its points (iteration, value) and colour.
+type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     title: &str,
     x_max: f64,
-    series: &[(&str, Vec<(f64, f64)>, RGBColor)],
+    series: &[Series],
 ) -> Result<()> {
     let ys = series.iter().flat_map(|(_, s, _)| s.iter().map(|p| p.1));
     let (lo, hi) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), y| {

@@ -98,10 +98,14 @@ impl Session {
         };
         let dir = RunDir::new(&args.runs_dir, &name)?;
         let existing = dir.exists();
-        let cfg = if dir.config().exists() {
-            RunConfig::resumed(dir.read_config()?, args)?
+        let saved = if dir.config().exists() {
+            Some(dir.read_config()?)
         } else {
-            RunConfig::from_preset(args)?
+            None
+        };
+        let mut cfg = match &saved {
+            Some(saved) => RunConfig::resumed(saved.clone(), args)?,
+            None => RunConfig::from_preset(args)?,
         };
         let device = cfg.device.parse::<DeviceChoice>()?.open()?;
         let precision = cfg.precision_on(&device)?;
@@ -121,17 +125,22 @@ impl Session {
             }
             None => RunState::new(cfg.seed),
         };
-        if state.seed != cfg.seed && state.iteration > 0 {
+        if state.seed != cfg.seed {
+            // Every iteration's random streams derive from the run's seed; changing it
+            // halfway would make the run unreproducible.
             warn!(
-                "--seed {} differs from the run's seed {}; later iterations draw from the new seed",
+                "--seed {} ignored: the run keeps its seed {}",
                 cfg.seed, state.seed
             );
+            cfg.seed = state.seed;
         }
         dir.create_folders()?;
 
         let initial = state.iteration == 0 && !dir.best().exists();
         let best = if initial {
             let net = Network::new(cfg.net(), &device, derive_seed(cfg.seed, 0, STREAM_INIT))?;
+            // The first network is kept, so later ones can be matched against it.
+            net.save(&dir.snapshot(0))?;
             net.save(&dir.best())?;
             net.save(&dir.latest())?;
             net
@@ -149,7 +158,13 @@ impl Session {
             )?
         };
         let mut trainer = Trainer::new(candidate, train_config(&cfg, precision))?;
-        if dir.train_state().exists() {
+        let optimizer_changed = saved.as_ref().is_some_and(|s| s.optimizer != cfg.optimizer);
+        if optimizer_changed {
+            warn!(
+                "the optimiser changed: the saved optimiser state in {} is not carried over",
+                dir.train_state().display()
+            );
+        } else if dir.train_state().exists() {
             trainer.load_state(&dir.train_state()).with_context(|| {
                 format!(
                     "restoring the optimiser state from {}",
@@ -365,7 +380,6 @@ cumulative Elo {:+.0}",
         }
         let more = play_games(&rest, &mut eval, &mut on_game)?;
         add_stats(&mut stats, &more);
-        drop(on_game);
         bar.finish();
         if let Some(e) = write_error {
             return Err(e);
@@ -600,7 +614,7 @@ in {:.1}s ({:.2} games/s, mean {:.1} plies; ended by {})",
         if gate.promoted {
             write_atomic(&pending.join("best.safetensors"), &bytes)?;
         }
-        if it % self.cfg.checkpoint_every == 0 || it == self.cfg.iterations {
+        if it.is_multiple_of(self.cfg.checkpoint_every) || it == self.cfg.iterations {
             write_atomic(&self.dir.snapshot(it), &bytes)?;
         }
 
