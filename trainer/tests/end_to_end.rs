@@ -125,6 +125,7 @@ fn tiny_run_leaves_checkpoints_metrics_plot_and_pgn() {
         "best",
         "latest",
         "train_state",
+        "iter-000000",
         "iter-000001",
         "iter-000002",
     ] {
