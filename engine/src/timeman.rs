@@ -13,6 +13,9 @@
 //!   it: a move never spends the clock that later moves need.
 //! - a clock at or below the overhead gives [`MIN_THINK`]: the engine answers from the
 //!   root evaluation rather than flag.
+//! - at the target the search may go on while the move is unsettled ([`should_extend`]),
+//!   up to [`extended_limit`]: twice the target, never past the hard cap. `movetime` has
+//!   target = hard, so it is never extended.
 
 use std::time::Duration;
 
@@ -90,6 +93,26 @@ pub fn can_stop_early(
 ) -> bool {
     let lead = best_visits.saturating_sub(second_visits) as f64;
     lead > remaining_playouts(elapsed, budget, nps)
+}
+
+/// Share of the best move's visits the second must have for the decision to count as
+/// unsettled (see [`should_extend`]).
+pub const UNSETTLED_VISIT_SHARE: f64 = 0.7;
+
+/// Time extension: at the target time, keep thinking (up to the budget's hard cap, and
+/// at most one more target) when the most visited move is not the best valued one and
+/// the second has nearly as many visits, i.e. the move is about to change. Qs are for
+/// the side to move.
+pub fn should_extend(best_visits: u32, best_q: f32, second_visits: u32, second_q: f32) -> bool {
+    best_visits > 0
+        && second_q > best_q
+        && second_visits as f64 >= UNSETTLED_VISIT_SHARE * best_visits as f64
+}
+
+/// The latest moment a search with `budget` may stop when [`should_extend`] keeps asking
+/// for more: twice the target, never past the hard cap.
+pub fn extended_limit(budget: Budget) -> Duration {
+    (budget.target * 2).min(budget.hard).max(budget.target)
 }
 
 #[cfg(test)]
@@ -214,6 +237,40 @@ mod tests {
     #[test]
     fn keeps_searching_while_the_second_move_can_catch_up() {
         assert!(!can_stop_early(600, 200, ms(500), ms(1_000), 1_000.0));
+    }
+
+    #[test]
+    fn extends_when_the_runner_up_is_valued_higher_and_close_in_visits() {
+        assert!(should_extend(100, 0.10, 80, 0.15));
+    }
+
+    #[test]
+    fn does_not_extend_when_the_most_visited_move_is_also_the_best_valued() {
+        assert!(!should_extend(100, 0.15, 95, 0.10));
+    }
+
+    #[test]
+    fn does_not_extend_when_the_runner_up_is_far_behind_in_visits() {
+        assert!(!should_extend(100, 0.10, 30, 0.50));
+    }
+
+    #[test]
+    fn extension_stops_at_twice_the_target_or_the_hard_cap() {
+        assert_eq!(
+            extended_limit(Budget {
+                target: ms(100),
+                hard: ms(1_000)
+            }),
+            ms(200)
+        );
+        assert_eq!(
+            extended_limit(Budget {
+                target: ms(100),
+                hard: ms(150)
+            }),
+            ms(150)
+        );
+        assert_eq!(extended_limit(for_movetime(ms(500), ms(50))), ms(450));
     }
 
     #[test]

@@ -329,6 +329,38 @@ mod tests {
     }
 
     #[test]
+    fn weights_file_embedded_loads_and_a_missing_file_keeps_the_old_network() {
+        let mut engine = Engine::new().unwrap();
+        engine.handle(Command::SetOption {
+            name: "WeightsFile".into(),
+            value: Some("/nonexistent/x.safetensors".into()),
+        });
+        assert_ne!(engine.options.weights_file, "/nonexistent/x.safetensors");
+        engine.handle(Command::SetOption {
+            name: "WeightsFile".into(),
+            value: Some(crate::options::EMBEDDED.into()),
+        });
+        assert_eq!(engine.options.weights_file, crate::options::EMBEDDED);
+        assert!(
+            engine.pending_net.is_none(),
+            "the new network is installed at once when idle"
+        );
+    }
+
+    #[test]
+    fn rejected_position_keeps_the_previous_game() {
+        let mut engine = Engine::new().unwrap();
+        engine.handle(parse_line("position startpos moves e2e4"));
+        engine.handle(parse_line("position startpos moves d2d4 d7d5 e2e5"));
+        engine.handle(parse_line("position fen garbage"));
+        assert_eq!(engine.game.ply(), 1);
+        assert_eq!(
+            ember_engine::game::move_to_uci(engine.game.moves()[0]),
+            "e2e4"
+        );
+    }
+
+    #[test]
     fn castling_rights_vampirc_cannot_read_are_accepted() {
         // Shredder-style castling letters name the rooks' files.
         let g = game_of("position fen rnbqkbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w HAha - 0 1")

@@ -21,7 +21,7 @@ const LATEST: &str = "models/latest.safetensors";
 /// A loaded network, ready to evaluate.
 pub struct LoadedNet {
     pub evaluator: NetEvaluator,
-    /// "64x3 from <embedded> on cpu (2 threads)", for `info string`.
+    /// "64x3 from <embedded> on cpu", for `info string`.
     pub description: String,
     pub on_gpu: bool,
 }
@@ -65,11 +65,13 @@ pub fn load(weights: &str, device: DeviceChoice, threads: usize) -> Result<Loade
     let mut evaluator = NetEvaluator::new(&network, Precision::F32)?;
     evaluator.set_threads(threads);
     let on_gpu = !device.is_cpu();
-    let description = format!(
-        "{} from {weights} on {}",
-        network.config,
+    // The CPU thread count is the `Threads` option's business, not the device's.
+    let place = if on_gpu {
         describe_device(&device)
-    );
+    } else {
+        "cpu".to_string()
+    };
+    let description = format!("{} from {weights} on {place}", network.config);
     Ok(LoadedNet {
         evaluator,
         description,

@@ -173,11 +173,21 @@ fn prepare_tree(core: &mut Core, job: &Job) -> Search {
             before_reply.play(mv);
         }
         if search.advance_to(&before_reply) {
-            search.advance_to(game);
+            if search.advance_to(game) {
+                log::debug!(
+                    "tree reuse over two plies: {} visits kept",
+                    search.root_visits()
+                );
+            }
             return search;
         }
     }
-    search.advance_to(game);
+    if search.advance_to(game) {
+        log::debug!(
+            "tree reuse over one ply: {} visits kept",
+            search.root_visits()
+        );
+    }
     search
 }
 
@@ -365,11 +375,16 @@ fn limit_reached(
         return false;
     };
     let elapsed = clock_start.elapsed();
-    if elapsed >= budget.target {
-        return true;
-    }
     if allowed.len() == 1 {
         return true;
+    }
+    let ranked = ranked_allowed(search, allowed);
+    if elapsed >= budget.target {
+        let unsettled = match ranked.as_slice() {
+            [a, b, ..] => timeman::should_extend(a.visits, a.q, b.visits, b.q),
+            _ => false,
+        };
+        return !unsettled || elapsed >= timeman::extended_limit(budget);
     }
     // Measured speed of this search once it has run long enough, else the last one's.
     let since_go = start.elapsed();
@@ -378,7 +393,6 @@ fn limit_reached(
     } else {
         nps_estimate
     };
-    let ranked = ranked_allowed(search, allowed);
     let (best, second) = match ranked.as_slice() {
         [a, b, ..] => (a.visits, b.visits),
         [a] => (a.visits, 0),
