@@ -14,6 +14,7 @@ pub mod net;
 pub mod replay;
 pub mod selfplay;
 pub mod timeman;
+pub mod sys;
 pub mod timing;
 pub mod train;
 
