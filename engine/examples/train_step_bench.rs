@@ -22,7 +22,7 @@ fn main() -> anyhow::Result<()> {
     let refs: Vec<&Sample> = samples.iter().collect();
     let batch = TrainingBatch::from_samples(&refs);
     trainer.train_step(&batch)?;
-    let mut run = |label: &str, trainer: &mut Trainer| -> anyhow::Result<()> {
+    let run = |label: &str, trainer: &mut Trainer| -> anyhow::Result<()> {
         let (mut f, mut b, mut o) = (0.0, 0.0, 0.0);
         let t = std::time::Instant::now();
         for _ in 0..steps {

@@ -13,8 +13,8 @@ pub mod mcts;
 pub mod net;
 pub mod replay;
 pub mod selfplay;
-pub mod timeman;
 pub mod sys;
+pub mod timeman;
 pub mod timing;
 pub mod train;
 
