@@ -1,6 +1,7 @@
 //! `cargo run --release --example train_step_bench [-- STEPS]`: seconds per training step
 //! (64x3, batch 256, f32, CPU), split into forward / backward / optimiser. With
-//! `EMBER_NO_MMAP=1` it then repeats with `sys::keep_large_allocations_on_heap`.
+//! `EMBER_NO_MMAP=1` it then repeats with `sys::keep_large_allocations_on_heap`; with
+//! `EMBER_TUNED=1` it applies `sys::configure_cpu_runtime` from the start.
 use ember_engine::bench::sample_positions;
 use ember_engine::net::{NetConfig, Network};
 use ember_engine::selfplay::Sample;
@@ -8,6 +9,9 @@ use ember_engine::train::{TrainConfig, Trainer, TrainingBatch};
 use shakmaty::Position;
 
 fn main() -> anyhow::Result<()> {
+    if std::env::var_os("EMBER_TUNED").is_some() {
+        ember_engine::sys::configure_cpu_runtime();
+    }
     let steps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let net = Network::new(NetConfig::default(), &candle_core::Device::Cpu, 1)?;
     let mut trainer = Trainer::new(net, TrainConfig::default())?;

@@ -1,14 +1,32 @@
-//! Process-wide settings for CPU work.
+//! Process-wide settings for CPU work, applied once at the start of each binary by
+//! [`configure_cpu_runtime`].
 //!
-//! Training on the CPU allocates tens of megabytes per convolution (the im2col matrix
-//! and its gradient) on every step. glibc serves allocations that large with a fresh
-//! `mmap` each time and unmaps them on free, so every step pays for faulting in and
-//! zeroing hundreds of megabytes of new pages. Keeping large allocations on the heap
-//! lets them be reused: measured on the 2-core CI machine, a 64x3 training step at batch
-//! 256 went from 3.1-3.9 s to 2.3-2.7 s (same process, `train_step_bench`).
+//! - Training on the CPU allocates tens of megabytes per convolution (the im2col matrix
+//!   and its gradient) on every step. glibc serves allocations that large with a fresh
+//!   `mmap` and unmaps them on free, so every step pays for faulting in and zeroing
+//!   hundreds of megabytes. Keeping large allocations on the heap lets them be reused.
+//! - candle runs large elementwise ops on its own worker pool, whose idle workers spin
+//!   before parking. On a 2-core machine those spins take the cores that the matrix
+//!   multiplications (gemm's rayon pool) need; a short spin limit gives them back.
+//!
+//! Measured with `cargo run --release --example train_step_bench` (64x3, batch 256, f32,
+//! 2 cores, other jobs running): 2.8-3.9 s per step as shipped, 2.3-2.7 s with the
+//! heap setting, 1.45 s with both.
+
+/// Candle's spin iterations before an idle worker parks (its default spins far longer).
+const CANDLE_SPIN_LIMIT: &str = "100";
+
+/// Applies the settings above. Call at the start of `main`, before any other thread or
+/// any candle operation exists. An explicit `CANDLE_BARRIER_POOL_SPIN_LIMIT` is kept.
+pub fn configure_cpu_runtime() {
+    keep_large_allocations_on_heap();
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_SPIN_LIMIT);
+    }
+}
 
 /// Makes large allocations come from (and return to) the heap instead of `mmap`.
-/// Call once at start, before heavy work. A no-op where the C library is not glibc.
+/// A no-op where the C library is not glibc.
 pub fn keep_large_allocations_on_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.
