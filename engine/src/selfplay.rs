@@ -196,6 +196,10 @@ impl Slot {
         };
         let Some(mv) = self.search.choose_move(temperature, &mut self.rng) else {
             self.outcome = self.game.outcome();
+            if self.outcome.is_none() {
+                // A root with no move although the game goes on: search it afresh.
+                self.search.reset_tree(&self.game);
+            }
             return;
         };
         if policy.iter().any(|(_, p)| *p > 0.0) {

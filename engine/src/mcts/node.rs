@@ -90,6 +90,10 @@ impl Tree {
 
     /// Makes the child reached by `mv` the new root, keeping its subtree (compacted, the
     /// new root at index 0). Returns false, leaving a fresh root, if there is no such child.
+    ///
+    /// Draws found below the old root may rest on a repetition of a position that is now
+    /// behind the root (a path-dependent verdict), so drawn nodes go back to unexpanded
+    /// and are judged again against the new path when next visited; their statistics stay.
     pub fn reuse(&mut self, mv: Move, new_root: Chess, new_hash: u64) -> bool {
         let child = self.nodes[0]
             .children()
@@ -103,6 +107,9 @@ impl Tree {
         root.parent = NONE;
         root.mv = None;
         root.in_flight = 0;
+        if matches!(root.state, NodeState::Pending | NodeState::Terminal(0.0)) {
+            root.state = NodeState::Unexpanded;
+        }
         nodes.push(root);
         let mut queue = std::collections::VecDeque::from([(child, 0usize)]);
         while let Some((old, new)) = queue.pop_front() {
@@ -117,7 +124,7 @@ impl Tree {
                 let mut n = self.nodes[c].clone();
                 n.parent = new as u32;
                 n.in_flight = 0;
-                if n.state == NodeState::Pending {
+                if matches!(n.state, NodeState::Pending | NodeState::Terminal(0.0)) {
                     n.state = NodeState::Unexpanded;
                 }
                 nodes.push(n);

@@ -120,6 +120,14 @@ impl Search {
         reused
     }
 
+    /// Drops the tree (not the cache) and starts again at `game`'s position.
+    pub fn reset_tree(&mut self, game: &Game) {
+        self.history = game.history()[..game.history().len() - 1].to_vec();
+        self.root_noised = false;
+        self.pending.clear();
+        self.tree = Tree::new(game.position().clone(), game.hash());
+    }
+
     /// Makes up to `want` descents that end in a visit: leaves needing the evaluator go
     /// into `batch`, terminal leaves and cache hits are backed up at once. Collisions
     /// do not count. Returns the leaves added to `batch`.
