@@ -15,6 +15,7 @@ use cli::{Cli, Command};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    ember_engine::sys::configure_cpu_runtime();
     let cli = Cli::parse();
     let progress = progress::init(cli.log_level);
     let result = match &cli.command {
