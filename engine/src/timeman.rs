@@ -4,10 +4,16 @@
 //! Pure functions of the clock and the search statistics, no I/O and no clock reads, so
 //! every rule is unit-tested. Units are [`Duration`]s; node counts are playouts.
 //!
-//! Rules (all times after the `MoveOverhead` reserve is taken off the clock):
+//! Rules (all times after the reserve is taken off the clock):
 //! - `movetime T`: think exactly `T - overhead` (at least [`MIN_THINK`]).
+//! - the reserve of a clock game is `MoveOverhead` plus, with an increment `I`,
+//!   [`RESERVE_INCREMENTS`] increments (at most [`MAX_INCREMENT_RESERVE`]). Every move
+//!   costs some time the search does not control (pipes, scheduling, the first network
+//!   call); when that exceeds the increment on a busy machine the clock drifts down, and
+//!   this reserve is what it drifts into. Below it the engine plays at [`MIN_THINK`], so
+//!   the increment refills the clock.
 //! - clock `R` with increment `I` and `movestogo M` (default horizon [`DEFAULT_HORIZON`]
-//!   moves, capped there too): target `(R - overhead) / M + 3/4 * I`;
+//!   moves, capped there too): target `(R - reserve) / M + 3/4 * I`;
 //! - the hard cap is a fraction of what is left ([`MAX_SHARE`], or [`LAST_MOVE_SHARE`]
 //!   when this is the last move before the time control), and the target never exceeds
 //!   it: a move never spends the clock that later moves need.
@@ -29,6 +35,10 @@ pub const LAST_MOVE_SHARE: f64 = 0.75;
 pub const MIN_THINK: Duration = Duration::from_millis(1);
 /// Share of the increment counted as thinking time for this move.
 const INCREMENT_SHARE: f64 = 0.75;
+/// Increments kept in reserve on top of the overhead (see the module doc).
+pub const RESERVE_INCREMENTS: u32 = 20;
+/// Cap of the increment reserve, so long time controls do not hoard time.
+pub const MAX_INCREMENT_RESERVE: Duration = Duration::from_secs(1);
 
 /// What the GUI said about the clock, for the side to move.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -58,7 +68,8 @@ pub fn for_movetime(movetime: Duration, overhead: Duration) -> Budget {
 
 /// Budget for a clock game (`go wtime/btime [winc/binc] [movestogo]`).
 pub fn for_clock(clock: Clock, overhead: Duration) -> Budget {
-    let usable = clock.remaining.saturating_sub(overhead);
+    let reserve = overhead + (clock.increment * RESERVE_INCREMENTS).min(MAX_INCREMENT_RESERVE);
+    let usable = clock.remaining.saturating_sub(reserve);
     let horizon = clock
         .moves_to_go
         .unwrap_or(DEFAULT_HORIZON)
@@ -196,6 +207,52 @@ mod tests {
                 target: MIN_THINK,
                 hard: MIN_THINK
             }
+        );
+    }
+
+    #[test]
+    fn increment_games_keep_increments_in_reserve() {
+        // 1 s + 10 ms: 50 ms overhead and 20 increments (200 ms) are never planned.
+        let at_reserve = for_clock(clock(250, 10, None), ms(50));
+        assert_eq!(at_reserve.target, MIN_THINK);
+        let above = for_clock(clock(1_000, 10, None), ms(50));
+        assert_eq!(
+            above.target,
+            ms(750) / DEFAULT_HORIZON + ms(10).mul_f64(0.75)
+        );
+    }
+
+    #[test]
+    fn increment_reserve_is_capped_for_long_time_controls() {
+        let b = for_clock(clock(60_000, 5_000, None), ms(50));
+        assert_eq!(
+            b.target,
+            (ms(60_000) - ms(50) - MAX_INCREMENT_RESERVE) / DEFAULT_HORIZON + ms(3_750)
+        );
+    }
+
+    #[test]
+    fn long_game_with_slow_moves_settles_above_the_reserve() {
+        // Each move costs 5 ms beyond its target (pipes, the first batch): the clock
+        // drifts down to the reserve and stays near it instead of running out.
+        let (overhead, inc, latency) = (ms(50), ms(10), ms(5));
+        let mut remaining = ms(1_000);
+        let mut lowest = remaining;
+        for _ in 0..500 {
+            let b = for_clock(
+                Clock {
+                    remaining,
+                    increment: inc,
+                    moves_to_go: None,
+                },
+                overhead,
+            );
+            remaining = remaining - (b.target + latency) + inc;
+            lowest = lowest.min(remaining);
+        }
+        assert!(
+            lowest >= overhead + inc * RESERVE_INCREMENTS,
+            "lowest clock {lowest:?}"
         );
     }
 

@@ -12,6 +12,10 @@ the move, colours alternate. A clock below zero after an Ember move is a time fo
 a move not in `board.legal_moves` (or no move) is an illegal move. Games end by the
 rules (with threefold/fifty-move draws claimed) or at --max-plies (scored a draw).
 Prints one line per game and a JSON summary as the last line.
+
+`--opponent PATH` replaces Stockfish by another UCI engine (e.g. a second Ember: the
+random default network loses to Stockfish in 20-40 moves, while Ember against itself
+plays long games that stress the clock handling up to --max-plies).
 """
 
 from __future__ import annotations
@@ -40,11 +44,14 @@ def play_game(ember_path, stockfish_path, ember_white: bool, base: float, inc: f
     ember_color = chess.WHITE if ember_white else chess.BLACK
     result = {"ember_white": ember_white, "forfeit": None, "illegal": None, "plies": 0}
     ember = chess.engine.SimpleEngine.popen_uci([str(ember_path)], timeout=60)
-    stockfish = chess.engine.SimpleEngine.popen_uci([str(stockfish_path)], timeout=60)
+    stockfish = chess.engine.SimpleEngine.popen_uci([str(args.opponent or stockfish_path)], timeout=60)
     try:
         if args.threads:
             ember.configure({"Threads": args.threads})
-        stockfish.configure({"Skill Level": args.skill, "Threads": 1, "Hash": 16})
+        if args.opponent is None:
+            stockfish.configure({"Skill Level": args.skill, "Threads": 1, "Hash": 16})
+        elif args.threads:
+            stockfish.configure({"Threads": args.threads})
         game = object()
         while not board.is_game_over(claim_draw=True) and board.ply() < args.max_plies:
             mover = board.turn
@@ -59,23 +66,22 @@ def play_game(ember_path, stockfish_path, ember_white: bool, base: float, inc: f
             try:
                 played = engine.play(board, limit, game=game)
             except chess.engine.EngineError as exc:
-                who = "ember" if engine is ember else "stockfish"
+                who = "ember" if engine is ember else "opponent"
                 result["illegal"] = f"{who}: {exc}"
                 break
             clocks[mover] -= time.monotonic() - start
             move = played.move
             if move is None or move not in board.legal_moves:
-                who = "ember" if engine is ember else "stockfish"
+                who = "ember" if engine is ember else "opponent"
                 result["illegal"] = f"{who}: {move} in {board.fen()}"
                 break
             if clocks[mover] < 0:
-                who = "ember" if engine is ember else "stockfish"
+                who = "ember" if engine is ember else "opponent"
                 result["forfeit"] = f"{who} at ply {board.ply()} ({clocks[mover]:.3f}s)"
                 break
             clocks[mover] += inc
             board.push(move)
         result["plies"] = board.ply()
-        result["min_ember_clock"] = None
         outcome = board.outcome(claim_draw=True)
         if result["forfeit"] or result["illegal"]:
             loser_is_ember = (result["forfeit"] or result["illegal"]).startswith("ember")
@@ -104,9 +110,10 @@ def main() -> int:
     parser.add_argument("--skill", type=int, default=0, help="Stockfish Skill Level")
     parser.add_argument("--threads", type=int, default=None, help="Ember Threads (default: its own; Stockfish uses 1)")
     parser.add_argument("--max-plies", type=int, default=400)
+    parser.add_argument("--opponent", default=None, help="another UCI engine instead of Stockfish")
     args = parser.parse_args()
     base, inc = parse_tc(args.tc)
-    totals = {"games": 0, "ember_forfeits": 0, "ember_illegal": 0, "stockfish_forfeits": 0, "stockfish_illegal": 0,
+    totals = {"games": 0, "ember_forfeits": 0, "ember_illegal": 0, "opponent_forfeits": 0, "opponent_illegal": 0,
               "wins": 0, "draws": 0, "losses": 0, "min_ember_clock_left": None}
     started = time.monotonic()
     for i in range(args.games):
@@ -124,6 +131,7 @@ def main() -> int:
               f"plies {r['plies']} end {r['termination']} forfeit {r['forfeit']} illegal {r['illegal']} "
               f"ember_clock_left {left:.3f}s", flush=True)
     totals["tc"] = args.tc
+    totals["opponent"] = args.opponent or f"stockfish skill {args.skill}"
     totals["wall_s"] = round(time.monotonic() - started, 1)
     print(json.dumps(totals), flush=True)
     return 0 if totals["ember_forfeits"] == 0 and totals["ember_illegal"] == 0 else 1

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 /// How often a running search prints `info`.
 const INFO_INTERVAL: Duration = Duration::from_secs(1);
-/// Searches shorter than this do not update the nodes-per-second estimate.
-const NPS_MIN_SAMPLE: Duration = Duration::from_millis(100);
+/// A search trusts its own playouts-per-second figure once it has run this long.
+const NPS_MIN_SAMPLE: Duration = Duration::from_millis(50);
 /// How long an unlimited search with nothing left to search sleeps between checks.
 const IDLE_POLL: Duration = Duration::from_millis(2);
 
@@ -38,9 +38,11 @@ pub struct Core {
     pub net: LoadedNet,
     /// The tree of the last search (reused when the game continues) and its cache.
     pub search: Option<Search>,
-    /// Playouts per second of the last long enough search: the smart-pruning estimate
-    /// before the current search has measured its own.
-    pub nps_estimate: f64,
+    /// Playouts and thinking time of every search so far: the speed estimate (for smart
+    /// pruning and for sizing the last batch of a short budget) until the current search
+    /// has measured its own. Summed, so a game of 10 ms moves measures it too.
+    searched_playouts: u64,
+    searched_time: Duration,
     /// Move sampling when `Temperature` > 0.
     pub rng: StdRng,
 }
@@ -50,8 +52,18 @@ impl Core {
         Core {
             net,
             search: None,
-            nps_estimate: 0.0,
+            searched_playouts: 0,
+            searched_time: Duration::ZERO,
             rng: StdRng::from_os_rng(),
+        }
+    }
+
+    /// Playouts per second over all searches so far (0 before the first).
+    pub fn nps_estimate(&self) -> f64 {
+        if self.searched_time >= NPS_MIN_SAMPLE {
+            self.searched_playouts as f64 / self.searched_time.as_secs_f64()
+        } else {
+            0.0
         }
     }
 
@@ -255,7 +267,7 @@ fn think(
                     playouts,
                     clock_start,
                     start,
-                    core.nps_estimate,
+                    core.nps_estimate(),
                 )
             {
                 break;
@@ -264,6 +276,15 @@ fn think(
         let mut want = job.options.minibatch_size.max(1);
         if let (Some(n), false) = (limits.nodes, limits.infinite) {
             want = want.min(n.saturating_sub(playouts).max(1) as usize);
+        }
+        if let (Some(budget), false, false) = (limits.budget, limits.infinite, pondering) {
+            // Near the end of a short budget a full batch would overrun it: ask only for
+            // the leaves that fit in the time left at the measured speed.
+            let nps = current_nps(playouts, start, core.nps_estimate());
+            let left = budget.target.saturating_sub(clock_start.elapsed());
+            if nps > 0.0 {
+                want = want.min((nps * left.as_secs_f64()).ceil().max(1.0) as usize);
+            }
         }
         batch.clear();
         let before = search.root_visits();
@@ -295,9 +316,8 @@ fn think(
 
     let elapsed = start.elapsed();
     let playouts = (search.root_visits() - base_visits) as f64;
-    if elapsed >= NPS_MIN_SAMPLE && playouts > 0.0 {
-        core.nps_estimate = playouts / elapsed.as_secs_f64();
-    }
+    core.searched_playouts += playouts as u64;
+    core.searched_time += elapsed;
     report(&mut search, &job.options, &allowed, start, base_visits);
     let best = choose_move(&search, &allowed, job.options.temperature, &mut core.rng)
         .or_else(|| best_prior_move(core, &position, &allowed))
@@ -386,19 +406,24 @@ fn limit_reached(
         };
         return !unsettled || elapsed >= timeman::extended_limit(budget);
     }
-    // Measured speed of this search once it has run long enough, else the last one's.
-    let since_go = start.elapsed();
-    let nps = if since_go >= NPS_MIN_SAMPLE / 2 && playouts > 0 {
-        playouts as f64 / since_go.as_secs_f64()
-    } else {
-        nps_estimate
-    };
+    let nps = current_nps(playouts, start, nps_estimate);
     let (best, second) = match ranked.as_slice() {
         [a, b, ..] => (a.visits, b.visits),
         [a] => (a.visits, 0),
         [] => return false,
     };
     nps > 0.0 && timeman::can_stop_early(best, second, elapsed, budget.target, nps)
+}
+
+/// Playouts per second: this search's own once it has run long enough, else the last
+/// search's (0 when there was none).
+fn current_nps(playouts: u64, start: Instant, nps_estimate: f64) -> f64 {
+    let since_go = start.elapsed();
+    if since_go >= NPS_MIN_SAMPLE && playouts > 0 {
+        playouts as f64 / since_go.as_secs_f64()
+    } else {
+        nps_estimate
+    }
 }
 
 /// Prints the `info` lines for the current state of the search.
