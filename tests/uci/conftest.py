@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Timeouts (seconds). Generous on purpose: CI runs on 2 cores without a GPU.
 STARTUP_TIMEOUT = 60.0
 READY_TIMEOUT = 5.0
-SEARCH_TIMEOUT = 60.0
+SEARCH_TIMEOUT = 30.0
 QUIT_TIMEOUT = 5.0
 WRITE_TIMEOUT = 20.0
 
@@ -268,7 +268,7 @@ class UciEngine:
         recent = "\n".join(self.transcript) or "(nothing)"
         err = "\n".join(self.stderr_tail) or "(nothing)"
         return (
-            f"engine {self.path} is {state}\n"
+            f"engine {self.path}: {state}\n"
             f"--- last protocol lines (> sent, < received) ---\n{recent}\n"
             f"--- last stderr lines ---\n{err}"
         )

@@ -23,7 +23,7 @@ import chess.engine
 import pytest
 
 STARTUP_TIMEOUT = 60.0
-NODES_MOVE_TIMEOUT = 60.0
+NODES_MOVE_TIMEOUT = 30.0
 RANDOM_GAME_MAX_PLIES = 200
 CLOCK_GAME_MAX_PLIES = 160
 CLOCK_START = 10.0
@@ -177,16 +177,11 @@ def test_python_chess_infinite_analysis_can_be_stopped(ember_path):
     with open_engine(ember_path) as ember:
         with watchdog(ember, 30.0, "infinite analysis"):
             with ember.analysis(board) as analysis:
-                seen = 0
-                deadline = time.monotonic() + 10.0
-                for info in analysis:
-                    if "score" in info:
-                        seen += 1
-                    if seen >= 2 or time.monotonic() > deadline:
-                        break
+                time.sleep(1.0)
                 analysis.stop()
+                infos = list(analysis)
                 best = analysis.wait()
-        assert seen >= 1, "no scored info during infinite analysis"
+        assert any("score" in info for info in infos), f"no scored info during infinite analysis: {infos}"
         assert best.move in board.legal_moves
         with watchdog(ember, 10.0, "ping after analysis"):
             ember.ping()
