@@ -101,9 +101,14 @@ impl SelfPlayStats {
     }
 
     /// Games per second estimated under a time limit: positions per second over the mean
-    /// length of the games that finished (the ply cap when none did).
+    /// length of the finished games once at least ten finished (a handful of early
+    /// finishers are the short, decisive games), else over the ply cap.
     pub fn estimated_games_per_s(&self, max_plies: u32) -> f64 {
-        let mean_plies = if self.games > 0 { self.finished_plies as f64 / self.games as f64 } else { max_plies as f64 };
+        let mean_plies = if self.games >= 10 {
+            self.mean_plies()
+        } else {
+            max_plies as f64
+        };
         self.positions_per_s() / mean_plies.max(1.0)
     }
 
