@@ -12,15 +12,32 @@ fn main() -> anyhow::Result<()> {
     if std::env::var_os("EMBER_TUNED").is_some() {
         ember_engine::sys::configure_cpu_runtime();
     }
-    let steps: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    let steps: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let net = Network::new(NetConfig::default(), &candle_core::Device::Cpu, 1)?;
     let mut trainer = Trainer::new(net, TrainConfig::default())?;
     let samples: Vec<Sample> = sample_positions(256, 3)
         .into_iter()
         .map(|p| {
             let n = p.legal_moves().len();
-            let policy = p.legal_moves().iter().map(|m| (ember_engine::encoding::move_to_index(m, p.turn()) as u16, 1.0 / n as f32)).collect();
-            Sample { position: p, policy, result: 0.0, root_q: 0.0 }
+            let policy = p
+                .legal_moves()
+                .iter()
+                .map(|m| {
+                    (
+                        ember_engine::encoding::move_to_index(m, p.turn()) as u16,
+                        1.0 / n as f32,
+                    )
+                })
+                .collect();
+            Sample {
+                position: p,
+                policy,
+                result: 0.0,
+                root_q: 0.0,
+            }
         })
         .collect();
     let refs: Vec<&Sample> = samples.iter().collect();

@@ -296,13 +296,25 @@ fn a_draw_by_repetition_inside_the_old_tree_is_rejudged_after_tree_reuse() {
     // draws, which only hold for the path they were found on.
     let mut game = Game::from_fen("7k/8/8/p7/P7/8/8/7K w - - 0 1").unwrap();
     let mut s = Search::new(&game, SearchParams::default());
-    s.run_until_visits(&mut UniformEvaluator, 5000, &mut PhaseTimes::default()).unwrap();
+    s.run_until_visits(&mut UniformEvaluator, 5000, &mut PhaseTimes::default())
+        .unwrap();
     for m in ["h1g1", "h8g8", "g1h1", "g8h8"] {
         game.play_uci(m).unwrap();
         s.advance_to(&game);
     }
-    assert!(game.outcome().is_none(), "the position occurred twice: the game goes on");
+    assert!(
+        game.outcome().is_none(),
+        "the position occurred twice: the game goes on"
+    );
     assert_eq!(s.root_terminal(), None);
-    s.run_until_visits(&mut UniformEvaluator, s.root_visits() + 50, &mut PhaseTimes::default()).unwrap();
-    assert!(s.best_move().is_some(), "the reused root is searched and gives a move");
+    s.run_until_visits(
+        &mut UniformEvaluator,
+        s.root_visits() + 50,
+        &mut PhaseTimes::default(),
+    )
+    .unwrap();
+    assert!(
+        s.best_move().is_some(),
+        "the reused root is searched and gives a move"
+    );
 }

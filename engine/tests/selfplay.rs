@@ -9,12 +9,27 @@ use ember_engine::selfplay::{play_games, GameRecord, SelfPlayConfig};
 use shakmaty::Position;
 
 fn config(games: usize) -> SelfPlayConfig {
-    SelfPlayConfig { games, games_in_flight: games, simulations: 12, max_plies: 60, leaves_per_game: 4, ..SelfPlayConfig::default() }
+    SelfPlayConfig {
+        games,
+        games_in_flight: games,
+        simulations: 12,
+        max_plies: 60,
+        leaves_per_game: 4,
+        ..SelfPlayConfig::default()
+    }
 }
 
 #[test]
 fn samples_hold_a_visit_distribution_over_legal_moves_and_the_movers_result() {
-    let net = Network::new(NetConfig { filters: 16, blocks: 1 }, &Device::Cpu, 5).unwrap();
+    let net = Network::new(
+        NetConfig {
+            filters: 16,
+            blocks: 1,
+        },
+        &Device::Cpu,
+        5,
+    )
+    .unwrap();
     let mut eval = NetEvaluator::new(&net, Precision::F32).unwrap();
     let mut records: Vec<GameRecord> = Vec::new();
     let stats = play_games(&config(4), &mut eval, |r| records.push(r)).unwrap();
@@ -27,12 +42,17 @@ fn samples_hold_a_visit_distribution_over_legal_moves_and_the_movers_result() {
             assert!((sum - 1.0).abs() < 1e-4, "visit distribution sums to {sum}");
             assert_eq!(s.policy.len(), s.position.legal_moves().len());
             for (idx, _) in &s.policy {
-                assert!(index_to_move(&s.position, *idx as usize).is_some(), "index {idx} is a legal move");
+                assert!(
+                    index_to_move(&s.position, *idx as usize).is_some(),
+                    "index {idx} is a legal move"
+                );
             }
             assert_eq!(s.result, r.outcome.value_for(s.position.turn()));
             assert!((-1.0..=1.0).contains(&s.root_q));
         }
-        assert!(r.pgn.contains(&format!("[Result \"{}\"]", r.outcome.result.as_str())));
+        assert!(r
+            .pgn
+            .contains(&format!("[Result \"{}\"]", r.outcome.result.as_str())));
         assert!(r.pgn.contains("[Termination \""));
     }
 }
@@ -43,5 +63,9 @@ fn one_evaluator_call_serves_many_games() {
     let stats = play_games(&config(8), &mut UniformEvaluator, |_| records += 1).unwrap();
     assert_eq!(records, 8);
     let mean_batch = stats.timing.evaluated as f64 / stats.timing.batches as f64;
-    assert!(mean_batch > 8.0, "mean batch {mean_batch} over {} calls", stats.timing.batches);
+    assert!(
+        mean_batch > 8.0,
+        "mean batch {mean_batch} over {} calls",
+        stats.timing.batches
+    );
 }
