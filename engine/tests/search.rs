@@ -318,3 +318,29 @@ fn a_draw_by_repetition_inside_the_old_tree_is_rejudged_after_tree_reuse() {
         "the reused root is searched and gives a move"
     );
 }
+
+#[test]
+fn a_restricted_root_explores_only_the_allowed_moves() {
+    let game = Game::new();
+    let mut s = Search::new(&game, SearchParams::default());
+    let allowed: Vec<_> = ["a2a3", "h2h4"]
+        .iter()
+        .map(|m| parse_uci_move(game.position(), m).unwrap())
+        .collect();
+    s.restrict_root(&allowed);
+    s.run_until_visits(&mut UniformEvaluator, 300, &mut PhaseTimes::default())
+        .unwrap();
+    for c in s.root_children() {
+        if allowed.contains(&c.mv) {
+            assert!(c.visits > 0);
+        } else {
+            assert_eq!(
+                c.visits,
+                0,
+                "{} was searched",
+                ember_engine::game::move_to_uci(c.mv)
+            );
+        }
+    }
+    assert!(allowed.contains(&s.best_move().unwrap()));
+}

@@ -27,6 +27,7 @@ mod searcher;
 use std::io::BufRead;
 
 fn main() {
+    ember_engine::sys::configure_cpu_runtime();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .target(env_logger::Target::Stderr)
         .init();

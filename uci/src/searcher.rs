@@ -238,6 +238,12 @@ fn think(
     let allowed = allowed_moves(&position, &job.go.searchmoves);
 
     let mut search = prepare_tree(core, job);
+    // Set on every `go` (empty clears it), since a reused tree keeps the last setting.
+    search.restrict_root(if job.go.searchmoves.is_empty() {
+        &[]
+    } else {
+        &allowed
+    });
     search.stats = SearchStats::default();
     let base_visits = search.root_visits();
     let mut batch = EvalBatch::new();

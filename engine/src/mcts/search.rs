@@ -58,6 +58,8 @@ pub struct Search {
     pending: Vec<(u32, usize, u64)>,
     path_hashes: Vec<u64>,
     root_noised: bool,
+    /// Root moves the search may explore (UCI `searchmoves`); empty means all.
+    root_moves: Vec<Move>,
     pub stats: SearchStats,
 }
 
@@ -71,6 +73,7 @@ impl Search {
             pending: Vec::new(),
             path_hashes: Vec::new(),
             root_noised: false,
+            root_moves: Vec::new(),
             stats: SearchStats::default(),
             params,
         };
@@ -104,6 +107,7 @@ impl Search {
     pub fn advance_to(&mut self, game: &Game) -> bool {
         self.history = game.history()[..game.history().len() - 1].to_vec();
         self.root_noised = false;
+        self.root_moves.clear();
         self.pending.clear();
         let reused = match game.moves().last() {
             Some(&mv)
@@ -120,10 +124,22 @@ impl Search {
         reused
     }
 
+    /// Limits the root moves the search explores (UCI `searchmoves`); an empty list, or
+    /// one with no legal move of the root, allows every move. Cleared when the root moves.
+    pub fn restrict_root(&mut self, moves: &[Move]) {
+        let legal = self.tree.root_position.legal_moves();
+        self.root_moves = moves
+            .iter()
+            .copied()
+            .filter(|m| legal.contains(m))
+            .collect();
+    }
+
     /// Drops the tree (not the cache) and starts again at `game`'s position.
     pub fn reset_tree(&mut self, game: &Game) {
         self.history = game.history()[..game.history().len() - 1].to_vec();
         self.root_noised = false;
+        self.root_moves.clear();
         self.pending.clear();
         self.tree = Tree::new(game.position().clone(), game.hash());
     }
@@ -272,7 +288,11 @@ impl Search {
         let fpu = parent_q - p.fpu_reduction * visited_policy.sqrt();
         let mut best = 0;
         let mut best_score = f32::NEG_INFINITY;
+        let restricted = idx == 0 && !self.root_moves.is_empty();
         for (k, c) in children.iter().enumerate() {
+            if restricted && !c.mv.is_some_and(|m| self.root_moves.contains(&m)) {
+                continue;
+            }
             let n = c.visits + c.in_flight as u32;
             let q = if n == 0 {
                 fpu
