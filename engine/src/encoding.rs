@@ -277,7 +277,7 @@ mod tests {
             .iter()
             .map(|m| move_to_index(m, Color::White) / 64)
             .collect();
-        for p in [64 + 3 + 0, 64 + 3 + 1, 64 + 3 + 2, 64 + 6, 64 + 7, 64 + 8] {
+        for p in [64 + 3, 64 + 3 + 1, 64 + 3 + 2, 64 + 6, 64 + 7, 64 + 8] {
             assert!(planes.contains(&p), "plane {p} missing");
         }
         // b7xa8=N is capture-left: 64 + 0*3 + 0.

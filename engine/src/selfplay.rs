@@ -120,11 +120,14 @@ impl SelfPlayStats {
     }
 }
 
+/// A searched position waiting for its game's result: position, visit distribution, root Q.
+type PendingSample = (Chess, Vec<(u16, f32)>, f32);
+
 struct Slot {
     index: usize,
     game: Game,
     search: Search,
-    samples: Vec<(Chess, Vec<(u16, f32)>, f32)>,
+    samples: Vec<PendingSample>,
     batch: EvalBatch,
     timing: PhaseTimes,
     rng: StdRng,

@@ -125,7 +125,7 @@ impl Evaluator for UniformEvaluator {
 }
 
 enum Backend {
-    Cpu(CpuNet),
+    Cpu(Box<CpuNet>),
     Device(DeviceNet, candle_core::Device),
 }
 
@@ -144,7 +144,7 @@ impl NetEvaluator {
     pub fn new(network: &Network, precision: Precision) -> anyhow::Result<Self> {
         let folded = network.folded()?;
         let backend = if network.device.is_cpu() {
-            Backend::Cpu(CpuNet::new(folded))
+            Backend::Cpu(Box::new(CpuNet::new(folded)))
         } else {
             Backend::Device(
                 DeviceNet::new(&folded, &network.device, precision.dtype())?,
