@@ -91,6 +91,22 @@ pub struct SelfPlayStats {
     pub draws: usize,
 }
 
+impl std::ops::AddAssign<&SelfPlayStats> for SelfPlayStats {
+    fn add_assign(&mut self, s: &SelfPlayStats) {
+        self.games += s.games;
+        self.positions += s.positions;
+        self.finished_plies += s.finished_plies;
+        self.evaluations += s.evaluations;
+        self.collisions += s.collisions;
+        self.cache_hits += s.cache_hits;
+        self.wall += s.wall;
+        self.timing += s.timing;
+        self.white_wins += s.white_wins;
+        self.black_wins += s.black_wins;
+        self.draws += s.draws;
+    }
+}
+
 impl SelfPlayStats {
     pub fn positions_per_s(&self) -> f64 {
         self.positions as f64 / self.wall.as_secs_f64().max(1e-9)

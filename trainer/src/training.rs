@@ -375,11 +375,11 @@ cumulative Elo {:+.0}",
             };
             let first = play_games(&alone, &mut eval, &mut on_game)?;
             log_first_game(&first, cfg.simulations);
-            add_stats(&mut stats, &first);
+            stats += &first;
             rest.games -= 1;
         }
         let more = play_games(&rest, &mut eval, &mut on_game)?;
-        add_stats(&mut stats, &more);
+        stats += &more;
         bar.finish();
         if let Some(e) = write_error {
             return Err(e);
@@ -752,19 +752,6 @@ fn train_config(cfg: &RunConfig, precision: Precision) -> TrainConfig {
             ValueLossChoice::Mse => ValueLoss::Mse,
         },
     }
-}
-
-fn add_stats(total: &mut SelfPlayStats, s: &SelfPlayStats) {
-    total.games += s.games;
-    total.positions += s.positions;
-    total.evaluations += s.evaluations;
-    total.collisions += s.collisions;
-    total.cache_hits += s.cache_hits;
-    total.wall += s.wall;
-    total.timing += s.timing;
-    total.white_wins += s.white_wins;
-    total.black_wins += s.black_wins;
-    total.draws += s.draws;
 }
 
 fn termination_key(t: Termination) -> String {
