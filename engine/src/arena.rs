@@ -8,13 +8,13 @@
 //! the only difference within a pair. The result is reported as A's score with a
 //! logistic Elo difference and its 95% interval.
 
-use crate::game::{fen_of, position_from_fen, Game, GameOutcome, Termination};
+use crate::game::{fen_of, position_from_fen, Game, GameOutcome};
 use crate::mcts::{EvalBatch, Evaluator, Search, SearchParams};
 use crate::timing::PhaseTimes;
 use anyhow::{Context, Result};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rayon::prelude::*;
-use shakmaty::{Color, KnownOutcome, Position};
+use shakmaty::{Color, Position};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -301,13 +301,7 @@ impl Slot {
         for s in &mut self.searches {
             s.advance_to(&self.game);
         }
-        self.outcome = self.game.outcome();
-        if self.outcome.is_none() && self.game.ply() as u32 >= cfg.max_plies {
-            self.outcome = Some(GameOutcome {
-                result: KnownOutcome::Draw,
-                termination: Termination::MaxPlies,
-            });
-        }
+        self.outcome = self.game.outcome_with_ply_cap(cfg.max_plies);
     }
 
     fn finish(self, cfg: &MatchConfig) -> MatchGame {
@@ -421,6 +415,7 @@ pub fn play_match(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::game::Termination;
     use crate::mcts::{NetEvaluator, UniformEvaluator};
     use crate::net::{NetConfig, Network, Precision};
     use shakmaty::{Chess, Move};

@@ -229,6 +229,17 @@ impl Game {
         rules_outcome(&self.position, has_moves, self.earlier_occurrences())
     }
 
+    /// The outcome by the rules, or a draw adjudicated at the ply cap once `max_plies`
+    /// plies have been played without one.
+    pub fn outcome_with_ply_cap(&self, max_plies: u32) -> Option<GameOutcome> {
+        self.outcome().or_else(|| {
+            (self.ply() as u32 >= max_plies).then_some(GameOutcome {
+                result: KnownOutcome::Draw,
+                termination: Termination::MaxPlies,
+            })
+        })
+    }
+
     /// PGN of the game with the seven-tag roster, a `Termination` tag and any extra tags.
     pub fn to_pgn(&self, outcome: Option<GameOutcome>, tags: &[(&str, String)]) -> String {
         let result = outcome.map(|o| o.result.as_str()).unwrap_or("*");
@@ -351,6 +362,24 @@ mod tests {
         let o = g.outcome().unwrap();
         assert_eq!(o.termination, Termination::Checkmate);
         assert_eq!(o.value_for(Color::White), 1.0);
+    }
+
+    #[test]
+    fn the_ply_cap_adjudicates_a_draw_only_when_the_rules_have_no_outcome() {
+        let mut g = Game::new();
+        for m in ["f2f3", "e7e5", "g2g4"] {
+            g.play_uci(m).unwrap();
+        }
+        assert_eq!(g.outcome_with_ply_cap(4), None);
+        assert_eq!(
+            g.outcome_with_ply_cap(3).unwrap().termination,
+            Termination::MaxPlies
+        );
+        g.play_uci("d8h4").unwrap();
+        assert_eq!(
+            g.outcome_with_ply_cap(3).unwrap().termination,
+            Termination::Checkmate
+        );
     }
 
     #[test]

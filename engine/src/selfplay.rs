@@ -3,12 +3,12 @@
 //! results are scattered back. Finished games yield training samples and a PGN.
 
 use crate::encoding::move_to_index;
-use crate::game::{Game, GameOutcome, Termination};
+use crate::game::{Game, GameOutcome};
 use crate::mcts::{EvalBatch, Evaluator, Search, SearchParams};
 use crate::timing::PhaseTimes;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rayon::prelude::*;
-use shakmaty::{Chess, KnownOutcome, Position};
+use shakmaty::{Chess, Position};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -232,13 +232,7 @@ impl Slot {
         }
         self.game.play(mv);
         self.search.advance_to(&self.game);
-        self.outcome = self.game.outcome();
-        if self.outcome.is_none() && self.game.ply() as u32 >= cfg.max_plies {
-            self.outcome = Some(GameOutcome {
-                result: KnownOutcome::Draw,
-                termination: Termination::MaxPlies,
-            });
-        }
+        self.outcome = self.game.outcome_with_ply_cap(cfg.max_plies);
     }
 
     fn finish(self) -> GameRecord {
