@@ -1,32 +1,43 @@
-//! Benchmarks of the engine core: encoding, network throughput by batch size, search
-//! with the uniform evaluator, and self-play. Each measurement is a JSON object; the
-//! `trainer bench` command prints them as a table and as JSON lines.
+//! Benchmarks of the engine core: encoding, network throughput by batch size and
+//! precision, the training step, search with the uniform evaluator, and self-play. Each
+//! measurement is a JSON object; the `trainer bench` command prints them as a table and
+//! as JSON lines. On a GPU each network, training and self-play figure carries the GPU's
+//! mean utilisation over the measurement, as `nvidia-smi` reports it.
 
-use crate::encoding::{encode_position, PLANES_LEN, POLICY_SIZE};
+use crate::encoding::{encode_position, move_to_index, PLANES_LEN, POLICY_SIZE};
 use crate::game::Game;
 use crate::mcts::{EvalBatch, Evaluator, NetEvaluator, Search, SearchParams, UniformEvaluator};
 use crate::net::{describe_device, NetConfig, Network, Precision};
-use crate::selfplay::{play_games, SelfPlayConfig};
+use crate::selfplay::{play_games, Sample, SelfPlayConfig};
 use crate::timing::PhaseTimes;
+use crate::train::{OptimizerKind, TrainConfig, Trainer, TrainingBatch};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
 use shakmaty::{Chess, Position};
 use std::time::{Duration, Instant};
 
-pub const ALL: [&str; 4] = ["encode", "nn", "mcts_uniform", "selfplay"];
+pub const ALL: [&str; 5] = ["encode", "nn", "train", "mcts_uniform", "selfplay"];
 
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
     pub device: candle_core::Device,
     pub net: NetConfig,
+    /// Precision of the self-play benchmark's network.
     pub precision: Precision,
+    /// Precisions of the network benchmark (the CPU runs f32 only).
+    pub nn_precisions: Vec<Precision>,
     /// Batch sizes for the network benchmark.
     pub batches: Vec<usize>,
     /// Seconds spent on each measurement (roughly).
     pub seconds: f64,
+    /// Training-step benchmark: batch size and the precisions to run.
+    pub train_batch: usize,
+    pub train_precisions: Vec<Precision>,
     pub selfplay_games_in_flight: usize,
     pub selfplay_leaves_per_game: usize,
     pub selfplay_seconds: f64,
+    /// Double-buffered self-play (see [`crate::selfplay::play_games`]).
+    pub selfplay_pipeline: bool,
 }
 
 impl BenchOptions {
@@ -35,15 +46,27 @@ impl BenchOptions {
         BenchOptions {
             net: NetConfig::default(),
             precision: if gpu { Precision::Bf16 } else { Precision::F32 },
+            nn_precisions: if gpu {
+                vec![Precision::F32, Precision::Bf16, Precision::F16]
+            } else {
+                vec![Precision::F32]
+            },
             batches: if gpu {
                 vec![1, 8, 64, 256, 1024, 4096]
             } else {
                 vec![1, 8, 64, 256]
             },
             seconds: 2.0,
-            selfplay_games_in_flight: if gpu { 512 } else { 128 },
-            selfplay_leaves_per_game: if gpu { 4 } else { 2 },
+            train_batch: if gpu { 1024 } else { 256 },
+            train_precisions: if gpu {
+                vec![Precision::F32, Precision::Bf16]
+            } else {
+                vec![Precision::F32]
+            },
+            selfplay_games_in_flight: if gpu { 1024 } else { 128 },
+            selfplay_leaves_per_game: 2,
             selfplay_seconds: 20.0,
+            selfplay_pipeline: gpu,
             device,
         }
     }
@@ -93,31 +116,200 @@ pub fn bench_encode(opts: &BenchOptions) -> Value {
 
 pub fn bench_nn(opts: &BenchOptions) -> anyhow::Result<Vec<Value>> {
     let net = Network::new(opts.net, &opts.device, 1)?;
-    let mut eval = NetEvaluator::new(&net, opts.precision)?;
     let positions = sample_positions(*opts.batches.iter().max().unwrap_or(&1), 11);
+    let precisions = if opts.device.is_cpu() {
+        vec![Precision::F32]
+    } else {
+        opts.nn_precisions.clone()
+    };
     let mut out = Vec::new();
-    for &b in &opts.batches {
-        let mut planes = vec![0f32; b * PLANES_LEN];
-        for (p, chunk) in positions.iter().zip(planes.chunks_exact_mut(PLANES_LEN)) {
-            encode_position(p, chunk);
+    for precision in precisions {
+        let mut eval = NetEvaluator::new(&net, precision)?;
+        for &b in &opts.batches {
+            let mut planes = vec![0f32; b * PLANES_LEN];
+            for (p, chunk) in positions.iter().zip(planes.chunks_exact_mut(PLANES_LEN)) {
+                encode_position(p, chunk);
+            }
+            let (policy, _) = eval.forward_planes(&planes, b)?; // warm-up
+            debug_assert_eq!(policy.len(), b * POLICY_SIZE);
+            let gpu = GpuMonitor::start(&opts.device);
+            let (n, secs) = timed(opts.seconds, || {
+                std::hint::black_box(eval.forward_planes(&planes, b).expect("forward"));
+                b as u64
+            });
+            let mut row = json!({
+                "bench": "nn", "net": opts.net.to_string(), "batch": b,
+                "precision": precision.as_str(),
+                "device": device_name(&opts.device), "evals_per_s": (n as f64 / secs).round(),
+            });
+            gpu.finish(&mut row);
+            out.push(row);
         }
-        let (policy, _) = eval.forward_planes(&planes, b)?; // warm-up
-        debug_assert_eq!(policy.len(), b * POLICY_SIZE);
-        let (n, secs) = timed(opts.seconds, || {
-            std::hint::black_box(eval.forward_planes(&planes, b).expect("forward"));
-            b as u64
-        });
-        let precision = if opts.device.is_cpu() {
-            "f32"
-        } else {
-            opts.precision.as_str()
-        };
-        out.push(json!({
-            "bench": "nn", "net": opts.net.to_string(), "batch": b, "precision": precision,
-            "device": device_name(&opts.device), "evals_per_s": (n as f64 / secs).round(),
-        }));
+        // The search's path: byte planes up, only the legal moves' logits back.
+        if !opts.device.is_cpu() {
+            for &b in &opts.batches {
+                let mut batch = EvalBatch::new();
+                for p in positions.iter().take(b) {
+                    batch.push(p, &p.legal_moves());
+                }
+                let mut timing = PhaseTimes::default();
+                eval.evaluate(&mut batch, &mut timing)?; // warm-up
+                let gpu = GpuMonitor::start(&opts.device);
+                let (n, secs) = timed(opts.seconds, || {
+                    eval.evaluate(&mut batch, &mut timing).expect("evaluate");
+                    b as u64
+                });
+                let mut row = json!({
+                    "bench": "nn_search_path", "net": opts.net.to_string(), "batch": b,
+                    "precision": precision.as_str(),
+                    "device": device_name(&opts.device), "evals_per_s": (n as f64 / secs).round(),
+                });
+                gpu.finish(&mut row);
+                out.push(row);
+            }
+        }
     }
     Ok(out)
+}
+
+/// Training samples for the training-step benchmark: positions from random games, the
+/// visit distribution uniform over the legal moves, results spread over win/draw/loss.
+pub fn sample_training_batch(n: usize, seed: u64) -> TrainingBatch {
+    let samples: Vec<Sample> = sample_positions(n, seed)
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let moves = p.legal_moves();
+            let policy = moves
+                .iter()
+                .map(|m| (move_to_index(m, p.turn()) as u16, 1.0 / moves.len() as f32))
+                .collect();
+            Sample {
+                position: p,
+                policy,
+                result: [1.0, 0.0, -1.0][i % 3],
+                root_q: 0.0,
+            }
+        })
+        .collect();
+    let refs: Vec<&Sample> = samples.iter().collect();
+    TrainingBatch::from_samples(&refs)
+}
+
+/// Training-step speed: samples/s at `train_batch` with AdamW (the trainer's default),
+/// with the forward, backward and optimiser share of each step. On a GPU the phases are
+/// split at the points where the host waits for the device (the loss values in the
+/// forward, the finiteness check in the optimiser).
+pub fn bench_train(opts: &BenchOptions) -> anyhow::Result<Vec<Value>> {
+    let batch = sample_training_batch(opts.train_batch, 5);
+    let precisions = if opts.device.is_cpu() {
+        vec![Precision::F32]
+    } else {
+        opts.train_precisions.clone()
+    };
+    let mut out = Vec::new();
+    for precision in precisions {
+        let net = Network::new(opts.net, &opts.device, 2)?;
+        let config = TrainConfig {
+            batch_size: opts.train_batch,
+            precision,
+            ..TrainConfig::with_optimizer(OptimizerKind::adamw())
+        };
+        let mut trainer = Trainer::new(net, config)?;
+        for _ in 0..2 {
+            trainer.train_step(&batch)?; // warm-up
+        }
+        let (mut f, mut b, mut o, mut steps) = (0.0, 0.0, 0.0, 0u64);
+        let gpu = GpuMonitor::start(&opts.device);
+        let (n, secs) = timed(opts.seconds, || {
+            let r = trainer.train_step(&batch).expect("training step");
+            f += r.forward.as_secs_f64();
+            b += r.backward.as_secs_f64();
+            o += r.optimizer.as_secs_f64();
+            steps += 1;
+            opts.train_batch as u64
+        });
+        let ms = |x: f64| (x / steps as f64 * 1e4).round() / 10.0;
+        let mut row = json!({
+            "bench": "train", "net": opts.net.to_string(), "batch": opts.train_batch,
+            "precision": precision.as_str(), "optimizer": "adamw",
+            "device": device_name(&opts.device),
+            "samples_per_s": (n as f64 / secs).round(), "steps": steps,
+            "ms_per_step": ms(secs), "forward_ms": ms(f), "backward_ms": ms(b),
+            "optimizer_ms": ms(o),
+        });
+        gpu.finish(&mut row);
+        out.push(row);
+    }
+    Ok(out)
+}
+
+/// Mean GPU utilisation over a measurement, sampled by `nvidia-smi` every 100 ms in a
+/// child process. Nothing on the CPU, or where `nvidia-smi` is missing.
+pub struct GpuMonitor {
+    child: Option<std::process::Child>,
+    samples: std::sync::Arc<std::sync::Mutex<Vec<f64>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GpuMonitor {
+    pub fn start(device: &candle_core::Device) -> GpuMonitor {
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let none = GpuMonitor {
+            child: None,
+            samples: samples.clone(),
+            reader: None,
+        };
+        if device.is_cpu() {
+            return none;
+        }
+        let Ok(mut child) = std::process::Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=utilization.gpu",
+                "--format=csv,noheader,nounits",
+                "-lms",
+                "100",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        else {
+            return none;
+        };
+        let stdout = child.stdout.take();
+        let sink = samples.clone();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            if let Some(out) = stdout {
+                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Ok(v) = line.trim().parse::<f64>() {
+                        sink.lock().expect("utilisation samples").push(v);
+                    }
+                }
+            }
+        });
+        GpuMonitor {
+            child: Some(child),
+            samples,
+            reader: Some(reader),
+        }
+    }
+
+    /// Stops sampling and adds `gpu_util_pct` (mean) to `row` if anything was sampled.
+    pub fn finish(mut self, row: &mut Value) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let s = self.samples.lock().expect("utilisation samples");
+        if !s.is_empty() {
+            let mean = s.iter().sum::<f64>() / s.len() as f64;
+            row["gpu_util_pct"] = json!((mean * 10.0).round() / 10.0);
+        }
+    }
 }
 
 fn device_name(d: &candle_core::Device) -> &'static str {
@@ -161,22 +353,41 @@ pub fn bench_selfplay(opts: &BenchOptions) -> anyhow::Result<Value> {
         simulations: 25,
         max_plies: 150,
         time_limit: Some(Duration::from_secs_f64(opts.selfplay_seconds)),
+        pipeline: opts.selfplay_pipeline,
         ..SelfPlayConfig::default()
     };
-    let stats = play_games(&cfg, &mut eval, |_| {})?;
-    Ok(json!({
+    let start = Instant::now();
+    let mut finished_at = Vec::new();
+    let gpu = GpuMonitor::start(&opts.device);
+    let stats = play_games(&cfg, &mut eval, |_| finished_at.push(start.elapsed()))?;
+    let wall = stats.wall.as_secs_f64();
+    // Finished games only, counted over the second half of the run: every game starts at
+    // once, so the first half holds the start-up before the first games can finish.
+    let half = wall / 2.0;
+    let late = finished_at
+        .iter()
+        .filter(|t| t.as_secs_f64() >= half)
+        .count();
+    let mut row = json!({
         "bench": "selfplay", "net": opts.net.to_string(), "sims": 25, "max_plies": 150,
-        "device": device_name(&opts.device), "games_in_flight": cfg.games_in_flight,
-        "leaves_per_game": cfg.leaves_per_game,
+        "device": device_name(&opts.device), "precision": if opts.device.is_cpu() { "f32" } else { opts.precision.as_str() },
+        "games_in_flight": cfg.games_in_flight,
+        "leaves_per_game": cfg.leaves_per_game, "pipeline": cfg.pipeline,
+        "threads": rayon::current_num_threads(),
+        "seconds": (wall * 10.0).round() / 10.0,
         "positions": stats.positions,
         "positions_per_s": (stats.positions_per_s() * 10.0).round() / 10.0,
-        "games_per_s": (stats.estimated_games_per_s(cfg.max_plies) * 1000.0).round() / 1000.0,
-        "mean_plies": (stats.mean_plies() * 10.0).round() / 10.0,
         "games_finished": stats.games,
+        "games_per_s_second_half": (late as f64 / half.max(1e-9) * 1000.0).round() / 1000.0,
+        "mean_plies": (stats.mean_plies() * 10.0).round() / 10.0,
+        "evals_per_s": (stats.evaluations as f64 / wall.max(1e-9)).round(),
         "evals_per_position": (stats.evals_per_position() * 100.0).round() / 100.0,
+        "mean_batch": (stats.timing.evaluated as f64 / stats.timing.batches.max(1) as f64).round(),
         "collisions": stats.collisions,
         "timing": stats.timing.summary(),
-    }))
+    });
+    gpu.finish(&mut row);
+    Ok(row)
 }
 
 /// Runs the named benchmarks (all if `only` is empty).
@@ -192,6 +403,11 @@ pub fn run(
     }
     if wanted("nn") {
         for v in bench_nn(opts)? {
+            emit(&v);
+        }
+    }
+    if wanted("train") {
+        for v in bench_train(opts)? {
             emit(&v);
         }
     }

@@ -53,15 +53,17 @@ fn frame(sq: Square, turn: Color) -> usize {
     }
 }
 
-/// Writes the 18 input planes of `position` into `out` (length [`PLANES_LEN`]).
+/// Writes the 18 input planes of `position` into `out` (length [`PLANES_LEN`]), as
+/// f32 for the network or as bytes for a device upload (every value is 0 or 1).
 /// Every element is written, so `out` may hold anything before.
-pub fn encode_position(position: &Chess, out: &mut [f32]) {
+pub fn encode_position<T: Copy + From<u8>>(position: &Chess, out: &mut [T]) {
     assert_eq!(
         out.len(),
         PLANES_LEN,
-        "plane buffer must hold {PLANES_LEN} floats"
+        "plane buffer must hold {PLANES_LEN} values"
     );
-    out.fill(0.0);
+    let one = T::from(1);
+    out.fill(T::from(0));
     let us = position.turn();
     let board = position.board();
     for (i, role) in Role::ALL.iter().enumerate() {
@@ -71,13 +73,13 @@ pub fn encode_position(position: &Chess, out: &mut [f32]) {
                 color: side,
                 role: *role,
             }) {
-                plane[frame(sq, us)] = 1.0;
+                plane[frame(sq, us)] = one;
             }
         }
     }
     let mut fill = |plane: usize, on: bool| {
         if on {
-            out[plane * SQUARES..(plane + 1) * SQUARES].fill(1.0);
+            out[plane * SQUARES..(plane + 1) * SQUARES].fill(one);
         }
     };
     fill(12, us == Color::White);
@@ -88,7 +90,7 @@ pub fn encode_position(position: &Chess, out: &mut [f32]) {
     fill(15, castles.has(!us, KingSide));
     fill(16, castles.has(!us, QueenSide));
     if let Some(ep) = position.legal_ep_square() {
-        out[17 * SQUARES + frame(ep, us)] = 1.0;
+        out[17 * SQUARES + frame(ep, us)] = one;
     }
 }
 

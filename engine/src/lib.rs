@@ -7,6 +7,7 @@
 
 pub mod arena;
 pub mod bench;
+pub mod devicecheck;
 pub mod encoding;
 pub mod game;
 pub mod mcts;

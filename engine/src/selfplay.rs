@@ -33,6 +33,10 @@ pub struct SelfPlayConfig {
     /// as positions but they yield no record.
     #[serde(skip)]
     pub time_limit: Option<Duration>,
+    /// Double-buffer the games in flight against an evaluator on its own thread (see
+    /// [`play_games`]): for a GPU, where the trees can be searched while it computes.
+    #[serde(default)]
+    pub pipeline: bool,
 }
 
 impl Default for SelfPlayConfig {
@@ -51,6 +55,7 @@ impl Default for SelfPlayConfig {
             },
             seed: 1,
             time_limit: None,
+            pipeline: false,
         }
     }
 }
@@ -168,7 +173,8 @@ impl Slot {
             let m = moves[rng.random_range(0..moves.len())];
             game.play(m);
         }
-        let search = Search::new(&game, cfg.search.clone());
+        let mut search = Search::new(&game, cfg.search.clone());
+        search.seed_noise(rng.random());
         let opening_plies = game.ply();
         let mut slot = Slot {
             index,
@@ -270,76 +276,182 @@ impl Slot {
     }
 }
 
+/// Games in flight that share a batch: each round their trees are searched (on all
+/// cores), their leaves gathered into one batch, and the evaluator's answers applied.
+#[derive(Default)]
+struct Group {
+    slots: Vec<Slot>,
+    batch: EvalBatch,
+    offsets: Vec<usize>,
+}
+
+impl Group {
+    /// Plays the moves whose search is done and gathers this round's leaves.
+    fn gather(&mut self, cfg: &SelfPlayConfig) {
+        self.slots.par_iter_mut().for_each(|s| s.step(cfg));
+        let parts: Vec<&EvalBatch> = self.slots.iter().map(|s| &s.batch).collect();
+        self.batch.assign_concat(&parts, &mut self.offsets);
+    }
+
+    /// Scatters the evaluated batch back into the trees.
+    fn apply(&mut self) {
+        let batch = &self.batch;
+        self.slots
+            .par_iter_mut()
+            .zip(self.offsets.par_iter())
+            .for_each(|(s, &off)| {
+                if !s.batch.is_empty() {
+                    s.search.apply(batch, off, &mut s.timing);
+                }
+            });
+    }
+}
+
+/// The bookkeeping of a [`play_games`] call: stats, the next game's index, the callback.
+struct Games<'a, F: FnMut(GameRecord)> {
+    cfg: &'a SelfPlayConfig,
+    stats: SelfPlayStats,
+    next_index: usize,
+    on_game: F,
+}
+
+impl<F: FnMut(GameRecord)> Games<'_, F> {
+    fn new_slot(&mut self) -> Option<Slot> {
+        (self.next_index < self.cfg.games).then(|| {
+            self.next_index += 1;
+            Slot::new(self.next_index - 1, self.cfg)
+        })
+    }
+
+    /// Records the finished games of `group` and starts new ones in their place.
+    fn retire(&mut self, group: &mut Group) {
+        let mut i = 0;
+        while i < group.slots.len() {
+            if group.slots[i].outcome.is_none() {
+                i += 1;
+                continue;
+            }
+            let mut slot = group.slots.swap_remove(i);
+            let stats = &mut self.stats;
+            stats.timing += slot.timing;
+            stats.collisions += slot.search.stats.collisions;
+            stats.cache_hits += slot.search.stats.cache_hits;
+            slot.timing = PhaseTimes::default();
+            let record = slot.finish();
+            stats.games += 1;
+            stats.positions += record.samples.len();
+            stats.finished_plies += record.plies;
+            match record.outcome.result.winner() {
+                Some(shakmaty::Color::White) => stats.white_wins += 1,
+                Some(shakmaty::Color::Black) => stats.black_wins += 1,
+                None => stats.draws += 1,
+            }
+            (self.on_game)(record);
+            if let Some(s) = self.new_slot() {
+                group.slots.push(s);
+            }
+        }
+    }
+
+    /// Counts the unfinished games at a time limit (their plies as positions).
+    fn abandon(&mut self, group: &Group) {
+        for s in &group.slots {
+            self.stats.positions += s.game.ply() - s.opening_plies;
+            self.stats.timing += s.timing;
+            self.stats.collisions += s.search.stats.collisions;
+        }
+    }
+}
+
 /// Plays `cfg.games` games, calling `on_game` as each finishes.
+///
+/// With [`SelfPlayConfig::pipeline`] the games in flight form two groups and the
+/// evaluator runs on its own thread: while it evaluates one group's batch, the trees of
+/// the other group are searched (double buffering), so neither the device nor the cores
+/// wait for each other. Without it, one group alternates search and evaluation.
 pub fn play_games(
     cfg: &SelfPlayConfig,
     evaluator: &mut dyn Evaluator,
-    mut on_game: impl FnMut(GameRecord),
+    on_game: impl FnMut(GameRecord),
 ) -> anyhow::Result<SelfPlayStats> {
     let start = Instant::now();
-    let mut stats = SelfPlayStats::default();
-    let mut next_index = 0;
-    let mut slots: Vec<Slot> = Vec::new();
-    while slots.len() < cfg.games_in_flight.max(1) && next_index < cfg.games {
-        slots.push(Slot::new(next_index, cfg));
-        next_index += 1;
+    let mut games = Games {
+        cfg,
+        stats: SelfPlayStats::default(),
+        next_index: 0,
+        on_game,
+    };
+    let groups = if cfg.pipeline { 2 } else { 1 };
+    let mut group: Vec<Group> = (0..groups).map(|_| Group::default()).collect();
+    for k in 0..cfg.games_in_flight.max(1) {
+        match games.new_slot() {
+            Some(s) => group[k % groups].slots.push(s),
+            None => break,
+        }
     }
-    let mut batch = EvalBatch::new();
-    let mut offsets = Vec::new();
+    let time_up = || cfg.time_limit.is_some_and(|t| start.elapsed() >= t);
     let mut eval_timing = PhaseTimes::default();
-    while !slots.is_empty() {
-        if cfg.time_limit.is_some_and(|t| start.elapsed() >= t) {
-            for s in &slots {
-                stats.positions += s.game.ply() - s.opening_plies;
-                stats.timing += s.timing;
-                stats.collisions += s.search.stats.collisions;
+    if !cfg.pipeline {
+        let g = &mut group[0];
+        while !g.slots.is_empty() {
+            if time_up() {
+                games.abandon(g);
+                break;
             }
-            break;
+            g.gather(cfg);
+            if !g.batch.is_empty() {
+                evaluator.evaluate(&mut g.batch, &mut eval_timing)?;
+                g.apply();
+            }
+            games.retire(g);
         }
-        slots.par_iter_mut().for_each(|s| s.step(cfg));
-        batch.clear();
-        offsets.clear();
-        for s in &slots {
-            offsets.push(batch.append(&s.batch));
-        }
-        if !batch.is_empty() {
-            evaluator.evaluate(&mut batch, &mut eval_timing)?;
-            slots
-                .par_iter_mut()
-                .zip(offsets.par_iter())
-                .for_each(|(s, &off)| {
-                    if !s.batch.is_empty() {
-                        s.search.apply(&batch, off, &mut s.timing);
+    } else {
+        std::thread::scope(|scope| -> anyhow::Result<()> {
+            let (to_eval, requests) = std::sync::mpsc::channel::<EvalBatch>();
+            let (answer, answers) =
+                std::sync::mpsc::channel::<anyhow::Result<(EvalBatch, PhaseTimes)>>();
+            scope.spawn(move || {
+                for mut batch in requests {
+                    let mut t = PhaseTimes::default();
+                    let r = evaluator.evaluate(&mut batch, &mut t).map(|()| (batch, t));
+                    if answer.send(r).is_err() {
+                        break;
                     }
-                });
-        }
-        let mut i = 0;
-        while i < slots.len() {
-            if slots[i].outcome.is_some() {
-                let mut slot = slots.swap_remove(i);
-                stats.timing += slot.timing;
-                stats.collisions += slot.search.stats.collisions;
-                stats.cache_hits += slot.search.stats.cache_hits;
-                slot.timing = PhaseTimes::default();
-                let record = slot.finish();
-                stats.games += 1;
-                stats.positions += record.samples.len();
-                stats.finished_plies += record.plies;
-                match record.outcome.result.winner() {
-                    Some(shakmaty::Color::White) => stats.white_wins += 1,
-                    Some(shakmaty::Color::Black) => stats.black_wins += 1,
-                    None => stats.draws += 1,
                 }
-                on_game(record);
-                if next_index < cfg.games {
-                    slots.push(Slot::new(next_index, cfg));
-                    next_index += 1;
+            });
+            let (a, b) = group.split_at_mut(1);
+            let (mut busy, mut idle) = (&mut a[0], &mut b[0]);
+            busy.gather(cfg);
+            to_eval.send(std::mem::take(&mut busy.batch))?;
+            loop {
+                // The idle group's trees are searched while the busy group's batch is
+                // on the evaluator.
+                let stop = time_up();
+                if !stop {
+                    idle.gather(cfg);
                 }
-            } else {
-                i += 1;
+                let (batch, t) = answers
+                    .recv()
+                    .map_err(|_| anyhow::anyhow!("the evaluator thread stopped"))??;
+                eval_timing += t;
+                busy.batch = batch;
+                busy.apply();
+                games.retire(busy);
+                if stop {
+                    games.abandon(busy);
+                    games.abandon(idle);
+                    break;
+                }
+                if busy.slots.is_empty() && idle.slots.is_empty() {
+                    break;
+                }
+                to_eval.send(std::mem::take(&mut idle.batch))?;
+                std::mem::swap(&mut busy, &mut idle);
             }
-        }
+            Ok(())
+        })?;
     }
+    let mut stats = games.stats;
     stats.timing += eval_timing;
     stats.evaluations = stats.timing.evaluated;
     stats.wall = start.elapsed();

@@ -5,8 +5,9 @@ use candle_core::{DType, Device, Tensor};
 use ember_engine::bench::sample_positions;
 use ember_engine::encoding::{encode_position, PLANES_LEN, POLICY_SIZE};
 use ember_engine::mcts::NetEvaluator;
-use ember_engine::net::{cpu::CpuNet, DeviceNet, NetConfig, Network, Precision};
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use ember_engine::net::{
+    cpu::CpuNet, selected_policy_index, DeviceNet, NetConfig, Network, Precision,
+};
 
 fn planes(n: usize) -> Vec<f32> {
     let mut out = vec![0.0; n * PLANES_LEN];
@@ -21,23 +22,7 @@ fn planes(n: usize) -> Vec<f32> {
 
 /// Gives batch norm non-trivial statistics so folding has something to fold.
 fn randomise_batch_norm(net: &Network, seed: u64) {
-    let mut rng = StdRng::seed_from_u64(seed);
-    for (name, var, _) in net.named_tensors() {
-        if name.contains(".bn.") {
-            let n = var.as_tensor().elem_count();
-            let v: Vec<f32> = (0..n)
-                .map(|_| {
-                    if name.ends_with("running_var") || name.ends_with("gamma") {
-                        rng.random_range(0.5..1.5)
-                    } else {
-                        rng.random_range(-0.3..0.3)
-                    }
-                })
-                .collect();
-            var.set(&Tensor::from_vec(v, n, &Device::Cpu).unwrap())
-                .unwrap();
-        }
-    }
+    net.randomise_statistics(seed).unwrap();
 }
 
 fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
@@ -94,6 +79,25 @@ fn folded_forms_match_the_training_form() {
             max_rel_err(&policy, &dp)
         );
         assert!(max_rel_err(&wdl, &dw) < 1e-4);
+        // The search's path: byte planes, and only the named logits come back.
+        let bytes: Vec<u8> = p.iter().map(|&x| x as u8).collect();
+        let picks: Vec<(usize, usize)> = (0..n).map(|i| (i, (i * 97 + 13) % POLICY_SIZE)).collect();
+        let select: Vec<u32> = picks
+            .iter()
+            .map(|&(i, k)| selected_policy_index(i, k) as u32)
+            .collect();
+        let (sp, sw) = dev
+            .forward_selected(&bytes, n, &select, &Device::Cpu)
+            .unwrap();
+        assert_eq!(sp.len(), n);
+        for (&(i, k), got) in picks.iter().zip(&sp) {
+            let want = dp[i * POLICY_SIZE + k];
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{config} logit {i}/{k}: {got} vs {want}"
+            );
+        }
+        assert_eq!(sw, dw);
     }
 }
 

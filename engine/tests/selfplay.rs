@@ -69,3 +69,39 @@ fn one_evaluator_call_serves_many_games() {
         stats.timing.batches
     );
 }
+
+/// Double buffering changes only when each game's leaves are evaluated, never what is
+/// played: with a deterministic evaluator every game (by index) is move for move the same
+/// with and without it, and every game is counted once.
+#[test]
+fn pipelined_self_play_plays_the_same_games_as_the_plain_loop() {
+    let play = |pipeline: bool| {
+        let cfg = SelfPlayConfig {
+            games: 9,
+            games_in_flight: 4,
+            temperature_plies: 8,
+            pipeline,
+            ..config(9)
+        };
+        let mut records: Vec<GameRecord> = Vec::new();
+        let stats = play_games(&cfg, &mut UniformEvaluator, |r| records.push(r)).unwrap();
+        assert_eq!(stats.games, 9);
+        assert_eq!(
+            stats.positions,
+            records.iter().map(|r| r.samples.len()).sum::<usize>()
+        );
+        records.sort_by_key(|r| r.index);
+        records
+            .into_iter()
+            .map(|r| (r.index, r.pgn, r.plies))
+            .collect::<Vec<_>>()
+    };
+    let plain = play(false);
+    let piped = play(true);
+    assert_eq!(plain.len(), 9);
+    assert_eq!(
+        plain.iter().map(|g| g.0).collect::<Vec<_>>(),
+        (0..9).collect::<Vec<_>>()
+    );
+    assert_eq!(plain, piped);
+}

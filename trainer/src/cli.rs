@@ -36,8 +36,10 @@ pub enum Command {
     Train(TrainArgs),
     /// Only play self-play games with the run's best network and add them to its replay data.
     Selfplay(TrainArgs),
-    /// Measure encoding, network, search and self-play speed (JSON lines on stdout).
+    /// Measure encoding, network, training, search and self-play speed (JSON lines on stdout).
     Bench(BenchArgs),
+    /// Compare a device's network outputs and training step with the CPU's (run first on a GPU).
+    Check(CheckArgs),
     /// Play a match between two checkpoints and report the score and Elo difference.
     Match(MatchArgs),
     /// Copy a run's best network (or any checkpoint) to models/latest.safetensors, atomically.
@@ -160,7 +162,7 @@ pub struct TrainArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Run only these benchmarks (encode, nn, mcts_uniform, selfplay); repeatable.
+    /// Run only these benchmarks (encode, nn, train, mcts_uniform, selfplay); repeatable.
     #[arg(long)]
     pub only: Vec<String>,
     /// auto, cpu, cuda or cuda:N.
@@ -178,9 +180,55 @@ pub struct BenchArgs {
     /// Residual blocks of the nn and self-play benchmarks.
     #[arg(long, default_value_t = 3)]
     pub blocks: usize,
-    /// Inference precision on CUDA: auto (bf16), f32, bf16 or f16. The CPU always runs f32.
+    /// Self-play precision on CUDA: auto (bf16), f32, bf16 or f16. The CPU always runs f32.
     #[arg(long, default_value = "auto")]
     pub precision: String,
+    /// Precisions of the nn benchmark on CUDA, comma-separated [default: f32,bf16,f16].
+    #[arg(long, value_delimiter = ',')]
+    pub nn_precisions: Vec<String>,
+    /// Batch sizes of the nn benchmark, comma-separated [default: 1,8,64,256 on the CPU,
+    /// 1,8,64,256,1024,4096 on CUDA].
+    #[arg(long, value_delimiter = ',')]
+    pub batches: Vec<usize>,
+    /// Batch size of the training-step benchmark [default: 256 on the CPU, 1024 on CUDA].
+    #[arg(long)]
+    pub train_batch: Option<usize>,
+    /// Precisions of the training-step benchmark, comma-separated [default: f32 on the
+    /// CPU, f32,bf16 on CUDA].
+    #[arg(long, value_delimiter = ',')]
+    pub train_precisions: Vec<String>,
+    /// Self-play games in flight [default: 128 on the CPU, 1024 on CUDA].
+    #[arg(long)]
+    pub games_in_flight: Option<usize>,
+    /// Leaves each self-play game adds to a batch.
+    #[arg(long)]
+    pub leaves_per_game: Option<usize>,
+    /// Double-buffer self-play against the evaluator (on, off) [default: on for CUDA].
+    #[arg(long)]
+    pub pipeline: Option<OnOff>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// The device to check against the CPU: cuda or cuda:N.
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
+    /// The network compared; without it, a random network with randomised batch-norm
+    /// statistics (so that every layer matters).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Positions compared.
+    #[arg(long, default_value_t = 512)]
+    pub positions: usize,
+    /// Batch of the compared training step.
+    #[arg(long, default_value_t = 256)]
+    pub train_batch: usize,
 }
 
 #[derive(Args, Debug, Clone)]

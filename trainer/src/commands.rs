@@ -1,10 +1,11 @@
 //! The subcommands besides training: `bench`, `match` and `export`.
 
-use crate::cli::{BenchArgs, ExportArgs, MatchArgs};
+use crate::cli::{BenchArgs, CheckArgs, ExportArgs, MatchArgs, OnOff};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use ember_engine::arena::{play_match, MatchConfig};
 use ember_engine::bench::{self, BenchOptions};
+use ember_engine::devicecheck;
 use ember_engine::mcts::NetEvaluator;
 use ember_engine::net::checkpoint::write_atomic;
 use ember_engine::net::{describe_device, NetConfig, Network, Precision};
@@ -43,6 +44,35 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     opts.precision = precision_for(&args.precision, &device)?;
     opts.seconds = args.seconds;
     opts.selfplay_seconds = args.selfplay_seconds;
+    let parse_all =
+        |names: &[String]| -> Result<Vec<Precision>> { names.iter().map(|n| n.parse()).collect() };
+    if !args.nn_precisions.is_empty() {
+        opts.nn_precisions = parse_all(&args.nn_precisions)?;
+    }
+    if !args.train_precisions.is_empty() {
+        opts.train_precisions = parse_all(&args.train_precisions)?;
+    }
+    if !args.batches.is_empty() {
+        if args.batches.contains(&0) {
+            bail!("--batches: a batch size must be at least 1");
+        }
+        opts.batches = args.batches.clone();
+    }
+    if let Some(b) = args.train_batch {
+        if b == 0 {
+            bail!("--train-batch must be at least 1");
+        }
+        opts.train_batch = b;
+    }
+    if let Some(g) = args.games_in_flight {
+        opts.selfplay_games_in_flight = g.max(1);
+    }
+    if let Some(l) = args.leaves_per_game {
+        opts.selfplay_leaves_per_game = l.max(1);
+    }
+    if let Some(p) = args.pipeline {
+        opts.selfplay_pipeline = p == OnOff::On;
+    }
     eprintln!("{:<14} result", "benchmark");
     bench::run(&opts, &args.only, |v: &Value| {
         println!("{v}");
@@ -50,13 +80,67 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     })
 }
 
+/// Compares the device's inference (f32, bf16, f16) and training step (f32, bf16) with the
+/// CPU's f32 results; fails if any is outside its tolerance.
+pub fn check(args: &CheckArgs) -> Result<()> {
+    let device = args.device.parse::<DeviceChoice>()?.open()?;
+    if device.is_cpu() {
+        bail!(
+            "--device {}: the check compares a GPU with the CPU; give cuda or cuda:N",
+            args.device
+        );
+    }
+    eprintln!("Using device: {}", describe_device(&device));
+    let network = match &args.checkpoint {
+        Some(path) => Network::load(path, None, &Device::Cpu)?,
+        None => {
+            let net = Network::new(NetConfig::default(), &Device::Cpu, 17)?;
+            net.randomise_statistics(18)?;
+            net
+        }
+    };
+    let mut failed = Vec::new();
+    let mut emit = |v: Value| {
+        println!("{v}");
+        eprintln!("{}", table_row(&v));
+        if v["pass"] != Value::Bool(true) {
+            failed.push(format!("{} {}", v["check"], v["precision"]));
+        }
+    };
+    for p in [Precision::F32, Precision::Bf16, Precision::F16] {
+        emit(devicecheck::check_inference(
+            &network,
+            &device,
+            p,
+            args.positions,
+        )?);
+    }
+    for p in [Precision::F32, Precision::Bf16] {
+        emit(devicecheck::check_training_step(
+            &network,
+            &device,
+            p,
+            args.train_batch,
+        )?);
+    }
+    if !failed.is_empty() {
+        bail!("outside tolerance: {}", failed.join(", "));
+    }
+    eprintln!("all checks within tolerance");
+    Ok(())
+}
+
 fn table_row(v: &Value) -> String {
-    let name = v.get("bench").and_then(Value::as_str).unwrap_or("?");
+    let name = v
+        .get("bench")
+        .or_else(|| v.get("check"))
+        .and_then(Value::as_str)
+        .unwrap_or("?");
     let fields: Vec<String> = v
         .as_object()
         .map(|o| {
             o.iter()
-                .filter(|(k, _)| k.as_str() != "bench" && k.as_str() != "timing")
+                .filter(|(k, _)| !matches!(k.as_str(), "bench" | "check" | "timing"))
                 .map(|(k, x)| match x {
                     Value::String(s) => format!("{k}={s}"),
                     other => format!("{k}={other}"),

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
             training::Session::open(args, progress).and_then(|mut s| s.self_play_only())
         }
         Some(Command::Bench(args)) => commands::bench(args),
+        Some(Command::Check(args)) => commands::check(args),
         Some(Command::Match(args)) => commands::play(args),
         Some(Command::Export(args)) => commands::export(args),
     };

@@ -328,6 +328,9 @@ cumulative Elo {:+.0}",
             },
             seed,
             time_limit: None,
+            // On a GPU the trees of half the games are searched while it evaluates the
+            // other half's leaves.
+            pipeline: !self.device.is_cpu(),
         };
         let mut eval = NetEvaluator::new(&self.best, self.precision)?;
         let shard_path = self.dir.replay().join(shard);

@@ -4,8 +4,11 @@
 //! is the test double that needs none.
 
 use crate::encoding::{encode_position, move_to_index, PLANES_LEN, POLICY_SIZE};
-use crate::net::{cpu::CpuNet, wdl_probabilities, DeviceNet, Network, Precision};
+use crate::net::{
+    cpu::CpuNet, selected_policy_index, wdl_probabilities, DeviceNet, Network, Precision,
+};
 use crate::timing::{lap, PhaseTimes};
+use rayon::prelude::*;
 use shakmaty::{Chess, Move, Position};
 use std::time::Instant;
 
@@ -93,6 +96,93 @@ impl EvalBatch {
     pub fn set_wdl(&mut self, i: usize, wdl: [f32; 3]) {
         self.wdl[i] = wdl;
     }
+
+    /// Legal moves over all positions.
+    pub fn moves_len(&self) -> usize {
+        self.moves.len()
+    }
+
+    /// Makes this batch the concatenation of `parts` (their leaves in order, outputs
+    /// reset), copying in parallel; `starts[k]` becomes the index of part `k`'s first leaf.
+    pub fn assign_concat(&mut self, parts: &[&EvalBatch], starts: &mut Vec<usize>) {
+        starts.clear();
+        self.offsets.clear();
+        self.offsets.push(0);
+        let mut moves = 0;
+        for p in parts {
+            starts.push(self.offsets.len() - 1);
+            for w in p.offsets.windows(2) {
+                moves += w[1] - w[0];
+                self.offsets.push(moves);
+            }
+        }
+        self.positions.clear();
+        self.positions.par_extend(
+            parts
+                .par_iter()
+                .flat_map_iter(|p| p.positions.iter().cloned()),
+        );
+        self.moves.clear();
+        self.moves
+            .par_extend(parts.par_iter().flat_map_iter(|p| p.moves.iter().cloned()));
+        self.priors.clear();
+        self.priors.resize(moves, 0.0);
+        self.wdl.clear();
+        self.wdl.resize(self.positions.len(), [0.0, 1.0, 0.0]);
+    }
+
+    /// For every legal move of every leaf, in the batch's move order, its index in the
+    /// square-major logits of the whole batch ([`selected_policy_index`]), in parallel.
+    pub fn selected_indices_into(&self, out: &mut Vec<u32>) {
+        out.clear();
+        out.par_extend((0..self.len()).into_par_iter().flat_map_iter(|i| {
+            let turn = self.positions[i].turn();
+            self.moves(i)
+                .iter()
+                .map(move |m| selected_policy_index(i, move_to_index(m, turn)) as u32)
+        }));
+    }
+
+    /// Fills every position's priors with the softmax of its moves' `logits` (aligned
+    /// with the batch's moves) and its WDL with the softmax of `wdl_logits` (`3 * len`),
+    /// positions in parallel.
+    pub fn set_from_logits(&mut self, logits: &[f32], wdl_logits: &[f32]) {
+        assert_eq!(logits.len(), self.moves.len(), "one logit per legal move");
+        assert_eq!(
+            wdl_logits.len(),
+            3 * self.len(),
+            "three WDL logits per position"
+        );
+        let mut rows: Vec<&mut [f32]> = Vec::with_capacity(self.len());
+        let mut rest = &mut self.priors[..];
+        for w in self.offsets.windows(2) {
+            let (row, tail) = rest.split_at_mut(w[1] - w[0]);
+            rows.push(row);
+            rest = tail;
+        }
+        let offsets = &self.offsets;
+        rows.into_par_iter()
+            .zip(self.wdl.par_iter_mut())
+            .enumerate()
+            .with_min_len(64)
+            .for_each(|(i, (priors, wdl))| {
+                softmax_into(&logits[offsets[i]..offsets[i + 1]], priors);
+                *wdl = wdl_probabilities(&wdl_logits[3 * i..3 * i + 3]);
+            });
+    }
+}
+
+/// `out = softmax(logits)`; an empty row stays empty.
+fn softmax_into(logits: &[f32], out: &mut [f32]) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for (o, &l) in out.iter_mut().zip(logits) {
+        *o = (l - max).exp();
+        sum += *o;
+    }
+    for o in out.iter_mut() {
+        *o /= sum;
+    }
 }
 
 /// Anything that turns leaves into priors and values.
@@ -130,10 +220,14 @@ enum Backend {
 }
 
 /// The network as an evaluator: encodes the batch into one buffer, makes one forward
-/// call, and turns the logits of each leaf's legal moves into priors by softmax.
+/// call, and turns the logits of each leaf's legal moves into priors by softmax. On a
+/// device the planes go up as bytes and only the legal moves' logits come back
+/// ([`DeviceNet::forward_selected`]).
 pub struct NetEvaluator {
     backend: Backend,
     planes: Vec<f32>,
+    planes_u8: Vec<u8>,
+    select: Vec<u32>,
     policy: Vec<f32>,
     wdl: Vec<f32>,
 }
@@ -154,6 +248,8 @@ impl NetEvaluator {
         Ok(NetEvaluator {
             backend,
             planes: Vec::new(),
+            planes_u8: Vec::new(),
+            select: Vec::new(),
             policy: Vec::new(),
             wdl: Vec::new(),
         })
@@ -191,46 +287,42 @@ impl Evaluator for NetEvaluator {
             return Ok(());
         }
         let t0 = Instant::now();
-        self.planes.resize(n * PLANES_LEN, 0.0);
-        for (i, chunk) in self.planes.chunks_exact_mut(PLANES_LEN).enumerate() {
-            encode_position(batch.position(i), chunk);
-        }
-        let t1 = lap(&mut timing.encode, t0);
         match &mut self.backend {
             Backend::Cpu(net) => {
+                self.planes.resize(n * PLANES_LEN, 0.0);
+                for (i, chunk) in self.planes.chunks_exact_mut(PLANES_LEN).enumerate() {
+                    encode_position(batch.position(i), chunk);
+                }
+                let t1 = lap(&mut timing.encode, t0);
                 self.policy.resize(n * POLICY_SIZE, 0.0);
                 self.wdl.resize(n * 3, 0.0);
                 net.forward(&self.planes, n, &mut self.policy, &mut self.wdl);
+                let t2 = lap(&mut timing.network, t1);
+                // The legal moves' logits, aligned with the batch's moves.
+                let mut logits = Vec::with_capacity(batch.moves_len());
+                for i in 0..n {
+                    let turn = batch.position(i).turn();
+                    let row = &self.policy[i * POLICY_SIZE..(i + 1) * POLICY_SIZE];
+                    logits.extend(batch.moves(i).iter().map(|m| row[move_to_index(m, turn)]));
+                }
+                batch.set_from_logits(&logits, &self.wdl);
+                lap(&mut timing.encode, t2);
             }
             Backend::Device(net, dev) => {
-                let (p, w) = net.forward(&self.planes, n, dev)?;
-                self.policy = p;
-                self.wdl = w;
+                self.planes_u8.resize(n * PLANES_LEN, 0);
+                self.planes_u8
+                    .par_chunks_mut(PLANES_LEN)
+                    .with_min_len(16)
+                    .enumerate()
+                    .for_each(|(i, out)| encode_position(batch.position(i), out));
+                batch.selected_indices_into(&mut self.select);
+                let t1 = lap(&mut timing.encode, t0);
+                let (logits, wdl) = net.forward_selected(&self.planes_u8, n, &self.select, dev)?;
+                let t2 = lap(&mut timing.network, t1);
+                batch.set_from_logits(&logits, &wdl);
+                lap(&mut timing.encode, t2);
             }
         }
-        let t2 = lap(&mut timing.network, t1);
-        for i in 0..n {
-            let turn = batch.position(i).turn();
-            let logits = &self.policy[i * POLICY_SIZE..(i + 1) * POLICY_SIZE];
-            let moves_len = batch.moves(i).len();
-            let mut max = f32::NEG_INFINITY;
-            for k in 0..moves_len {
-                let l = logits[move_to_index(&batch.moves(i)[k], turn)];
-                batch.priors_mut(i)[k] = l;
-                max = max.max(l);
-            }
-            let p = batch.priors_mut(i);
-            let mut sum = 0.0;
-            for x in p.iter_mut() {
-                *x = (*x - max).exp();
-                sum += *x;
-            }
-            for x in p.iter_mut() {
-                *x /= sum;
-            }
-            batch.set_wdl(i, wdl_probabilities(&self.wdl[i * 3..i * 3 + 3]));
-        }
-        lap(&mut timing.encode, t2);
         timing.batches += 1;
         timing.evaluated += n as u64;
         Ok(())

@@ -9,7 +9,7 @@ use super::node::{Node, NodeState, Tree, NONE};
 use super::params::SearchParams;
 use crate::game::{position_hash, rules_outcome, Game};
 use crate::timing::{lap, PhaseTimes};
-use rand::Rng;
+use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Gamma};
 use shakmaty::{zobrist::Zobrist64, Chess, EnPassantMode, Move, Position};
 use std::time::Instant;
@@ -60,6 +60,8 @@ pub struct Search {
     root_noised: bool,
     /// Root moves the search may explore (UCI `searchmoves`); empty means all.
     root_moves: Vec<Move>,
+    /// Draws the root's Dirichlet noise: seeded, so that a seeded game is reproducible.
+    noise_rng: StdRng,
     pub stats: SearchStats,
 }
 
@@ -74,11 +76,17 @@ impl Search {
             path_hashes: Vec::new(),
             root_noised: false,
             root_moves: Vec::new(),
+            noise_rng: StdRng::seed_from_u64(0),
             stats: SearchStats::default(),
             params,
         };
         s.history = game.history()[..game.history().len() - 1].to_vec();
         s
+    }
+
+    /// Seeds the generator of the root's Dirichlet noise (0 until this is called).
+    pub fn seed_noise(&mut self, seed: u64) {
+        self.noise_rng = StdRng::seed_from_u64(seed);
     }
 
     pub fn tree(&self) -> &Tree {
@@ -152,7 +160,9 @@ impl Search {
             && !self.root_noised
             && self.tree.root().state == NodeState::Expanded
         {
-            self.add_root_noise(&mut rand::rng());
+            let mut rng = std::mem::replace(&mut self.noise_rng, StdRng::seed_from_u64(0));
+            self.add_root_noise(&mut rng);
+            self.noise_rng = rng;
         }
         let mut added = 0;
         let mut visits = 0;

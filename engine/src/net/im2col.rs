@@ -5,8 +5,8 @@
 //! convolution a single matmul of (B*64) x 9C by 9C x C_out.
 //!
 //! On the CPU the gather is a plain loop (a candle custom op with a hand-written
-//! backward, `col2im`); on other devices it is built from candle tensor ops, which
-//! autograd differentiates.
+//! backward, `col2im`); on other devices it is one `index_select` over each board with a
+//! zero row appended (two kernels on CUDA), which autograd differentiates.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
@@ -102,6 +102,15 @@ impl CustomOp1 for Im2Col {
         Ok((CpuStorage::F32(cols), Shape::from((b * 64, TAPS * c))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::im2col(storage, layout)
+    }
+
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
         let (_, _, c) = arg.dims3()?;
         let g = grad_res.contiguous()?.apply_op1_no_bwd(&Col2Im)?;
@@ -122,18 +131,58 @@ impl CustomOp1 for Col2Im {
         col2im_into(cols, c, &mut x);
         Ok((CpuStorage::F32(x), Shape::from((rows, c))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::col2im(storage, layout)
+    }
 }
 
-/// `[B, 64, C]` -> `[B*64, 9*C]`, differentiable, on any device.
+/// `[B, 64, C]` -> `[B*64, 9*C]`, differentiable, on any device: the custom op on the
+/// CPU (f32) and on CUDA (any dtype; its backward in f32), the `index_select` gather
+/// elsewhere.
 pub fn im2col(x: &Tensor) -> Result<Tensor> {
-    let (b, _, c) = x.dims3()?;
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    if (x.device().is_cpu() && x.dtype() == DType::F32) || x.device().is_cuda() {
         return x.contiguous()?.apply_op1(Im2Col);
     }
-    im2col_tensor_ops(x)?.reshape((b * 64, TAPS * c))
+    im2col_gather(x, &gather_table(x.device())?)
 }
 
-/// The same gather from pad/narrow/cat, for devices without the custom op.
+/// [`im2col`] without the backward graph, for inference.
+pub fn im2col_inference(x: &Tensor) -> Result<Tensor> {
+    if (x.device().is_cpu() && x.dtype() == DType::F32) || x.device().is_cuda() {
+        return x.contiguous()?.apply_op1_no_bwd(&Im2Col);
+    }
+    im2col_gather(x, &gather_table(x.device())?)
+}
+
+/// The neighbour table as one index per (square, tap) into the 65 rows of a board
+/// followed by a zero row: `[64 * 9]` u32 on `device`, for [`im2col_gather`].
+pub fn gather_table(device: &candle_core::Device) -> Result<Tensor> {
+    let ids: Vec<u32> = neighbour_table()
+        .iter()
+        .flatten()
+        .map(|&n| if n == u8::MAX { 64 } else { n as u32 })
+        .collect();
+    Tensor::from_vec(ids, 64 * TAPS, device)
+}
+
+/// The im2col gather on any device as two tensor ops: a zero row appended to each board,
+/// then one `index_select` of the 9 taps of every square (`table` from
+/// [`gather_table`]). Autograd differentiates it (`index_select`'s backward is an
+/// `index_add`, the col2im sum).
+pub fn im2col_gather(x: &Tensor, table: &Tensor) -> Result<Tensor> {
+    let (b, _, c) = x.dims3()?;
+    let zero = Tensor::zeros((b, 1, c), x.dtype(), x.device())?;
+    let padded = Tensor::cat(&[x, &zero], 1)?;
+    padded.index_select(table, 1)?.reshape((b * 64, TAPS * c))
+}
+
+/// The same gather from pad/narrow/cat: the reference the others are tested against.
 pub fn im2col_tensor_ops(x: &Tensor) -> Result<Tensor> {
     let (b, _, c) = x.dims3()?;
     let padded = x
@@ -182,5 +231,34 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(diff < 1e-5, "gradient difference {diff}");
+    }
+
+    fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn index_select_gather_matches_tensor_ops_forward_and_backward() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 64, 3), &dev).unwrap()).unwrap();
+        let table = gather_table(&dev).unwrap();
+        let a = im2col_gather(x.as_tensor(), &table).unwrap();
+        let b = im2col_tensor_ops(x.as_tensor()).unwrap();
+        assert_eq!(a.dims(), &[4 * 64, 27]);
+        assert_eq!(max_abs(&a, &b), 0.0);
+        // A weight per column, so that every tap's gradient path is distinct.
+        let w = Tensor::randn(0f32, 1.0, (27, 2), &dev).unwrap();
+        let ga = a.matmul(&w).unwrap().sqr().unwrap().sum_all().unwrap();
+        let gb = b.matmul(&w).unwrap().sqr().unwrap().sum_all().unwrap();
+        let (ga, gb) = (ga.backward().unwrap(), gb.backward().unwrap());
+        let d = max_abs(ga.get(&x).unwrap(), gb.get(&x).unwrap());
+        assert!(d < 1e-4, "gradient difference {d}");
     }
 }

@@ -16,10 +16,12 @@
 
 pub mod checkpoint;
 pub mod cpu;
+#[cfg(feature = "cuda")]
+mod cuda;
 pub mod im2col;
 
 use crate::encoding::{INPUT_PLANES, POLICY_PLANES, POLICY_SIZE};
-use anyhow::{bail, Context};
+use anyhow::bail;
 use candle_core::{DType, Device, Tensor, Var, D};
 use rand::{rngs::StdRng, SeedableRng};
 use rand_distr::{Distribution, Normal};
@@ -84,13 +86,20 @@ impl DeviceChoice {
             DeviceChoice::Cpu => Ok(Device::Cpu),
             DeviceChoice::Cuda(n) => {
                 if !candle_core::utils::cuda_is_available() {
-                    bail!("CUDA device {n} requested but this binary was built without the `cuda` feature");
+                    bail!("CUDA device {n} requested but this binary was built without the `cuda` feature (use --device cpu, or build with scripts/build-cuda)");
                 }
-                Device::new_cuda(n).with_context(|| format!("opening CUDA device {n}"))
+                let device = Device::new_cuda(n).map_err(|e| {
+                    let reason = e.to_string();
+                    let reason = reason.lines().next().unwrap_or("unknown error");
+                    anyhow::anyhow!("no usable CUDA device {n} ({reason}); use --device cpu")
+                })?;
+                single_stream(&device);
+                Ok(device)
             }
             DeviceChoice::Auto => {
                 if candle_core::utils::cuda_is_available() {
                     if let Ok(d) = Device::new_cuda(0) {
+                        single_stream(&d);
                         return Ok(d);
                     }
                 }
@@ -98,6 +107,19 @@ impl DeviceChoice {
             }
         }
     }
+}
+
+/// Ember runs all its work on a CUDA device on the one stream candle gives it, so the
+/// per-buffer events that order work across streams are pure cost (an event created for
+/// every allocation, one recorded for every use): turn them off.
+fn single_stream(device: &Device) {
+    #[cfg(feature = "cuda")]
+    if let Ok(cuda) = device.as_cuda_device() {
+        // SAFETY: no tensor of this device is used on any stream but its own.
+        unsafe { cuda.disable_event_tracking() };
+    }
+    #[cfg(not(feature = "cuda"))]
+    let _ = device;
 }
 
 pub fn describe_device(device: &Device) -> String {
@@ -166,29 +188,36 @@ impl BatchNorm {
 
     /// In training mode normalises with the batch statistics and updates the running
     /// ones; otherwise uses the running statistics.
+    ///
+    /// In training mode every sum over the rows and every broadcast of a per-channel row
+    /// is a matrix product with a column of ones ([`Rows`]): their gradients are matrix
+    /// products too, where candle's reduction over the leading dimension of `[N, C]` (the
+    /// gradient of a broadcast) runs on C blocks with strided loads and is the slowest
+    /// kernel of a training step on a GPU.
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let (mean, var) = if train {
-            let n = x.dim(0)? as f64;
-            let mean = x.mean_keepdim(0)?;
-            let var = x.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
-            let unbiased = (var.detach().squeeze(0)? * (n / (n - 1.0).max(1.0)))?;
-            let m = BN_MOMENTUM;
-            self.running_mean.set(
-                &((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().squeeze(0)? * m)?)?,
-            )?;
-            self.running_var
-                .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
-            (mean, var)
-        } else {
-            (
-                self.running_mean.as_tensor().unsqueeze(0)?,
-                self.running_var.as_tensor().unsqueeze(0)?,
-            )
-        };
-        let inv = (var + BN_EPS)?.sqrt()?.recip()?;
-        x.broadcast_sub(&mean)?
-            .broadcast_mul(&inv.broadcast_mul(&self.gamma.as_tensor().unsqueeze(0)?)?)?
-            .broadcast_add(&self.beta.as_tensor().unsqueeze(0)?)
+        if !train {
+            let mean = self.running_mean.as_tensor().unsqueeze(0)?;
+            let var = self.running_var.as_tensor().unsqueeze(0)?;
+            let inv = (var + BN_EPS)?.sqrt()?.recip()?;
+            return x
+                .broadcast_sub(&mean)?
+                .broadcast_mul(&inv.broadcast_mul(&self.gamma.as_tensor().unsqueeze(0)?)?)?
+                .broadcast_add(&self.beta.as_tensor().unsqueeze(0)?);
+        }
+        let rows = Rows::new(x)?;
+        let n = rows.n as f64;
+        let mean = rows.mean(x)?;
+        let centered = (x - rows.expand(&mean)?)?;
+        let var = rows.mean(&centered.sqr()?)?;
+        let unbiased = (var.detach().squeeze(0)? * (n / (n - 1.0).max(1.0)))?;
+        let m = BN_MOMENTUM;
+        self.running_mean.set(
+            &((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().squeeze(0)? * m)?)?,
+        )?;
+        self.running_var
+            .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
+        let scale = ((var + BN_EPS)?.sqrt()?.recip()? * self.gamma.as_tensor().unsqueeze(0)?)?;
+        (centered * rows.expand(&scale)?)? + rows.expand(&self.beta.as_tensor().unsqueeze(0)?)?
     }
 
     /// Per-channel scale and shift that the folded form applies after the convolution.
@@ -209,6 +238,36 @@ impl BatchNorm {
             .map(|((b, m), s)| b - m * s)
             .collect();
         Ok((scale, shift))
+    }
+}
+
+/// Sums over and broadcasts along the rows of an `[N, C]` tensor as matrix products with
+/// a column of ones, so that forward and backward are both GEMMs.
+struct Rows {
+    n: usize,
+    /// `[1, N]` ones, and the same as `[N, 1]`.
+    row: Tensor,
+    col: Tensor,
+}
+
+impl Rows {
+    fn new(x: &Tensor) -> candle_core::Result<Rows> {
+        let n = x.dim(0)?;
+        Ok(Rows {
+            n,
+            row: Tensor::ones((1, n), x.dtype(), x.device())?,
+            col: Tensor::ones((n, 1), x.dtype(), x.device())?,
+        })
+    }
+
+    /// `[N, C]` -> `[1, C]`, the mean of each column.
+    fn mean(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.row.matmul(x)? * (1.0 / self.n as f64)
+    }
+
+    /// `[1, C]` -> `[N, C]`, the row repeated.
+    fn expand(&self, v: &Tensor) -> candle_core::Result<Tensor> {
+        self.col.matmul(v)
     }
 }
 
@@ -441,12 +500,9 @@ impl Network {
         }
         let p = self.policy_conv.forward(&h, train, compute)?.relu()?;
         let f = self.config.filters;
-        let policy = matmul_in(
-            &p.reshape((b * 64, f))?,
-            self.policy_out_w.as_tensor(),
-            compute,
-        )?
-        .broadcast_add(self.policy_out_b.as_tensor())?
+        let p = p.reshape((b * 64, f))?;
+        let policy = (matmul_in(&p, self.policy_out_w.as_tensor(), compute)?
+            + Rows::new(&p)?.expand(&self.policy_out_b.as_tensor().unsqueeze(0)?)?)?
         .reshape((b, 64, POLICY_PLANES))?
         .transpose(1, 2)?
         .contiguous()?
@@ -462,6 +518,33 @@ impl Network {
         let wdl = matmul_in(&v, self.value_fc2_w.as_tensor(), compute)?
             .broadcast_add(self.value_fc2_b.as_tensor())?;
         Ok(NetOutput { policy, wdl })
+    }
+
+    /// Sets every batch-norm scale and running variance to a random value in [0.5, 1.5)
+    /// and every shift and running mean in [-0.3, 0.3): a network whose every layer
+    /// changes its output, for tests and device checks (a fresh network's batch norm is
+    /// the identity). Deterministic in `seed`.
+    pub fn randomise_statistics(&self, seed: u64) -> anyhow::Result<()> {
+        use rand::Rng;
+        let mut rng = StdRng::seed_from_u64(seed);
+        for (name, var, _) in self.named_tensors() {
+            if !name.contains(".bn.") {
+                continue;
+            }
+            let n = var.as_tensor().elem_count();
+            let scale = name.ends_with("running_var") || name.ends_with("gamma");
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    if scale {
+                        rng.random_range(0.5..1.5)
+                    } else {
+                        rng.random_range(-0.3..0.3)
+                    }
+                })
+                .collect();
+            var.set(&Tensor::from_vec(v, n, var.device())?)?;
+        }
+        Ok(())
     }
 
     /// The inference form: batch norm folded into each convolution's weight and bias.
@@ -533,6 +616,12 @@ pub struct FoldedWeights {
 
 /// The folded network as candle tensors on a device, in a chosen precision: the
 /// inference path on CUDA.
+///
+/// Two entry points: [`DeviceNet::forward`] returns the whole policy (tests, tools), and
+/// [`DeviceNet::forward_selected`], the search's path, takes the input planes as bytes
+/// (every plane is 0 or 1, so a byte per square is exact and a quarter of the f32 upload)
+/// and gathers on the device only the logits of the moves the caller names, so that a
+/// few hundred bytes per position come back instead of the 4672 logits.
 pub struct DeviceNet {
     config: NetConfig,
     dtype: DType,
@@ -569,21 +658,14 @@ impl DeviceNet {
         })
     }
 
-    /// `planes` `[B, 18*64]` f32 on the host -> (policy logits, WDL logits) on the host.
-    pub fn forward(
-        &self,
-        planes: &[f32],
-        batch: usize,
-        device: &Device,
-    ) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
-        let x = Tensor::from_slice(planes, (batch, INPUT_PLANES, 64), device)?
-            .to_dtype(self.dtype)?
-            .transpose(1, 2)?
-            .contiguous()?;
+    /// `x` `[B, 64, 18]` in the compute dtype -> (policy logits `[B, 64, 73]`,
+    /// square-major, and WDL logits `[B, 3]`), both still on the device.
+    fn trunk(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let batch = x.dim(0)?;
         let layer = |i: usize, x: &Tensor, kernel: usize| -> candle_core::Result<Tensor> {
             let (b, _, c) = x.dims3()?;
             let cols = if kernel == 3 {
-                im2col::im2col_tensor_ops(x)?
+                im2col::im2col_inference(x)?
             } else {
                 x.reshape((b * 64, c))?
             };
@@ -591,7 +673,7 @@ impl DeviceNet {
                 .broadcast_add(&self.layers[i].1)?
                 .reshape((b, 64, ()))
         };
-        let mut h = layer(0, &x, 3)?.relu()?;
+        let mut h = layer(0, x, 3)?.relu()?;
         let blocks = self.config.blocks;
         for k in 0..blocks {
             let t = layer(1 + 2 * k, &h, 3)?.relu()?;
@@ -599,10 +681,7 @@ impl DeviceNet {
         }
         let base = 1 + 2 * blocks;
         let p = layer(base, &h, 3)?.relu()?;
-        let policy = layer(base + 1, &p, 1)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((batch, POLICY_SIZE))?;
+        let policy = layer(base + 1, &p, 1)?;
         let v = layer(base + 2, &h, 1)?
             .relu()?
             .reshape((batch, 64 * VALUE_CHANNELS))?;
@@ -613,6 +692,26 @@ impl DeviceNet {
         let wdl = v
             .matmul(&self.layers[base + 4].0)?
             .broadcast_add(&self.layers[base + 4].1)?;
+        Ok((policy, wdl))
+    }
+
+    /// `planes` `[B, 18*64]` f32 on the host -> (policy logits `[B, 4672]`, WDL logits
+    /// `[B, 3]`) on the host.
+    pub fn forward(
+        &self,
+        planes: &[f32],
+        batch: usize,
+        device: &Device,
+    ) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+        let x = Tensor::from_slice(planes, (batch, INPUT_PLANES, 64), device)?
+            .to_dtype(self.dtype)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let (policy, wdl) = self.trunk(&x)?;
+        let policy = policy
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((batch, POLICY_SIZE))?;
         let policy = policy
             .to_dtype(DType::F32)?
             .flatten_all()?
@@ -620,6 +719,43 @@ impl DeviceNet {
         let wdl = wdl.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
         Ok((policy, wdl))
     }
+
+    /// The search's path. `planes` holds `[B, 18*64]` bytes, each 0 or 1 (as
+    /// [`crate::encoding::encode_position`] writes them); `select` holds indices into the
+    /// square-major logits of the whole batch, `i * 4672 + square * 73 + plane` for
+    /// position `i` (see [`selected_policy_index`]). Returns the logits at `select`, in
+    /// its order, and the WDL logits `[B, 3]`, in one device-to-host copy.
+    pub fn forward_selected(
+        &self,
+        planes: &[u8],
+        batch: usize,
+        select: &[u32],
+        device: &Device,
+    ) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+        let x = Tensor::from_slice(planes, (batch, INPUT_PLANES, 64), device)?
+            .to_dtype(self.dtype)?
+            .transpose(1, 2)?
+            .contiguous()?;
+        let (policy, wdl) = self.trunk(&x)?;
+        let out = if select.is_empty() {
+            wdl.flatten_all()?
+        } else {
+            let ids = Tensor::from_slice(select, select.len(), device)?;
+            let picked = policy.flatten_all()?.index_select(&ids, 0)?;
+            Tensor::cat(&[&picked, &wdl.flatten_all()?], 0)?
+        };
+        let mut out = out.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let wdl = out.split_off(select.len());
+        Ok((out, wdl))
+    }
+}
+
+/// Where policy index `index` (`plane * 64 + square`, see [`crate::encoding`]) of
+/// position `i` sits in the square-major logits `[B, 64, 73]` of a batch.
+#[inline]
+pub fn selected_policy_index(i: usize, index: usize) -> usize {
+    let (plane, square) = (index / 64, index % 64);
+    i * POLICY_SIZE + square * POLICY_PLANES + plane
 }
 
 /// Softmax of three WDL logits.

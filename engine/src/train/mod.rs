@@ -314,10 +314,15 @@ impl Trainer {
     /// (policy loss, value loss) as scalar tensors.
     fn losses(&self, out: &NetOutput, target: &BatchTensors) -> Result<(Tensor, Tensor)> {
         let n = out.policy.dim(0)? as f64;
-        let policy = ((log_softmax(&out.policy)? * &target.policy)?.sum_all()? * (-1.0 / n))?;
+        // Sums over rows first, then over the batch: one block per row, where a single
+        // `sum_all` over the whole [n, 4672] would run on one block of the GPU.
+        let policy = ((log_softmax(&out.policy)? * &target.policy)?
+            .sum(1)?
+            .sum_all()?
+            * (-1.0 / n))?;
         let log_wdl = log_softmax(&out.wdl)?;
         let value = match self.config.value_loss {
-            ValueLoss::Wdl => ((log_wdl * &target.wdl)?.sum_all()? * (-1.0 / n))?,
+            ValueLoss::Wdl => ((log_wdl * &target.wdl)?.sum(1)?.sum_all()? * (-1.0 / n))?,
             ValueLoss::Mse => {
                 let p = log_wdl.exp()?;
                 let v = (p.narrow(1, 0, 1)? - p.narrow(1, 2, 1)?)?.squeeze(1)?;

@@ -1,0 +1,210 @@
+//! CUDA kernels for the 8x8 board gather of [`super::im2col`], compiled from the source
+//! below with NVRTC the first time a CUDA device needs them.
+//!
+//! candle's own ops would build the gather from `index_select` (or pad/narrow/cat), whose
+//! kernels spend more time on 64-bit index arithmetic per element than on moving bytes:
+//! measured on an H100, that made the 64x3 network's forward pass proportional to the
+//! batch at about 6 us a position. Here each thread copies one 16-byte (or narrower) unit
+//! of one square's channels, so the gather runs at memory speed; it is a pure copy and
+//! serves every dtype. Its adjoint, `col2im` (the training backward), is a gather too:
+//! each input element sums the at most nine columns that read it, without atomics.
+
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+use candle_core::cuda_backend::{CudaStorageSlice, WrapErr};
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Shape};
+use std::sync::OnceLock;
+
+const MODULE: &str = "ember_board_kernels";
+
+const SOURCE: &str = r#"
+__device__ __forceinline__ int tap_square(int sq, int tap) {
+    int r = (sq >> 3) + tap / 3 - 1;
+    int f = (sq & 7) + tap % 3 - 1;
+    return (r >= 0 && r < 8 && f >= 0 && f < 8) ? r * 8 + f : -1;
+}
+
+// x: [boards, 64, units], cols: [boards * 64, 9, units]; a unit is 2, 4, 8 or 16 bytes.
+template <typename U>
+__device__ void im2col(const U* __restrict__ x, U* __restrict__ cols,
+                       unsigned int boards, unsigned int units) {
+    unsigned int total = boards * 576u * units;
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += blockDim.x * gridDim.x) {
+        unsigned int u = i % units;
+        unsigned int rest = i / units;
+        unsigned int tap = rest % 9u;
+        unsigned int cell = rest / 9u;
+        int n = tap_square((int)(cell & 63u), (int)tap);
+        U v{};
+        if (n >= 0) v = x[((cell & ~63u) + (unsigned int)n) * units + u];
+        cols[i] = v;
+    }
+}
+
+extern "C" __global__ void im2col_u16(const ushort1* x, ushort1* c, unsigned int b, unsigned int u) { im2col(x, c, b, u); }
+extern "C" __global__ void im2col_u32(const uint1* x, uint1* c, unsigned int b, unsigned int u) { im2col(x, c, b, u); }
+extern "C" __global__ void im2col_u64(const uint2* x, uint2* c, unsigned int b, unsigned int u) { im2col(x, c, b, u); }
+extern "C" __global__ void im2col_u128(const uint4* x, uint4* c, unsigned int b, unsigned int u) { im2col(x, c, b, u); }
+
+// cols: [boards * 64, 9, channels] -> x: [boards, 64, channels], the sum over the taps
+// that read each square.
+extern "C" __global__ void col2im_f32(const float* __restrict__ cols, float* __restrict__ x,
+                                      unsigned int boards, unsigned int channels) {
+    unsigned int total = boards * 64u * channels;
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += blockDim.x * gridDim.x) {
+        unsigned int c = i % channels;
+        unsigned int cell = i / channels;
+        int r = (int)((cell & 63u) >> 3), f = (int)(cell & 7u);
+        unsigned int board = cell & ~63u;
+        float acc = 0.0f;
+        for (int tap = 0; tap < 9; ++tap) {
+            int sr = r - (tap / 3 - 1), sf = f - (tap % 3 - 1);
+            if (sr >= 0 && sr < 8 && sf >= 0 && sf < 8) {
+                acc += cols[((board + (unsigned int)(sr * 8 + sf)) * 9u + (unsigned int)tap) * channels + c];
+            }
+        }
+        x[i] = acc;
+    }
+}
+"#;
+
+fn ptx() -> Result<&'static str> {
+    static PTX: OnceLock<std::result::Result<String, String>> = OnceLock::new();
+    PTX.get_or_init(|| {
+        candle_core::cuda_backend::cudarc::nvrtc::compile_ptx(SOURCE)
+            .map(|p| p.to_src())
+            .map_err(|e| format!("compiling Ember's board kernels with NVRTC: {e}"))
+    })
+    .as_deref()
+    .map_err(|e| candle_core::Error::Msg(e.clone()))
+}
+
+fn launch_config(total: usize) -> LaunchConfig {
+    const THREADS: u32 = 256;
+    let blocks = total.div_ceil(THREADS as usize).clamp(1, 1 << 20) as u32;
+    LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Runs `f(device pointer of the input (at the layout's offset), device pointer of a new
+/// output of `out_len` elements of the same dtype)` and wraps the output as storage.
+fn with_slices(
+    storage: &CudaStorage,
+    layout: &Layout,
+    out_len: usize,
+    f: impl FnOnce(u64, u64) -> Result<()>,
+) -> Result<CudaStorage> {
+    fn go<T: DeviceRepr>(
+        dev: &CudaDevice,
+        src: &CudaSlice<T>,
+        offset_bytes: u64,
+        out_len: usize,
+        f: impl FnOnce(u64, u64) -> Result<()>,
+    ) -> Result<CudaSlice<T>> {
+        let stream = dev.cuda_stream();
+        // SAFETY: every element is written by the kernel `f` launches.
+        let mut out = unsafe { dev.alloc::<T>(out_len)? };
+        {
+            let (src_ptr, _read) = src.device_ptr(&stream);
+            let (dst_ptr, _write) = out.device_ptr_mut(&stream);
+            f(src_ptr + offset_bytes, dst_ptr)?;
+        }
+        Ok(out)
+    }
+    let dev = &storage.device;
+    let off = (layout.start_offset() * storage.dtype().size_in_bytes()) as u64;
+    let slice = match &storage.slice {
+        CudaStorageSlice::F32(s) => CudaStorageSlice::F32(go(dev, s, off, out_len, f)?),
+        CudaStorageSlice::BF16(s) => CudaStorageSlice::BF16(go(dev, s, off, out_len, f)?),
+        CudaStorageSlice::F16(s) => CudaStorageSlice::F16(go(dev, s, off, out_len, f)?),
+        CudaStorageSlice::U8(s) => CudaStorageSlice::U8(go(dev, s, off, out_len, f)?),
+        _ => candle_core::bail!("board gather: unsupported dtype {:?}", storage.dtype()),
+    };
+    Ok(CudaStorage {
+        slice,
+        device: dev.clone(),
+    })
+}
+
+fn contiguous(layout: &Layout, op: &str) -> Result<()> {
+    if !layout.is_contiguous() {
+        candle_core::bail!("{op} needs a contiguous tensor");
+    }
+    Ok(())
+}
+
+fn count(n: usize, op: &str) -> Result<u32> {
+    u32::try_from(n).map_err(|_| {
+        candle_core::Error::Msg(format!(
+            "{op}: {n} elements exceed the kernel's 32-bit indexing"
+        ))
+    })
+}
+
+/// `[B, 64, C]` -> `[B*64, 9*C]` on a CUDA device, any dtype.
+pub fn im2col(storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
+    contiguous(layout, "im2col")?;
+    let (b, sq, c) = layout.shape().dims3()?;
+    if sq != 64 {
+        candle_core::bail!("im2col expects [B, 64, C], got {:?}", layout.shape());
+    }
+    let elem = storage.dtype().size_in_bytes();
+    let row_bytes = c * elem;
+    let offset_bytes = layout.start_offset() * elem;
+    let (unit, name) = [
+        (16, "im2col_u128"),
+        (8, "im2col_u64"),
+        (4, "im2col_u32"),
+        (2, "im2col_u16"),
+    ]
+    .into_iter()
+    .find(|(u, _)| row_bytes % u == 0 && offset_bytes % u == 0)
+    .ok_or_else(|| candle_core::Error::Msg(format!("im2col: rows of {row_bytes} bytes")))?;
+    let units = row_bytes / unit;
+    let total = count(b * 576 * units, "im2col")?;
+    let dev: &CudaDevice = &storage.device;
+    let func = dev.get_or_load_custom_func(name, MODULE, ptx()?)?;
+    let (boards, units) = (count(b, "im2col")?, count(units, "im2col")?);
+    let out = with_slices(storage, layout, b * 64 * 9 * c, |src, dst| {
+        let mut builder = func.builder();
+        builder.arg(&src).arg(&dst).arg(&boards).arg(&units);
+        // SAFETY: the kernel reads boards*64*units and writes boards*576*units units, the
+        // sizes of the two buffers.
+        unsafe { builder.launch(launch_config(total as usize)) }.w()?;
+        Ok(())
+    })?;
+    Ok((out, Shape::from((b * 64, 9 * c))))
+}
+
+/// `[B*64, 9*C]` -> `[B*64, C]`, the adjoint of [`im2col`], f32 only (training keeps its
+/// activations in f32).
+pub fn col2im(storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
+    contiguous(layout, "col2im")?;
+    if storage.dtype() != DType::F32 {
+        candle_core::bail!("col2im on CUDA runs in f32, got {:?}", storage.dtype());
+    }
+    let (rows, k) = layout.shape().dims2()?;
+    if rows % 64 != 0 || k % 9 != 0 {
+        candle_core::bail!("col2im expects [B*64, 9*C], got {:?}", layout.shape());
+    }
+    let c = k / 9;
+    let total = count(rows * c, "col2im")?;
+    let dev: &CudaDevice = &storage.device;
+    let func = dev.get_or_load_custom_func("col2im_f32", MODULE, ptx()?)?;
+    let (boards, channels) = (count(rows / 64, "col2im")?, count(c, "col2im")?);
+    let out = with_slices(storage, layout, rows * c, |src, dst| {
+        let mut builder = func.builder();
+        builder.arg(&src).arg(&dst).arg(&boards).arg(&channels);
+        // SAFETY: reads rows*9*c floats, writes rows*c.
+        unsafe { builder.launch(launch_config(total as usize)) }.w()?;
+        Ok(())
+    })?;
+    Ok((out, Shape::from((rows, c))))
+}
