@@ -49,10 +49,40 @@ extern "C" __global__ void im2col_u32(const uint1* x, uint1* c, unsigned int b, 
 extern "C" __global__ void im2col_u64(const uint2* x, uint2* c, unsigned int b, unsigned int u) { im2col(x, c, b, u); }
 extern "C" __global__ void im2col_u128(const uint4* x, uint4* c, unsigned int b, unsigned int u) { im2col(x, c, b, u); }
 
+// Scalar conversions without the fp16/bf16 headers (NVRTC has no include path here).
+struct F32 {
+    static __device__ __forceinline__ float load(float v) { return v; }
+    static __device__ __forceinline__ float store(float v) { return v; }
+};
+struct BF16 {
+    static __device__ __forceinline__ float load(unsigned short h) {
+        return __uint_as_float(((unsigned int)h) << 16);
+    }
+    static __device__ __forceinline__ unsigned short store(float f) {
+        unsigned int u = __float_as_uint(f);
+        if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);
+        u += 0x7fffu + ((u >> 16) & 1u);
+        return (unsigned short)(u >> 16);
+    }
+};
+struct F16 {
+    static __device__ __forceinline__ float load(unsigned short h) {
+        float f;
+        asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+        return f;
+    }
+    static __device__ __forceinline__ unsigned short store(float f) {
+        unsigned short h;
+        asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+        return h;
+    }
+};
+
 // cols: [boards * 64, 9, channels] -> x: [boards, 64, channels], the sum over the taps
-// that read each square.
-extern "C" __global__ void col2im_f32(const float* __restrict__ cols, float* __restrict__ x,
-                                      unsigned int boards, unsigned int channels) {
+// that read each square, accumulated in f32.
+template <typename C, typename T>
+__device__ void col2im(const T* __restrict__ cols, T* __restrict__ x,
+                       unsigned int boards, unsigned int channels) {
     unsigned int total = boards * 64u * channels;
     for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += blockDim.x * gridDim.x) {
@@ -64,12 +94,16 @@ extern "C" __global__ void col2im_f32(const float* __restrict__ cols, float* __r
         for (int tap = 0; tap < 9; ++tap) {
             int sr = r - (tap / 3 - 1), sf = f - (tap % 3 - 1);
             if (sr >= 0 && sr < 8 && sf >= 0 && sf < 8) {
-                acc += cols[((board + (unsigned int)(sr * 8 + sf)) * 9u + (unsigned int)tap) * channels + c];
+                acc += C::load(cols[((board + (unsigned int)(sr * 8 + sf)) * 9u + (unsigned int)tap) * channels + c]);
             }
         }
-        x[i] = acc;
+        x[i] = C::store(acc);
     }
 }
+
+extern "C" __global__ void col2im_f32(const float* c, float* x, unsigned int b, unsigned int ch) { col2im<F32>(c, x, b, ch); }
+extern "C" __global__ void col2im_bf16(const unsigned short* c, unsigned short* x, unsigned int b, unsigned int ch) { col2im<BF16>(c, x, b, ch); }
+extern "C" __global__ void col2im_f16(const unsigned short* c, unsigned short* x, unsigned int b, unsigned int ch) { col2im<F16>(c, x, b, ch); }
 "#;
 
 fn ptx() -> Result<&'static str> {
@@ -183,13 +217,16 @@ pub fn im2col(storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Sh
     Ok((out, Shape::from((b * 64, 9 * c))))
 }
 
-/// `[B*64, 9*C]` -> `[B*64, C]`, the adjoint of [`im2col`], f32 only (training keeps its
-/// activations in f32).
+/// `[B*64, 9*C]` -> `[B*64, C]`, the adjoint of [`im2col`], in f32, bf16 or f16 (summed
+/// in f32).
 pub fn col2im(storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Shape)> {
     contiguous(layout, "col2im")?;
-    if storage.dtype() != DType::F32 {
-        candle_core::bail!("col2im on CUDA runs in f32, got {:?}", storage.dtype());
-    }
+    let name = match storage.dtype() {
+        DType::F32 => "col2im_f32",
+        DType::BF16 => "col2im_bf16",
+        DType::F16 => "col2im_f16",
+        other => candle_core::bail!("col2im on CUDA runs in f32, bf16 or f16, got {other:?}"),
+    };
     let (rows, k) = layout.shape().dims2()?;
     if rows % 64 != 0 || k % 9 != 0 {
         candle_core::bail!("col2im expects [B*64, 9*C], got {:?}", layout.shape());
@@ -197,12 +234,12 @@ pub fn col2im(storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Sh
     let c = k / 9;
     let total = count(rows * c, "col2im")?;
     let dev: &CudaDevice = &storage.device;
-    let func = dev.get_or_load_custom_func("col2im_f32", MODULE, ptx()?)?;
+    let func = dev.get_or_load_custom_func(name, MODULE, ptx()?)?;
     let (boards, channels) = (count(rows / 64, "col2im")?, count(c, "col2im")?);
     let out = with_slices(storage, layout, rows * c, |src, dst| {
         let mut builder = func.builder();
         builder.arg(&src).arg(&dst).arg(&boards).arg(&channels);
-        // SAFETY: reads rows*9*c floats, writes rows*c.
+        // SAFETY: reads rows*9*c elements, writes rows*c.
         unsafe { builder.launch(launch_config(total as usize)) }.w()?;
         Ok(())
     })?;

@@ -296,10 +296,19 @@ impl ConvBn {
     }
 
     /// `[B, 64, C_in]` -> `[B, 64, C_out]` before the activation.
+    ///
+    /// In reduced precision the input is cast before the im2col gather, so that the nine
+    /// times larger columns are built, multiplied and differentiated in that precision.
     fn forward(&self, x: &Tensor, train: bool, compute: DType) -> candle_core::Result<Tensor> {
         let (b, _, c) = x.dims3()?;
+        let x = if compute == DType::F32 || (self.kernel == 3 && x.device().is_cpu()) {
+            // The CPU gathers in f32 (its custom op); `matmul_in` casts after.
+            x.clone()
+        } else {
+            x.to_dtype(compute)?
+        };
         let cols = if self.kernel == 3 {
-            im2col::im2col(x)?
+            im2col::im2col(&x)?
         } else {
             x.reshape((b * 64, c))?
         };
@@ -315,6 +324,7 @@ fn matmul_in(a: &Tensor, b: &Tensor, compute: DType) -> candle_core::Result<Tens
     if compute == DType::F32 {
         a.matmul(b)
     } else {
+        // `to_dtype` to the dtype a tensor already has is a no-op.
         a.to_dtype(compute)?
             .matmul(&b.to_dtype(compute)?)?
             .to_dtype(DType::F32)
