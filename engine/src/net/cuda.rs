@@ -1,5 +1,6 @@
-//! CUDA kernels for the 8x8 board gather of [`super::im2col`], compiled from the source
-//! below with NVRTC the first time a CUDA device needs them.
+//! CUDA kernels for the 8x8 board gather of [`super::im2col`] and for the inference
+//! layers' epilogue ([`BiasAct`]), compiled from the source below with NVRTC the first time
+//! a CUDA device needs them.
 //!
 //! candle's own ops would build the gather from `index_select` (or pad/narrow/cat), whose
 //! kernels spend more time on 64-bit index arithmetic per element than on moving bytes:
@@ -8,6 +9,9 @@
 //! of one square's channels, so the gather runs at memory speed; it is a pure copy and
 //! serves every dtype. Its adjoint, `col2im` (the training backward), is a gather too:
 //! each input element sums the at most nine columns that read it, without atomics.
+//! `BiasAct` adds a layer's bias (and the residual) and applies ReLU in one pass, where
+//! candle would launch two to four element-wise kernels, the bias add with strided
+//! indexing.
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::cudarc::driver::{
@@ -102,6 +106,25 @@ __device__ void col2im(const T* __restrict__ cols, T* __restrict__ x,
 }
 
 extern "C" __global__ void col2im_f32(const float* c, float* x, unsigned int b, unsigned int ch) { col2im<F32>(c, x, b, ch); }
+
+// out = act(y + bias (per channel) [+ residual]), in f32 and rounded once: a layer's
+// epilogue in one pass instead of two to four.
+template <typename C, typename T>
+__device__ void bias_act(const T* __restrict__ y, const T* __restrict__ bias,
+                         const T* __restrict__ res, T* __restrict__ out,
+                         unsigned int n, unsigned int channels, int has_res, int relu) {
+    for (unsigned int i = blockIdx.x * blockDim.x + threadIdx.x; i < n;
+         i += blockDim.x * gridDim.x) {
+        float v = C::load(y[i]) + C::load(bias[i % channels]);
+        if (has_res) v += C::load(res[i]);
+        if (relu) v = fmaxf(v, 0.0f);
+        out[i] = C::store(v);
+    }
+}
+
+extern "C" __global__ void bias_act_f32(const float* y, const float* b, const float* r, float* o, unsigned int n, unsigned int c, int hr, int relu) { bias_act<F32>(y, b, r, o, n, c, hr, relu); }
+extern "C" __global__ void bias_act_bf16(const unsigned short* y, const unsigned short* b, const unsigned short* r, unsigned short* o, unsigned int n, unsigned int c, int hr, int relu) { bias_act<BF16>(y, b, r, o, n, c, hr, relu); }
+extern "C" __global__ void bias_act_f16(const unsigned short* y, const unsigned short* b, const unsigned short* r, unsigned short* o, unsigned int n, unsigned int c, int hr, int relu) { bias_act<F16>(y, b, r, o, n, c, hr, relu); }
 extern "C" __global__ void col2im_bf16(const unsigned short* c, unsigned short* x, unsigned int b, unsigned int ch) { col2im<BF16>(c, x, b, ch); }
 extern "C" __global__ void col2im_f16(const unsigned short* c, unsigned short* x, unsigned int b, unsigned int ch) { col2im<F16>(c, x, b, ch); }
 "#;
@@ -244,4 +267,123 @@ pub fn col2im(storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Sh
         Ok(())
     })?;
     Ok((out, Shape::from((rows, c))))
+}
+
+/// A layer's epilogue for inference: `act(y + bias [+ residual])` over `y` `[N, C]`,
+/// `bias` `[C]` and `residual` `[N, C]` (pass `y` itself when there is none), one kernel.
+pub struct BiasAct {
+    pub residual: bool,
+    pub relu: bool,
+}
+
+impl candle_core::CustomOp3 for BiasAct {
+    fn name(&self) -> &'static str {
+        "ember-bias-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+        _: &candle_core::CpuStorage,
+        _: &Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        candle_core::bail!("ember-bias-act runs on CUDA only")
+    }
+
+    fn cuda_fwd(
+        &self,
+        y: &CudaStorage,
+        ly: &Layout,
+        b: &CudaStorage,
+        lb: &Layout,
+        r: &CudaStorage,
+        lr: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        for (l, what) in [(ly, "y"), (lb, "bias"), (lr, "residual")] {
+            contiguous(l, &format!("bias-act {what}"))?;
+        }
+        let (n, c) = ly.shape().dims2()?;
+        if lb.shape().elem_count() != c || lr.shape().elem_count() != n * c {
+            candle_core::bail!(
+                "bias-act: y {:?}, bias {:?}, residual {:?}",
+                ly.shape(),
+                lb.shape(),
+                lr.shape()
+            );
+        }
+        let name = match y.dtype() {
+            DType::F32 => "bias_act_f32",
+            DType::BF16 => "bias_act_bf16",
+            DType::F16 => "bias_act_f16",
+            other => candle_core::bail!("bias-act runs in f32, bf16 or f16, got {other:?}"),
+        };
+        let dev: &CudaDevice = &y.device;
+        let func = dev.get_or_load_custom_func(name, MODULE, ptx()?)?;
+        let total = count(n * c, "bias-act")?;
+        let channels = count(c, "bias-act")?;
+        let (has_res, relu) = (self.residual as i32, self.relu as i32);
+        fn go<T: DeviceRepr>(
+            dev: &CudaDevice,
+            [y, b, r]: [(&CudaSlice<T>, usize); 3],
+            len: usize,
+            f: impl FnOnce([u64; 4]) -> Result<()>,
+        ) -> Result<CudaSlice<T>> {
+            let stream = dev.cuda_stream();
+            let size = std::mem::size_of::<T>() as u64;
+            // SAFETY: every element is written by the kernel `f` launches.
+            let mut out = unsafe { dev.alloc::<T>(len)? };
+            {
+                let (py, _gy) = y.0.device_ptr(&stream);
+                let (pb, _gb) = b.0.device_ptr(&stream);
+                let (pr, _gr) = r.0.device_ptr(&stream);
+                let (po, _go) = out.device_ptr_mut(&stream);
+                f([
+                    py + y.1 as u64 * size,
+                    pb + b.1 as u64 * size,
+                    pr + r.1 as u64 * size,
+                    po,
+                ])?;
+            }
+            Ok(out)
+        }
+        let launch = |[py, pb, pr, po]: [u64; 4]| -> Result<()> {
+            let mut builder = func.builder();
+            builder
+                .arg(&py)
+                .arg(&pb)
+                .arg(&pr)
+                .arg(&po)
+                .arg(&total)
+                .arg(&channels)
+                .arg(&has_res)
+                .arg(&relu);
+            // SAFETY: reads n*c elements of y and of the residual and c of the bias,
+            // writes n*c.
+            unsafe { builder.launch(launch_config(total as usize)) }.w()?;
+            Ok(())
+        };
+        let (oy, ob, or) = (ly.start_offset(), lb.start_offset(), lr.start_offset());
+        let slice = match (&y.slice, &b.slice, &r.slice) {
+            (CudaStorageSlice::F32(y), CudaStorageSlice::F32(b), CudaStorageSlice::F32(r)) => {
+                CudaStorageSlice::F32(go(dev, [(y, oy), (b, ob), (r, or)], n * c, launch)?)
+            }
+            (CudaStorageSlice::BF16(y), CudaStorageSlice::BF16(b), CudaStorageSlice::BF16(r)) => {
+                CudaStorageSlice::BF16(go(dev, [(y, oy), (b, ob), (r, or)], n * c, launch)?)
+            }
+            (CudaStorageSlice::F16(y), CudaStorageSlice::F16(b), CudaStorageSlice::F16(r)) => {
+                CudaStorageSlice::F16(go(dev, [(y, oy), (b, ob), (r, or)], n * c, launch)?)
+            }
+            _ => candle_core::bail!("bias-act: y, bias and residual must share a dtype"),
+        };
+        Ok((
+            CudaStorage {
+                slice,
+                device: dev.clone(),
+            },
+            ly.shape().clone(),
+        ))
+    }
 }

@@ -668,40 +668,73 @@ impl DeviceNet {
         })
     }
 
+    /// Layer `i`'s epilogue: `act(y + bias [+ residual])`, `y` `[N, C]`: one fused kernel
+    /// on CUDA, candle's ops elsewhere.
+    fn epilogue(
+        &self,
+        i: usize,
+        y: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> candle_core::Result<Tensor> {
+        let bias = &self.layers[i].1;
+        #[cfg(feature = "cuda")]
+        if y.device().is_cuda() {
+            let r = match residual {
+                Some(r) => r.reshape(y.shape())?.contiguous()?,
+                None => y.clone(),
+            };
+            return y.contiguous()?.apply_op3_no_bwd(
+                bias,
+                &r,
+                &cuda::BiasAct {
+                    residual: residual.is_some(),
+                    relu,
+                },
+            );
+        }
+        let mut t = y.broadcast_add(bias)?;
+        if let Some(r) = residual {
+            t = (t + r.reshape(y.shape())?)?;
+        }
+        if relu {
+            t.relu()
+        } else {
+            Ok(t)
+        }
+    }
+
     /// `x` `[B, 64, 18]` in the compute dtype -> (policy logits `[B, 64, 73]`,
     /// square-major, and WDL logits `[B, 3]`), both still on the device.
     fn trunk(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let batch = x.dim(0)?;
-        let layer = |i: usize, x: &Tensor, kernel: usize| -> candle_core::Result<Tensor> {
+        let layer = |i: usize,
+                     x: &Tensor,
+                     kernel: usize,
+                     residual: Option<&Tensor>,
+                     relu: bool|
+         -> candle_core::Result<Tensor> {
             let (b, _, c) = x.dims3()?;
             let cols = if kernel == 3 {
                 im2col::im2col_inference(x)?
             } else {
                 x.reshape((b * 64, c))?
             };
-            cols.matmul(&self.layers[i].0)?
-                .broadcast_add(&self.layers[i].1)?
-                .reshape((b, 64, ()))
+            let y = cols.matmul(&self.layers[i].0)?;
+            self.epilogue(i, &y, residual, relu)?.reshape((b, 64, ()))
         };
-        let mut h = layer(0, x, 3)?.relu()?;
+        let mut h = layer(0, x, 3, None, true)?;
         let blocks = self.config.blocks;
         for k in 0..blocks {
-            let t = layer(1 + 2 * k, &h, 3)?.relu()?;
-            h = (layer(2 + 2 * k, &t, 3)? + &h)?.relu()?;
+            let t = layer(1 + 2 * k, &h, 3, None, true)?;
+            h = layer(2 + 2 * k, &t, 3, Some(&h), true)?;
         }
         let base = 1 + 2 * blocks;
-        let p = layer(base, &h, 3)?.relu()?;
-        let policy = layer(base + 1, &p, 1)?;
-        let v = layer(base + 2, &h, 1)?
-            .relu()?
-            .reshape((batch, 64 * VALUE_CHANNELS))?;
-        let v = v
-            .matmul(&self.layers[base + 3].0)?
-            .broadcast_add(&self.layers[base + 3].1)?
-            .relu()?;
-        let wdl = v
-            .matmul(&self.layers[base + 4].0)?
-            .broadcast_add(&self.layers[base + 4].1)?;
+        let p = layer(base, &h, 3, None, true)?;
+        let policy = layer(base + 1, &p, 1, None, false)?;
+        let v = layer(base + 2, &h, 1, None, true)?.reshape((batch, 64 * VALUE_CHANNELS))?;
+        let v = self.epilogue(base + 3, &v.matmul(&self.layers[base + 3].0)?, None, true)?;
+        let wdl = self.epilogue(base + 4, &v.matmul(&self.layers[base + 4].0)?, None, false)?;
         Ok((policy, wdl))
     }
 
