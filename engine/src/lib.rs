@@ -1,6 +1,6 @@
 //! Ember's engine core: everything the trainer and the UCI engine share.
 //!
-//! Data flow (see `DESIGN.md`): self-play games ([`selfplay`]) run batched searches
+//! Data flow (see `docs/conventions.md`): self-play games ([`selfplay`]) run batched searches
 //! ([`mcts`]) whose leaves are encoded ([`encoding`]) into one batch and evaluated by one
 //! network call ([`net`]); finished games become training samples. The binaries are thin
 //! wrappers around this crate.
