@@ -150,40 +150,62 @@ fn launch_config(total: usize) -> LaunchConfig {
     }
 }
 
-/// Runs `f(device pointer of the input (at the layout's offset), device pointer of a new
-/// output of `out_len` elements of the same dtype)` and wraps the output as storage.
+/// Runs `f(device pointers of the inputs (each at its layout's offset), device pointer
+/// of a new output of `out_len` elements)` and wraps the output as storage. The inputs
+/// and the output share the first input's dtype.
 fn with_slices(
-    storage: &CudaStorage,
-    layout: &Layout,
+    inputs: &[(&CudaStorage, &Layout)],
     out_len: usize,
-    f: impl FnOnce(u64, u64) -> Result<()>,
+    f: impl FnOnce(&[u64], u64) -> Result<()>,
 ) -> Result<CudaStorage> {
     fn go<T: DeviceRepr>(
         dev: &CudaDevice,
-        src: &CudaSlice<T>,
-        offset_bytes: u64,
+        inputs: &[(&CudaSlice<T>, usize)],
         out_len: usize,
-        f: impl FnOnce(u64, u64) -> Result<()>,
+        f: impl FnOnce(&[u64], u64) -> Result<()>,
     ) -> Result<CudaSlice<T>> {
         let stream = dev.cuda_stream();
+        let size = std::mem::size_of::<T>() as u64;
         // SAFETY: every element is written by the kernel `f` launches.
         let mut out = unsafe { dev.alloc::<T>(out_len)? };
+        let reads: Vec<_> = inputs
+            .iter()
+            .map(|(slice, _)| slice.device_ptr(&stream))
+            .collect();
+        let pointers: Vec<u64> = reads
+            .iter()
+            .zip(inputs)
+            .map(|((ptr, _), (_, offset))| ptr + *offset as u64 * size)
+            .collect();
         {
-            let (src_ptr, _read) = src.device_ptr(&stream);
-            let (dst_ptr, _write) = out.device_ptr_mut(&stream);
-            f(src_ptr + offset_bytes, dst_ptr)?;
+            let (dst, _write) = out.device_ptr_mut(&stream);
+            f(&pointers, dst)?;
         }
+        drop(reads);
         Ok(out)
     }
-    let dev = &storage.device;
-    let off = (layout.start_offset() * storage.dtype().size_in_bytes()) as u64;
-    let slice = match &storage.slice {
-        CudaStorageSlice::F32(s) => CudaStorageSlice::F32(go(dev, s, off, out_len, f)?),
-        CudaStorageSlice::BF16(s) => CudaStorageSlice::BF16(go(dev, s, off, out_len, f)?),
-        CudaStorageSlice::F16(s) => CudaStorageSlice::F16(go(dev, s, off, out_len, f)?),
-        CudaStorageSlice::U8(s) => CudaStorageSlice::U8(go(dev, s, off, out_len, f)?),
-        _ => candle_core::bail!("board gather: unsupported dtype {:?}", storage.dtype()),
-    };
+    let (first, _) = inputs
+        .first()
+        .ok_or_else(|| candle_core::Error::Msg("a kernel with no input".into()))?;
+    let dev = &first.device;
+    macro_rules! typed {
+        ($($variant:ident),*) => {
+            match &first.slice {
+                $(CudaStorageSlice::$variant(_) => {
+                    let typed = inputs
+                        .iter()
+                        .map(|(s, l)| match &s.slice {
+                            CudaStorageSlice::$variant(x) => Ok((x, l.start_offset())),
+                            _ => candle_core::bail!("kernel inputs must share a dtype"),
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    CudaStorageSlice::$variant(go(dev, &typed, out_len, f)?)
+                })*
+                _ => candle_core::bail!("Ember's kernels: unsupported dtype {:?}", first.dtype()),
+            }
+        };
+    }
+    let slice = typed!(F32, BF16, F16, U8);
     Ok(CudaStorage {
         slice,
         device: dev.clone(),
@@ -229,9 +251,9 @@ pub fn im2col(storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Sh
     let dev: &CudaDevice = &storage.device;
     let func = dev.get_or_load_custom_func(name, MODULE, ptx()?)?;
     let (boards, units) = (count(b, "im2col")?, count(units, "im2col")?);
-    let out = with_slices(storage, layout, b * 64 * 9 * c, |src, dst| {
+    let out = with_slices(&[(storage, layout)], b * 64 * 9 * c, |src, dst| {
         let mut builder = func.builder();
-        builder.arg(&src).arg(&dst).arg(&boards).arg(&units);
+        builder.arg(&src[0]).arg(&dst).arg(&boards).arg(&units);
         // SAFETY: the kernel reads boards*64*units and writes boards*576*units units, the
         // sizes of the two buffers.
         unsafe { builder.launch(launch_config(total as usize)) }.w()?;
@@ -259,9 +281,9 @@ pub fn col2im(storage: &CudaStorage, layout: &Layout) -> Result<(CudaStorage, Sh
     let dev: &CudaDevice = &storage.device;
     let func = dev.get_or_load_custom_func(name, MODULE, ptx()?)?;
     let (boards, channels) = (count(rows / 64, "col2im")?, count(c, "col2im")?);
-    let out = with_slices(storage, layout, rows * c, |src, dst| {
+    let out = with_slices(&[(storage, layout)], rows * c, |src, dst| {
         let mut builder = func.builder();
-        builder.arg(&src).arg(&dst).arg(&boards).arg(&channels);
+        builder.arg(&src[0]).arg(&dst).arg(&boards).arg(&channels);
         // SAFETY: reads rows*9*c elements, writes rows*c.
         unsafe { builder.launch(launch_config(total as usize)) }.w()?;
         Ok(())
@@ -325,37 +347,13 @@ impl candle_core::CustomOp3 for BiasAct {
         let total = count(n * c, "bias-act")?;
         let channels = count(c, "bias-act")?;
         let (has_res, relu) = (self.residual as i32, self.relu as i32);
-        fn go<T: DeviceRepr>(
-            dev: &CudaDevice,
-            [y, b, r]: [(&CudaSlice<T>, usize); 3],
-            len: usize,
-            f: impl FnOnce([u64; 4]) -> Result<()>,
-        ) -> Result<CudaSlice<T>> {
-            let stream = dev.cuda_stream();
-            let size = std::mem::size_of::<T>() as u64;
-            // SAFETY: every element is written by the kernel `f` launches.
-            let mut out = unsafe { dev.alloc::<T>(len)? };
-            {
-                let (py, _gy) = y.0.device_ptr(&stream);
-                let (pb, _gb) = b.0.device_ptr(&stream);
-                let (pr, _gr) = r.0.device_ptr(&stream);
-                let (po, _go) = out.device_ptr_mut(&stream);
-                f([
-                    py + y.1 as u64 * size,
-                    pb + b.1 as u64 * size,
-                    pr + r.1 as u64 * size,
-                    po,
-                ])?;
-            }
-            Ok(out)
-        }
-        let launch = |[py, pb, pr, po]: [u64; 4]| -> Result<()> {
+        let out = with_slices(&[(y, ly), (b, lb), (r, lr)], n * c, |src, dst| {
             let mut builder = func.builder();
             builder
-                .arg(&py)
-                .arg(&pb)
-                .arg(&pr)
-                .arg(&po)
+                .arg(&src[0])
+                .arg(&src[1])
+                .arg(&src[2])
+                .arg(&dst)
                 .arg(&total)
                 .arg(&channels)
                 .arg(&has_res)
@@ -364,26 +362,7 @@ impl candle_core::CustomOp3 for BiasAct {
             // writes n*c.
             unsafe { builder.launch(launch_config(total as usize)) }.w()?;
             Ok(())
-        };
-        let (oy, ob, or) = (ly.start_offset(), lb.start_offset(), lr.start_offset());
-        let slice = match (&y.slice, &b.slice, &r.slice) {
-            (CudaStorageSlice::F32(y), CudaStorageSlice::F32(b), CudaStorageSlice::F32(r)) => {
-                CudaStorageSlice::F32(go(dev, [(y, oy), (b, ob), (r, or)], n * c, launch)?)
-            }
-            (CudaStorageSlice::BF16(y), CudaStorageSlice::BF16(b), CudaStorageSlice::BF16(r)) => {
-                CudaStorageSlice::BF16(go(dev, [(y, oy), (b, ob), (r, or)], n * c, launch)?)
-            }
-            (CudaStorageSlice::F16(y), CudaStorageSlice::F16(b), CudaStorageSlice::F16(r)) => {
-                CudaStorageSlice::F16(go(dev, [(y, oy), (b, ob), (r, or)], n * c, launch)?)
-            }
-            _ => candle_core::bail!("bias-act: y, bias and residual must share a dtype"),
-        };
-        Ok((
-            CudaStorage {
-                slice,
-                device: dev.clone(),
-            },
-            ly.shape().clone(),
-        ))
+        })?;
+        Ok((out, ly.shape().clone()))
     }
 }

@@ -4,9 +4,10 @@
 //! -1, 0, +1 inner; zeros off the board). A weight matrix `[9*C, C_out]` then makes the
 //! convolution a single matmul of (B*64) x 9C by 9C x C_out.
 //!
-//! On the CPU the gather is a plain loop (a candle custom op with a hand-written
-//! backward, `col2im`); on other devices it is one `index_select` over each board with a
-//! zero row appended (two kernels on CUDA), which autograd differentiates.
+//! The gather is a candle custom op with a hand-written backward (`col2im`): a plain loop
+//! on the CPU (f32), a CUDA kernel on a GPU (`super::cuda`). Elsewhere (another device, or
+//! the CPU in f16) it is one `index_select` over each board with a zero row appended,
+//! which autograd differentiates.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
@@ -142,11 +143,15 @@ impl CustomOp1 for Col2Im {
     }
 }
 
-/// `[B, 64, C]` -> `[B*64, 9*C]`, differentiable, on any device: the custom op on the
-/// CPU (f32) and on CUDA (any dtype; its backward in f32), the `index_select` gather
-/// elsewhere.
+/// Whether the custom op runs `x`: the CPU in f32, CUDA in f32, bf16 or f16.
+fn custom_op_runs(x: &Tensor) -> bool {
+    (x.device().is_cpu() && x.dtype() == DType::F32) || x.device().is_cuda()
+}
+
+/// `[B, 64, C]` -> `[B*64, 9*C]`, differentiable, on any device: the custom op where it
+/// runs ([`custom_op_runs`]), the `index_select` gather elsewhere.
 pub fn im2col(x: &Tensor) -> Result<Tensor> {
-    if (x.device().is_cpu() && x.dtype() == DType::F32) || x.device().is_cuda() {
+    if custom_op_runs(x) {
         return x.contiguous()?.apply_op1(Im2Col);
     }
     im2col_gather(x, &gather_table(x.device())?)
@@ -154,7 +159,7 @@ pub fn im2col(x: &Tensor) -> Result<Tensor> {
 
 /// [`im2col`] without the backward graph, for inference.
 pub fn im2col_inference(x: &Tensor) -> Result<Tensor> {
-    if (x.device().is_cpu() && x.dtype() == DType::F32) || x.device().is_cuda() {
+    if custom_op_runs(x) {
         return x.contiguous()?.apply_op1_no_bwd(&Im2Col);
     }
     im2col_gather(x, &gather_table(x.device())?)

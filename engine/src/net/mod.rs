@@ -704,10 +704,11 @@ impl DeviceNet {
         }
     }
 
-    /// `x` `[B, 64, 18]` in the compute dtype -> (policy logits `[B, 64, 73]`,
-    /// square-major, and WDL logits `[B, 3]`), both still on the device.
-    fn trunk(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let batch = x.dim(0)?;
+    /// Input planes `[B, 18, 64]` on the device (any dtype) -> (policy logits
+    /// `[B, 64, 73]`, square-major, and WDL logits `[B, 3]`), both still on the device.
+    fn trunk(&self, planes: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let batch = planes.dim(0)?;
+        let x = planes.to_dtype(self.dtype)?.transpose(1, 2)?.contiguous()?;
         let layer = |i: usize,
                      x: &Tensor,
                      kernel: usize,
@@ -723,7 +724,7 @@ impl DeviceNet {
             let y = cols.matmul(&self.layers[i].0)?;
             self.epilogue(i, &y, residual, relu)?.reshape((b, 64, ()))
         };
-        let mut h = layer(0, x, 3, None, true)?;
+        let mut h = layer(0, &x, 3, None, true)?;
         let blocks = self.config.blocks;
         for k in 0..blocks {
             let t = layer(1 + 2 * k, &h, 3, None, true)?;
@@ -746,10 +747,7 @@ impl DeviceNet {
         batch: usize,
         device: &Device,
     ) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
-        let x = Tensor::from_slice(planes, (batch, INPUT_PLANES, 64), device)?
-            .to_dtype(self.dtype)?
-            .transpose(1, 2)?
-            .contiguous()?;
+        let x = Tensor::from_slice(planes, (batch, INPUT_PLANES, 64), device)?;
         let (policy, wdl) = self.trunk(&x)?;
         let policy = policy
             .transpose(1, 2)?
@@ -775,10 +773,7 @@ impl DeviceNet {
         select: &[u32],
         device: &Device,
     ) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
-        let x = Tensor::from_slice(planes, (batch, INPUT_PLANES, 64), device)?
-            .to_dtype(self.dtype)?
-            .transpose(1, 2)?
-            .contiguous()?;
+        let x = Tensor::from_slice(planes, (batch, INPUT_PLANES, 64), device)?;
         let (policy, wdl) = self.trunk(&x)?;
         let out = if select.is_empty() {
             wdl.flatten_all()?
