@@ -132,18 +132,9 @@ pub fn bench_nn(opts: &BenchOptions) -> anyhow::Result<Vec<Value>> {
             }
             let (policy, _) = eval.forward_planes(&planes, b)?; // warm-up
             debug_assert_eq!(policy.len(), b * POLICY_SIZE);
-            let gpu = GpuMonitor::start(&opts.device);
-            let (n, secs) = timed(opts.seconds, || {
+            out.push(throughput_row(opts, "nn", precision, b, || {
                 std::hint::black_box(eval.forward_planes(&planes, b).expect("forward"));
-                b as u64
-            });
-            let mut row = json!({
-                "bench": "nn", "net": opts.net.to_string(), "batch": b,
-                "precision": precision.as_str(),
-                "device": device_name(&opts.device), "evals_per_s": (n as f64 / secs).round(),
-            });
-            gpu.finish(&mut row);
-            out.push(row);
+            }));
         }
         // The search's path: byte planes up, only the legal moves' logits back.
         if !opts.device.is_cpu() {
@@ -154,22 +145,36 @@ pub fn bench_nn(opts: &BenchOptions) -> anyhow::Result<Vec<Value>> {
                 }
                 let mut timing = PhaseTimes::default();
                 eval.evaluate(&mut batch, &mut timing)?; // warm-up
-                let gpu = GpuMonitor::start(&opts.device);
-                let (n, secs) = timed(opts.seconds, || {
+                out.push(throughput_row(opts, "nn_search_path", precision, b, || {
                     eval.evaluate(&mut batch, &mut timing).expect("evaluate");
-                    b as u64
-                });
-                let mut row = json!({
-                    "bench": "nn_search_path", "net": opts.net.to_string(), "batch": b,
-                    "precision": precision.as_str(),
-                    "device": device_name(&opts.device), "evals_per_s": (n as f64 / secs).round(),
-                });
-                gpu.finish(&mut row);
-                out.push(row);
+                }));
             }
         }
     }
     Ok(out)
+}
+
+/// Calls `evaluate` (one batch of `batch` positions) for `opts.seconds` and returns the row
+/// of evaluations per second, with the GPU's utilisation on a GPU.
+fn throughput_row(
+    opts: &BenchOptions,
+    bench: &str,
+    precision: Precision,
+    batch: usize,
+    mut evaluate: impl FnMut(),
+) -> Value {
+    let gpu = GpuMonitor::start(&opts.device);
+    let (n, secs) = timed(opts.seconds, || {
+        evaluate();
+        batch as u64
+    });
+    let mut row = json!({
+        "bench": bench, "net": opts.net.to_string(), "batch": batch,
+        "precision": precision.as_str(),
+        "device": device_name(&opts.device), "evals_per_s": (n as f64 / secs).round(),
+    });
+    gpu.finish(&mut row);
+    row
 }
 
 /// Training samples for the training-step benchmark: positions from random games, the
