@@ -69,6 +69,8 @@ pub struct LoadStats {
     pub skipped_corrupt: usize,
     /// Shards whose last record was cut short.
     pub torn_tail: usize,
+    /// Listed shards that were not there (deleted or moved away).
+    pub missing: usize,
 }
 
 impl std::ops::AddAssign for LoadStats {
@@ -77,6 +79,7 @@ impl std::ops::AddAssign for LoadStats {
         self.records += o.records;
         self.skipped_corrupt += o.skipped_corrupt;
         self.torn_tail += o.torn_tail;
+        self.missing += o.missing;
     }
 }
 
@@ -350,14 +353,38 @@ impl ReplayWindow {
     /// Fills a window from the newest complete shards in `dir` (reading only as many as
     /// it needs). A missing folder gives an empty window.
     pub fn load(dir: &Path, capacity: usize) -> Result<(ReplayWindow, LoadStats)> {
+        let names: Vec<String> = list_shards(dir)?
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        ReplayWindow::load_listed(dir, &names, capacity)
+    }
+
+    /// Fills a window from the newest of the shards `names` (oldest first) in `dir`,
+    /// reading only as many as it needs. A listed shard that is not there is skipped
+    /// with a warning naming it and counted in [`LoadStats::missing`].
+    pub fn load_listed(
+        dir: &Path,
+        names: &[String],
+        capacity: usize,
+    ) -> Result<(ReplayWindow, LoadStats)> {
         let mut stats = LoadStats::default();
         let mut newest_first: Vec<Vec<Sample>> = Vec::new();
         let mut held = 0;
-        for path in list_shards(dir)?.iter().rev() {
+        for name in names.iter().rev() {
             if held >= capacity {
                 break;
             }
-            let (samples, s) = read_shard(path)?;
+            let path = dir.join(name);
+            if !path.exists() {
+                log::warn!(
+                    "replay shard {} is listed but missing; its positions are not trained on",
+                    path.display()
+                );
+                stats.missing += 1;
+                continue;
+            }
+            let (samples, s) = read_shard(&path)?;
             stats += s;
             held += samples.len();
             newest_first.push(samples);
@@ -465,6 +492,23 @@ mod tests {
     }
 
     #[test]
+    fn a_listed_shard_that_is_missing_is_counted_and_the_others_load() {
+        let dir = tempfile::tempdir().unwrap();
+        write_shard(&shard_path(dir.path(), 1), &samples(5, 0.0, 1));
+        write_shard(&shard_path(dir.path(), 3), &samples(7, 0.0, 2));
+        let names: Vec<String> = [1, 2, 3]
+            .iter()
+            .map(|i| format!("iter-{i:06}.shard"))
+            .collect();
+        let (window, stats) = ReplayWindow::load_listed(dir.path(), &names, 100).unwrap();
+        assert_eq!(window.len(), 12);
+        assert_eq!((stats.shards, stats.missing), (2, 1));
+        // An unlisted shard in the folder is not read.
+        let (window, stats) = ReplayWindow::load_listed(dir.path(), &names[..1], 100).unwrap();
+        assert_eq!((window.len(), stats.missing), (5, 0));
+    }
+
+    #[test]
     fn samples_round_trip_through_a_shard() {
         let dir = tempfile::tempdir().unwrap();
         let original = samples(20, 0.0, 1);
@@ -477,7 +521,8 @@ mod tests {
                 shards: 1,
                 records: 20,
                 skipped_corrupt: 0,
-                torn_tail: 0
+                torn_tail: 0,
+                missing: 0,
             }
         );
         assert_eq!(read.len(), original.len());

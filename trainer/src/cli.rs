@@ -239,8 +239,8 @@ pub struct MatchArgs {
     /// Second player's checkpoint.
     #[arg(long)]
     pub b: PathBuf,
-    /// Games, colours alternated (rounded up to even).
-    #[arg(long, default_value_t = 20)]
+    /// Games, colours alternated (rounded up to even; at least 1).
+    #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub games: usize,
     /// MCTS visits per move.
     #[arg(long, default_value_t = 100)]

@@ -7,7 +7,7 @@ use ember_engine::arena::{play_match, MatchConfig};
 use ember_engine::bench::{self, BenchOptions};
 use ember_engine::devicecheck;
 use ember_engine::mcts::NetEvaluator;
-use ember_engine::net::checkpoint::write_atomic;
+use ember_engine::net::checkpoint::{read_file, write_atomic};
 use ember_engine::net::{describe_device, NetConfig, Network, Precision};
 use ember_engine::DeviceChoice;
 use log::info;
@@ -74,10 +74,14 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         opts.selfplay_pipeline = p == OnOff::On;
     }
     eprintln!("{:<14} result", "benchmark");
+    let mut written = Ok(());
     bench::run(&opts, &args.only, |v: &Value| {
-        println!("{v}");
+        if written.is_ok() {
+            written = say(&v.to_string());
+        }
         eprintln!("{}", table_row(v));
-    })
+    })?;
+    written
 }
 
 /// Compares the device's inference (f32, bf16, f16) and training step (f32, bf16) with the
@@ -100,8 +104,11 @@ pub fn check(args: &CheckArgs) -> Result<()> {
         }
     };
     let mut failed = Vec::new();
+    let mut written = Ok(());
     let mut emit = |v: Value| {
-        println!("{v}");
+        if written.is_ok() {
+            written = say(&v.to_string());
+        }
         eprintln!("{}", table_row(&v));
         if v["pass"] != Value::Bool(true) {
             failed.push(format!("{} {}", v["check"], v["precision"]));
@@ -123,6 +130,7 @@ pub fn check(args: &CheckArgs) -> Result<()> {
             args.train_batch,
         )?);
     }
+    written?;
     if !failed.is_empty() {
         bail!("outside tolerance: {}", failed.join(", "));
     }
@@ -173,7 +181,7 @@ pub fn play(args: &MatchArgs) -> Result<()> {
     );
     let mut ea = NetEvaluator::new(&a, precision)?;
     let mut eb = NetEvaluator::new(&b, precision)?;
-    let games = args.games.max(1) + args.games % 2;
+    let games = args.games + args.games % 2;
     let cfg = MatchConfig {
         games,
         games_in_flight: args.games_in_flight.unwrap_or(games).max(1),
@@ -192,7 +200,7 @@ pub fn play(args: &MatchArgs) -> Result<()> {
         info!("game {done}/{games} finished");
     })?;
     let (lo, hi) = r.elo_interval();
-    println!(
+    say(&format!(
         "A vs B: +{} ={} -{} of {} games: score {:.3}, Elo {:+.0} (95% interval {:+.0} .. {:+.0})",
         r.wins_a,
         r.draws,
@@ -202,7 +210,7 @@ pub fn play(args: &MatchArgs) -> Result<()> {
         r.elo_diff(),
         lo,
         hi
-    );
+    ))?;
     let finite = |x: f64| {
         if x.is_finite() {
             Value::from(x)
@@ -210,14 +218,12 @@ pub fn play(args: &MatchArgs) -> Result<()> {
             Value::Null
         }
     };
-    println!(
-        "{}",
-        serde_json::json!({
-            "a": args.a.display().to_string(), "b": args.b.display().to_string(), "games": r.games,
-            "wins_a": r.wins_a, "draws": r.draws, "losses_a": r.losses_a, "score_a": r.score_a(),
-            "elo": finite(r.elo_diff()), "elo_low": finite(lo), "elo_high": finite(hi),
-        })
-    );
+    say(&serde_json::json!({
+        "a": args.a.display().to_string(), "b": args.b.display().to_string(), "games": r.games,
+        "wins_a": r.wins_a, "draws": r.draws, "losses_a": r.losses_a, "score_a": r.score_a(),
+        "elo": finite(r.elo_diff()), "elo_low": finite(lo), "elo_high": finite(hi),
+    })
+    .to_string())?;
     if let Some(path) = &args.pgn {
         let text: String = r
             .pgns
@@ -229,6 +235,16 @@ pub fn play(args: &MatchArgs) -> Result<()> {
         info!("games saved to {}", path.display());
     }
     Ok(())
+}
+
+/// Writes a line of results to stdout; a failed write (a full disk, a closed pipe) is an
+/// error, never a panic.
+pub fn say(line: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|_| out.flush())
+        .context("writing to standard output")
 }
 
 fn checkpoint_name(path: &std::path::Path) -> String {
@@ -247,15 +263,20 @@ pub fn export(args: &ExportArgs) -> Result<()> {
             bail!("say what to export: --run NAME (its best network) or --checkpoint PATH")
         }
     };
-    let bytes = std::fs::read(&from).with_context(|| format!("reading {}", from.display()))?;
+    let bytes = read_file(&from)?;
     let net = Network::from_bytes(&bytes, None, &Device::Cpu, &from.display().to_string())?;
+    let folder = args
+        .to
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    crate::publish::prepare(folder, "--to")?;
     write_atomic(&args.to, &bytes).with_context(|| format!("writing {}", args.to.display()))?;
-    println!(
+    say(&format!(
         "exported {} ({}, iteration {}) to {}",
         from.display(),
         net.config,
         net.iteration,
         args.to.display()
-    );
-    Ok(())
+    ))
 }

@@ -140,12 +140,13 @@ impl RunConfig {
             cfg.lr = default_lr(opt);
         }
         cfg.apply(args);
-        cfg.validate()?;
+        cfg.validate(args, None)?;
         Ok(cfg)
     }
 
-    /// A resumed run's configuration: the saved one with the flags given now.
-    pub fn resumed(saved: RunConfig, args: &TrainArgs) -> Result<RunConfig> {
+    /// A resumed run's configuration: the saved one (read from `file`) with the flags
+    /// given now.
+    pub fn resumed(saved: RunConfig, args: &TrainArgs, file: &str) -> Result<RunConfig> {
         let mut cfg = saved;
         if let Some(p) = args.preset.filter(|p| *p != cfg.preset) {
             log::warn!(
@@ -160,7 +161,7 @@ impl RunConfig {
             }
         }
         cfg.apply(args);
-        cfg.validate()?;
+        cfg.validate(args, Some(file))?;
         Ok(cfg)
     }
 
@@ -198,40 +199,86 @@ impl RunConfig {
         self.gating_games += self.gating_games % 2;
     }
 
-    fn validate(&self) -> Result<()> {
-        let positive = [
-            ("--games", self.games),
-            ("--simulations", self.simulations as usize),
-            ("--filters", self.filters),
-            ("--blocks", self.blocks),
-            ("--batch-size", self.batch_size),
-            ("--replay-window", self.replay_window),
-            ("--checkpoint-every", self.checkpoint_every as usize),
-            ("--max-plies", self.max_plies as usize),
+    /// Checks every value. An error names where the bad value came from: the flag when
+    /// it was given on this command line, otherwise the field of the saved `config.json`.
+    fn validate(&self, args: &TrainArgs, saved: Option<&str>) -> Result<()> {
+        let given = |field: &str| -> bool {
+            match field {
+                "games" => args.games.is_some(),
+                "simulations" => args.simulations.is_some(),
+                "filters" => args.filters.is_some(),
+                "blocks" => args.blocks.is_some(),
+                "batch_size" => args.batch_size.is_some(),
+                "replay_window" => args.replay_window.is_some(),
+                "checkpoint_every" => args.checkpoint_every.is_some(),
+                "max_plies" => args.max_plies.is_some(),
+                "train_steps" => args.train_steps.is_some(),
+                "games_in_flight" => args.games_in_flight.is_some(),
+                "lr" => args.lr.is_some(),
+                "promotion_score" => args.promotion_score.is_some(),
+                "weight_decay" => args.weight_decay.is_some(),
+                "device" => args.device.is_some(),
+                "precision" => args.precision.is_some(),
+                _ => false,
+            }
+        };
+        let source = |field: &str| match saved {
+            Some(file) if !given(field) => format!("{file}: field `{field}`"),
+            _ => format!("--{}", field.replace('_', "-")),
+        };
+        let at_least = [
+            ("games", self.games, 1),
+            ("simulations", self.simulations as usize, 2),
+            ("filters", self.filters, 1),
+            ("blocks", self.blocks, 1),
+            ("batch_size", self.batch_size, 1),
+            ("replay_window", self.replay_window, 1),
+            ("checkpoint_every", self.checkpoint_every as usize, 1),
+            ("max_plies", self.max_plies as usize, 1),
+            ("train_steps", self.train_steps.unwrap_or(1), 1),
+            ("games_in_flight", self.games_in_flight.unwrap_or(1), 1),
         ];
-        for (flag, v) in positive {
-            if v == 0 {
-                bail!("{flag} must be at least 1");
+        for (field, v, min) in at_least {
+            if v < min {
+                let why = if field == "simulations" {
+                    " (the first visit expands the root; the move probabilities a position is trained on need more)"
+                } else {
+                    ""
+                };
+                bail!("{} must be at least {min}, got {v}{why}", source(field));
             }
         }
-        if self.train_steps == Some(0) || self.games_in_flight == Some(0) {
-            bail!("--train-steps and --games-in-flight must be at least 1");
-        }
+        self.net()
+            .check()
+            .with_context(|| format!("{} and {}", source("filters"), source("blocks")))?;
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            bail!("--lr must be a positive number, got {}", self.lr);
+            bail!(
+                "{} must be a positive number, got {}",
+                source("lr"),
+                self.lr
+            );
         }
         if !(0.0..=1.0).contains(&self.promotion_score) {
             bail!(
-                "--promotion-score must be between 0 and 1, got {}",
+                "{} must be between 0 and 1, got {}",
+                source("promotion_score"),
                 self.promotion_score
             );
         }
-        if self.weight_decay < 0.0 {
-            bail!("--weight-decay must not be negative");
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            bail!(
+                "{} must be a finite number of at least 0, got {}",
+                source("weight_decay"),
+                self.weight_decay
+            );
         }
-        self.device.parse::<ember_engine::DeviceChoice>()?;
+        self.device
+            .parse::<ember_engine::DeviceChoice>()
+            .with_context(|| source("device"))?;
         if self.precision != "auto" {
-            self.precision.parse::<Precision>()?;
+            self.precision
+                .parse::<Precision>()
+                .with_context(|| source("precision"))?;
         }
         Ok(())
     }
@@ -367,9 +414,38 @@ mod tests {
             preset: Some(Preset::Max),
             ..Default::default()
         };
-        let cfg = RunConfig::resumed(saved.clone(), &again).unwrap();
+        let cfg = RunConfig::resumed(saved.clone(), &again, "config.json").unwrap();
         assert_eq!(cfg.iterations, 9);
         assert_eq!(cfg.games, saved.games);
+    }
+
+    #[test]
+    fn a_bad_saved_value_is_named_by_its_field_and_a_bad_flag_by_the_flag() {
+        let mut saved = RunConfig::from_preset(&TrainArgs::default()).unwrap();
+        saved.games = 0;
+        let err = RunConfig::resumed(saved.clone(), &TrainArgs::default(), "runs/x/config.json")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("runs/x/config.json: field `games` must be at least 1"),
+            "{err}"
+        );
+        assert!(!err.contains("--games"), "{err}");
+        let given = TrainArgs {
+            simulations: Some(1),
+            games: Some(3),
+            ..Default::default()
+        };
+        let err = RunConfig::resumed(saved, &given, "runs/x/config.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("--simulations must be at least 2"), "{err}");
+        let err = RunConfig::from_preset(&TrainArgs {
+            filters: Some(100_000),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("--filters"), "{err:#}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod commands;
 mod config;
 mod metrics;
 mod progress;
+mod publish;
 mod run;
 mod training;
 

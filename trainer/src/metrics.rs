@@ -11,10 +11,11 @@ use std::path::Path;
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct IterationMetrics {
     pub iteration: u64,
-    pub loss_policy: f64,
-    pub loss_value: f64,
-    pub loss_l2: f64,
-    pub loss_total: f64,
+    /// Mean losses of the iteration's training steps; null when every step was skipped.
+    pub loss_policy: Option<f64>,
+    pub loss_value: Option<f64>,
+    pub loss_l2: Option<f64>,
+    pub loss_total: Option<f64>,
     pub lr: f64,
     /// Steps skipped by the f16 loss scaler (inf/NaN gradients).
     pub skipped_steps: usize,
@@ -47,8 +48,10 @@ pub struct IterationMetrics {
     pub wall_total_s: f64,
 }
 
-/// Reads the metrics of complete iterations; lines of iterations after `complete` (left
-/// by a run killed before it committed) are dropped from the file.
+/// Reads the metrics of complete iterations. Lines of iterations after `complete` (left
+/// by a run killed before it committed) are dropped from the file; a line that does not
+/// parse, or repeats an iteration, is moved to `metrics.unreadable.jsonl` beside it with
+/// a warning, never lost.
 pub fn load_and_trim(path: &Path, complete: u64) -> Result<Vec<IterationMetrics>> {
     if !path.exists() {
         return Ok(Vec::new());
@@ -56,22 +59,55 @@ pub fn load_and_trim(path: &Path, complete: u64) -> Result<Vec<IterationMetrics>
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut kept: Vec<IterationMetrics> = Vec::new();
+    let mut unreadable = String::new();
     let mut dropped = false;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        match serde_json::from_str::<IterationMetrics>(line) {
-            Ok(m)
-                if m.iteration <= complete
-                    && kept.last().is_none_or(|k| k.iteration < m.iteration) =>
-            {
-                kept.push(m)
-            }
-            _ => dropped = true,
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
         }
+        match serde_json::from_str::<IterationMetrics>(line) {
+            Ok(m) if m.iteration > complete => {
+                log::info!(
+                    "{}: dropped the metrics of uncommitted iteration {}",
+                    path.display(),
+                    m.iteration
+                );
+                dropped = true;
+            }
+            Ok(m) if kept.last().is_none_or(|k| k.iteration < m.iteration) => kept.push(m),
+            parsed => {
+                let why = match parsed {
+                    Err(e) => format!("does not parse ({e})"),
+                    Ok(m) => format!("repeats iteration {}", m.iteration),
+                };
+                log::warn!(
+                    "{} line {} {why}; moved to {}",
+                    path.display(),
+                    n + 1,
+                    unreadable_path(path).display()
+                );
+                unreadable.push_str(line);
+                unreadable.push('\n');
+                dropped = true;
+            }
+        }
+    }
+    if !unreadable.is_empty() {
+        let aside = unreadable_path(path);
+        let mut all = std::fs::read_to_string(&aside).unwrap_or_default();
+        all.push_str(&unreadable);
+        write_atomic(&aside, all.as_bytes())
+            .with_context(|| format!("writing {}", aside.display()))?;
     }
     if dropped || !text.ends_with('\n') {
         write_all(path, &kept)?;
     }
     Ok(kept)
+}
+
+/// Where [`load_and_trim`] keeps the lines it could not use.
+pub fn unreadable_path(path: &Path) -> std::path::PathBuf {
+    path.with_extension("unreadable.jsonl")
 }
 
 fn write_all(path: &Path, all: &[IterationMetrics]) -> Result<()> {
@@ -95,9 +131,9 @@ pub fn plot(path: &Path, all: &[IterationMetrics]) -> Result<()> {
         let root = SVGBackend::with_string(&mut svg, (900, 960)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let panels = root.split_evenly((3, 1));
-        let xs = |f: fn(&IterationMetrics) -> f64| -> Vec<(f64, f64)> {
+        let xs = |f: fn(&IterationMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
             all.iter()
-                .map(|m| (m.iteration as f64, f(m)))
+                .filter_map(|m| Some((m.iteration as f64, f(m)?)))
                 .filter(|(_, y)| y.is_finite())
                 .collect()
         };
@@ -115,13 +151,13 @@ pub fn plot(path: &Path, all: &[IterationMetrics]) -> Result<()> {
             &panels[1],
             "Mean self-play game length (plies)",
             x_max,
-            &[("plies", xs(|m| m.mean_plies), GREEN)],
+            &[("plies", xs(|m| Some(m.mean_plies)), GREEN)],
         )?;
         panel(
             &panels[2],
             "Cumulative Elo (promoted candidates)",
             x_max,
-            &[("Elo", xs(|m| m.cumulative_elo), MAGENTA)],
+            &[("Elo", xs(|m| Some(m.cumulative_elo)), MAGENTA)],
         )?;
         root.present().map_err(plot_err)?;
     }
@@ -187,9 +223,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trimming_drops_lines_of_uncommitted_iterations_and_duplicates() {
-        let path =
-            std::env::temp_dir().join(format!("ember-metrics-unit-{}.jsonl", std::process::id()));
+    fn trimming_drops_uncommitted_iterations_and_moves_unreadable_lines_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
         let line = |i: u64| {
             serde_json::to_string(&IterationMetrics {
                 iteration: i,
@@ -214,7 +250,12 @@ mod tests {
             vec![1, 2]
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
-        std::fs::remove_file(&path).ok();
+        let aside = std::fs::read_to_string(dir.path().join("metrics.unreadable.jsonl")).unwrap();
+        assert_eq!(aside, format!("{}\n{{\"iter\n", line(2)));
+        // Read again: nothing more is moved, and what was moved aside stays.
+        load_and_trim(&path, 2).unwrap();
+        let again = std::fs::read_to_string(dir.path().join("metrics.unreadable.jsonl")).unwrap();
+        assert_eq!(again, aside);
     }
 
     #[test]
@@ -223,7 +264,7 @@ mod tests {
         let all: Vec<IterationMetrics> = (1..=3)
             .map(|i| IterationMetrics {
                 iteration: i,
-                loss_policy: 8.0 - i as f64,
+                loss_policy: Some(8.0 - i as f64),
                 mean_plies: 40.0,
                 ..Default::default()
             })

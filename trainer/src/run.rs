@@ -7,16 +7,22 @@
 //! uncommitted iteration is deleted, and so are replay shards and games the state does
 //! not list: the run goes on from the last complete iteration with all its data.
 //!
+//! One trainer at a time owns a run folder: [`RunLock`] holds an exclusive lock on
+//! `runs/NAME/lock` for the life of the process; the operating system drops it when the
+//! process ends however it ends, so a crashed owner never leaves the folder stuck.
+//!
 //! ```text
-//! runs/NAME/config.json  state.json  metrics.jsonl  progress.svg
+//! runs/NAME/lock  config.json  state.json  metrics.jsonl  progress.svg
 //!           best.safetensors  latest.safetensors  train_state.safetensors  iter-NNNNNN.safetensors
 //!           replay/iter-NNNNNN.shard   games/iter-NNNNNN.pgn  games/gating-NNNNNN.pgn
 //! ```
 
 use crate::config::RunConfig;
 use anyhow::{bail, Context, Result};
-use ember_engine::net::checkpoint::write_atomic;
+use ember_engine::net::checkpoint::{sweep_temporaries, write_atomic};
 use serde::{Deserialize, Serialize};
+use std::fs::{File, TryLockError};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 const STATE_FORMAT: &str = "ember-run-state";
@@ -66,6 +72,11 @@ impl RunState {
             best_iteration: 0,
         }
     }
+}
+
+/// The exclusive lock on a run folder, held until dropped (or the process ends).
+pub struct RunLock {
+    _file: File,
 }
 
 /// Paths inside one run folder.
@@ -131,6 +142,94 @@ impl RunDir {
 
     pub fn exists(&self) -> bool {
         self.state().exists() || self.config().exists()
+    }
+
+    /// Takes the run folder's lock (creating the folder), or says which process holds it.
+    pub fn lock(&self) -> Result<RunLock> {
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("creating {}", self.root.display()))?;
+        let path = self.file("lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut owner = String::new();
+                let _ = file.read_to_string(&mut owner);
+                let owner = owner.trim();
+                bail!(
+                    "{} is in use by another trainer{}; wait for it to finish or stop it",
+                    self.root.display(),
+                    if owner.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({owner})")
+                    }
+                );
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+        // Who holds it, for the message a second trainer prints.
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "process {}", std::process::id());
+        let _ = file.flush();
+        Ok(RunLock { _file: file })
+    }
+
+    /// Files that only a run which has committed iterations writes: checkpoints of
+    /// iterations after 0, replay shards, metrics, games. Found in a folder without
+    /// `state.json`, they mean the state was lost, and starting over would overwrite them.
+    pub fn orphaned_data(&self) -> Result<Vec<String>> {
+        let mut found = Vec::new();
+        for entry in list(&self.root)? {
+            let name = file_name(&entry);
+            let committed_checkpoint = name == "train_state.safetensors"
+                || name
+                    .strip_prefix("iter-")
+                    .and_then(|s| s.strip_suffix(".safetensors"))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|i| i > 0)
+                || name == "metrics.jsonl";
+            if committed_checkpoint {
+                found.push(name);
+            }
+        }
+        for dir in [self.replay(), self.games()] {
+            for entry in list(&dir)? {
+                let name = file_name(&entry);
+                if !name.starts_with('.') {
+                    found.push(format!("{}/{name}", file_name(&dir)));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Removes the temporary files of interrupted atomic writes in the folder and its
+    /// `replay/` and `games/`. Returns what was removed, for the log.
+    pub fn sweep_temporaries(&self) -> Vec<String> {
+        let mut removed = Vec::new();
+        for dir in [self.root.clone(), self.replay(), self.games()] {
+            for name in sweep_temporaries(&dir) {
+                removed.push(self.relative(&dir.join(name)));
+            }
+        }
+        removed
+    }
+
+    fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .display()
+            .to_string()
     }
 
     pub fn create_folders(&self) -> Result<()> {

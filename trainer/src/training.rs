@@ -8,7 +8,8 @@ use crate::cli::{OptimizerChoice, TrainArgs, ValueLossChoice};
 use crate::config::{derive_seed, preset_name, timestamp, RunConfig};
 use crate::metrics::{self, IterationMetrics};
 use crate::progress::Progress;
-use crate::run::{RunDir, RunState};
+use crate::publish::{Publisher, RUN_FIELD};
+use crate::run::{RunDir, RunLock, RunState};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use ember_engine::arena::{play_match, MatchConfig};
@@ -24,7 +25,7 @@ use ember_engine::{DeviceChoice, Termination};
 use log::{info, warn};
 use rand::{rngs::StdRng, SeedableRng};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// Random streams of one iteration (see [`derive_seed`]).
@@ -47,7 +48,9 @@ pub struct Session {
     best: Network,
     trainer: Trainer,
     metrics: Vec<IterationMetrics>,
-    models_dir: PathBuf,
+    /// Held while the session lives: no second trainer can write into the folder.
+    _lock: RunLock,
+    publisher: Publisher,
     progress: Progress,
     /// The first game this process plays is played alone and broken down phase by phase.
     first_game_shown: bool,
@@ -65,10 +68,11 @@ struct TrainOutcome {
     steps: usize,
     batch: usize,
     replay_positions: usize,
-    loss_policy: f64,
-    loss_value: f64,
-    loss_l2: f64,
-    loss_total: f64,
+    /// Means over the steps taken; `None` when every step was skipped.
+    loss_policy: Option<f64>,
+    loss_value: Option<f64>,
+    loss_l2: Option<f64>,
+    loss_total: Option<f64>,
     lr: f64,
     skipped: usize,
     wall: Duration,
@@ -97,6 +101,7 @@ impl Session {
             ),
         };
         let dir = RunDir::new(&args.runs_dir, &name)?;
+        // Everything that can be refused is checked before the first write.
         let existing = dir.exists();
         let saved = if dir.config().exists() {
             Some(dir.read_config()?)
@@ -104,11 +109,18 @@ impl Session {
             None
         };
         let mut cfg = match &saved {
-            Some(saved) => RunConfig::resumed(saved.clone(), args)?,
+            Some(saved) => {
+                RunConfig::resumed(saved.clone(), args, &dir.config().display().to_string())?
+            }
             None => RunConfig::from_preset(args)?,
         };
         let device = cfg.device.parse::<DeviceChoice>()?.open()?;
         let precision = cfg.precision_on(&device)?;
+        let publisher = Publisher::open(&args.models_dir, &name)?;
+        let lock = dir.lock()?;
+        for removed in dir.sweep_temporaries() {
+            info!("removed {removed}, left by an interrupted write");
+        }
         info!("Using device: {}", describe_device(&device));
 
         for path in [dir.best(), dir.latest()] {
@@ -123,7 +135,18 @@ impl Session {
                 }
                 state
             }
-            None => RunState::new(cfg.seed),
+            None => {
+                let orphaned = dir.orphaned_data()?;
+                if !orphaned.is_empty() {
+                    bail!(
+                        "{} holds data of completed iterations ({}) but no state.json, which records what of it \
+is complete; refusing to start over and overwrite it. Restore state.json, or train into a new --run",
+                        dir.root.display(),
+                        summarize(&orphaned)
+                    );
+                }
+                RunState::new(cfg.seed)
+            }
         };
         if state.seed != cfg.seed {
             // Every iteration's random streams derive from the run's seed; changing it
@@ -135,6 +158,11 @@ impl Session {
             cfg.seed = state.seed;
         }
         dir.create_folders()?;
+        // The commit record exists before any checkpoint: a folder with checkpoints and
+        // no state.json is one whose state was lost.
+        if !dir.state().exists() {
+            dir.write_state(&state)?;
+        }
 
         let initial = state.iteration == 0 && !dir.best().exists();
         let best = if initial {
@@ -204,10 +232,9 @@ impl Session {
             info!("  {line}");
         }
         dir.write_config(&cfg)?;
-        if !dir.state().exists() {
-            dir.write_state(&state)?;
-        }
         let session = Session {
+            _lock: lock,
+            publisher,
             dir,
             cfg,
             state,
@@ -216,7 +243,6 @@ impl Session {
             best,
             trainer,
             metrics,
-            models_dir: args.models_dir.clone(),
             progress,
             first_game_shown: false,
         };
@@ -229,17 +255,11 @@ impl Session {
         if self.state.best_iteration == 0 || self.state.best_iteration != self.state.iteration {
             return Ok(());
         }
-        let to = self.models_dir.join("latest.safetensors");
         let best = std::fs::read(self.dir.best())
             .with_context(|| format!("reading {}", self.dir.best().display()))?;
-        if std::fs::read(&to).ok().as_deref() != Some(&best[..]) {
-            write_atomic(&to, &best)
-                .with_context(|| format!("exporting the best network to {}", to.display()))?;
-            info!(
-                "exported the best network (iteration {}) to {}",
-                self.state.best_iteration,
-                to.display()
-            );
+        if std::fs::read(self.publisher.target()).ok().as_deref() != Some(&best[..]) {
+            self.publisher
+                .publish(&best, self.state.best_iteration, &self.dir)?;
         }
         Ok(())
     }
@@ -287,7 +307,15 @@ impl Session {
         let wall_selfplay = sp_start.elapsed();
         log_selfplay(it, &sp, wall_selfplay);
 
-        let tr = self.train_candidate(it, sp.stats.positions)?;
+        let tr = self.train_candidate(it, &sp.shard, sp.stats.positions)?;
+        self.trainer.network().check_usable().with_context(|| {
+            format!(
+                "iteration {it}: training left NaN or infinite values in the candidate (is --lr {} too high?); \
+nothing of iteration {it} was saved, and the run resumes after iteration {}",
+                self.cfg.lr,
+                it - 1
+            )
+        })?;
         let gate = self.gate(it)?;
         let commit_start = Instant::now();
         let m = self.commit(it, &sp, &tr, &gate, wall_selfplay, start)?;
@@ -400,15 +428,25 @@ cumulative Elo {:+.0}",
         })
     }
 
-    fn train_candidate(&mut self, it: u64, new_positions: usize) -> Result<TrainOutcome> {
+    /// Trains the candidate on the replay window: the listed shards and this iteration's
+    /// `shard`.
+    fn train_candidate(
+        &mut self,
+        it: u64,
+        shard: &str,
+        new_positions: usize,
+    ) -> Result<TrainOutcome> {
         let start = Instant::now();
-        let (window, load) = ReplayWindow::load(&self.dir.replay(), self.cfg.replay_window)
-            .with_context(|| {
-                format!(
-                    "loading the replay window from {}",
-                    self.dir.replay().display()
-                )
-            })?;
+        let mut listed = self.state.shards.clone();
+        listed.push(shard.to_string());
+        let (window, load) =
+            ReplayWindow::load_listed(&self.dir.replay(), &listed, self.cfg.replay_window)
+                .with_context(|| {
+                    format!(
+                        "loading the replay window from {}",
+                        self.dir.replay().display()
+                    )
+                })?;
         if load.skipped_corrupt > 0 || load.torn_tail > 0 {
             warn!(
                 "replay: skipped {} corrupt record(s) and {} torn tail(s) of {} records",
@@ -464,31 +502,31 @@ cumulative Elo {:+.0}",
         }
         bar.finish();
         let wall = start.elapsed();
-        let n = counted.max(1) as f64;
+        let mean = |sum: f64| mean_loss(sum, counted);
         let out = TrainOutcome {
             steps,
             batch,
             replay_positions: window.len(),
-            loss_policy: sum_p / n,
-            loss_value: sum_v / n,
-            loss_l2: sum_l2 / n,
-            loss_total: sum_t / n,
+            loss_policy: mean(sum_p),
+            loss_value: mean(sum_v),
+            loss_l2: mean(sum_l2),
+            loss_total: mean(sum_t),
             lr,
             skipped,
             wall,
         };
         info!(
-            "training: {} steps x {} samples from a window of {} positions in {:.1}s ({:.0} samples/s); mean loss {:.4} = \
-policy {:.4} + value {:.4} + l2 {:.4}; lr {:.2e}{}{}",
+            "training: {} steps x {} samples from a window of {} positions in {:.1}s ({:.0} samples/s); mean loss {} = \
+policy {} + value {} + l2 {}; lr {:.2e}{}{}",
             steps,
             batch,
             out.replay_positions,
             wall.as_secs_f64(),
             (steps * batch) as f64 / wall.as_secs_f64().max(1e-9),
-            out.loss_total,
-            out.loss_policy,
-            out.loss_value,
-            out.loss_l2,
+            fmt_loss(out.loss_total),
+            fmt_loss(out.loss_policy),
+            fmt_loss(out.loss_value),
+            fmt_loss(out.loss_l2),
             lr,
             if skipped > 0 { format!("; {skipped} steps skipped (inf/NaN)") } else { String::new() },
             last_scale.map_or(String::new(), |s| format!("; loss scale {s}")),
@@ -607,7 +645,9 @@ in {:.1}s ({:.2} games/s, mean {:.1} plies; ended by {})",
             .into_iter()
             .map(|(n, v, _)| (n, v.as_tensor().clone()))
             .collect();
-        let bytes = serialize(&tensors, metadata(candidate.config, it))?;
+        let mut meta = metadata(candidate.config, it);
+        meta.insert(RUN_FIELD.to_string(), self.publisher.run.clone());
+        let bytes = serialize(&tensors, meta)?;
         let pending = self.dir.pending(it);
         std::fs::create_dir_all(&pending)
             .with_context(|| format!("creating {}", pending.display()))?;
@@ -686,14 +726,8 @@ in {:.1}s ({:.2} games/s, mean {:.1} plies; ended by {})",
                 &self.device,
                 "the promoted candidate",
             )?;
-            let to = self.models_dir.join("latest.safetensors");
-            write_atomic(&to, &bytes)
-                .with_context(|| format!("exporting the promoted network to {}", to.display()))?;
-            info!(
-                "promoted network written to {} and {}",
-                self.dir.best().display(),
-                to.display()
-            );
+            info!("promoted network written to {}", self.dir.best().display());
+            self.publisher.publish(&bytes, it, &self.dir)?;
         }
         Ok(m)
     }
@@ -757,6 +791,15 @@ fn train_config(cfg: &RunConfig, precision: Precision) -> TrainConfig {
     }
 }
 
+/// The first few names of a list, for a one-line message.
+fn summarize(names: &[String]) -> String {
+    let shown: Vec<&str> = names.iter().take(4).map(String::as_str).collect();
+    match names.len() - shown.len() {
+        0 => shown.join(", "),
+        more => format!("{} and {more} more", shown.join(", ")),
+    }
+}
+
 fn termination_key(t: Termination) -> String {
     let name = format!("{t:?}");
     let mut key = String::new();
@@ -767,6 +810,18 @@ fn termination_key(t: Termination) -> String {
         key.push(c.to_ascii_lowercase());
     }
     key
+}
+
+/// The mean of `counted` step losses summing to `sum`; none when every step was skipped
+/// (a mean of nothing is not a loss of 0).
+fn mean_loss(sum: f64, counted: usize) -> Option<f64> {
+    (counted > 0).then(|| sum / counted as f64)
+}
+
+fn fmt_loss(l: Option<f64>) -> String {
+    l.map_or("n/a (every step skipped)".to_string(), |x| {
+        format!("{x:.4}")
+    })
 }
 
 fn fmt_elo(e: Option<f64>) -> String {
@@ -847,6 +902,12 @@ other {:.2} ms",
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_iteration_whose_steps_were_all_skipped_has_no_mean_loss() {
+        assert_eq!(mean_loss(0.0, 0), None);
+        assert_eq!(mean_loss(3.0, 2), Some(1.5));
+    }
 
     #[test]
     fn termination_keys_are_snake_case() {

@@ -5,6 +5,7 @@
 use candle_core::Device;
 use ember_engine::net::{NetConfig, Network};
 use ember_engine::replay::ReplayWindow;
+use ember_tests::files_under;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -438,5 +439,241 @@ fn selfplay_adds_games_the_run_keeps_as_replay_data() {
         state(&run)["iteration"],
         0,
         "self-play alone completes no iteration"
+    );
+}
+
+/// A process id that no running process has (above Linux's largest pid_max).
+const DEAD_PID: u32 = 4_194_999;
+
+#[test]
+fn a_second_trainer_on_a_run_is_refused_and_a_killed_owner_leaves_no_lock_behind() {
+    let root = scratch("lock");
+    let run = root.join("runs/locked");
+    let mut args = tiny_args(&root, "locked", 2);
+    args.extend(["--games", "8", "--simulations", "24"].map(String::from));
+    let mut first = trainer()
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !run.join("state.json").exists() {
+        assert!(Instant::now() < deadline, "the first trainer never started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let second = trainer().args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "is in use by another trainer (process {})",
+            first.id()
+        )),
+        "{stderr}"
+    );
+    first.kill().unwrap(); // SIGKILL: the lock goes with the process
+    first.wait().unwrap();
+    run_ok(trainer().args(&args));
+    let s = state(&run);
+    assert_eq!(s["iteration"], 2);
+    let lines = metrics_lines(&run);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(
+        s["best_iteration"],
+        lines
+            .iter()
+            .filter(|l| l["promoted"] == true)
+            .map(|l| l["iteration"].as_u64().unwrap())
+            .max()
+            .unwrap_or(0)
+    );
+}
+
+#[test]
+fn an_overflowing_learning_rate_fails_the_iteration_and_the_run_resumes_with_a_sane_one() {
+    let root = scratch("lr");
+    let run = root.join("runs/lr");
+    for extra in [
+        ["--lr", "1e30", "--optimizer", "adamw"],
+        ["--lr", "1e6", "--optimizer", "sgd"],
+    ] {
+        let mut args = tiny_args(&root, "lr", 1);
+        args.extend(extra.map(String::from));
+        let out = trainer().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(stderr.contains("NaN or infinite"), "{stderr}");
+        assert!(
+            stderr.contains("nothing of iteration 1 was saved"),
+            "{stderr}"
+        );
+        assert_eq!(state(&run)["iteration"], 0);
+        assert!(!root.join("models/latest.safetensors").exists());
+    }
+    let mut args = tiny_args(&root, "lr", 1);
+    args.extend(["--lr", "1e-3", "--optimizer", "adamw"].map(String::from));
+    run_ok(trainer().args(&args));
+    assert_eq!(state(&run)["iteration"], 1);
+    for name in ["best", "latest"] {
+        Network::load(
+            &run.join(format!("{name}.safetensors")),
+            Some(TINY_NET),
+            &Device::Cpu,
+        )
+        .unwrap()
+        .check_usable()
+        .unwrap();
+    }
+}
+
+#[test]
+fn a_run_that_lost_its_state_is_not_started_over_and_missing_data_is_warned_about() {
+    let root = scratch("lost");
+    let run = root.join("runs/lost");
+    run_ok(trainer().args(tiny_args(&root, "lost", 1)));
+
+    // state.json deleted: refused, nothing touched.
+    let state_bytes = std::fs::read(run.join("state.json")).unwrap();
+    std::fs::remove_file(run.join("state.json")).unwrap();
+    let before = files_under(&root);
+    let out = trainer()
+        .args(tiny_args(&root, "lost", 2))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("but no state.json"), "{stderr}");
+    assert!(stderr.contains("train_state.safetensors"), "{stderr}");
+    assert!(before == files_under(&root), "files changed");
+    std::fs::write(run.join("state.json"), state_bytes).unwrap();
+
+    // A listed shard deleted, temporary files of dead writers and a bad metrics line:
+    // each is reported, and the run goes on.
+    std::fs::remove_file(run.join("replay/iter-000001.shard")).unwrap();
+    let stray = [
+        run.join(format!(".state.json.{DEAD_PID}.tmp")),
+        run.join(format!("games/.iter-000002.pgn.{DEAD_PID}.tmp")),
+        root.join(format!("models/.latest.safetensors.{DEAD_PID}.tmp")),
+    ];
+    std::fs::create_dir_all(root.join("models")).unwrap();
+    for p in &stray {
+        std::fs::write(p, b"half").unwrap();
+    }
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    std::fs::write(run.join("metrics.jsonl"), format!("{metrics}{{\"garbage\n")).unwrap();
+    let out = run_ok(trainer().args(tiny_args(&root, "lost", 2)));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("iter-000001.shard is listed but missing"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("metrics.jsonl line 2 does not parse"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("metrics.unreadable.jsonl")).unwrap(),
+        "{\"garbage\n"
+    );
+    for p in &stray {
+        assert!(!p.exists(), "{} was not swept", p.display());
+    }
+    assert_eq!(state(&run)["iteration"], 2);
+}
+
+#[test]
+fn bad_flags_are_refused_before_anything_is_written() {
+    let root = scratch("flags");
+    let blocker = root.join("a-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let mut args = tiny_args(&root, "flags", 1);
+    args.extend([
+        "--models-dir".into(),
+        blocker.join("models").display().to_string(),
+    ]);
+    let out = trainer().args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--models-dir") && stderr.contains("cannot be written"),
+        "{stderr}"
+    );
+    assert!(
+        !root.join("runs/flags").exists(),
+        "the run folder was created"
+    );
+
+    let mut args = tiny_args(&root, "flags", 1);
+    args.extend(["--simulations", "1"].map(String::from));
+    let out = trainer().args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--simulations must be at least 2"),
+        "{stderr}"
+    );
+    assert!(!root.join("runs/flags").exists());
+
+    let out = trainer()
+        .args(["match", "--a", "x", "--b", "y", "--games", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--games"));
+}
+
+#[test]
+fn results_written_to_a_full_device_are_an_error_not_a_panic() {
+    let t = tiny_run();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let to = scratch("full").join("exported.safetensors");
+    let out = trainer()
+        .args(["export", "--run", "tiny", "--runs-dir"])
+        .arg(t.root.join("runs"))
+        .arg("--to")
+        .arg(&to)
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("writing to standard output"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_run_does_not_replace_a_network_another_run_published() {
+    let root = scratch("publish");
+    let published = root.join("models/latest.safetensors");
+    for run in ["first", "second"] {
+        let mut args = tiny_args(&root, run, 1);
+        args.extend(["--promotion-score", "0"].map(String::from));
+        let out = run_ok(trainer().args(&args));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let meta = ember_engine::net::checkpoint::read_metadata(
+            &std::fs::read(&published).unwrap(),
+            "published",
+        )
+        .unwrap();
+        assert_eq!(meta["run"], "first", "{run}: {stderr}");
+        if run == "second" {
+            assert!(stderr.contains("not replaced"), "{stderr}");
+            assert!(stderr.contains("trainer export --run second"), "{stderr}");
+        }
+    }
+    // Exporting is the deliberate way.
+    run_ok(
+        trainer()
+            .args(["export", "--run", "second", "--runs-dir"])
+            .arg(root.join("runs"))
+            .arg("--to")
+            .arg(&published),
+    );
+    assert_eq!(
+        std::fs::read(&published).unwrap(),
+        std::fs::read(root.join("runs/second/best.safetensors")).unwrap()
     );
 }

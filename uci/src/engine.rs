@@ -39,6 +39,10 @@ pub struct Engine {
     pending_net: Option<LoadedNet>,
     /// `NNCacheSize` changed: the next search starts with a fresh cache.
     cache_changed: bool,
+    /// What start-up found (the network played with, and why the default file was not
+    /// used if it was not), said as `info string` in every answer to `uci`, where a GUI
+    /// shows it; stderr alone is not seen.
+    startup: Vec<String>,
 }
 
 /// What the input loop does after a command.
@@ -55,14 +59,18 @@ impl Engine {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         let weights = network::default_weights();
         let mut options = Options::new(weights, cpus, false);
+        let mut startup = Vec::new();
         let net = match network::load(&options.weights_file, options.device, options.threads) {
             Ok(net) => net,
             Err(e) => {
-                log::warn!("{e:#}; using the embedded network");
+                let line = format!("info string error: {e:#}; playing with the embedded network");
+                log::warn!("{line}");
+                startup.push(line);
                 options.weights_file = crate::options::EMBEDDED.to_string();
                 network::load(&options.weights_file, options.device, options.threads)?
             }
         };
+        startup.push(format!("info string network {}", net.description));
         if net.on_gpu {
             options = Options {
                 minibatch_size: 256,
@@ -76,6 +84,7 @@ impl Engine {
             slot: Slot::Idle(Box::new(Core::new(net))),
             pending_net: None,
             cache_changed: false,
+            startup,
         })
     }
 
@@ -87,6 +96,9 @@ impl Engine {
                 emit("id author the Ember developers");
                 for line in self.options.declarations() {
                     emit(&line);
+                }
+                for line in &self.startup {
+                    emit(line);
                 }
                 emit("uciok");
             }

@@ -21,7 +21,7 @@ const LATEST: &str = "models/latest.safetensors";
 /// A loaded network, ready to evaluate.
 pub struct LoadedNet {
     pub evaluator: NetEvaluator,
-    /// "64x3 from <embedded> on cpu", for `info string`.
+    /// "64x3 (training iteration 12) from models/latest.safetensors on cpu", for `info string`.
     pub description: String,
     pub on_gpu: bool,
 }
@@ -54,12 +54,9 @@ pub fn load(weights: &str, device: DeviceChoice, threads: usize) -> Result<Loade
         Network::from_bytes(EMBEDDED_NETWORK, None, &device, EMBEDDED)
             .context("loading the embedded network")?
     } else {
-        let path = PathBuf::from(weights);
-        if !path.is_file() {
-            anyhow::bail!("weights file {} does not exist", path.display());
-        }
-        Network::load(&path, None, &device)
-            .with_context(|| format!("loading weights file {}", path.display()))?
+        // The checkpoint reader refuses what is missing, not a regular file (a directory,
+        // `/dev/zero`), too large, corrupt, or of an architecture out of bounds.
+        Network::load(&PathBuf::from(weights), None, &device).context("WeightsFile")?
     };
     // f32 everywhere: the CPU path is f32-only, and it keeps GPU results comparable.
     let mut evaluator = NetEvaluator::new(&network, Precision::F32)?;
@@ -71,7 +68,10 @@ pub fn load(weights: &str, device: DeviceChoice, threads: usize) -> Result<Loade
     } else {
         "cpu".to_string()
     };
-    let description = format!("{} from {weights} on {place}", network.config);
+    let description = format!(
+        "{} (training iteration {}) from {weights} on {place}",
+        network.config, network.iteration
+    );
     Ok(LoadedNet {
         evaluator,
         description,

@@ -1,37 +1,38 @@
-//! Checkpoints: safetensors files with header metadata naming the format and the
-//! architecture. Loading checks every field against what the caller asked for and says
-//! exactly what differs; writing is atomic (temporary file, fsync, rename), so a kill at
-//! any moment leaves the previous file intact.
+//! Checkpoints: safetensors files with header metadata naming the format, the
+//! architecture and a checksum of the tensors. Reading is bounded and checks before it
+//! allocates: the file must be a regular file of at most [`MAX_CHECKPOINT_BYTES`], the
+//! architecture fields must lie in [`NetConfig::LIMITS`], and every tensor's name, dtype
+//! and shape must match the declared architecture before a network is built, so no file
+//! can make a process allocate more than the file itself holds. Writing is atomic
+//! (temporary file, fsync, rename), so a kill at any moment leaves the previous file intact.
 
-use super::{NetConfig, Network, TensorKind, VALUE_CHANNELS, VALUE_HIDDEN};
+use super::{NetConfig, Network, VALUE_CHANNELS, VALUE_HIDDEN};
 use crate::encoding::{INPUT_PLANES, POLICY_SIZE};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 pub const FORMAT_NAME: &str = "ember-network";
 pub const FORMAT_VERSION: &str = "1";
 pub const VALUE_HEAD: &str = "wdl";
+/// The largest checkpoint file read (a 1024x64 network is about 2.5 GB; Ember's presets
+/// are far below).
+pub const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
+/// Metadata field holding the checksum of the tensors (see [`tensor_checksum`]).
+pub const CHECKSUM_FIELD: &str = "checksum";
 
 /// Writes `bytes` to `path` so that readers see either the old file or the new one:
-/// a temporary file beside it, flushed to disk, then renamed over it.
+/// a temporary file beside it (see [`temp_path`]), flushed to disk, then renamed over it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = temp_path(path)?;
     let result = (|| -> Result<()> {
         let mut f =
             std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -52,7 +53,83 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     result
 }
 
-/// The metadata a checkpoint of `config` carries.
+/// The temporary file [`write_atomic`] writes before renaming it to `path`:
+/// `.NAME.PID.tmp` beside it.
+pub fn temp_path(path: &Path) -> Result<std::path::PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    Ok(dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
+/// Removes the temporary files [`write_atomic`] left in `dir` (a process killed in the
+/// middle of a write) whose writer is no longer running. Returns the names removed.
+pub fn sweep_temporaries(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .and_then(|n| n.rsplit('.').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == std::process::id() || crate::sys::process_alive(pid) {
+            continue;
+        }
+        if entry.file_type().is_ok_and(|t| t.is_file())
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    removed
+}
+
+/// Reads a checkpoint file, refusing what is not a regular file or is larger than
+/// [`MAX_CHECKPOINT_BYTES`] (a directory, `/dev/zero`, a FIFO) with an error naming it.
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow!("{shown} does not exist"),
+        _ => anyhow!("{shown} cannot be read: {e}"),
+    })?;
+    if meta.is_dir() {
+        bail!("{shown} is a directory, not a checkpoint file");
+    }
+    if !meta.is_file() {
+        bail!("{shown} is not a regular file (a device, pipe or socket), not a checkpoint file");
+    }
+    if meta.len() > MAX_CHECKPOINT_BYTES {
+        bail!(
+            "{shown} is {} bytes, more than the {} a checkpoint may have",
+            meta.len(),
+            MAX_CHECKPOINT_BYTES
+        );
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CHECKPOINT_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| anyhow!("{shown} cannot be read: {e}"))?;
+    if bytes.len() as u64 > MAX_CHECKPOINT_BYTES {
+        bail!("{shown} grew past {MAX_CHECKPOINT_BYTES} bytes while being read");
+    }
+    Ok(bytes)
+}
+
+/// The metadata a checkpoint of `config` carries (without its checksum, which
+/// [`serialize`] adds).
 pub fn metadata(config: NetConfig, iteration: u64) -> HashMap<String, String> {
     HashMap::from([
         ("format".to_string(), FORMAT_NAME.to_string()),
@@ -68,7 +145,27 @@ pub fn metadata(config: NetConfig, iteration: u64) -> HashMap<String, String> {
     ])
 }
 
-/// Serialises tensors (f32, any device) with metadata into safetensors bytes.
+/// CRC-32 over every tensor in name order: its name, its shape (u64 little-endian each)
+/// and its raw bytes. Written as `crc32:XXXXXXXX` into the [`CHECKSUM_FIELD`].
+pub fn tensor_checksum<'a>(
+    tensors: impl IntoIterator<Item = (&'a str, &'a [usize], &'a [u8])>,
+) -> String {
+    let mut sorted: Vec<_> = tensors.into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let mut h = crc32fast::Hasher::new();
+    for (name, shape, data) in sorted {
+        h.update(name.as_bytes());
+        h.update(&[0]);
+        for d in shape {
+            h.update(&(*d as u64).to_le_bytes());
+        }
+        h.update(data);
+    }
+    format!("crc32:{:08x}", h.finalize())
+}
+
+/// Serialises tensors (f32, any device) with metadata and their checksum into
+/// safetensors bytes.
 pub fn serialize(tensors: &[(String, Tensor)], meta: HashMap<String, String>) -> Result<Vec<u8>> {
     let host: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
@@ -82,6 +179,14 @@ pub fn serialize(tensors: &[(String, Tensor)], meta: HashMap<String, String>) ->
             Ok((n.clone(), t.dims().to_vec(), bytes))
         })
         .collect::<Result<_>>()?;
+    let mut meta = meta;
+    meta.insert(
+        CHECKSUM_FIELD.to_string(),
+        tensor_checksum(
+            host.iter()
+                .map(|(n, s, b)| (n.as_str(), s.as_slice(), b.as_slice())),
+        ),
+    );
     let views = host
         .iter()
         .map(|(n, shape, bytes)| {
@@ -95,6 +200,7 @@ pub fn serialize(tensors: &[(String, Tensor)], meta: HashMap<String, String>) ->
 }
 
 /// Reads the header metadata of safetensors bytes (`origin` names them in errors).
+/// The header length is bounded by the safetensors reader (100 MB) and by the bytes given.
 pub fn read_metadata(bytes: &[u8], origin: &str) -> Result<HashMap<String, String>> {
     let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| {
         anyhow!("{origin} is not a readable safetensors file (corrupt or truncated): {e}")
@@ -102,7 +208,93 @@ pub fn read_metadata(bytes: &[u8], origin: &str) -> Result<HashMap<String, Strin
     Ok(meta.metadata().clone().unwrap_or_default())
 }
 
-/// The architecture a checkpoint declares, after checking its format fields.
+/// A parsed checkpoint: its metadata and tensors, checksum verified.
+pub struct Checkpoint<'a> {
+    pub origin: String,
+    pub meta: HashMap<String, String>,
+    tensors: SafeTensors<'a>,
+}
+
+impl<'a> Checkpoint<'a> {
+    /// Parses safetensors bytes and verifies the [`CHECKSUM_FIELD`] when the file has
+    /// one (files written before checksums existed have none).
+    pub fn parse(bytes: &'a [u8], origin: &str) -> Result<Checkpoint<'a>> {
+        let meta = read_metadata(bytes, origin)?;
+        let tensors = SafeTensors::deserialize(bytes)
+            .map_err(|e| anyhow!("{origin} is corrupt or truncated: {e}"))?;
+        if let Some(want) = meta.get(CHECKSUM_FIELD) {
+            let list = tensors.tensors();
+            let got = tensor_checksum(list.iter().map(|(n, v)| (n.as_str(), v.shape(), v.data())));
+            if *want != got {
+                bail!(
+                    "{origin}: the tensors do not match metadata field `{CHECKSUM_FIELD}` ({want}, computed {got}): \
+the file is corrupt"
+                );
+            }
+        }
+        Ok(Checkpoint {
+            origin: origin.to_string(),
+            meta,
+            tensors,
+        })
+    }
+
+    /// A metadata field, or an error naming it.
+    pub fn field(&self, key: &str) -> Result<&str> {
+        self.meta
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| anyhow!("{}: metadata field `{key}` is missing", self.origin))
+    }
+
+    /// Names and shapes of the tensors the file holds, sorted by name.
+    pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let mut out: Vec<_> = self
+            .tensors
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| (n, v.shape().to_vec()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The f32 tensor `name`, which must have `shape` (when given) and hold only finite values.
+    pub fn f32(&self, name: &str, shape: Option<&[usize]>) -> Result<(Vec<usize>, Vec<f32>)> {
+        let origin = &self.origin;
+        let view = self
+            .tensors
+            .tensor(name)
+            .map_err(|_| anyhow!("{origin}: tensor `{name}` is missing"))?;
+        if view.dtype() != Dtype::F32 {
+            bail!(
+                "{origin}: tensor `{name}` has dtype {:?}, expected F32",
+                view.dtype()
+            );
+        }
+        if let Some(shape) = shape {
+            if view.shape() != shape {
+                bail!(
+                    "{origin}: tensor `{name}` has shape {:?}, expected {:?}",
+                    view.shape(),
+                    shape
+                );
+            }
+        }
+        let data: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        if data.iter().any(|x| !x.is_finite()) {
+            bail!("{origin}: tensor `{name}` holds NaN or infinite values");
+        }
+        Ok((view.shape().to_vec(), data))
+    }
+}
+
+/// The architecture a checkpoint declares, after checking its format fields and that
+/// `filters` and `blocks` lie within [`NetConfig::LIMITS`].
 pub fn declared_config(meta: &HashMap<String, String>, origin: &str) -> Result<NetConfig> {
     let field = |k: &str| {
         meta.get(k)
@@ -126,14 +318,19 @@ pub fn declared_config(meta: &HashMap<String, String>, origin: &str) -> Result<N
             bail!("{origin}: metadata field `{k}` is {got}, expected {want}");
         }
     }
-    let num = |k: &str| -> Result<usize> {
-        field(k)?
-            .parse()
-            .map_err(|_| anyhow!("{origin}: metadata field `{k}` is not a number"))
+    let (filters, blocks) = NetConfig::LIMITS;
+    let num = |k: &str, (lo, hi): (usize, usize)| -> Result<usize> {
+        let got = field(k)?;
+        got.parse::<usize>()
+            .ok()
+            .filter(|n| (lo..=hi).contains(n))
+            .ok_or_else(|| {
+                anyhow!("{origin}: metadata field `{k}` is {got:?}, expected a whole number from {lo} to {hi}")
+            })
     };
     Ok(NetConfig {
-        filters: num("filters")?,
-        blocks: num("blocks")?,
+        filters: num("filters", filters)?,
+        blocks: num("blocks", blocks)?,
     })
 }
 
@@ -157,20 +354,21 @@ impl Network {
     /// Loads a checkpoint file. With `expected`, a checkpoint of another architecture
     /// is an error naming the fields that differ.
     pub fn load(path: &Path, expected: Option<NetConfig>, device: &Device) -> Result<Network> {
-        let bytes = std::fs::read(path)
-            .with_context(|| format!("reading checkpoint {}", path.display()))?;
+        let bytes = read_file(path).context("reading a checkpoint")?;
         Network::from_bytes(&bytes, expected, device, &path.display().to_string())
     }
 
-    /// Loads a checkpoint from bytes (`origin` names them in errors).
+    /// Loads a checkpoint from bytes (`origin` names them in errors). Every tensor's
+    /// name, dtype and shape is checked against the declared architecture before the
+    /// network is built.
     pub fn from_bytes(
         bytes: &[u8],
         expected: Option<NetConfig>,
         device: &Device,
         origin: &str,
     ) -> Result<Network> {
-        let meta = read_metadata(bytes, origin)?;
-        let config = declared_config(&meta, origin)?;
+        let ckpt = Checkpoint::parse(bytes, origin)?;
+        let config = declared_config(&ckpt.meta, origin)?;
         if let Some(want) = expected {
             let mut diffs = Vec::new();
             if want.filters != config.filters {
@@ -189,45 +387,25 @@ impl Network {
                 bail!("{origin} holds another architecture: {}", diffs.join(", "));
             }
         }
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| anyhow!("{origin} is corrupt or truncated: {e}"))?;
+        let iteration = match ckpt.meta.get("iteration") {
+            None => 0,
+            Some(s) => s.parse().map_err(|_| {
+                anyhow!("{origin}: metadata field `iteration` is {s:?}, expected a whole number")
+            })?,
+        };
+        // Shapes and dtypes first: nothing of the declared size is allocated unless the
+        // file holds every byte of it.
+        let specs = config.tensor_shapes();
+        let mut data = Vec::with_capacity(specs.len());
+        for (name, shape) in &specs {
+            data.push(ckpt.f32(name, Some(shape))?);
+        }
         let mut net = Network::new(config, device, 0)?;
-        net.iteration = meta
-            .get("iteration")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        for (name, var, _) in net.named_tensors() {
-            let view = st
-                .tensor(&name)
-                .map_err(|_| anyhow!("{origin}: tensor `{name}` is missing"))?;
-            if view.dtype() != Dtype::F32 {
-                bail!(
-                    "{origin}: tensor `{name}` has dtype {:?}, expected F32",
-                    view.dtype()
-                );
-            }
-            if view.shape() != var.as_tensor().dims() {
-                bail!(
-                    "{origin}: tensor `{name}` has shape {:?}, expected {:?}",
-                    view.shape(),
-                    var.as_tensor().dims()
-                );
-            }
-            let data: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            if data.iter().any(|x| !x.is_finite()) {
-                bail!("{origin}: tensor `{name}` holds NaN or infinite values");
-            }
-            var.set(&Tensor::from_vec(data, view.shape(), device)?)?;
+        net.iteration = iteration;
+        for ((name, var, _), (shape, values)) in net.named_tensors().into_iter().zip(data) {
+            debug_assert_eq!(var.as_tensor().dims(), &shape[..], "{name}");
+            var.set(&Tensor::from_vec(values, shape, device)?)?;
         }
         Ok(net)
     }
-}
-
-/// Names of tensors that are trained (not batch-norm statistics), for optimiser state.
-pub fn is_trainable(kind: TensorKind) -> bool {
-    kind != TensorKind::Statistic
 }

@@ -47,6 +47,56 @@ impl Default for NetConfig {
     }
 }
 
+impl NetConfig {
+    /// The inclusive ranges of `filters` and `blocks` a network may have (a checkpoint
+    /// declaring more is refused before anything is allocated).
+    pub const LIMITS: ((usize, usize), (usize, usize)) = ((1, 1024), (1, 64));
+
+    /// An error unless `filters` and `blocks` lie within [`Self::LIMITS`].
+    pub fn check(&self) -> anyhow::Result<()> {
+        let ((f0, f1), (b0, b1)) = Self::LIMITS;
+        if !(f0..=f1).contains(&self.filters) || !(b0..=b1).contains(&self.blocks) {
+            bail!(
+                "a network has {f0} to {f1} filters and {b0} to {b1} blocks, got {} filters and {} blocks",
+                self.filters,
+                self.blocks
+            );
+        }
+        Ok(())
+    }
+
+    /// Every tensor's checkpoint name and shape, in [`Network::named_tensors`] order,
+    /// computed without building the network (checkpoint loading checks a file against
+    /// it before allocating).
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let f = self.filters;
+        let mut out = Vec::new();
+        let conv = |name: &str, fan_in: usize, cout: usize, out: &mut Vec<_>| {
+            out.push((format!("{name}.weight"), vec![fan_in, cout]));
+            for stat in ["bn.gamma", "bn.beta", "bn.running_mean", "bn.running_var"] {
+                out.push((format!("{name}.{stat}"), vec![cout]));
+            }
+        };
+        conv("input.conv", 9 * INPUT_PLANES, f, &mut out);
+        for i in 0..self.blocks {
+            conv(&format!("tower.{i}.conv1"), 9 * f, f, &mut out);
+            conv(&format!("tower.{i}.conv2"), 9 * f, f, &mut out);
+        }
+        conv("policy.conv", 9 * f, f, &mut out);
+        out.push(("policy.out.weight".into(), vec![f, POLICY_PLANES]));
+        out.push(("policy.out.bias".into(), vec![POLICY_PLANES]));
+        conv("value.conv", f, VALUE_CHANNELS, &mut out);
+        out.push((
+            "value.fc1.weight".into(),
+            vec![64 * VALUE_CHANNELS, VALUE_HIDDEN],
+        ));
+        out.push(("value.fc1.bias".into(), vec![VALUE_HIDDEN]));
+        out.push(("value.fc2.weight".into(), vec![VALUE_HIDDEN, WDL]));
+        out.push(("value.fc2.bias".into(), vec![WDL]));
+        out
+    }
+}
+
 impl std::fmt::Display for NetConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}x{}", self.filters, self.blocks)
@@ -378,9 +428,7 @@ impl Network {
     /// A freshly initialised network (He-normal convolutions, small output layers so the
     /// first policy is near uniform and the first value near zero). Deterministic in `seed`.
     pub fn new(config: NetConfig, device: &Device, seed: u64) -> anyhow::Result<Self> {
-        if config.filters == 0 || config.blocks == 0 {
-            bail!("a network needs at least one filter and one block, got {config}");
-        }
+        config.check()?;
         let mut rng = StdRng::seed_from_u64(seed);
         let f = config.filters;
         let d = device;
@@ -480,6 +528,46 @@ impl Network {
             .filter(|(_, _, k)| *k != TensorKind::Statistic)
             .map(|(n, v, k)| (n, v.clone(), k == TensorKind::Weight))
             .collect()
+    }
+
+    /// An error naming the first tensor (weights or batch-norm statistics) that holds a
+    /// NaN or an infinity. Checked before a network is evaluated, saved or published.
+    pub fn check_finite(&self) -> anyhow::Result<()> {
+        for (name, var, _) in self.named_tensors() {
+            let t = var.as_tensor();
+            let bad = t
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .filter(|x| !x.is_finite())
+                .count();
+            if bad > 0 {
+                bail!(
+                    "tensor `{name}` holds {bad} NaN or infinite values of {}",
+                    t.elem_count()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::check_finite`], and a forward pass (running statistics) over the starting
+    /// position whose outputs must be finite too: weights can be finite yet so large that
+    /// every activation overflows (a learning rate far too high).
+    pub fn check_usable(&self) -> anyhow::Result<()> {
+        self.check_finite()?;
+        let mut planes = vec![0f32; INPUT_PLANES * 64];
+        crate::encoding::encode_position(&shakmaty::Chess::default(), &mut planes);
+        let x = Tensor::from_vec(planes, (1, INPUT_PLANES * 64), &self.device)?;
+        let out = self.forward(&x, false, DType::F32)?;
+        for (what, t) in [("policy", &out.policy), ("value", &out.wdl)] {
+            let v = t.flatten_all()?.to_vec1::<f32>()?;
+            if v.iter().any(|x| !x.is_finite()) {
+                bail!("its {what} outputs for the starting position are NaN or infinite");
+            }
+        }
+        Ok(())
     }
 
     pub fn parameter_count(&self) -> usize {

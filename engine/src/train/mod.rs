@@ -26,10 +26,10 @@ pub use batch::{BatchTensors, TrainingBatch};
 pub use optim::Optimizer;
 pub use scaler::{all_finite, LossScaler, DEFAULT_GROWTH_INTERVAL, DEFAULT_INITIAL_SCALE};
 
-use crate::net::checkpoint::{read_metadata, serialize, write_atomic};
-use crate::net::{log_softmax, NetOutput, Network, Precision};
+use crate::net::checkpoint::{read_file, serialize, write_atomic, Checkpoint};
+use crate::net::{log_softmax, NetOutput, Network, Precision, TensorKind};
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -354,6 +354,16 @@ impl Trainer {
         let lr = self.current_lr();
         let loss_scale = self.scaler.as_ref().map(LossScaler::scale);
         let t0 = Instant::now();
+        // A skipped step leaves the network exactly as it was: the training-mode forward
+        // updates the batch-norm running statistics before the gradients are checked, and
+        // activations that overflow would leave them NaN for good.
+        let statistics: Vec<(Var, Tensor)> = self
+            .network
+            .named_tensors()
+            .into_iter()
+            .filter(|(_, _, kind)| *kind == TensorKind::Statistic)
+            .map(|(_, v, _)| Ok((v.clone(), v.as_tensor().copy()?)))
+            .collect::<candle_core::Result<_>>()?;
         let target = batch
             .to_tensors(&self.network.device)
             .context("moving the training batch to the device")?;
@@ -388,6 +398,11 @@ impl Trainer {
             None => all_finite(&present)?.then_some(present),
         };
         let skipped = checked.is_none();
+        if skipped {
+            for (var, before) in &statistics {
+                var.set(before)?;
+            }
+        }
         if let Some(unscaled) = checked {
             let mut unscaled = unscaled.into_iter();
             let grads: Vec<Option<Tensor>> = grads
@@ -472,24 +487,19 @@ impl Trainer {
     /// variables this network lacks is an error naming the difference.
     pub fn load_state(&mut self, path: &Path) -> Result<()> {
         let origin = path.display().to_string();
-        let bytes =
-            std::fs::read(path).with_context(|| format!("reading trainer state {origin}"))?;
-        let meta = read_metadata(&bytes, &origin)?;
-        let field = |k: &str| {
-            meta.get(k)
-                .ok_or_else(|| anyhow!("{origin}: metadata field `{k}` is missing"))
-        };
-        let format = field("format")?;
+        let bytes = read_file(path).context("reading the trainer state")?;
+        let ckpt = Checkpoint::parse(&bytes, &origin)?;
+        let format = ckpt.field("format")?;
         if format != STATE_FORMAT_NAME {
             bail!(
                 "{origin}: metadata field `format` is {format:?}, expected {STATE_FORMAT_NAME:?}"
             );
         }
-        let version = field("format_version")?;
+        let version = ckpt.field("format_version")?;
         if version != STATE_FORMAT_VERSION {
             bail!("{origin}: trainer state format version {version}, this build reads {STATE_FORMAT_VERSION}");
         }
-        let optimizer = field("optimizer")?;
+        let optimizer = ckpt.field("optimizer")?;
         if optimizer != self.config.optimizer.as_str() {
             bail!(
                 "{origin} holds {optimizer} optimizer state, but this run trains with {}",
@@ -497,31 +507,35 @@ impl Trainer {
             );
         }
         let num = |k: &str| -> Result<u64> {
-            field(k)?
-                .parse()
-                .map_err(|_| anyhow!("{origin}: metadata field `{k}` is not a number"))
+            let v = ckpt.field(k)?;
+            v.parse().map_err(|_| {
+                anyhow!("{origin}: metadata field `{k}` is {v:?}, expected a whole number")
+            })
         };
         let step = num("step")?;
         let updates = num("updates")?;
-        let st = safetensors::SafeTensors::deserialize(&bytes)
-            .map_err(|e| anyhow!("{origin} is corrupt or truncated: {e}"))?;
-        let mut tensors = HashMap::new();
-        for (name, view) in st.tensors() {
-            if view.dtype() != safetensors::Dtype::F32 {
-                bail!(
-                    "{origin}: tensor `{name}` is {:?}, expected F32",
-                    view.dtype()
-                );
-            }
-            let data: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            let t = Tensor::from_vec(data, view.shape(), &Device::Cpu)?.to_dtype(DType::F32)?;
-            tensors.insert(name, t);
-        }
+        // Every tensor must belong to a trainable variable and have its shape: checked
+        // before anything is read into memory.
         let params = self.network.trainable();
+        let shapes: HashMap<&str, &[usize]> = params
+            .iter()
+            .map(|(n, v, _)| (n.as_str(), v.as_tensor().dims()))
+            .collect();
+        let mut tensors = HashMap::new();
+        for (name, shape) in ckpt.shapes() {
+            // Optimiser state is named `PREFIX.VARIABLE` (`m.`, `v.`, `momentum.`).
+            let var = name.split_once('.').map_or(name.as_str(), |(_, v)| v);
+            match shapes.get(var) {
+                Some(want) if *want == shape.as_slice() => {}
+                Some(want) => {
+                    bail!("{origin}: tensor `{name}` has shape {shape:?}, expected {want:?}")
+                }
+                None => bail!("{origin}: tensor `{name}` belongs to no variable of this network"),
+            }
+            let (shape, data) = ckpt.f32(&name, None)?;
+            tensors.insert(name, Tensor::from_vec(data, shape, &Device::Cpu)?);
+        }
+        let meta = &ckpt.meta;
         self.optimizer.restore(&params, tensors, updates, &origin)?;
         self.step = step;
         if let Some(s) = &mut self.scaler {
