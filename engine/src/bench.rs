@@ -45,7 +45,7 @@ impl BenchOptions {
         let gpu = !device.is_cpu();
         BenchOptions {
             net: NetConfig::default(),
-            precision: if gpu { Precision::Bf16 } else { Precision::F32 },
+            precision: Precision::auto_for(&device),
             nn_precisions: if gpu {
                 vec![Precision::F32, Precision::Bf16, Precision::F16]
             } else {

@@ -150,60 +150,6 @@ pub fn index_to_move(position: &Chess, index: usize) -> Option<Move> {
         .find(|m| move_to_index(m, turn) == index)
 }
 
-/// Writes the policy index of each move into `out` (cleared first).
-pub fn move_indices(moves: &[Move], turn: Color, out: &mut Vec<u16>) {
-    out.clear();
-    out.extend(moves.iter().map(|m| move_to_index(m, turn) as u16));
-}
-
-/// Colour-mirrored twin of a position: ranks flipped, colours swapped, the other side to
-/// move. The network must see both identically.
-pub fn mirror_position(position: &Chess) -> Chess {
-    let fen = crate::game::fen_of(position);
-    let mut parts = fen.split_whitespace();
-    let board = parts.next().unwrap();
-    let turn = parts.next().unwrap();
-    let castling = parts.next().unwrap();
-    let ep = parts.next().unwrap();
-    let rest: Vec<&str> = parts.collect();
-    let swap = |c: char| {
-        if c.is_ascii_uppercase() {
-            c.to_ascii_lowercase()
-        } else {
-            c.to_ascii_uppercase()
-        }
-    };
-    let board: Vec<String> = board
-        .split('/')
-        .rev()
-        .map(|r| r.chars().map(swap).collect())
-        .collect();
-    let turn = if turn == "w" { "b" } else { "w" };
-    let castling = if castling == "-" {
-        "-".to_string()
-    } else {
-        let mut c: Vec<char> = castling.chars().map(swap).collect();
-        c.sort_by_key(|ch| "KQkq".find(*ch));
-        c.into_iter().collect()
-    };
-    let ep = if ep == "-" {
-        "-".to_string()
-    } else {
-        let b = ep.as_bytes();
-        let rank = if b[1] == b'3' { '6' } else { '3' };
-        format!("{}{}", b[0] as char, rank)
-    };
-    let fen = format!(
-        "{} {} {} {} {}",
-        board.join("/"),
-        turn,
-        castling,
-        ep,
-        rest.join(" ")
-    );
-    crate::game::position_from_fen(&fen).expect("mirror of a legal position is legal")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,7 +242,11 @@ mod tests {
     fn mirrored_twins_give_identical_planes_and_mirrored_move_indices() {
         for (fen, _) in PERFT_POSITIONS {
             let pos = position_from_fen(fen).unwrap();
-            let twin = mirror_position(&pos);
+            let twin: Chess = pos
+                .to_setup(shakmaty::EnPassantMode::Legal)
+                .into_mirrored()
+                .position(shakmaty::CastlingMode::Standard)
+                .expect("the mirror of a legal position is legal");
             assert_ne!(pos.turn(), twin.turn());
             let (mut a, mut b) = (vec![0.0; PLANES_LEN], vec![0.0; PLANES_LEN]);
             encode_position(&pos, &mut a);

@@ -5,7 +5,7 @@
 //! shakmaty's `outcome()` knows checkmate, stalemate and insufficient material only;
 //! [`Game::outcome`] adds repetition and the fifty-move rule.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use shakmaty::{
     fen::Fen, san::SanPlus, uci::UciMove, zobrist::Zobrist64, CastlingMode, Chess, Color,
     EnPassantMode, KnownOutcome, Move, Position,
@@ -67,8 +67,6 @@ pub enum Termination {
     Repetition,
     /// Stopped at the ply cap and scored as a draw.
     MaxPlies,
-    /// One side resigned (self-play resignation).
-    Resignation,
 }
 
 impl Termination {
@@ -81,7 +79,6 @@ impl Termination {
             Termination::FiftyMoveRule => "fifty-move rule",
             Termination::Repetition => "threefold repetition",
             Termination::MaxPlies => "adjudication: ply cap",
-            Termination::Resignation => "resignation",
         }
     }
 }
@@ -309,15 +306,6 @@ pub fn play_uci_moves(game: &mut Game, moves: &[&str]) -> Result<()> {
             .with_context(|| format!("move {} ({m})", i + 1))?;
     }
     Ok(())
-}
-
-/// Checks that a FEN describes a position Ember can play from (legal, with moves or an outcome).
-pub fn validate_fen(fen: &str) -> Result<Chess> {
-    let pos = position_from_fen(fen)?;
-    if pos.board().occupied().count() < 2 {
-        bail!("FEN {fen:?} has too few pieces");
-    }
-    Ok(pos)
 }
 
 #[cfg(test)]

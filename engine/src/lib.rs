@@ -9,6 +9,7 @@ pub mod arena;
 pub mod bench;
 pub mod devicecheck;
 pub mod encoding;
+pub mod files;
 pub mod game;
 pub mod mcts;
 pub mod net;

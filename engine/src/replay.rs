@@ -152,21 +152,7 @@ impl ShardWriter {
             .into_inner()
             .map_err(|e| e.into_error())
             .with_context(|| format!("writing shard {}", self.partial.display()))?;
-        file.sync_all()
-            .with_context(|| format!("flushing shard {}", self.partial.display()))?;
-        drop(file);
-        std::fs::rename(&self.partial, &self.path).with_context(|| {
-            format!(
-                "renaming {} to {}",
-                self.partial.display(),
-                self.path.display()
-            )
-        })?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
+        crate::files::rename_durably(file, &self.partial, &self.path)?;
         Ok(self.path)
     }
 }

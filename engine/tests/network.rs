@@ -322,10 +322,7 @@ fn an_interrupted_save_leaves_the_previous_checkpoint_intact() {
     // A write into a directory that cannot be created fails without touching `path`.
     let blocked = dir.path().join("file-not-dir");
     std::fs::write(&blocked, b"x").unwrap();
-    assert!(
-        ember_engine::net::checkpoint::write_atomic(&blocked.join("x.safetensors"), b"data")
-            .is_err()
-    );
+    assert!(ember_engine::files::write_atomic(&blocked.join("x.safetensors"), b"data").is_err());
     // Temporary files of other writers never replace the target until renamed.
     let stray = dir.path().join(".best.safetensors.999.tmp");
     std::fs::write(&stray, &before[..10]).unwrap();

@@ -3,6 +3,7 @@
 //! keeps the preset's value, or the saved run's value when a run is resumed.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ember_engine::train::OptimizerKind;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -66,6 +67,16 @@ pub enum OptimizerChoice {
     Sgd,
     /// AdamW (beta1 0.9, beta2 0.999); default lr 0.001.
     Adamw,
+}
+
+impl OptimizerChoice {
+    /// The engine's optimiser with its default hyper-parameters.
+    pub fn kind(self) -> OptimizerKind {
+        match self {
+            OptimizerChoice::Sgd => OptimizerKind::sgd(),
+            OptimizerChoice::Adamw => OptimizerKind::adamw(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]

@@ -6,23 +6,13 @@ use candle_core::Device;
 use ember_engine::arena::{play_match, MatchConfig};
 use ember_engine::bench::{self, BenchOptions};
 use ember_engine::devicecheck;
+use ember_engine::files::write_atomic;
 use ember_engine::mcts::NetEvaluator;
-use ember_engine::net::checkpoint::{read_file, write_atomic};
+use ember_engine::net::checkpoint::read_file;
 use ember_engine::net::{describe_device, NetConfig, Network, Precision};
 use ember_engine::DeviceChoice;
 use log::info;
 use serde_json::Value;
-
-fn precision_for(choice: &str, device: &Device) -> Result<Precision> {
-    if choice == "auto" {
-        return Ok(if device.is_cpu() {
-            Precision::F32
-        } else {
-            Precision::Bf16
-        });
-    }
-    choice.parse()
-}
 
 /// Runs the benchmarks: one JSON object per line on stdout, a table on stderr.
 pub fn bench(args: &BenchArgs) -> Result<()> {
@@ -41,7 +31,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         filters: args.filters,
         blocks: args.blocks,
     };
-    opts.precision = precision_for(&args.precision, &device)?;
+    opts.precision = Precision::resolve(&args.precision, &device)?;
     opts.seconds = args.seconds;
     opts.selfplay_seconds = args.selfplay_seconds;
     let parse_all =
@@ -166,7 +156,7 @@ fn table_row(v: &Value) -> String {
 /// Plays a match between two checkpoints; prints the score, Elo and its interval.
 pub fn play(args: &MatchArgs) -> Result<()> {
     let device = args.device.parse::<DeviceChoice>()?.open()?;
-    let precision = precision_for(&args.precision, &device)?;
+    let precision = Precision::resolve(&args.precision, &device)?;
     info!("Using device: {}", describe_device(&device));
     let a = Network::load(&args.a, None, &device)?;
     let b = Network::load(&args.b, None, &device)?;

@@ -97,13 +97,6 @@ fn preset_numbers(p: Preset) -> PresetNumbers {
     }
 }
 
-fn default_lr(opt: OptimizerChoice) -> f64 {
-    match opt {
-        OptimizerChoice::Sgd => 0.02,
-        OptimizerChoice::Adamw => 1e-3,
-    }
-}
-
 impl RunConfig {
     /// A new run's configuration: the preset, then every flag given.
     pub fn from_preset(args: &TrainArgs) -> Result<RunConfig> {
@@ -119,7 +112,7 @@ impl RunConfig {
             blocks: NetConfig::default().blocks,
             batch_size: 256,
             train_steps: None,
-            lr: default_lr(OptimizerChoice::Adamw),
+            lr: OptimizerChoice::Adamw.kind().default_lr(),
             optimizer: OptimizerChoice::Adamw,
             weight_decay: 1e-4,
             value_loss: ValueLossChoice::Wdl,
@@ -137,7 +130,7 @@ impl RunConfig {
             promotion_score: PROMOTION_SCORE,
         };
         if let Some(opt) = args.optimizer {
-            cfg.lr = default_lr(opt);
+            cfg.lr = opt.kind().default_lr();
         }
         cfg.apply(args);
         cfg.validate(args, None)?;
@@ -157,7 +150,7 @@ impl RunConfig {
         }
         if let (Some(opt), None) = (args.optimizer, args.lr) {
             if opt != cfg.optimizer {
-                cfg.lr = default_lr(opt);
+                cfg.lr = opt.kind().default_lr();
             }
         }
         cfg.apply(args);
@@ -290,18 +283,9 @@ impl RunConfig {
         }
     }
 
-    /// Training and inference precision on `device`: `auto` is bf16 on CUDA, f32 on CPU
-    /// (candle's CPU convolution has no bf16, and f16 is slower there than f32).
+    /// Training and inference precision on `device` (`auto`: [`Precision::auto_for`]).
     pub fn precision_on(&self, device: &candle_core::Device) -> Result<Precision> {
-        if self.precision == "auto" {
-            return Ok(if device.is_cpu() {
-                Precision::F32
-            } else {
-                Precision::Bf16
-            });
-        }
-        self.precision
-            .parse()
+        Precision::resolve(&self.precision, device)
             .with_context(|| format!("--precision {}", self.precision))
     }
 

@@ -2,7 +2,7 @@
 //! game length and cumulative Elo by iteration), redrawn after every iteration.
 
 use anyhow::{Context, Result};
-use ember_engine::net::checkpoint::write_atomic;
+use ember_engine::files::write_atomic;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -10,9 +10,8 @@
 
 use crate::run::RunDir;
 use anyhow::{anyhow, Context, Result};
-use ember_engine::net::checkpoint::{
-    declared_config, read_file, read_metadata, sweep_temporaries, write_atomic,
-};
+use ember_engine::files::{sweep_temporaries, write_atomic};
+use ember_engine::net::checkpoint::{declared_config, read_file, read_metadata};
 use log::{info, warn};
 use std::path::{Path, PathBuf};
 

@@ -19,7 +19,7 @@
 
 use crate::config::RunConfig;
 use anyhow::{bail, Context, Result};
-use ember_engine::net::checkpoint::{sweep_temporaries, write_atomic};
+use ember_engine::files::{sweep_temporaries, sync_dir, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -43,8 +43,6 @@ pub struct RunState {
     pub iteration: u64,
     /// The run's seed; every iteration's random streams derive from it and the iteration.
     pub seed: u64,
-    /// Iterations whose random streams have been drawn (the RNG counter).
-    pub rng_counter: u64,
     /// Replay shards of complete iterations (file names in `replay/`), oldest first.
     pub shards: Vec<String>,
     pub positions_total: u64,
@@ -63,7 +61,6 @@ impl RunState {
             version: STATE_VERSION,
             iteration: 0,
             seed,
-            rng_counter: 0,
             shards: Vec::new(),
             positions_total: 0,
             games_total: 0,
@@ -367,12 +364,6 @@ fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
 }
 
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {

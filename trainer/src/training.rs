@@ -4,7 +4,7 @@
 //! (see [`crate::run`]). The candidate keeps training across iterations whether or not
 //! it is promoted (AlphaGo Zero's scheme); only the best network plays self-play.
 
-use crate::cli::{OptimizerChoice, TrainArgs, ValueLossChoice};
+use crate::cli::{TrainArgs, ValueLossChoice};
 use crate::config::{derive_seed, preset_name, timestamp, RunConfig};
 use crate::metrics::{self, IterationMetrics};
 use crate::progress::Progress;
@@ -13,14 +13,13 @@ use crate::run::{RunDir, RunLock, RunState};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use ember_engine::arena::{play_match, MatchConfig};
+use ember_engine::files::write_atomic;
 use ember_engine::mcts::{NetEvaluator, SearchParams};
-use ember_engine::net::checkpoint::{metadata, serialize, write_atomic};
+use ember_engine::net::checkpoint::{metadata, serialize};
 use ember_engine::net::{describe_device, Network, Precision};
 use ember_engine::replay::{ReplayWindow, ShardWriter};
 use ember_engine::selfplay::{play_games, GameRecord, SelfPlayConfig, SelfPlayStats};
-use ember_engine::train::{
-    LrSchedule, OptimizerKind, TrainConfig, Trainer, TrainingBatch, ValueLoss,
-};
+use ember_engine::train::{LrSchedule, TrainConfig, Trainer, TrainingBatch, ValueLoss};
 use ember_engine::{DeviceChoice, Termination};
 use log::{info, warn};
 use rand::{rngs::StdRng, SeedableRng};
@@ -663,7 +662,6 @@ in {:.1}s ({:.2} games/s, mean {:.1} plies; ended by {})",
 
         let mut state = self.state.clone();
         state.iteration = it;
-        state.rng_counter = it;
         state.shards.push(sp.shard.clone());
         state.positions_total += sp.stats.positions as u64;
         state.games_total += sp.stats.games as u64;
@@ -774,14 +772,7 @@ fn train_config(cfg: &RunConfig, precision: Precision) -> TrainConfig {
         batch_size: cfg.batch_size,
         lr: cfg.lr,
         lr_schedule: LrSchedule::Constant,
-        optimizer: match cfg.optimizer {
-            OptimizerChoice::Sgd => OptimizerKind::Sgd { momentum: 0.9 },
-            OptimizerChoice::Adamw => OptimizerKind::AdamW {
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-            },
-        },
+        optimizer: cfg.optimizer.kind(),
         weight_decay: cfg.weight_decay,
         precision,
         value_loss: match cfg.value_loss {

@@ -143,7 +143,7 @@ pub fn bench(
             let before = search.root_visits();
             batch.clear();
             let want = (nodes - before as u64)
-                .min(options.minibatch_size as u64)
+                .min(search.params.max_batch as u64)
                 .max(1) as usize;
             search.gather(want, &mut batch, &mut timing);
             if !batch.is_empty() {

@@ -1,6 +1,7 @@
-//! The engine's UCI options: their declarations for `uci`, their current values, and
-//! `setoption` parsing and validation. A bad value is an error and leaves the option as
-//! it was.
+//! The engine's UCI options, each declared once in [`TABLE`]: its name, type, range,
+//! what it changes, and the field of [`Options`] it reads and sets. `uci` prints the
+//! table, `setoption` parses and checks a value against it, and [`Options::search_params`]
+//! maps the fields onto the search. A bad value is an error and leaves the option as it was.
 //!
 //! Units and mappings (one option, one engine field):
 //! - `Threads` -> `NetEvaluator::set_threads` (CPU threads of the network's GEMMs; the
@@ -21,7 +22,7 @@ use ember_engine::{DeviceChoice, SearchParams};
 pub const EMBEDDED: &str = "<embedded>";
 
 /// Largest `NNCacheSize` in entries (about 2 GB).
-pub const MAX_CACHE_ENTRIES: u64 = 10_000_000;
+pub const MAX_CACHE_ENTRIES: i64 = 10_000_000;
 
 /// Which part of the engine a changed option touches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -56,6 +57,290 @@ pub struct Options {
     pub max_threads: usize,
 }
 
+/// An option's UCI type and the values it accepts.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    /// `type spin`: an integer in `min..=max` (`max` none: the machine's CPU count).
+    Spin { min: i64, max: Option<i64> },
+    /// `type string` holding a decimal number in `min..=max`.
+    Decimal { min: f32, max: f32 },
+    /// `type check`: `true` or `false`.
+    Check,
+    /// `type string`: any non-empty text (`hint` says what is expected).
+    Text { hint: &'static str },
+}
+
+/// A value checked against its option's [`Kind`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Decimal(f32),
+    Bool(bool),
+    Text(String),
+}
+
+/// One UCI option: everything about it in one place.
+pub struct OptionSpec {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub changes: Changed,
+    /// The field's current value (the default `uci` declares).
+    pub get: fn(&Options) -> Value,
+    /// Sets the field from a checked value (may still refuse it, e.g. an unknown device).
+    pub set: fn(&mut Options, Value) -> Result<()>,
+}
+
+/// Every option `ember` has, in the order `uci` lists them.
+pub static TABLE: &[OptionSpec] = &[
+    OptionSpec {
+        name: "WeightsFile",
+        kind: Kind::Text {
+            hint: "a path or <embedded>",
+        },
+        changes: Changed::Network,
+        get: |o| Value::Text(o.weights_file.clone()),
+        set: |o, v| {
+            o.weights_file = v.text();
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "Device",
+        kind: Kind::Text {
+            hint: "auto, cpu or cuda:N",
+        },
+        changes: Changed::Network,
+        get: |o| Value::Text(o.device_text.clone()),
+        set: |o, v| {
+            let text = v.text();
+            o.device = text.parse()?;
+            o.device_text = text.to_ascii_lowercase();
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "Threads",
+        kind: Kind::Spin { min: 1, max: None },
+        changes: Changed::Threads,
+        get: |o| Value::Int(o.threads as i64),
+        set: |o, v| {
+            o.threads = v.int() as usize;
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "MinibatchSize",
+        kind: Kind::Spin {
+            min: 1,
+            max: Some(1024),
+        },
+        changes: Changed::Search,
+        get: |o| Value::Int(o.minibatch_size as i64),
+        set: |o, v| {
+            o.minibatch_size = v.int() as usize;
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "NNCacheSize",
+        kind: Kind::Spin {
+            min: 0,
+            max: Some(MAX_CACHE_ENTRIES),
+        },
+        changes: Changed::Cache,
+        get: |o| Value::Int(o.nn_cache_size as i64),
+        set: |o, v| {
+            o.nn_cache_size = v.int() as usize;
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "CPuct",
+        kind: Kind::Decimal {
+            min: 0.0,
+            max: 100.0,
+        },
+        changes: Changed::Search,
+        get: |o| Value::Decimal(o.cpuct),
+        set: |o, v| {
+            o.cpuct = v.decimal();
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "FpuReduction",
+        kind: Kind::Decimal {
+            min: -10.0,
+            max: 10.0,
+        },
+        changes: Changed::Search,
+        get: |o| Value::Decimal(o.fpu_reduction),
+        set: |o, v| {
+            o.fpu_reduction = v.decimal();
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "MoveOverhead",
+        kind: Kind::Spin {
+            min: 0,
+            max: Some(5000),
+        },
+        changes: Changed::Search,
+        get: |o| Value::Int(o.move_overhead_ms as i64),
+        set: |o, v| {
+            o.move_overhead_ms = v.int() as u64;
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "MultiPV",
+        kind: Kind::Spin {
+            min: 1,
+            max: Some(10),
+        },
+        changes: Changed::Search,
+        get: |o| Value::Int(o.multi_pv as i64),
+        set: |o, v| {
+            o.multi_pv = v.int() as usize;
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "UCI_ShowWDL",
+        kind: Kind::Check,
+        changes: Changed::Search,
+        get: |o| Value::Bool(o.show_wdl),
+        set: |o, v| {
+            o.show_wdl = v.bool();
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "Ponder",
+        kind: Kind::Check,
+        changes: Changed::Search,
+        get: |o| Value::Bool(o.ponder),
+        set: |o, v| {
+            o.ponder = v.bool();
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "Temperature",
+        kind: Kind::Decimal {
+            min: 0.0,
+            max: 100.0,
+        },
+        changes: Changed::Search,
+        get: |o| Value::Decimal(o.temperature),
+        set: |o, v| {
+            o.temperature = v.decimal();
+            Ok(())
+        },
+    },
+];
+
+impl Value {
+    fn text(self) -> String {
+        match self {
+            Value::Text(t) => t,
+            other => unreachable!("a text option was given {other:?}"),
+        }
+    }
+    fn int(self) -> i64 {
+        match self {
+            Value::Int(n) => n,
+            other => unreachable!("a spin option was given {other:?}"),
+        }
+    }
+    fn decimal(self) -> f32 {
+        match self {
+            Value::Decimal(x) => x,
+            other => unreachable!("a decimal option was given {other:?}"),
+        }
+    }
+    fn bool(self) -> bool {
+        match self {
+            Value::Bool(b) => b,
+            other => unreachable!("a check option was given {other:?}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Int(n) => write!(f, "{n}"),
+            Value::Decimal(x) => write!(f, "{x}"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Text(t) => write!(f, "{t}"),
+        }
+    }
+}
+
+impl OptionSpec {
+    fn max(&self, options: &Options) -> i64 {
+        match self.kind {
+            Kind::Spin { max: Some(m), .. } => m,
+            _ => options.max_threads as i64,
+        }
+    }
+
+    /// The `option name ...` line, with the current value as the default.
+    fn declaration(&self, options: &Options) -> String {
+        let default = (self.get)(options);
+        let name = self.name;
+        match self.kind {
+            Kind::Spin { min, .. } => format!(
+                "option name {name} type spin default {default} min {min} max {}",
+                self.max(options)
+            ),
+            Kind::Check => format!("option name {name} type check default {default}"),
+            Kind::Decimal { .. } | Kind::Text { .. } => {
+                format!("option name {name} type string default {default}")
+            }
+        }
+    }
+
+    /// `value` checked against the option's kind and range.
+    fn parse(&self, value: &str, options: &Options) -> Result<Value> {
+        let name = self.name;
+        match self.kind {
+            Kind::Spin { min, .. } => {
+                let max = self.max(options);
+                let n: i128 = value
+                    .parse()
+                    .with_context(|| format!("option {name} takes an integer, not {value:?}"))?;
+                if n < i128::from(min) || n > i128::from(max) {
+                    bail!("option {name} must be between {min} and {max}, not {value}");
+                }
+                Ok(Value::Int(n as i64))
+            }
+            Kind::Decimal { min, max } => {
+                let x: f32 = value
+                    .parse()
+                    .with_context(|| format!("option {name} takes a number, not {value:?}"))?;
+                if !x.is_finite() || x < min || x > max {
+                    bail!("option {name} must be between {min} and {max}, not {value}");
+                }
+                Ok(Value::Decimal(x))
+            }
+            Kind::Check => match value.to_ascii_lowercase().as_str() {
+                "true" => Ok(Value::Bool(true)),
+                "false" => Ok(Value::Bool(false)),
+                _ => bail!("option {name} takes true or false, not {value:?}"),
+            },
+            Kind::Text { hint } => {
+                if value.is_empty() {
+                    bail!("option {name} needs a value ({hint})");
+                }
+                Ok(Value::Text(value.to_string()))
+            }
+        }
+    }
+}
+
 impl Options {
     /// Defaults for this machine: `default_weights` as found at start-up, all CPUs, and a
     /// minibatch of 32 on the CPU (about 6 ms per call here, so `stop` stays well inside
@@ -82,115 +367,19 @@ impl Options {
 
     /// The `option name ...` lines for `uci`, with these values as defaults.
     pub fn declarations(&self) -> Vec<String> {
-        vec![
-            format!(
-                "option name WeightsFile type string default {}",
-                self.weights_file
-            ),
-            format!(
-                "option name Device type string default {}",
-                self.device_text
-            ),
-            format!(
-                "option name Threads type spin default {} min 1 max {}",
-                self.threads, self.max_threads
-            ),
-            format!(
-                "option name MinibatchSize type spin default {} min 1 max 1024",
-                self.minibatch_size
-            ),
-            format!(
-                "option name NNCacheSize type spin default {} min 0 max {MAX_CACHE_ENTRIES}",
-                self.nn_cache_size
-            ),
-            format!("option name CPuct type string default {}", self.cpuct),
-            format!(
-                "option name FpuReduction type string default {}",
-                self.fpu_reduction
-            ),
-            format!(
-                "option name MoveOverhead type spin default {} min 0 max 5000",
-                self.move_overhead_ms
-            ),
-            format!(
-                "option name MultiPV type spin default {} min 1 max 10",
-                self.multi_pv
-            ),
-            format!(
-                "option name UCI_ShowWDL type check default {}",
-                self.show_wdl
-            ),
-            format!("option name Ponder type check default {}", self.ponder),
-            format!(
-                "option name Temperature type string default {}",
-                self.temperature
-            ),
-        ]
+        TABLE.iter().map(|spec| spec.declaration(self)).collect()
     }
 
     /// Applies `setoption name <name> value <value>`; on error nothing changes.
     pub fn set(&mut self, name: &str, value: Option<&str>) -> Result<Changed> {
-        let value = value.map(str::trim).unwrap_or("");
-        let need = |what: &str| -> Result<()> {
-            if value.is_empty() {
-                bail!("option {name} needs a value ({what})");
-            }
-            Ok(())
+        let Some(spec) = TABLE.iter().find(|s| s.name.eq_ignore_ascii_case(name)) else {
+            bail!("unknown option {name:?}");
         };
-        match name.to_ascii_lowercase().as_str() {
-            "weightsfile" => {
-                need("a path or <embedded>")?;
-                self.weights_file = value.to_string();
-                Ok(Changed::Network)
-            }
-            "device" => {
-                need("auto, cpu or cuda:N")?;
-                self.device = value.parse()?;
-                self.device_text = value.to_ascii_lowercase();
-                Ok(Changed::Network)
-            }
-            "threads" => {
-                self.threads = spin(name, value, 1, self.max_threads as u64)? as usize;
-                Ok(Changed::Threads)
-            }
-            "minibatchsize" => {
-                self.minibatch_size = spin(name, value, 1, 1024)? as usize;
-                Ok(Changed::Search)
-            }
-            "nncachesize" => {
-                self.nn_cache_size = spin(name, value, 0, MAX_CACHE_ENTRIES)? as usize;
-                Ok(Changed::Cache)
-            }
-            "cpuct" => {
-                self.cpuct = decimal(name, value, 0.0, 100.0)?;
-                Ok(Changed::Search)
-            }
-            "fpureduction" => {
-                self.fpu_reduction = decimal(name, value, -10.0, 10.0)?;
-                Ok(Changed::Search)
-            }
-            "moveoverhead" => {
-                self.move_overhead_ms = spin(name, value, 0, 5000)?;
-                Ok(Changed::Search)
-            }
-            "multipv" => {
-                self.multi_pv = spin(name, value, 1, 10)? as usize;
-                Ok(Changed::Search)
-            }
-            "uci_showwdl" => {
-                self.show_wdl = check(name, value)?;
-                Ok(Changed::Search)
-            }
-            "ponder" => {
-                self.ponder = check(name, value)?;
-                Ok(Changed::Search)
-            }
-            "temperature" => {
-                self.temperature = decimal(name, value, 0.0, 100.0)?;
-                Ok(Changed::Search)
-            }
-            _ => bail!("unknown option {name:?}"),
-        }
+        let value = spec.parse(value.map(str::trim).unwrap_or(""), self)?;
+        let mut next = self.clone();
+        (spec.set)(&mut next, value)?;
+        *self = next;
+        Ok(spec.changes)
     }
 
     /// The search parameters these options select.
@@ -202,34 +391,6 @@ impl Options {
             cache_entries: self.nn_cache_size,
             ..SearchParams::default()
         }
-    }
-}
-
-fn spin(name: &str, value: &str, min: u64, max: u64) -> Result<u64> {
-    let n: i128 = value
-        .parse()
-        .with_context(|| format!("option {name} takes an integer, not {value:?}"))?;
-    if n < min as i128 || n > max as i128 {
-        bail!("option {name} must be between {min} and {max}, not {value}");
-    }
-    Ok(n as u64)
-}
-
-fn decimal(name: &str, value: &str, min: f32, max: f32) -> Result<f32> {
-    let x: f32 = value
-        .parse()
-        .with_context(|| format!("option {name} takes a number, not {value:?}"))?;
-    if !x.is_finite() || x < min || x > max {
-        bail!("option {name} must be between {min} and {max}, not {value}");
-    }
-    Ok(x)
-}
-
-fn check(name: &str, value: &str) -> Result<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => bail!("option {name} takes true or false, not {value:?}"),
     }
 }
 
@@ -311,6 +472,45 @@ mod tests {
         assert!(o.set("Device", Some("quantum")).is_err());
         assert_eq!(o.set("Device", Some("cpu")).unwrap(), Changed::Network);
         assert_eq!(o.device, DeviceChoice::Cpu);
+    }
+
+    #[test]
+    fn every_option_of_the_table_is_declared_once_and_sets_its_own_field() {
+        let o = options();
+        let lines = o.declarations();
+        assert_eq!(lines.len(), TABLE.len());
+        for spec in TABLE {
+            let declared: Vec<&String> = lines
+                .iter()
+                .filter(|l| l.starts_with(&format!("option name {} type", spec.name)))
+                .collect();
+            assert_eq!(declared.len(), 1, "{}", spec.name);
+            // A value other than the default changes this option's field and no other.
+            let other = match (spec.kind, (spec.get)(&o)) {
+                (Kind::Spin { min, .. }, Value::Int(n)) => {
+                    (if n == min { n + 1 } else { min }).to_string()
+                }
+                (Kind::Decimal { .. }, Value::Decimal(x)) => {
+                    (if x == 0.0 { 1.0 } else { 0.0 }).to_string()
+                }
+                (Kind::Check, Value::Bool(b)) => (!b).to_string(),
+                (Kind::Text { .. }, _) if spec.name == "Device" => "cpu".to_string(),
+                (Kind::Text { .. }, _) => "/some/file.safetensors".to_string(),
+                (kind, v) => panic!("{}: {kind:?} holds {v:?}", spec.name),
+            };
+            let mut changed = o.clone();
+            changed.set(spec.name, Some(&other)).unwrap();
+            assert_ne!((spec.get)(&changed), (spec.get)(&o), "{}", spec.name);
+            for rest in TABLE.iter().filter(|r| r.name != spec.name) {
+                assert_eq!(
+                    (rest.get)(&changed),
+                    (rest.get)(&o),
+                    "{} changed {}",
+                    spec.name,
+                    rest.name
+                );
+            }
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use ember_engine::timeman::{self, Budget, Clock};
 use ember_engine::timing::PhaseTimes;
 use ember_engine::{Evaluator, Game};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use shakmaty::{Color, Move, Position};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -235,15 +235,10 @@ fn think(
         wait_for_release(control, limits.infinite, pondering);
         return Ok((None, None));
     }
-    let allowed = allowed_moves(&position, &job.go.searchmoves);
-
     let mut search = prepare_tree(core, job);
     // Set on every `go` (empty clears it), since a reused tree keeps the last setting.
-    search.restrict_root(if job.go.searchmoves.is_empty() {
-        &[]
-    } else {
-        &allowed
-    });
+    search.restrict_root(&parse_searchmoves(&position, &job.go.searchmoves));
+    let allowed = search.allowed_root_moves();
     search.stats = SearchStats::default();
     let base_visits = search.root_visits();
     let mut batch = EvalBatch::new();
@@ -279,7 +274,7 @@ fn think(
                 break;
             }
         }
-        let mut want = job.options.minibatch_size.max(1);
+        let mut want = search.params.max_batch.max(1);
         if let (Some(n), false) = (limits.nodes, limits.infinite) {
             want = want.min(n.saturating_sub(playouts).max(1) as usize);
         }
@@ -316,7 +311,7 @@ fn think(
         }
         if last_info.elapsed() >= INFO_INTERVAL {
             last_info = Instant::now();
-            report(&mut search, &job.options, &allowed, start, base_visits);
+            report(&mut search, &job.options, start, base_visits);
         }
     }
 
@@ -324,8 +319,9 @@ fn think(
     let playouts = (search.root_visits() - base_visits) as f64;
     core.searched_playouts += playouts as u64;
     core.searched_time += elapsed;
-    report(&mut search, &job.options, &allowed, start, base_visits);
-    let best = choose_move(&search, &allowed, job.options.temperature, &mut core.rng)
+    report(&mut search, &job.options, start, base_visits);
+    let best = search
+        .choose_move(job.options.temperature, &mut core.rng)
         .or_else(|| best_prior_move(core, &position, &allowed))
         .or_else(|| allowed.first().copied());
     let ponder = best.and_then(|b| search.principal_variation(Some(b)).get(1).copied());
@@ -343,32 +339,17 @@ fn wait_for_release(control: &Control, infinite: bool, pondering: bool) {
     }
 }
 
-/// The root moves the search may play: the legal `searchmoves`, or every legal move when
-/// none were given (or none of them is legal).
-fn allowed_moves(position: &shakmaty::Chess, searchmoves: &[String]) -> Vec<Move> {
-    let legal: Vec<Move> = position.legal_moves().into_iter().collect();
+/// The legal moves among `searchmoves` (an illegal or malformed one is reported and left
+/// out); the search treats an empty list as every legal move.
+fn parse_searchmoves(position: &shakmaty::Chess, searchmoves: &[String]) -> Vec<Move> {
     let mut chosen = Vec::new();
     for text in searchmoves {
         match parse_uci_move(position, text) {
-            Ok(m) if !chosen.contains(&m) => chosen.push(m),
-            Ok(_) => {}
+            Ok(m) => chosen.push(m),
             Err(e) => emit(&format!("info string error: searchmoves: {e:#}")),
         }
     }
-    if chosen.is_empty() {
-        legal
-    } else {
-        chosen
-    }
-}
-
-/// Root children allowed by `searchmoves`, best first (most visits, then Q, then prior).
-fn ranked_allowed(search: &Search, allowed: &[Move]) -> Vec<ember_engine::mcts::ChildStats> {
-    search
-        .ranked_children()
-        .into_iter()
-        .filter(|c| allowed.contains(&c.mv))
-        .collect()
+    chosen
 }
 
 fn limit_reached(
@@ -404,7 +385,7 @@ fn limit_reached(
     if allowed.len() == 1 {
         return true;
     }
-    let ranked = ranked_allowed(search, allowed);
+    let ranked = search.ranked_children();
     if elapsed >= budget.target {
         let unsettled = match ranked.as_slice() {
             [a, b, ..] => timeman::should_extend(a.visits, a.q, b.visits, b.q),
@@ -433,13 +414,7 @@ fn current_nps(playouts: u64, start: Instant, nps_estimate: f64) -> f64 {
 }
 
 /// Prints the `info` lines for the current state of the search.
-fn report(
-    search: &mut Search,
-    options: &Options,
-    allowed: &[Move],
-    start: Instant,
-    base_visits: u32,
-) {
+fn report(search: &mut Search, options: &Options, start: Instant, base_visits: u32) {
     let elapsed = start.elapsed();
     let stats = search.stats;
     let figures = SearchFigures {
@@ -452,7 +427,8 @@ fn report(
     let root_hash = search.tree().root_hash;
     let draw = search.cache_mut().get(root_hash).map_or(0.0, |e| e.wdl[1]);
     let root_q = search.root_q();
-    let lines: Vec<PvLine> = ranked_allowed(search, allowed)
+    let lines: Vec<PvLine> = search
+        .ranked_children()
         .iter()
         .take(options.multi_pv.max(1))
         .map(|child| {
@@ -481,36 +457,6 @@ fn report(
     for line in info_lines(&figures, &lines, options.multi_pv) {
         emit(&line);
     }
-}
-
-/// The move to play: most visited (temperature 0), or sampled by visits^(1/T).
-fn choose_move(
-    search: &Search,
-    allowed: &[Move],
-    temperature: f32,
-    rng: &mut StdRng,
-) -> Option<Move> {
-    let ranked = ranked_allowed(search, allowed);
-    let first = ranked.first()?;
-    if temperature <= 1e-3 || first.visits == 0 {
-        return Some(first.mv);
-    }
-    let weights: Vec<f64> = ranked
-        .iter()
-        .map(|c| (c.visits as f64).powf(1.0 / temperature as f64))
-        .collect();
-    let total: f64 = weights.iter().sum();
-    if !total.is_finite() || total <= 0.0 {
-        return Some(first.mv);
-    }
-    let mut r = rng.random::<f64>() * total;
-    for (c, w) in ranked.iter().zip(&weights) {
-        if r < *w {
-            return Some(c.mv);
-        }
-        r -= w;
-    }
-    Some(first.mv)
 }
 
 /// When the tree has no children (the root is decided by the rules, e.g. a fifty-move
@@ -566,11 +512,16 @@ mod tests {
 
     #[test]
     fn illegal_searchmoves_fall_back_to_all_legal_moves() {
-        let pos = shakmaty::Chess::default();
-        assert_eq!(allowed_moves(&pos, &["e2e5".to_string()]).len(), 20);
-        assert_eq!(
-            allowed_moves(&pos, &["e2e4".to_string(), "e2e4".to_string()]).len(),
-            1
-        );
+        let game = ember_engine::Game::new();
+        let mut search = Search::new(&game, ember_engine::SearchParams::default());
+        let allowed = |search: &mut Search, moves: &[&str]| {
+            let texts: Vec<String> = moves.iter().map(|m| m.to_string()).collect();
+            search.restrict_root(&parse_searchmoves(game.position(), &texts));
+            search.allowed_root_moves().len()
+        };
+        assert_eq!(allowed(&mut search, &["e2e5"]), 20);
+        assert_eq!(allowed(&mut search, &["e2e4", "e2e4"]), 1);
+        assert_eq!(allowed(&mut search, &["e2e4", "d2d4"]), 2);
+        assert_eq!(allowed(&mut search, &[]), 20);
     }
 }

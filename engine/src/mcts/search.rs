@@ -132,15 +132,27 @@ impl Search {
         reused
     }
 
-    /// Limits the root moves the search explores (UCI `searchmoves`); an empty list, or
-    /// one with no legal move of the root, allows every move. Cleared when the root moves.
+    /// Limits the root moves the search explores, reports and plays (UCI `searchmoves`);
+    /// an empty list, or one with no legal move of the root, allows every move. Cleared
+    /// when the root moves.
     pub fn restrict_root(&mut self, moves: &[Move]) {
         let legal = self.tree.root_position.legal_moves();
-        self.root_moves = moves
-            .iter()
-            .copied()
-            .filter(|m| legal.contains(m))
-            .collect();
+        self.root_moves = Vec::new();
+        for m in moves {
+            if legal.contains(m) && !self.root_moves.contains(m) {
+                self.root_moves.push(*m);
+            }
+        }
+    }
+
+    /// The root moves the search may play: those of [`Self::restrict_root`], or every
+    /// legal move.
+    pub fn allowed_root_moves(&self) -> Vec<Move> {
+        if self.root_moves.is_empty() {
+            self.tree.root_position.legal_moves().into_iter().collect()
+        } else {
+            self.root_moves.clone()
+        }
     }
 
     /// Drops the tree (not the cache) and starts again at `game`'s position.
@@ -372,11 +384,6 @@ impl Search {
         lap(&mut timing.backup, t0);
     }
 
-    /// Leaves gathered and not yet applied.
-    pub fn pending_len(&self) -> usize {
-        self.pending.len()
-    }
-
     /// Runs batches until the root has `visits` visits (or is decided).
     pub fn run_until_visits(
         &mut self,
@@ -425,6 +432,9 @@ impl Search {
         let root = self.tree.root();
         self.tree.nodes[root.children()]
             .iter()
+            .filter(|c| {
+                self.root_moves.is_empty() || c.mv.is_some_and(|m| self.root_moves.contains(&m))
+            })
             .map(|c| ChildStats {
                 mv: c.mv.expect("child move"),
                 visits: c.visits,
@@ -467,7 +477,7 @@ impl Search {
             .map(|c| (c.visits as f64).powf(1.0 / temperature as f64))
             .collect();
         let total: f64 = weights.iter().sum();
-        if total <= 0.0 {
+        if !total.is_finite() || total <= 0.0 {
             return self.best_move();
         }
         let mut r = rng.random::<f64>() * total;

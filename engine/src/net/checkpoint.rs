@@ -4,15 +4,15 @@
 //! architecture fields must lie in [`NetConfig::LIMITS`], and every tensor's name, dtype
 //! and shape must match the declared architecture before a network is built, so no file
 //! can make a process allocate more than the file itself holds. Writing is atomic
-//! (temporary file, fsync, rename), so a kill at any moment leaves the previous file intact.
+//! ([`crate::files::write_atomic`]), so a kill at any moment leaves the previous file intact.
 
 use super::{NetConfig, Network, VALUE_CHANNELS, VALUE_HIDDEN};
 use crate::encoding::{INPUT_PLANES, POLICY_SIZE};
+use crate::files::{read_bounded, write_atomic};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::path::Path;
 
 pub const FORMAT_NAME: &str = "ember-network";
@@ -24,108 +24,10 @@ pub const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
 /// Metadata field holding the checksum of the tensors (see [`tensor_checksum`]).
 pub const CHECKSUM_FIELD: &str = "checksum";
 
-/// Writes `bytes` to `path` so that readers see either the old file or the new one:
-/// a temporary file beside it (see [`temp_path`]), flushed to disk, then renamed over it.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = temp_path(path)?;
-    let result = (|| -> Result<()> {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("flushing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// The temporary file [`write_atomic`] writes before renaming it to `path`:
-/// `.NAME.PID.tmp` beside it.
-pub fn temp_path(path: &Path) -> Result<std::path::PathBuf> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
-    let dir = path.parent().unwrap_or(Path::new(""));
-    Ok(dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
-}
-
-/// Removes the temporary files [`write_atomic`] left in `dir` (a process killed in the
-/// middle of a write) whose writer is no longer running. Returns the names removed.
-pub fn sweep_temporaries(dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut removed = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix('.')
-            .and_then(|n| n.strip_suffix(".tmp"))
-            .and_then(|n| n.rsplit('.').next())
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() || crate::sys::process_alive(pid) {
-            continue;
-        }
-        if entry.file_type().is_ok_and(|t| t.is_file())
-            && std::fs::remove_file(entry.path()).is_ok()
-        {
-            removed.push(name);
-        }
-    }
-    removed.sort();
-    removed
-}
-
 /// Reads a checkpoint file, refusing what is not a regular file or is larger than
 /// [`MAX_CHECKPOINT_BYTES`] (a directory, `/dev/zero`, a FIFO) with an error naming it.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => anyhow!("{shown} does not exist"),
-        _ => anyhow!("{shown} cannot be read: {e}"),
-    })?;
-    if meta.is_dir() {
-        bail!("{shown} is a directory, not a checkpoint file");
-    }
-    if !meta.is_file() {
-        bail!("{shown} is not a regular file (a device, pipe or socket), not a checkpoint file");
-    }
-    if meta.len() > MAX_CHECKPOINT_BYTES {
-        bail!(
-            "{shown} is {} bytes, more than the {} a checkpoint may have",
-            meta.len(),
-            MAX_CHECKPOINT_BYTES
-        );
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_CHECKPOINT_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|e| anyhow!("{shown} cannot be read: {e}"))?;
-    if bytes.len() as u64 > MAX_CHECKPOINT_BYTES {
-        bail!("{shown} grew past {MAX_CHECKPOINT_BYTES} bytes while being read");
-    }
-    Ok(bytes)
+    read_bounded(path, MAX_CHECKPOINT_BYTES, "a checkpoint")
 }
 
 /// The metadata a checkpoint of `config` carries (without its checksum, which

@@ -190,6 +190,26 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// The precision `auto` means on `device`: bf16 on a GPU (tensor cores, and no loss
+    /// scaling needed), f32 on a CPU (candle's CPU convolution has no bf16, and f16 is
+    /// slower there than f32).
+    pub fn auto_for(device: &Device) -> Precision {
+        if device.is_cpu() {
+            Precision::F32
+        } else {
+            Precision::Bf16
+        }
+    }
+
+    /// `auto` resolved on `device`, or the precision named.
+    pub fn resolve(name: &str, device: &Device) -> anyhow::Result<Precision> {
+        if name == "auto" {
+            Ok(Precision::auto_for(device))
+        } else {
+            name.parse()
+        }
+    }
+
     pub fn dtype(self) -> DType {
         match self {
             Precision::F32 => DType::F32,

@@ -26,7 +26,8 @@ pub use batch::{BatchTensors, TrainingBatch};
 pub use optim::Optimizer;
 pub use scaler::{all_finite, LossScaler, DEFAULT_GROWTH_INTERVAL, DEFAULT_INITIAL_SCALE};
 
-use crate::net::checkpoint::{read_file, serialize, write_atomic, Checkpoint};
+use crate::files::write_atomic;
+use crate::net::checkpoint::{read_file, serialize, Checkpoint};
 use crate::net::{log_softmax, NetOutput, Network, Precision, TensorKind};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
@@ -279,14 +280,6 @@ impl Trainer {
 
     pub fn network(&self) -> &Network {
         &self.network
-    }
-
-    pub fn network_mut(&mut self) -> &mut Network {
-        &mut self.network
-    }
-
-    pub fn into_network(self) -> Network {
-        self.network
     }
 
     pub fn step(&self) -> u64 {
