@@ -6,6 +6,7 @@
 //! can make a process allocate more than the file itself holds. Writing is atomic
 //! ([`crate::files::write_atomic`]), so a kill at any moment leaves the previous file intact.
 
+use super::layers::TensorSource;
 use super::{NetConfig, Network, VALUE_CHANNELS, VALUE_HIDDEN};
 use crate::encoding::{INPUT_PLANES, POLICY_SIZE};
 use crate::files::{read_bounded, write_atomic};
@@ -261,8 +262,8 @@ impl Network {
     }
 
     /// Loads a checkpoint from bytes (`origin` names them in errors). Every tensor's
-    /// name, dtype and shape is checked against the declared architecture before the
-    /// network is built.
+    /// name, dtype and shape is checked against the declared architecture as the layers
+    /// are built from it, and a tensor no layer asks for is an error.
     pub fn from_bytes(
         bytes: &[u8],
         expected: Option<NetConfig>,
@@ -295,19 +296,20 @@ impl Network {
                 anyhow!("{origin}: metadata field `iteration` is {s:?}, expected a whole number")
             })?,
         };
-        // Shapes and dtypes first: nothing of the declared size is allocated unless the
-        // file holds every byte of it.
-        let specs = config.tensor_shapes();
-        let mut data = Vec::with_capacity(specs.len());
-        for (name, shape) in &specs {
-            data.push(ckpt.f32(name, Some(shape))?);
+        // The layers ask the checkpoint for each tensor with the shape they need: a tensor
+        // of another shape or dtype is refused before it is read, so nothing larger than
+        // the file itself is ever allocated.
+        let mut net = Network::build(config, device, TensorSource::Checkpoint(&ckpt))
+            .map_err(|e| anyhow!("{e}"))?;
+        let expected: std::collections::HashSet<&str> = net.tensor_names().collect();
+        if let Some((extra, _)) = ckpt
+            .shapes()
+            .into_iter()
+            .find(|(name, _)| !expected.contains(name.as_str()))
+        {
+            bail!("{origin}: tensor `{extra}` is not part of a {config} network");
         }
-        let mut net = Network::new(config, device, 0)?;
         net.iteration = iteration;
-        for ((name, var, _), (shape, values)) in net.named_tensors().into_iter().zip(data) {
-            debug_assert_eq!(var.as_tensor().dims(), &shape[..], "{name}");
-            var.set(&Tensor::from_vec(values, shape, device)?)?;
-        }
         Ok(net)
     }
 }

@@ -94,7 +94,7 @@ impl CpuNet {
             cols: vec![0.0; rows * TAPS * f.max(INPUT_PLANES)],
             logits: vec![0.0; rows * POLICY_PLANES],
             v: vec![0.0; rows * VALUE_CHANNELS],
-            v1: vec![0.0; CHUNK_BOARDS * weights.value_fc1.cols],
+            v1: vec![0.0; CHUNK_BOARDS * weights.value.fc1.cols],
             weights,
         }
     }
@@ -172,7 +172,7 @@ impl CpuNet {
         for i in 0..self.weights.tower.len() {
             self.im2col(Src::H, f, nb);
             dense(
-                &self.weights.tower[i].0,
+                &self.weights.tower[i].conv1,
                 &self.cols[..rows * TAPS * f],
                 rows,
                 &mut self.t,
@@ -182,7 +182,7 @@ impl CpuNet {
             );
             self.im2col(Src::T, f, nb);
             dense(
-                &self.weights.tower[i].1,
+                &self.weights.tower[i].conv2,
                 &self.cols[..rows * TAPS * f],
                 rows,
                 &mut self.h,
@@ -193,7 +193,7 @@ impl CpuNet {
         }
         self.im2col(Src::H, f, nb);
         dense(
-            &self.weights.policy_conv,
+            &self.weights.policy.conv,
             &self.cols[..rows * TAPS * f],
             rows,
             &mut self.t,
@@ -202,7 +202,7 @@ impl CpuNet {
             th,
         );
         dense(
-            &self.weights.policy_out,
+            &self.weights.policy.out,
             &self.t[..rows * f],
             rows,
             &mut self.logits,
@@ -221,7 +221,7 @@ impl CpuNet {
             }
         }
         dense(
-            &self.weights.value_conv,
+            &self.weights.value.conv,
             &self.h[..rows * f],
             rows,
             &mut self.v,
@@ -230,7 +230,7 @@ impl CpuNet {
             th,
         );
         dense(
-            &self.weights.value_fc1,
+            &self.weights.value.fc1,
             &self.v[..rows * VALUE_CHANNELS],
             nb,
             &mut self.v1,
@@ -238,9 +238,9 @@ impl CpuNet {
             true,
             th,
         );
-        let hidden = self.weights.value_fc1.cols;
+        let hidden = self.weights.value.fc1.cols;
         dense(
-            &self.weights.value_fc2,
+            &self.weights.value.fc2,
             &self.v1[..nb * hidden],
             nb,
             wdl,

@@ -19,18 +19,19 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;
 pub mod im2col;
+pub mod layers;
 
 use crate::encoding::{INPUT_PLANES, POLICY_PLANES, POLICY_SIZE};
 use anyhow::bail;
 use candle_core::{DType, Device, Tensor, Var, D};
+use layers::{ConvBn, PolicyHead, ResidualBlock, TensorSource, TensorStore, ValueHead};
 use rand::{rngs::StdRng, SeedableRng};
-use rand_distr::{Distribution, Normal};
+
+pub use layers::{FoldedBlock, FoldedLayer, FoldedPolicyHead, FoldedValueHead, TensorKind};
 
 pub const VALUE_CHANNELS: usize = 32;
 pub const VALUE_HIDDEN: usize = 128;
 pub const WDL: usize = 3;
-const BN_EPS: f64 = 1e-5;
-const BN_MOMENTUM: f64 = 0.1;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetConfig {
@@ -63,37 +64,6 @@ impl NetConfig {
             );
         }
         Ok(())
-    }
-
-    /// Every tensor's checkpoint name and shape, in [`Network::named_tensors`] order,
-    /// computed without building the network (checkpoint loading checks a file against
-    /// it before allocating).
-    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        let f = self.filters;
-        let mut out = Vec::new();
-        let conv = |name: &str, fan_in: usize, cout: usize, out: &mut Vec<_>| {
-            out.push((format!("{name}.weight"), vec![fan_in, cout]));
-            for stat in ["bn.gamma", "bn.beta", "bn.running_mean", "bn.running_var"] {
-                out.push((format!("{name}.{stat}"), vec![cout]));
-            }
-        };
-        conv("input.conv", 9 * INPUT_PLANES, f, &mut out);
-        for i in 0..self.blocks {
-            conv(&format!("tower.{i}.conv1"), 9 * f, f, &mut out);
-            conv(&format!("tower.{i}.conv2"), 9 * f, f, &mut out);
-        }
-        conv("policy.conv", 9 * f, f, &mut out);
-        out.push(("policy.out.weight".into(), vec![f, POLICY_PLANES]));
-        out.push(("policy.out.bias".into(), vec![POLICY_PLANES]));
-        conv("value.conv", f, VALUE_CHANNELS, &mut out);
-        out.push((
-            "value.fc1.weight".into(),
-            vec![64 * VALUE_CHANNELS, VALUE_HIDDEN],
-        ));
-        out.push(("value.fc1.bias".into(), vec![VALUE_HIDDEN]));
-        out.push(("value.fc2.weight".into(), vec![VALUE_HIDDEN, WDL]));
-        out.push(("value.fc2.bias".into(), vec![WDL]));
-        out
     }
 }
 
@@ -238,201 +208,16 @@ impl std::str::FromStr for Precision {
     }
 }
 
-/// Batch norm over the channel (last) dimension of `[N, C]` rows.
-pub struct BatchNorm {
-    pub gamma: Var,
-    pub beta: Var,
-    pub running_mean: Var,
-    pub running_var: Var,
-}
-
-impl BatchNorm {
-    fn new(channels: usize, device: &Device) -> candle_core::Result<Self> {
-        Ok(BatchNorm {
-            gamma: Var::ones(channels, DType::F32, device)?,
-            beta: Var::zeros(channels, DType::F32, device)?,
-            running_mean: Var::zeros(channels, DType::F32, device)?,
-            running_var: Var::ones(channels, DType::F32, device)?,
-        })
-    }
-
-    /// In training mode normalises with the batch statistics and updates the running
-    /// ones; otherwise uses the running statistics.
-    ///
-    /// In training mode every sum over the rows and every broadcast of a per-channel row
-    /// is a matrix product with a column of ones ([`Rows`]): their gradients are matrix
-    /// products too, where candle's reduction over the leading dimension of `[N, C]` (the
-    /// gradient of a broadcast) runs on C blocks with strided loads and is the slowest
-    /// kernel of a training step on a GPU.
-    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        if !train {
-            let mean = self.running_mean.as_tensor().unsqueeze(0)?;
-            let var = self.running_var.as_tensor().unsqueeze(0)?;
-            let inv = (var + BN_EPS)?.sqrt()?.recip()?;
-            return x
-                .broadcast_sub(&mean)?
-                .broadcast_mul(&inv.broadcast_mul(&self.gamma.as_tensor().unsqueeze(0)?)?)?
-                .broadcast_add(&self.beta.as_tensor().unsqueeze(0)?);
-        }
-        let rows = Rows::new(x)?;
-        let n = rows.n as f64;
-        let mean = rows.mean(x)?;
-        let centered = (x - rows.expand(&mean)?)?;
-        let var = rows.mean(&centered.sqr()?)?;
-        let unbiased = (var.detach().squeeze(0)? * (n / (n - 1.0).max(1.0)))?;
-        let m = BN_MOMENTUM;
-        self.running_mean.set(
-            &((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().squeeze(0)? * m)?)?,
-        )?;
-        self.running_var
-            .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
-        let scale = ((var + BN_EPS)?.sqrt()?.recip()? * self.gamma.as_tensor().unsqueeze(0)?)?;
-        (centered * rows.expand(&scale)?)? + rows.expand(&self.beta.as_tensor().unsqueeze(0)?)?
-    }
-
-    /// Per-channel scale and shift that the folded form applies after the convolution.
-    fn fold(&self) -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
-        let g = self.gamma.as_tensor().to_vec1::<f32>()?;
-        let b = self.beta.as_tensor().to_vec1::<f32>()?;
-        let m = self.running_mean.as_tensor().to_vec1::<f32>()?;
-        let v = self.running_var.as_tensor().to_vec1::<f32>()?;
-        let scale: Vec<f32> = g
-            .iter()
-            .zip(&v)
-            .map(|(g, v)| g / (v + BN_EPS as f32).sqrt())
-            .collect();
-        let shift = b
-            .iter()
-            .zip(&m)
-            .zip(&scale)
-            .map(|((b, m), s)| b - m * s)
-            .collect();
-        Ok((scale, shift))
-    }
-}
-
-/// Sums over and broadcasts along the rows of an `[N, C]` tensor as matrix products with
-/// a column of ones, so that forward and backward are both GEMMs.
-struct Rows {
-    n: usize,
-    /// `[1, N]` ones, and the same as `[N, 1]`.
-    row: Tensor,
-    col: Tensor,
-}
-
-impl Rows {
-    fn new(x: &Tensor) -> candle_core::Result<Rows> {
-        let n = x.dim(0)?;
-        Ok(Rows {
-            n,
-            row: Tensor::ones((1, n), x.dtype(), x.device())?,
-            col: Tensor::ones((n, 1), x.dtype(), x.device())?,
-        })
-    }
-
-    /// `[N, C]` -> `[1, C]`, the mean of each column.
-    fn mean(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.row.matmul(x)? * (1.0 / self.n as f64)
-    }
-
-    /// `[1, C]` -> `[N, C]`, the row repeated.
-    fn expand(&self, v: &Tensor) -> candle_core::Result<Tensor> {
-        self.col.matmul(v)
-    }
-}
-
-/// A convolution (3x3 or 1x1, no bias) followed by batch norm. The weight is
-/// `[kernel*kernel*in, out]` in the [`im2col`] tap order.
-pub struct ConvBn {
-    pub weight: Var,
-    pub bn: BatchNorm,
-    pub kernel: usize,
-}
-
-impl ConvBn {
-    fn new(
-        kernel: usize,
-        cin: usize,
-        cout: usize,
-        device: &Device,
-        rng: &mut StdRng,
-    ) -> anyhow::Result<Self> {
-        let fan_in = kernel * kernel * cin;
-        Ok(ConvBn {
-            weight: init_var(&[fan_in, cout], (2.0 / fan_in as f64).sqrt(), device, rng)?,
-            bn: BatchNorm::new(cout, device)?,
-            kernel,
-        })
-    }
-
-    /// `[B, 64, C_in]` -> `[B, 64, C_out]` before the activation.
-    ///
-    /// In reduced precision the input is cast before the im2col gather, so that the nine
-    /// times larger columns are built, multiplied and differentiated in that precision.
-    fn forward(&self, x: &Tensor, train: bool, compute: DType) -> candle_core::Result<Tensor> {
-        let (b, _, c) = x.dims3()?;
-        let x = if compute == DType::F32 || (self.kernel == 3 && x.device().is_cpu()) {
-            // The CPU gathers in f32 (its custom op); `matmul_in` casts after.
-            x.clone()
-        } else {
-            x.to_dtype(compute)?
-        };
-        let cols = if self.kernel == 3 {
-            im2col::im2col(&x)?
-        } else {
-            x.reshape((b * 64, c))?
-        };
-        let y = matmul_in(&cols, self.weight.as_tensor(), compute)?;
-        let y = self.bn.forward(&y, train)?;
-        y.reshape((b, 64, ()))
-    }
-}
-
-/// `a x b` computed in `compute` precision, returned in f32 (the mixed-precision rule:
-/// f32 masters cast inside the forward, batch norm and losses in f32).
-fn matmul_in(a: &Tensor, b: &Tensor, compute: DType) -> candle_core::Result<Tensor> {
-    if compute == DType::F32 {
-        a.matmul(b)
-    } else {
-        // `to_dtype` to the dtype a tensor already has is a no-op.
-        a.to_dtype(compute)?
-            .matmul(&b.to_dtype(compute)?)?
-            .to_dtype(DType::F32)
-    }
-}
-
-fn init_var(shape: &[usize], std: f64, device: &Device, rng: &mut StdRng) -> anyhow::Result<Var> {
-    let n: usize = shape.iter().product();
-    let normal = Normal::new(0.0, std).expect("finite std");
-    let data: Vec<f32> = (0..n).map(|_| normal.sample(rng) as f32).collect();
-    Ok(Var::from_tensor(&Tensor::from_vec(data, shape, device)?)?)
-}
-
-/// Whether a named tensor is trained, and whether weight decay applies to it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TensorKind {
-    /// Convolution and dense weights: trained, with weight decay.
-    Weight,
-    /// Biases and batch-norm scale/shift: trained, no weight decay.
-    Bias,
-    /// Batch-norm running statistics: not trained.
-    Statistic,
-}
-
-/// The training form of the network.
+/// The training form of the network: the layers, and every tensor by its checkpoint name.
 pub struct Network {
     pub config: NetConfig,
     pub device: Device,
     pub input: ConvBn,
-    pub tower: Vec<(ConvBn, ConvBn)>,
-    pub policy_conv: ConvBn,
-    pub policy_out_w: Var,
-    pub policy_out_b: Var,
-    pub value_conv: ConvBn,
-    pub value_fc1_w: Var,
-    pub value_fc1_b: Var,
-    pub value_fc2_w: Var,
-    pub value_fc2_b: Var,
+    pub tower: Vec<ResidualBlock>,
+    pub policy: PolicyHead,
+    pub value: ValueHead,
+    /// Every variable by its builder path, in the order the layers were built.
+    vars: Vec<(String, Var)>,
     /// Training iteration that produced these weights (checkpoint metadata).
     pub iteration: u64,
 }
@@ -448,97 +233,46 @@ impl Network {
     /// A freshly initialised network (He-normal convolutions, small output layers so the
     /// first policy is near uniform and the first value near zero). Deterministic in `seed`.
     pub fn new(config: NetConfig, device: &Device, seed: u64) -> anyhow::Result<Self> {
+        Network::build(config, device, TensorSource::Seeded(seed))
+    }
+
+    /// Builds the layers over `source`; tensor names are the builder paths
+    /// (`input.conv.weight`, `tower.0.conv1.bn.gamma`, `policy.out.bias`, ...).
+    pub fn build(config: NetConfig, device: &Device, source: TensorSource) -> anyhow::Result<Self> {
         config.check()?;
-        let mut rng = StdRng::seed_from_u64(seed);
+        let store = TensorStore::new(source);
+        let vb = store.builder(device);
         let f = config.filters;
-        let d = device;
-        let input = ConvBn::new(3, INPUT_PLANES, f, d, &mut rng)?;
-        let mut tower = Vec::with_capacity(config.blocks);
-        for _ in 0..config.blocks {
-            tower.push((
-                ConvBn::new(3, f, f, d, &mut rng)?,
-                ConvBn::new(3, f, f, d, &mut rng)?,
-            ));
-        }
-        let policy_conv = ConvBn::new(3, f, f, d, &mut rng)?;
-        let policy_out_w = init_var(&[f, POLICY_PLANES], 0.01, d, &mut rng)?;
-        let policy_out_b = Var::zeros(POLICY_PLANES, DType::F32, d)?;
-        let value_conv = ConvBn::new(1, f, VALUE_CHANNELS, d, &mut rng)?;
-        let fc1_in = 64 * VALUE_CHANNELS;
-        let value_fc1_w = init_var(
-            &[fc1_in, VALUE_HIDDEN],
-            (2.0 / fc1_in as f64).sqrt(),
-            d,
-            &mut rng,
-        )?;
-        let value_fc1_b = Var::zeros(VALUE_HIDDEN, DType::F32, d)?;
-        let value_fc2_w = init_var(&[VALUE_HIDDEN, WDL], 0.01, d, &mut rng)?;
-        let value_fc2_b = Var::zeros(WDL, DType::F32, d)?;
+        let input = ConvBn::new(3, INPUT_PLANES, f, vb.pp("input").pp("conv"))?;
+        let tower = (0..config.blocks)
+            .map(|i| ResidualBlock::new(f, vb.pp("tower").pp(i)))
+            .collect::<candle_core::Result<_>>()?;
+        let policy = PolicyHead::new(f, vb.pp("policy"))?;
+        let value = ValueHead::new(f, vb.pp("value"))?;
+        drop(vb);
         Ok(Network {
             config,
             device: device.clone(),
             input,
             tower,
-            policy_conv,
-            policy_out_w,
-            policy_out_b,
-            value_conv,
-            value_fc1_w,
-            value_fc1_b,
-            value_fc2_w,
-            value_fc2_b,
+            policy,
+            value,
+            vars: store.into_vars(),
             iteration: 0,
         })
     }
 
+    /// The checkpoint names of the network's tensors, in build order.
+    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
+        self.vars.iter().map(|(name, _)| name.as_str())
+    }
+
     /// Every tensor by its checkpoint name.
     pub fn named_tensors(&self) -> Vec<(String, &Var, TensorKind)> {
-        fn conv<'a>(name: &str, c: &'a ConvBn, out: &mut Vec<(String, &'a Var, TensorKind)>) {
-            out.push((format!("{name}.weight"), &c.weight, TensorKind::Weight));
-            out.push((format!("{name}.bn.gamma"), &c.bn.gamma, TensorKind::Bias));
-            out.push((format!("{name}.bn.beta"), &c.bn.beta, TensorKind::Bias));
-            out.push((
-                format!("{name}.bn.running_mean"),
-                &c.bn.running_mean,
-                TensorKind::Statistic,
-            ));
-            out.push((
-                format!("{name}.bn.running_var"),
-                &c.bn.running_var,
-                TensorKind::Statistic,
-            ));
-        }
-        let mut out = Vec::new();
-        conv("input.conv", &self.input, &mut out);
-        for (i, (a, b)) in self.tower.iter().enumerate() {
-            conv(&format!("tower.{i}.conv1"), a, &mut out);
-            conv(&format!("tower.{i}.conv2"), b, &mut out);
-        }
-        conv("policy.conv", &self.policy_conv, &mut out);
-        out.push((
-            "policy.out.weight".into(),
-            &self.policy_out_w,
-            TensorKind::Weight,
-        ));
-        out.push((
-            "policy.out.bias".into(),
-            &self.policy_out_b,
-            TensorKind::Bias,
-        ));
-        conv("value.conv", &self.value_conv, &mut out);
-        out.push((
-            "value.fc1.weight".into(),
-            &self.value_fc1_w,
-            TensorKind::Weight,
-        ));
-        out.push(("value.fc1.bias".into(), &self.value_fc1_b, TensorKind::Bias));
-        out.push((
-            "value.fc2.weight".into(),
-            &self.value_fc2_w,
-            TensorKind::Weight,
-        ));
-        out.push(("value.fc2.bias".into(), &self.value_fc2_b, TensorKind::Bias));
-        out
+        self.vars
+            .iter()
+            .map(|(name, var)| (name.clone(), var, TensorKind::of(name)))
+            .collect()
     }
 
     /// The trainable variables with whether weight decay applies.
@@ -612,29 +346,11 @@ impl Network {
             .transpose(1, 2)?
             .contiguous()?;
         let mut h = self.input.forward(&x, train, compute)?.relu()?;
-        for (c1, c2) in &self.tower {
-            let t = c1.forward(&h, train, compute)?.relu()?;
-            h = (c2.forward(&t, train, compute)? + &h)?.relu()?;
+        for block in &self.tower {
+            h = block.forward(&h, train, compute)?;
         }
-        let p = self.policy_conv.forward(&h, train, compute)?.relu()?;
-        let f = self.config.filters;
-        let p = p.reshape((b * 64, f))?;
-        let policy = (matmul_in(&p, self.policy_out_w.as_tensor(), compute)?
-            + Rows::new(&p)?.expand(&self.policy_out_b.as_tensor().unsqueeze(0)?)?)?
-        .reshape((b, 64, POLICY_PLANES))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((b, POLICY_SIZE))?;
-        let v = self
-            .value_conv
-            .forward(&h, train, compute)?
-            .relu()?
-            .reshape((b, 64 * VALUE_CHANNELS))?;
-        let v = matmul_in(&v, self.value_fc1_w.as_tensor(), compute)?
-            .broadcast_add(self.value_fc1_b.as_tensor())?
-            .relu()?;
-        let wdl = matmul_in(&v, self.value_fc2_w.as_tensor(), compute)?
-            .broadcast_add(self.value_fc2_b.as_tensor())?;
+        let policy = self.policy.forward(&h, train, compute)?;
+        let wdl = self.value.forward(&h, train, compute)?;
         Ok(NetOutput { policy, wdl })
     }
 
@@ -667,69 +383,28 @@ impl Network {
 
     /// The inference form: batch norm folded into each convolution's weight and bias.
     pub fn folded(&self) -> anyhow::Result<FoldedWeights> {
-        let conv = |c: &ConvBn| -> anyhow::Result<FoldedLayer> {
-            let (scale, shift) = c.bn.fold()?;
-            let w = c.weight.as_tensor().to_device(&Device::Cpu)?;
-            let (k, cout) = w.dims2()?;
-            let mut w = w.flatten_all()?.to_vec1::<f32>()?;
-            for row in w.chunks_exact_mut(cout) {
-                for (x, s) in row.iter_mut().zip(&scale) {
-                    *x *= s;
-                }
-            }
-            Ok(FoldedLayer {
-                weight: w,
-                bias: shift,
-                rows: k,
-                cols: cout,
-            })
-        };
-        let dense = |w: &Var, b: &Var| -> anyhow::Result<FoldedLayer> {
-            let (rows, cols) = w.as_tensor().dims2()?;
-            Ok(FoldedLayer {
-                weight: w.as_tensor().flatten_all()?.to_vec1()?,
-                bias: b.as_tensor().to_vec1()?,
-                rows,
-                cols,
-            })
-        };
         Ok(FoldedWeights {
             config: self.config,
-            input: conv(&self.input)?,
+            input: self.input.fold()?,
             tower: self
                 .tower
                 .iter()
-                .map(|(a, b)| Ok((conv(a)?, conv(b)?)))
-                .collect::<anyhow::Result<_>>()?,
-            policy_conv: conv(&self.policy_conv)?,
-            policy_out: dense(&self.policy_out_w, &self.policy_out_b)?,
-            value_conv: conv(&self.value_conv)?,
-            value_fc1: dense(&self.value_fc1_w, &self.value_fc1_b)?,
-            value_fc2: dense(&self.value_fc2_w, &self.value_fc2_b)?,
+                .map(ResidualBlock::fold)
+                .collect::<candle_core::Result<_>>()?,
+            policy: self.policy.fold()?,
+            value: self.value.fold()?,
         })
     }
 }
 
-/// A folded layer: `y = x W + b`, `W` row-major `[rows, cols]`.
-#[derive(Clone, Debug)]
-pub struct FoldedLayer {
-    pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
-    pub rows: usize,
-    pub cols: usize,
-}
-
-/// All weights of the inference form, on the host.
+/// All weights of the inference form, on the host, layer by layer as [`Network`] has them.
 #[derive(Clone, Debug)]
 pub struct FoldedWeights {
     pub config: NetConfig,
     pub input: FoldedLayer,
-    pub tower: Vec<(FoldedLayer, FoldedLayer)>,
-    pub policy_conv: FoldedLayer,
-    pub policy_out: FoldedLayer,
-    pub value_conv: FoldedLayer,
-    pub value_fc1: FoldedLayer,
-    pub value_fc2: FoldedLayer,
+    pub tower: Vec<FoldedBlock>,
+    pub policy: FoldedPolicyHead,
+    pub value: FoldedValueHead,
 }
 
 /// The folded network as candle tensors on a device, in a chosen precision: the
@@ -741,51 +416,66 @@ pub struct FoldedWeights {
 /// and gathers on the device only the logits of the moves the caller names, so that a
 /// few hundred bytes per position come back instead of the 4672 logits.
 pub struct DeviceNet {
-    config: NetConfig,
     dtype: DType,
-    layers: Vec<(Tensor, Tensor)>,
+    input: DeviceLayer,
+    tower: Vec<(DeviceLayer, DeviceLayer)>,
+    policy_conv: DeviceLayer,
+    policy_out: DeviceLayer,
+    value_conv: DeviceLayer,
+    value_fc1: DeviceLayer,
+    value_fc2: DeviceLayer,
 }
 
-impl DeviceNet {
-    pub fn new(w: &FoldedWeights, device: &Device, dtype: DType) -> anyhow::Result<Self> {
-        let mut all = vec![&w.input];
-        for (a, b) in &w.tower {
-            all.push(a);
-            all.push(b);
-        }
-        all.extend([
-            &w.policy_conv,
-            &w.policy_out,
-            &w.value_conv,
-            &w.value_fc1,
-            &w.value_fc2,
-        ]);
-        let layers = all
-            .into_iter()
-            .map(|l| {
-                let wt =
-                    Tensor::from_slice(&l.weight, (l.rows, l.cols), device)?.to_dtype(dtype)?;
-                let bt = Tensor::from_slice(&l.bias, l.cols, device)?.to_dtype(dtype)?;
-                Ok((wt, bt))
-            })
-            .collect::<anyhow::Result<_>>()?;
-        Ok(DeviceNet {
-            config: w.config,
-            dtype,
-            layers,
+/// A folded layer's weight `[rows, cols]` and bias `[cols]` on the device.
+struct DeviceLayer {
+    weight: Tensor,
+    bias: Tensor,
+    /// 3 for a 3x3 convolution (im2col first), 1 for a 1x1 convolution or dense layer.
+    kernel: usize,
+}
+
+impl DeviceLayer {
+    fn new(l: &FoldedLayer, kernel: usize, device: &Device, dtype: DType) -> anyhow::Result<Self> {
+        Ok(DeviceLayer {
+            weight: Tensor::from_slice(&l.weight, (l.rows, l.cols), device)?.to_dtype(dtype)?,
+            bias: Tensor::from_slice(&l.bias, l.cols, device)?.to_dtype(dtype)?,
+            kernel,
         })
     }
 
-    /// Layer `i`'s epilogue: `act(y + bias [+ residual])`, `y` `[N, C]`: one fused kernel
-    /// on CUDA, candle's ops elsewhere.
+    /// `act(x W + b [+ residual])`: the epilogue is one fused kernel on CUDA, candle's ops
+    /// elsewhere. `x` is `[B, 64, C]` for a convolution (result `[B, 64, C_out]`) or
+    /// `[N, C]` for a dense layer.
+    fn forward(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        relu: bool,
+    ) -> candle_core::Result<Tensor> {
+        let spatial = x.rank() == 3;
+        let cols = match (spatial, self.kernel) {
+            (true, 3) => im2col::im2col_inference(x)?,
+            (true, _) => {
+                let (b, _, c) = x.dims3()?;
+                x.reshape((b * 64, c))?
+            }
+            (false, _) => x.clone(),
+        };
+        let y = cols.matmul(&self.weight)?;
+        let y = self.epilogue(&y, residual, relu)?;
+        if spatial {
+            y.reshape((x.dim(0)?, 64, ()))
+        } else {
+            Ok(y)
+        }
+    }
+
     fn epilogue(
         &self,
-        i: usize,
         y: &Tensor,
         residual: Option<&Tensor>,
         relu: bool,
     ) -> candle_core::Result<Tensor> {
-        let bias = &self.layers[i].1;
         #[cfg(feature = "cuda")]
         if y.device().is_cuda() {
             let r = match residual {
@@ -793,7 +483,7 @@ impl DeviceNet {
                 None => y.clone(),
             };
             return y.contiguous()?.apply_op3_no_bwd(
-                bias,
+                &self.bias,
                 &r,
                 &cuda::BiasAct {
                     residual: residual.is_some(),
@@ -801,7 +491,7 @@ impl DeviceNet {
                 },
             );
         }
-        let mut t = y.broadcast_add(bias)?;
+        let mut t = y.broadcast_add(&self.bias)?;
         if let Some(r) = residual {
             t = (t + r.reshape(y.shape())?)?;
         }
@@ -811,39 +501,45 @@ impl DeviceNet {
             Ok(t)
         }
     }
+}
+
+impl DeviceNet {
+    pub fn new(w: &FoldedWeights, device: &Device, dtype: DType) -> anyhow::Result<Self> {
+        let layer = |l: &FoldedLayer, kernel: usize| DeviceLayer::new(l, kernel, device, dtype);
+        Ok(DeviceNet {
+            dtype,
+            input: layer(&w.input, 3)?,
+            tower: w
+                .tower
+                .iter()
+                .map(|b| Ok((layer(&b.conv1, 3)?, layer(&b.conv2, 3)?)))
+                .collect::<anyhow::Result<_>>()?,
+            policy_conv: layer(&w.policy.conv, 3)?,
+            policy_out: layer(&w.policy.out, 1)?,
+            value_conv: layer(&w.value.conv, 1)?,
+            value_fc1: layer(&w.value.fc1, 1)?,
+            value_fc2: layer(&w.value.fc2, 1)?,
+        })
+    }
 
     /// Input planes `[B, 18, 64]` on the device (any dtype) -> (policy logits
     /// `[B, 64, 73]`, square-major, and WDL logits `[B, 3]`), both still on the device.
     fn trunk(&self, planes: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let batch = planes.dim(0)?;
         let x = planes.to_dtype(self.dtype)?.transpose(1, 2)?.contiguous()?;
-        let layer = |i: usize,
-                     x: &Tensor,
-                     kernel: usize,
-                     residual: Option<&Tensor>,
-                     relu: bool|
-         -> candle_core::Result<Tensor> {
-            let (b, _, c) = x.dims3()?;
-            let cols = if kernel == 3 {
-                im2col::im2col_inference(x)?
-            } else {
-                x.reshape((b * 64, c))?
-            };
-            let y = cols.matmul(&self.layers[i].0)?;
-            self.epilogue(i, &y, residual, relu)?.reshape((b, 64, ()))
-        };
-        let mut h = layer(0, &x, 3, None, true)?;
-        let blocks = self.config.blocks;
-        for k in 0..blocks {
-            let t = layer(1 + 2 * k, &h, 3, None, true)?;
-            h = layer(2 + 2 * k, &t, 3, Some(&h), true)?;
+        let mut h = self.input.forward(&x, None, true)?;
+        for (conv1, conv2) in &self.tower {
+            let t = conv1.forward(&h, None, true)?;
+            h = conv2.forward(&t, Some(&h), true)?;
         }
-        let base = 1 + 2 * blocks;
-        let p = layer(base, &h, 3, None, true)?;
-        let policy = layer(base + 1, &p, 1, None, false)?;
-        let v = layer(base + 2, &h, 1, None, true)?.reshape((batch, 64 * VALUE_CHANNELS))?;
-        let v = self.epilogue(base + 3, &v.matmul(&self.layers[base + 3].0)?, None, true)?;
-        let wdl = self.epilogue(base + 4, &v.matmul(&self.layers[base + 4].0)?, None, false)?;
+        let p = self.policy_conv.forward(&h, None, true)?;
+        let policy = self.policy_out.forward(&p, None, false)?;
+        let v = self
+            .value_conv
+            .forward(&h, None, true)?
+            .reshape((batch, 64 * VALUE_CHANNELS))?;
+        let v = self.value_fc1.forward(&v, None, true)?;
+        let wdl = self.value_fc2.forward(&v, None, false)?;
         Ok((policy, wdl))
     }
 

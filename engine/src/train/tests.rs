@@ -166,7 +166,9 @@ fn an_overflowing_f16_step_is_skipped_and_leaves_the_weights_alone() {
     trainer.set_loss_scaler(LossScaler::new(1e12, 200));
     let before = trainer
         .network()
-        .value_fc2_w
+        .value
+        .fc2
+        .weight
         .as_tensor()
         .to_vec2::<f32>()
         .unwrap();
@@ -176,7 +178,9 @@ fn an_overflowing_f16_step_is_skipped_and_leaves_the_weights_alone() {
     assert_eq!(
         trainer
             .network()
-            .value_fc2_w
+            .value
+            .fc2
+            .weight
             .as_tensor()
             .to_vec2::<f32>()
             .unwrap(),
