@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
                 .collect();
             Sample {
                 position: p,
-                policy,
+                visits: policy,
                 result: 0.0,
                 root_q: 0.0,
             }

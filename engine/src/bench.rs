@@ -191,7 +191,7 @@ pub fn sample_training_batch(n: usize, seed: u64) -> TrainingBatch {
                 .collect();
             Sample {
                 position: p,
-                policy,
+                visits: policy,
                 result: [1.0, 0.0, -1.0][i % 3],
                 root_q: 0.0,
             }

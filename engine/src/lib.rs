@@ -13,6 +13,7 @@ pub mod files;
 pub mod game;
 pub mod mcts;
 pub mod net;
+pub mod pipeline;
 pub mod replay;
 pub mod selfplay;
 pub mod sys;

@@ -13,7 +13,7 @@
 //! record magic) and counted, and a record cut short at the end of the file (a torn write)
 //! is dropped and counted.
 
-use crate::encoding::POLICY_SIZE;
+use crate::encoding::{encode_position, PLANES_LEN, POLICY_SIZE};
 use crate::game::{fen_of, position_from_fen};
 use crate::selfplay::Sample;
 use anyhow::{bail, Context, Result};
@@ -163,18 +163,18 @@ fn encode_payload(sample: &Sample, out: &mut Vec<u8>) -> Result<()> {
     if fen.len() > 255 {
         bail!("FEN too long for a replay record: {fen}");
     }
-    if sample.policy.len() > u16::MAX as usize {
+    if sample.visits.len() > u16::MAX as usize {
         bail!(
             "visit distribution of {} moves is too long for a replay record",
-            sample.policy.len()
+            sample.visits.len()
         );
     }
     out.push(fen.len() as u8);
     out.extend_from_slice(fen.as_bytes());
     out.push(sample.result.round().clamp(-1.0, 1.0) as i8 as u8);
     out.extend_from_slice(&sample.root_q.to_le_bytes());
-    out.extend_from_slice(&(sample.policy.len() as u16).to_le_bytes());
-    for &(index, p) in &sample.policy {
+    out.extend_from_slice(&(sample.visits.len() as u16).to_le_bytes());
+    for &(index, p) in &sample.visits {
         out.extend_from_slice(&index.to_le_bytes());
         out.extend_from_slice(&p.to_le_bytes());
     }
@@ -223,7 +223,7 @@ fn decode_payload(p: &[u8]) -> std::result::Result<Sample, String> {
     }
     Ok(Sample {
         position,
-        policy,
+        visits: policy,
         result: result as f32,
         root_q,
     })
@@ -325,7 +325,35 @@ pub fn read_shard(path: &Path) -> Result<(Vec<Sample>, LoadStats)> {
 pub struct ReplayWindow {
     capacity: usize,
     /// Oldest first.
-    samples: VecDeque<Sample>,
+    samples: VecDeque<EncodedSample>,
+}
+
+/// A sample as the window keeps it: the position encoded once, when it enters the window
+/// (one byte per plane and square; every plane is 0 or 1), so drawing a minibatch never
+/// parses or encodes a position again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncodedSample {
+    /// `PLANES_LEN` bytes in the encoding's plane-major layout.
+    pub planes: Box<[u8]>,
+    /// The search's visit distribution: (policy index, probability).
+    pub visits: Box<[(u16, f32)]>,
+    /// Final result for the side to move: +1 win, 0 draw, -1 loss.
+    pub result: f32,
+    /// The search's value of the position when it was played.
+    pub root_q: f32,
+}
+
+impl EncodedSample {
+    pub fn new(sample: &Sample) -> EncodedSample {
+        let mut planes = vec![0u8; PLANES_LEN];
+        encode_position(&sample.position, &mut planes);
+        EncodedSample {
+            planes: planes.into_boxed_slice(),
+            visits: sample.visits.clone().into_boxed_slice(),
+            result: sample.result,
+            root_q: sample.root_q,
+        }
+    }
 }
 
 impl ReplayWindow {
@@ -376,7 +404,7 @@ impl ReplayWindow {
             newest_first.push(samples);
         }
         let mut window = ReplayWindow::new(capacity);
-        for samples in newest_first.into_iter().rev() {
+        for samples in newest_first.iter().rev() {
             window.push_samples(samples);
         }
         Ok((window, stats))
@@ -394,9 +422,10 @@ impl ReplayWindow {
         self.samples.is_empty()
     }
 
-    /// Adds newer samples, dropping the oldest beyond the capacity.
-    pub fn push_samples(&mut self, samples: impl IntoIterator<Item = Sample>) {
-        self.samples.extend(samples);
+    /// Adds newer samples (encoding each once), dropping the oldest beyond the capacity.
+    pub fn push_samples<'s>(&mut self, samples: impl IntoIterator<Item = &'s Sample>) {
+        self.samples
+            .extend(samples.into_iter().map(EncodedSample::new));
         let excess = self.samples.len().saturating_sub(self.capacity);
         self.samples.drain(..excess);
     }
@@ -404,12 +433,16 @@ impl ReplayWindow {
     /// Adds the samples of a finished shard file (the newest data).
     pub fn push_shard(&mut self, path: &Path) -> Result<LoadStats> {
         let (samples, stats) = read_shard(path)?;
-        self.push_samples(samples);
+        self.push_samples(&samples);
         Ok(stats)
     }
 
     /// `batch_size` samples drawn uniformly with replacement (none from an empty window).
-    pub fn sample_batch<R: Rng + ?Sized>(&self, rng: &mut R, batch_size: usize) -> Vec<&Sample> {
+    pub fn sample_batch<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        batch_size: usize,
+    ) -> Vec<&EncodedSample> {
         if self.samples.is_empty() {
             return Vec::new();
         }
@@ -419,7 +452,7 @@ impl ReplayWindow {
     }
 
     /// The samples, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &Sample> {
+    pub fn iter(&self) -> impl Iterator<Item = &EncodedSample> {
         self.samples.iter()
     }
 }
@@ -451,7 +484,7 @@ mod tests {
                     .collect();
                 Sample {
                     position,
-                    policy,
+                    visits: policy,
                     result: [-1.0, 0.0, 1.0][i % 3],
                     root_q: tag + i as f32,
                 }
@@ -461,7 +494,7 @@ mod tests {
 
     fn assert_same(a: &Sample, b: &Sample) {
         assert_eq!(fen_of(&a.position), fen_of(&b.position));
-        assert_eq!(a.policy, b.policy);
+        assert_eq!(a.visits, b.visits);
         assert_eq!(a.result, b.result);
         assert_eq!(a.root_q, b.root_q);
     }
@@ -615,8 +648,8 @@ mod tests {
     #[test]
     fn pushing_past_capacity_drops_the_oldest() {
         let mut window = ReplayWindow::new(4);
-        window.push_samples(samples(3, 0.0, 1));
-        window.push_samples(samples(3, 10.0, 2));
+        window.push_samples(&samples(3, 0.0, 1));
+        window.push_samples(&samples(3, 10.0, 2));
         let tags: Vec<f32> = window.iter().map(|s| s.root_q).collect();
         assert_eq!(tags, vec![2.0, 10.0, 11.0, 12.0]);
     }
@@ -644,7 +677,7 @@ mod tests {
     #[test]
     fn minibatches_are_drawn_from_the_window_with_replacement() {
         let mut window = ReplayWindow::new(100);
-        window.push_samples(samples(5, 0.0, 1));
+        window.push_samples(&samples(5, 0.0, 1));
         let mut rng = StdRng::seed_from_u64(7);
         let batch = window.sample_batch(&mut rng, 64);
         assert_eq!(batch.len(), 64);

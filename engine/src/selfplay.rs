@@ -37,6 +37,14 @@ pub struct SelfPlayConfig {
     /// [`play_games`]): for a GPU, where the trees can be searched while it computes.
     #[serde(default)]
     pub pipeline: bool,
+    /// The PGN `Round` of the first game (games are numbered from it in the order they
+    /// started), so that games played in several calls number on.
+    #[serde(default = "first_round")]
+    pub first_round: usize,
+}
+
+fn first_round() -> usize {
+    1
 }
 
 impl Default for SelfPlayConfig {
@@ -56,6 +64,7 @@ impl Default for SelfPlayConfig {
             seed: 1,
             time_limit: None,
             pipeline: false,
+            first_round: 1,
         }
     }
 }
@@ -65,7 +74,8 @@ impl Default for SelfPlayConfig {
 #[derive(Clone, Debug)]
 pub struct Sample {
     pub position: Chess,
-    pub policy: Vec<(u16, f32)>,
+    /// The search's visit distribution over the legal moves: (policy index, share).
+    pub visits: Vec<(u16, f32)>,
     pub result: f32,
     pub root_q: f32,
 }
@@ -241,7 +251,7 @@ impl Slot {
         self.outcome = self.game.outcome_with_ply_cap(cfg.max_plies);
     }
 
-    fn finish(self) -> GameRecord {
+    fn finish(self, first_round: usize) -> GameRecord {
         let outcome = self.outcome.expect("finished game has an outcome");
         let samples = self
             .samples
@@ -250,7 +260,7 @@ impl Slot {
                 let result = outcome.value_for(position.turn());
                 Sample {
                     position,
-                    policy,
+                    visits: policy,
                     result,
                     root_q,
                 }
@@ -260,7 +270,7 @@ impl Slot {
             Some(outcome),
             &[
                 ("Event", "Ember self-play".to_string()),
-                ("Round", (self.index + 1).to_string()),
+                ("Round", (first_round + self.index).to_string()),
                 ("White", "Ember".to_string()),
                 ("Black", "Ember".to_string()),
                 ("PlyCount", self.game.ply().to_string()),
@@ -337,7 +347,7 @@ impl<F: FnMut(GameRecord)> Games<'_, F> {
             stats.collisions += slot.search.stats.collisions;
             stats.cache_hits += slot.search.stats.cache_hits;
             slot.timing = PhaseTimes::default();
-            let record = slot.finish();
+            let record = slot.finish(self.cfg.first_round);
             stats.games += 1;
             stats.positions += record.samples.len();
             stats.finished_plies += record.plies;

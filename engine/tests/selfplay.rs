@@ -38,10 +38,10 @@ fn samples_hold_a_visit_distribution_over_legal_moves_and_the_movers_result() {
     for r in &records {
         assert_eq!(r.samples.len(), r.plies, "one sample per searched move");
         for s in &r.samples {
-            let sum: f32 = s.policy.iter().map(|(_, p)| p).sum();
+            let sum: f32 = s.visits.iter().map(|(_, p)| p).sum();
             assert!((sum - 1.0).abs() < 1e-4, "visit distribution sums to {sum}");
-            assert_eq!(s.policy.len(), s.position.legal_moves().len());
-            for (idx, _) in &s.policy {
+            assert_eq!(s.visits.len(), s.position.legal_moves().len());
+            for (idx, _) in &s.visits {
                 assert!(
                     index_to_move(&s.position, *idx as usize).is_some(),
                     "index {idx} is a legal move"

@@ -5,10 +5,9 @@
 mod cli;
 mod commands;
 mod config;
-mod metrics;
+mod plot;
 mod progress;
 mod publish;
-mod run;
 mod training;
 
 use clap::Parser;

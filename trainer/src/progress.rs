@@ -136,3 +136,34 @@ impl Phase {
         }
     }
 }
+
+/// The pipeline stages' progress drawn as bars (or log lines without a terminal).
+pub struct Bars<'a> {
+    progress: &'a Progress,
+    phase: Option<Phase>,
+}
+
+impl Progress {
+    pub fn observer(&self) -> Bars<'_> {
+        Bars {
+            progress: self,
+            phase: None,
+        }
+    }
+}
+
+impl ember_engine::pipeline::Observer for Bars<'_> {
+    fn start(&mut self, phase: &'static str, total: u64, unit: &'static str) {
+        self.phase = Some(self.progress.phase(phase, total, unit));
+    }
+    fn advance(&mut self, detail: &dyn Fn() -> String) {
+        if let Some(p) = &mut self.phase {
+            p.advance(detail);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(p) = self.phase.take() {
+            p.finish();
+        }
+    }
+}

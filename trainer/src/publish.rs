@@ -8,10 +8,10 @@
 //! how to replace it deliberately (`trainer export`). The folder is checked to be
 //! writable when the run starts, not at the first promotion.
 
-use crate::run::RunDir;
 use anyhow::{anyhow, Context, Result};
 use ember_engine::files::{sweep_temporaries, write_atomic};
 use ember_engine::net::checkpoint::{declared_config, read_file, read_metadata};
+use ember_engine::pipeline::run::RunDir;
 use log::{info, warn};
 use std::path::{Path, PathBuf};
 

@@ -2,8 +2,9 @@
 //! visit distribution over all 4672 policy indices, the game result) and then into
 //! tensors on the training device.
 
-use crate::encoding::{encode_position, PLANES_LEN, POLICY_SIZE};
+use crate::encoding::{PLANES_LEN, POLICY_SIZE};
 use crate::net::WDL;
+use crate::replay::EncodedSample;
 use crate::selfplay::Sample;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
@@ -30,18 +31,17 @@ pub struct BatchTensors {
 }
 
 impl TrainingBatch {
-    pub fn from_samples(samples: &[&Sample]) -> TrainingBatch {
+    /// A batch of window samples: planes widened to f32, visits spread over all 4672
+    /// policy indices.
+    pub fn from_encoded(samples: &[&EncodedSample]) -> TrainingBatch {
         let n = samples.len();
-        let mut planes = vec![0.0; n * PLANES_LEN];
+        let mut planes = Vec::with_capacity(n * PLANES_LEN);
         let mut policy = vec![0.0; n * POLICY_SIZE];
         let mut results = Vec::with_capacity(n);
         for (i, s) in samples.iter().enumerate() {
-            encode_position(
-                &s.position,
-                &mut planes[i * PLANES_LEN..(i + 1) * PLANES_LEN],
-            );
+            planes.extend(s.planes.iter().map(|&b| f32::from(b)));
             let row = &mut policy[i * POLICY_SIZE..(i + 1) * POLICY_SIZE];
-            for &(index, p) in &s.policy {
+            for &(index, p) in s.visits.iter() {
                 if let Some(x) = row.get_mut(index as usize) {
                     *x += p;
                 }
@@ -54,6 +54,12 @@ impl TrainingBatch {
             results,
             n,
         }
+    }
+
+    /// A batch of self-play samples (encoded here).
+    pub fn from_samples(samples: &[&Sample]) -> TrainingBatch {
+        let encoded: Vec<EncodedSample> = samples.iter().map(|s| EncodedSample::new(s)).collect();
+        TrainingBatch::from_encoded(&encoded.iter().collect::<Vec<_>>())
     }
 
     pub fn len(&self) -> usize {

@@ -38,7 +38,7 @@ fn random_samples(n: usize, seed: u64) -> Vec<Sample> {
             let result = [-1.0, 0.0, 1.0][rng.random_range(0..3)];
             Sample {
                 position,
-                policy,
+                visits: policy,
                 result,
                 root_q: rng.random_range(-1.0..1.0),
             }
@@ -464,7 +464,7 @@ fn batch_rows_hold_the_visit_distribution_and_the_result_target() {
         let row =
             &batch.policy[i * crate::encoding::POLICY_SIZE..(i + 1) * crate::encoding::POLICY_SIZE];
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
-        for &(index, p) in &s.policy {
+        for &(index, p) in &s.visits {
             assert_eq!(row[index as usize], p);
         }
         let wdl = &batch.wdl_targets()[i * 3..i * 3 + 3];

@@ -17,9 +17,8 @@
 //!           replay/iter-NNNNNN.shard   games/iter-NNNNNN.pgn  games/gating-NNNNNN.pgn
 //! ```
 
-use crate::config::RunConfig;
+use crate::files::{sweep_temporaries, sync_dir, write_atomic};
 use anyhow::{bail, Context, Result};
-use ember_engine::files::{sweep_temporaries, sync_dir, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
@@ -236,11 +235,12 @@ impl RunDir {
         Ok(())
     }
 
-    pub fn read_config(&self) -> Result<RunConfig> {
+    /// The run's saved configuration (the trainer's own type).
+    pub fn read_config<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         read_json(&self.config())
     }
 
-    pub fn write_config(&self, cfg: &RunConfig) -> Result<()> {
+    pub fn write_config<T: Serialize>(&self, cfg: &T) -> Result<()> {
         write_json(&self.config(), cfg)
     }
 
