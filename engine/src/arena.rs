@@ -10,7 +10,7 @@
 
 use crate::game::{fen_of, position_from_fen, Game, GameOutcome};
 use crate::mcts::{EvalBatch, Evaluator, Search, SearchParams};
-use crate::timing::PhaseTimes;
+use crate::phase_times::PhaseTimes;
 use anyhow::{Context, Result};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rayon::prelude::*;
@@ -178,7 +178,7 @@ impl MatchResult {
 }
 
 /// One game in flight: a search per side, index 0 for A and 1 for B.
-struct Slot {
+struct GameInPlay {
     index: usize,
     a_is_white: bool,
     game: Game,
@@ -220,8 +220,8 @@ fn opening_game(cfg: &MatchConfig, pair: usize) -> Result<Game> {
     Ok(game)
 }
 
-impl Slot {
-    fn new(index: usize, cfg: &MatchConfig) -> Result<Slot> {
+impl GameInPlay {
+    fn new(index: usize, cfg: &MatchConfig) -> Result<GameInPlay> {
         let game = opening_game(cfg, index / 2)?;
         let search = || Search::new(&game, cfg.search.clone());
         let rng = StdRng::seed_from_u64(
@@ -231,7 +231,7 @@ impl Slot {
         );
         let opening = fen_of(game.position());
         let outcome = game.outcome();
-        Ok(Slot {
+        Ok(GameInPlay {
             index,
             a_is_white: index.is_multiple_of(2),
             searches: [search(), search()],
@@ -343,13 +343,13 @@ pub fn play_match(
     let mut result = MatchResult::default();
     let mut pgns: Vec<(usize, String)> = Vec::with_capacity(cfg.games);
     let mut next_index = 0;
-    let mut slots: Vec<Slot> = Vec::new();
+    let mut slots: Vec<GameInPlay> = Vec::new();
     let mut batches = [EvalBatch::new(), EvalBatch::new()];
     let mut offsets: Vec<usize> = Vec::new();
     let mut eval_timing = PhaseTimes::default();
     loop {
         while slots.len() < cfg.games_in_flight.max(1) && next_index < cfg.games {
-            slots.push(Slot::new(next_index, cfg)?);
+            slots.push(GameInPlay::new(next_index, cfg)?);
             next_index += 1;
         }
         let mut i = 0;
@@ -368,7 +368,7 @@ pub fn play_match(
             on_game(&game);
             pgns.push((game.index, game.pgn));
             if next_index < cfg.games {
-                slots.push(Slot::new(next_index, cfg)?);
+                slots.push(GameInPlay::new(next_index, cfg)?);
                 next_index += 1;
             }
         }

@@ -12,7 +12,7 @@ use crate::bench::{sample_positions, sample_training_batch};
 use crate::encoding::{encode_position, PLANES_LEN, POLICY_SIZE};
 use crate::mcts::{EvalBatch, Evaluator, NetEvaluator};
 use crate::net::{Network, Precision};
-use crate::timing::PhaseTimes;
+use crate::phase_times::PhaseTimes;
 use crate::train::{OptimizerKind, StepReport, TrainConfig, Trainer, TrainingBatch};
 use anyhow::Result;
 use candle_core::{DType, Device};

@@ -13,12 +13,12 @@ pub mod files;
 pub mod game;
 pub mod mcts;
 pub mod net;
+pub mod phase_times;
 pub mod pipeline;
 pub mod replay;
 pub mod selfplay;
 pub mod sys;
 pub mod timeman;
-pub mod timing;
 pub mod train;
 
 pub use game::{Game, GameOutcome, Termination};

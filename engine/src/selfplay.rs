@@ -5,7 +5,7 @@
 use crate::encoding::move_to_index;
 use crate::game::{Game, GameOutcome};
 use crate::mcts::{EvalBatch, Evaluator, Search, SearchParams};
-use crate::timing::PhaseTimes;
+use crate::phase_times::PhaseTimes;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rayon::prelude::*;
 use shakmaty::{Chess, Position};
@@ -154,7 +154,7 @@ impl SelfPlayStats {
 /// A searched position waiting for its game's result: position, visit distribution, root Q.
 type PendingSample = (Chess, Vec<(u16, f32)>, f32);
 
-struct Slot {
+struct GameInFlight {
     index: usize,
     game: Game,
     search: Search,
@@ -167,8 +167,8 @@ struct Slot {
     opening_plies: usize,
 }
 
-impl Slot {
-    fn new(index: usize, cfg: &SelfPlayConfig) -> Slot {
+impl GameInFlight {
+    fn new(index: usize, cfg: &SelfPlayConfig) -> GameInFlight {
         let mut rng = StdRng::seed_from_u64(
             cfg.seed
                 .wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -186,7 +186,7 @@ impl Slot {
         let mut search = Search::new(&game, cfg.search.clone());
         search.seed_noise(rng.random());
         let opening_plies = game.ply();
-        let mut slot = Slot {
+        let mut slot = GameInFlight {
             index,
             game,
             search,
@@ -290,7 +290,7 @@ impl Slot {
 /// cores), their leaves gathered into one batch, and the evaluator's answers applied.
 #[derive(Default)]
 struct Group {
-    slots: Vec<Slot>,
+    slots: Vec<GameInFlight>,
     batch: EvalBatch,
     offsets: Vec<usize>,
 }
@@ -326,10 +326,10 @@ struct Games<'a, F: FnMut(GameRecord)> {
 }
 
 impl<F: FnMut(GameRecord)> Games<'_, F> {
-    fn new_slot(&mut self) -> Option<Slot> {
+    fn new_slot(&mut self) -> Option<GameInFlight> {
         (self.next_index < self.cfg.games).then(|| {
             self.next_index += 1;
-            Slot::new(self.next_index - 1, self.cfg)
+            GameInFlight::new(self.next_index - 1, self.cfg)
         })
     }
 

@@ -3,7 +3,7 @@
 
 use ember_engine::game::{fen_of, parse_uci_move, position_hash, Game};
 use ember_engine::mcts::{EvalBatch, Evaluator, Search, SearchParams, UniformEvaluator};
-use ember_engine::timing::PhaseTimes;
+use ember_engine::phase_times::PhaseTimes;
 use shakmaty::{Chess, Position};
 use std::collections::HashSet;
 

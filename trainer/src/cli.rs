@@ -3,7 +3,8 @@
 //! keeps the preset's value, or the saved run's value when a run is resumed.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ember_engine::train::OptimizerKind;
+use ember_engine::pipeline::settings::OptimizerName;
+use ember_engine::train::ValueLoss;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -60,34 +61,6 @@ pub enum Preset {
     Max,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerChoice {
-    /// SGD with momentum 0.9 (AlphaZero's optimiser); default lr 0.02.
-    Sgd,
-    /// AdamW (beta1 0.9, beta2 0.999); default lr 0.001.
-    Adamw,
-}
-
-impl OptimizerChoice {
-    /// The engine's optimiser with its default hyper-parameters.
-    pub fn kind(self) -> OptimizerKind {
-        match self {
-            OptimizerChoice::Sgd => OptimizerKind::sgd(),
-            OptimizerChoice::Adamw => OptimizerKind::adamw(),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ValueLossChoice {
-    /// Cross-entropy of the win/draw/loss head against the game result.
-    Wdl,
-    /// Squared error of the expected score (win - loss) against the game result.
-    Mse,
-}
-
 #[derive(Args, Debug, Clone, Default)]
 pub struct TrainArgs {
     /// Sizes of the run; flags below override single numbers. [default: development]
@@ -118,15 +91,16 @@ pub struct TrainArgs {
     /// Learning rate. [default: 0.001 with adamw, 0.02 with sgd]
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Optimiser. [default: adamw]
-    #[arg(long, value_enum)]
-    pub optimizer: Option<OptimizerChoice>,
+    /// Optimiser: sgd or adamw. [default: adamw]
+    #[arg(long)]
+    pub optimizer: Option<OptimizerName>,
     /// L2 regularisation weight on convolution and dense weights. [default: 0.0001]
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// Value loss. [default: wdl]
-    #[arg(long, value_enum)]
-    pub value_loss: Option<ValueLossChoice>,
+    /// Value loss: wdl (cross-entropy of the win/draw/loss head) or mse (squared error of
+    /// win - loss). [default: wdl]
+    #[arg(long)]
+    pub value_loss: Option<ValueLoss>,
     /// auto (CUDA when built with it and present, else CPU), cpu, cuda or cuda:N. [default: auto]
     #[arg(long)]
     pub device: Option<String>,

@@ -2,47 +2,38 @@
 //! and the defaults that depend on the device. Saved as `runs/NAME/config.json`; a
 //! resumed run starts from the saved file and applies only the flags given again.
 
-use crate::cli::{OptimizerChoice, Preset, TrainArgs, ValueLossChoice};
+use crate::cli::{Preset, TrainArgs};
 use anyhow::{bail, Context, Result};
 use ember_engine::net::{NetConfig, Precision};
+use ember_engine::pipeline::settings::{
+    GatingSettings, OptimizerName, Schedule, SelfPlaySettings, TrainingSettings,
+};
+use ember_engine::train::ValueLoss;
 use serde::{Deserialize, Serialize};
 
 /// Score a candidate needs against the best network to be promoted.
 pub const PROMOTION_SCORE: f64 = 0.55;
 
+/// A run's configuration: the engine's settings of each stage, flattened in
+/// `config.json` so that every field is named as its command-line flag.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RunConfig {
     pub preset: Preset,
-    pub iterations: u64,
-    pub games: usize,
-    pub simulations: u32,
-    pub filters: usize,
-    pub blocks: usize,
-    pub batch_size: usize,
-    /// `None`: chosen each iteration from the positions it made.
-    pub train_steps: Option<usize>,
-    pub lr: f64,
-    pub optimizer: OptimizerChoice,
-    pub weight_decay: f64,
-    pub value_loss: ValueLossChoice,
+    #[serde(flatten)]
+    pub schedule: Schedule,
+    #[serde(flatten)]
+    pub net: NetConfig,
+    #[serde(flatten)]
+    pub selfplay: SelfPlaySettings,
+    #[serde(flatten)]
+    pub training: TrainingSettings,
+    #[serde(flatten)]
+    pub gating: GatingSettings,
     /// As given (`auto`, `cpu`, `cuda:N`); opened at start.
     pub device: String,
     /// As given (`auto`, `f32`, `bf16`, `f16`); `auto` resolves on the opened device.
     pub precision: String,
     pub seed: u64,
-    pub replay_window: usize,
-    pub gating_games: usize,
-    /// `None`: min(games, 64) on CPU, min(games, 512) on CUDA.
-    pub games_in_flight: Option<usize>,
-    pub checkpoint_every: u64,
-    pub max_plies: u32,
-    /// Self-play moves sampled by visit count before the most visited move is played.
-    pub temperature_plies: u32,
-    /// Leaves each self-play game adds to a round's batch.
-    pub leaves_per_game: usize,
-    /// Random plies at the start of each pair of gating games, so games differ.
-    pub gating_opening_plies: u32,
-    pub promotion_score: f64,
 }
 
 struct PresetNumbers {
@@ -105,32 +96,39 @@ impl RunConfig {
         let seed = args.seed.unwrap_or_else(clock_seed);
         let mut cfg = RunConfig {
             preset,
-            iterations: p.iterations,
-            games: p.games,
-            simulations: p.simulations,
-            filters: NetConfig::default().filters,
-            blocks: NetConfig::default().blocks,
-            batch_size: 256,
-            train_steps: None,
-            lr: OptimizerChoice::Adamw.kind().default_lr(),
-            optimizer: OptimizerChoice::Adamw,
-            weight_decay: 1e-4,
-            value_loss: ValueLossChoice::Wdl,
+            schedule: Schedule {
+                iterations: p.iterations,
+                checkpoint_every: p.checkpoint_every,
+            },
+            net: NetConfig::default(),
+            selfplay: SelfPlaySettings {
+                games: p.games,
+                simulations: p.simulations,
+                games_in_flight: None,
+                max_plies: p.max_plies,
+                temperature_plies: 30,
+                leaves_per_game: 4,
+            },
+            training: TrainingSettings {
+                batch_size: 256,
+                train_steps: None,
+                lr: OptimizerName::Adamw.kind().default_lr(),
+                optimizer: OptimizerName::Adamw,
+                weight_decay: 1e-4,
+                value_loss: ValueLoss::Wdl,
+                replay_window: p.replay_window,
+            },
+            gating: GatingSettings {
+                gating_games: p.gating_games,
+                gating_opening_plies: 4,
+                promotion_score: PROMOTION_SCORE,
+            },
             device: "auto".into(),
             precision: "auto".into(),
             seed,
-            replay_window: p.replay_window,
-            gating_games: p.gating_games,
-            games_in_flight: None,
-            checkpoint_every: p.checkpoint_every,
-            max_plies: p.max_plies,
-            temperature_plies: 30,
-            leaves_per_game: 4,
-            gating_opening_plies: 4,
-            promotion_score: PROMOTION_SCORE,
         };
         if let Some(opt) = args.optimizer {
-            cfg.lr = opt.kind().default_lr();
+            cfg.training.lr = opt.kind().default_lr();
         }
         cfg.apply(args);
         cfg.validate(args, None)?;
@@ -149,8 +147,8 @@ impl RunConfig {
             );
         }
         if let (Some(opt), None) = (args.optimizer, args.lr) {
-            if opt != cfg.optimizer {
-                cfg.lr = opt.kind().default_lr();
+            if opt != cfg.training.optimizer {
+                cfg.training.lr = opt.kind().default_lr();
             }
         }
         cfg.apply(args);
@@ -164,32 +162,35 @@ impl RunConfig {
                 *slot = v.clone();
             }
         }
-        set(&mut self.iterations, &a.iterations);
-        set(&mut self.games, &a.games);
-        set(&mut self.simulations, &a.simulations);
-        set(&mut self.filters, &a.filters);
-        set(&mut self.blocks, &a.blocks);
-        set(&mut self.batch_size, &a.batch_size);
-        if a.train_steps.is_some() {
-            self.train_steps = a.train_steps;
+        set(&mut self.schedule.iterations, &a.iterations);
+        set(&mut self.schedule.checkpoint_every, &a.checkpoint_every);
+        set(&mut self.net.filters, &a.filters);
+        set(&mut self.net.blocks, &a.blocks);
+        let sp = &mut self.selfplay;
+        set(&mut sp.games, &a.games);
+        set(&mut sp.simulations, &a.simulations);
+        set(&mut sp.max_plies, &a.max_plies);
+        if a.games_in_flight.is_some() {
+            sp.games_in_flight = a.games_in_flight;
         }
-        set(&mut self.lr, &a.lr);
-        set(&mut self.optimizer, &a.optimizer);
-        set(&mut self.weight_decay, &a.weight_decay);
-        set(&mut self.value_loss, &a.value_loss);
+        let tr = &mut self.training;
+        set(&mut tr.batch_size, &a.batch_size);
+        if a.train_steps.is_some() {
+            tr.train_steps = a.train_steps;
+        }
+        set(&mut tr.lr, &a.lr);
+        set(&mut tr.optimizer, &a.optimizer);
+        set(&mut tr.weight_decay, &a.weight_decay);
+        set(&mut tr.value_loss, &a.value_loss);
+        set(&mut tr.replay_window, &a.replay_window);
+        let g = &mut self.gating;
+        set(&mut g.gating_games, &a.gating_games);
+        set(&mut g.promotion_score, &a.promotion_score);
+        // Colours alternate in pairs, so each opening is played from both sides.
+        g.gating_games += g.gating_games % 2;
         set(&mut self.device, &a.device);
         set(&mut self.precision, &a.precision);
         set(&mut self.seed, &a.seed);
-        set(&mut self.replay_window, &a.replay_window);
-        set(&mut self.gating_games, &a.gating_games);
-        if a.games_in_flight.is_some() {
-            self.games_in_flight = a.games_in_flight;
-        }
-        set(&mut self.checkpoint_every, &a.checkpoint_every);
-        set(&mut self.max_plies, &a.max_plies);
-        set(&mut self.promotion_score, &a.promotion_score);
-        // Colours alternate in pairs, so each opening is played from both sides.
-        self.gating_games += self.gating_games % 2;
     }
 
     /// Checks every value. An error names where the bad value came from: the flag when
@@ -220,16 +221,24 @@ impl RunConfig {
             _ => format!("--{}", field.replace('_', "-")),
         };
         let at_least = [
-            ("games", self.games, 1),
-            ("simulations", self.simulations as usize, 2),
-            ("filters", self.filters, 1),
-            ("blocks", self.blocks, 1),
-            ("batch_size", self.batch_size, 1),
-            ("replay_window", self.replay_window, 1),
-            ("checkpoint_every", self.checkpoint_every as usize, 1),
-            ("max_plies", self.max_plies as usize, 1),
-            ("train_steps", self.train_steps.unwrap_or(1), 1),
-            ("games_in_flight", self.games_in_flight.unwrap_or(1), 1),
+            ("games", self.selfplay.games, 1),
+            ("simulations", self.selfplay.simulations as usize, 2),
+            ("filters", self.net.filters, 1),
+            ("blocks", self.net.blocks, 1),
+            ("batch_size", self.training.batch_size, 1),
+            ("replay_window", self.training.replay_window, 1),
+            (
+                "checkpoint_every",
+                self.schedule.checkpoint_every as usize,
+                1,
+            ),
+            ("max_plies", self.selfplay.max_plies as usize, 1),
+            ("train_steps", self.training.train_steps.unwrap_or(1), 1),
+            (
+                "games_in_flight",
+                self.selfplay.games_in_flight.unwrap_or(1),
+                1,
+            ),
         ];
         for (field, v, min) in at_least {
             if v < min {
@@ -241,28 +250,28 @@ impl RunConfig {
                 bail!("{} must be at least {min}, got {v}{why}", source(field));
             }
         }
-        self.net()
+        self.net
             .check()
             .with_context(|| format!("{} and {}", source("filters"), source("blocks")))?;
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
+        if !(self.training.lr > 0.0 && self.training.lr.is_finite()) {
             bail!(
                 "{} must be a positive number, got {}",
                 source("lr"),
-                self.lr
+                self.training.lr
             );
         }
-        if !(0.0..=1.0).contains(&self.promotion_score) {
+        if !(0.0..=1.0).contains(&self.gating.promotion_score) {
             bail!(
                 "{} must be between 0 and 1, got {}",
                 source("promotion_score"),
-                self.promotion_score
+                self.gating.promotion_score
             );
         }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+        if !(self.training.weight_decay >= 0.0 && self.training.weight_decay.is_finite()) {
             bail!(
                 "{} must be a finite number of at least 0, got {}",
                 source("weight_decay"),
-                self.weight_decay
+                self.training.weight_decay
             );
         }
         self.device
@@ -276,29 +285,10 @@ impl RunConfig {
         Ok(())
     }
 
-    pub fn net(&self) -> NetConfig {
-        NetConfig {
-            filters: self.filters,
-            blocks: self.blocks,
-        }
-    }
-
     /// Training and inference precision on `device` (`auto`: [`Precision::auto_for`]).
     pub fn precision_on(&self, device: &candle_core::Device) -> Result<Precision> {
         Precision::resolve(&self.precision, device)
             .with_context(|| format!("--precision {}", self.precision))
-    }
-
-    pub fn games_in_flight_on(&self, device: &candle_core::Device) -> usize {
-        let cap = if device.is_cpu() { 64 } else { 512 };
-        self.games_in_flight.unwrap_or(self.games.min(cap)).max(1)
-    }
-
-    /// Training steps after an iteration that made `new_positions`: each new position is
-    /// seen about four times.
-    pub fn train_steps_for(&self, new_positions: usize, batch: usize) -> usize {
-        self.train_steps
-            .unwrap_or_else(|| (4 * new_positions).div_ceil(batch.max(1)).clamp(8, 400))
     }
 }
 
@@ -366,7 +356,14 @@ mod tests {
             ..Default::default()
         };
         let cfg = RunConfig::from_preset(&args).unwrap();
-        assert_eq!((cfg.iterations, cfg.games, cfg.simulations), (5, 7, 20));
+        assert_eq!(
+            (
+                cfg.schedule.iterations,
+                cfg.selfplay.games,
+                cfg.selfplay.simulations
+            ),
+            (5, 7, 20)
+        );
     }
 
     #[test]
@@ -375,15 +372,18 @@ mod tests {
             gating_games: Some(3),
             ..Default::default()
         };
-        assert_eq!(RunConfig::from_preset(&args).unwrap().gating_games, 4);
+        assert_eq!(
+            RunConfig::from_preset(&args).unwrap().gating.gating_games,
+            4
+        );
     }
 
     #[test]
     fn default_train_steps_see_each_new_position_about_four_times_within_bounds() {
         let cfg = RunConfig::from_preset(&TrainArgs::default()).unwrap();
-        assert_eq!(cfg.train_steps_for(1000, 256), 16);
-        assert_eq!(cfg.train_steps_for(10, 256), 8);
-        assert_eq!(cfg.train_steps_for(1_000_000, 256), 400);
+        assert_eq!(cfg.training.steps_for(1000, 256), 16);
+        assert_eq!(cfg.training.steps_for(10, 256), 8);
+        assert_eq!(cfg.training.steps_for(1_000_000, 256), 400);
     }
 
     #[test]
@@ -399,14 +399,14 @@ mod tests {
             ..Default::default()
         };
         let cfg = RunConfig::resumed(saved.clone(), &again, "config.json").unwrap();
-        assert_eq!(cfg.iterations, 9);
-        assert_eq!(cfg.games, saved.games);
+        assert_eq!(cfg.schedule.iterations, 9);
+        assert_eq!(cfg.selfplay.games, saved.selfplay.games);
     }
 
     #[test]
     fn a_bad_saved_value_is_named_by_its_field_and_a_bad_flag_by_the_flag() {
         let mut saved = RunConfig::from_preset(&TrainArgs::default()).unwrap();
-        saved.games = 0;
+        saved.selfplay.games = 0;
         let err = RunConfig::resumed(saved.clone(), &TrainArgs::default(), "runs/x/config.json")
             .unwrap_err()
             .to_string();
@@ -430,6 +430,39 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("--filters"), "{err:#}");
+    }
+
+    #[test]
+    fn config_json_is_flat_with_one_field_per_flag_and_reads_back() {
+        let cfg = RunConfig::from_preset(&TrainArgs::default()).unwrap();
+        let json = serde_json::to_value(&cfg).unwrap();
+        for f in [
+            "iterations",
+            "checkpoint_every",
+            "filters",
+            "blocks",
+            "games",
+            "simulations",
+            "games_in_flight",
+            "max_plies",
+            "batch_size",
+            "train_steps",
+            "lr",
+            "optimizer",
+            "weight_decay",
+            "value_loss",
+            "replay_window",
+            "gating_games",
+            "promotion_score",
+            "device",
+            "precision",
+            "seed",
+        ] {
+            assert!(json.get(f).is_some(), "{f} missing from {json}");
+        }
+        assert!(json.as_object().unwrap().values().all(|v| !v.is_object()));
+        let back: RunConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(back, cfg);
     }
 
     #[test]

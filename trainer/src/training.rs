@@ -6,27 +6,25 @@
 //! whether or not it is promoted (AlphaGo Zero's scheme); only the best network plays
 //! self-play.
 
-use crate::cli::{TrainArgs, ValueLossChoice};
+use crate::cli::TrainArgs;
 use crate::config::{derive_seed, preset_name, timestamp, RunConfig};
 use crate::plot;
 use crate::progress::Progress;
 use crate::publish::{Publisher, RUN_FIELD};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use ember_engine::arena::MatchConfig;
 use ember_engine::files::write_atomic;
-use ember_engine::mcts::SearchParams;
 use ember_engine::net::checkpoint::{metadata, serialize};
 use ember_engine::net::{describe_device, Network, Precision};
 use ember_engine::pipeline::commit::{commit, Iteration};
-use ember_engine::pipeline::gating_stage::{GatingOutcome, GatingStage};
+use ember_engine::pipeline::gating_stage::GatingOutcome;
 use ember_engine::pipeline::metrics::{self, IterationMetrics};
 use ember_engine::pipeline::run::{RunDir, RunLock, RunState};
-use ember_engine::pipeline::selfplay_stage::{SelfPlayOutcome, SelfPlayStage};
+use ember_engine::pipeline::selfplay_stage::SelfPlayOutcome;
 use ember_engine::pipeline::training_stage::{TrainOutcome, TrainingStage};
 use ember_engine::replay::ReplayWindow;
-use ember_engine::selfplay::{SelfPlayConfig, SelfPlayStats};
-use ember_engine::train::{LrSchedule, TrainConfig, Trainer, ValueLoss};
+use ember_engine::selfplay::SelfPlayStats;
+use ember_engine::train::Trainer;
 use ember_engine::DeviceChoice;
 use log::{info, warn};
 use std::path::Path;
@@ -39,9 +37,6 @@ const STREAM_FIRST_GAME: u64 = 2;
 const STREAM_MINIBATCH: u64 = 3;
 const STREAM_GATING: u64 = 4;
 const STREAM_EXTRA_SELFPLAY: u64 = 100;
-
-/// Evaluations cached per search in self-play and gating (many searches run at once).
-const SEARCH_CACHE_ENTRIES: usize = 4096;
 
 pub struct Session {
     dir: RunDir,
@@ -101,7 +96,7 @@ impl Session {
 
         for path in [dir.best(), dir.latest()] {
             if path.exists() {
-                Network::load(&path, Some(cfg.net()), &device)?;
+                Network::load(&path, Some(cfg.net), &device)?;
             }
         }
         let state = match dir.read_state()? {
@@ -142,27 +137,29 @@ is complete; refusing to start over and overwrite it. Restore state.json, or tra
 
         let initial = state.iteration == 0 && !dir.best().exists();
         let best = if initial {
-            let net = Network::new(cfg.net(), &device, derive_seed(cfg.seed, 0, STREAM_INIT))?;
+            let net = Network::new(cfg.net, &device, derive_seed(cfg.seed, 0, STREAM_INIT))?;
             // The first network is kept, so later ones can be matched against it.
             net.save(&dir.snapshot(0))?;
             net.save(&dir.best())?;
             net.save(&dir.latest())?;
             net
         } else {
-            Network::load(&dir.best(), Some(cfg.net()), &device)?
+            Network::load(&dir.best(), Some(cfg.net), &device)?
         };
         let candidate = if dir.latest().exists() {
-            Network::load(&dir.latest(), Some(cfg.net()), &device)?
+            Network::load(&dir.latest(), Some(cfg.net), &device)?
         } else {
             Network::from_bytes(
                 &best.to_bytes()?,
-                Some(cfg.net()),
+                Some(cfg.net),
                 &device,
                 "the best network",
             )?
         };
-        let mut trainer = Trainer::new(candidate, train_config(&cfg, precision))?;
-        let optimizer_changed = saved.as_ref().is_some_and(|s| s.optimizer != cfg.optimizer);
+        let mut trainer = Trainer::new(candidate, cfg.training.train_config(precision))?;
+        let optimizer_changed = saved
+            .as_ref()
+            .is_some_and(|s| s.training.optimizer != cfg.training.optimizer);
         if optimizer_changed {
             warn!(
                 "the optimiser changed: the saved optimiser state in {} is not carried over",
@@ -178,7 +175,7 @@ is complete; refusing to start over and overwrite it. Restore state.json, or tra
         }
         let metrics = metrics::load_and_trim(&dir.metrics(), state.iteration)?;
         let (window, load) =
-            ReplayWindow::load_listed(&dir.replay(), &state.shards, cfg.replay_window)
+            ReplayWindow::load_listed(&dir.replay(), &state.shards, cfg.training.replay_window)
                 .with_context(|| {
                     format!("loading the replay window from {}", dir.replay().display())
                 })?;
@@ -191,7 +188,7 @@ is complete; refusing to start over and overwrite it. Restore state.json, or tra
 
         info!(
             "Network: {} (filters x blocks), {} parameters; training precision {}",
-            cfg.net(),
+            cfg.net,
             best.parameter_count(),
             precision.as_str()
         );
@@ -200,19 +197,20 @@ is complete; refusing to start over and overwrite it. Restore state.json, or tra
                 "Resuming {} after iteration {} of {} (best network from iteration {}, cumulative Elo {:+.0})",
                 dir.root.display(),
                 state.iteration,
-                cfg.iterations,
+                cfg.schedule.iterations,
                 state.best_iteration,
                 state.cumulative_elo
             );
         } else {
             info!("Run folder: {}", dir.root.display());
         }
-        let games_in_flight = cfg.games_in_flight_on(&device);
+        let games_in_flight = cfg.selfplay.games_in_flight(!device.is_cpu());
         info!(
             "Configuration (saved in {}; games in flight {}, train steps {}):",
             dir.config().display(),
             games_in_flight,
-            cfg.train_steps
+            cfg.training
+                .train_steps
                 .map_or("auto".to_string(), |s| s.to_string())
         );
         for line in serde_json::to_string_pretty(&cfg)?.lines() {
@@ -255,20 +253,20 @@ is complete; refusing to start over and overwrite it. Restore state.json, or tra
     /// Runs iterations until the configured count.
     pub fn train(&mut self) -> Result<()> {
         let start = Instant::now();
-        if self.state.iteration >= self.cfg.iterations {
+        if self.state.iteration >= self.cfg.schedule.iterations {
             info!(
                 "{} has completed all {} iterations; pass --iterations N to go further",
                 self.dir.root.display(),
-                self.cfg.iterations
+                self.cfg.schedule.iterations
             );
             return Ok(());
         }
-        for it in self.state.iteration + 1..=self.cfg.iterations {
+        for it in self.state.iteration + 1..=self.cfg.schedule.iterations {
             self.iteration(it)?;
         }
         info!(
             "Done: {} iterations in {:.1}s; best network from iteration {}, cumulative Elo {:+.0}; {}",
-            self.cfg.iterations,
+            self.cfg.schedule.iterations,
             start.elapsed().as_secs_f64(),
             self.state.best_iteration,
             self.state.cumulative_elo,
@@ -279,7 +277,7 @@ is complete; refusing to start over and overwrite it. Restore state.json, or tra
 
     fn iteration(&mut self, it: u64) -> Result<()> {
         let start = Instant::now();
-        let total = self.cfg.iterations;
+        let total = self.cfg.schedule.iterations;
         info!("=== iteration {it}/{total} ===");
 
         let shard = RunDir::shard_name(it);
@@ -293,13 +291,13 @@ is complete; refusing to start over and overwrite it. Restore state.json, or tra
         log_selfplay(it, &sp);
         self.window.push_samples(&sp.samples);
 
-        let steps = self.cfg.train_steps_for(
+        let steps = self.cfg.training.steps_for(
             sp.stats.positions,
-            self.cfg.batch_size.min(self.window.len()),
+            self.cfg.training.batch_size.min(self.window.len()),
         );
         let tr = TrainingStage {
             steps,
-            batch: self.cfg.batch_size,
+            batch: self.cfg.training.batch_size,
             seed: derive_seed(self.state.seed, it, STREAM_MINIBATCH),
         }
         .run(
@@ -312,7 +310,7 @@ is complete; refusing to start over and overwrite it. Restore state.json, or tra
             format!(
                 "iteration {it}: training left NaN or infinite values in the candidate (is --lr {} too high?); \
 nothing of iteration {it} was saved, and the run resumes after iteration {}",
-                self.cfg.lr,
+                self.cfg.training.lr,
                 it - 1
             )
         })?;
@@ -346,28 +344,10 @@ cumulative Elo {:+.0}",
         let first_alone =
             (!self.first_game_shown).then(|| derive_seed(self.state.seed, it, STREAM_FIRST_GAME));
         self.first_game_shown = true;
-        let stage = SelfPlayStage {
-            config: SelfPlayConfig {
-                games: self.cfg.games,
-                games_in_flight: self.cfg.games_in_flight_on(&self.device),
-                simulations: self.cfg.simulations,
-                leaves_per_game: self.cfg.leaves_per_game,
-                max_plies: self.cfg.max_plies,
-                temperature_plies: self.cfg.temperature_plies,
-                random_opening_plies: 0,
-                search: SearchParams {
-                    cache_entries: SEARCH_CACHE_ENTRIES,
-                    ..SearchParams::self_play()
-                },
-                seed,
-                time_limit: None,
-                // On a GPU the trees of half the games are searched while it evaluates
-                // the other half's leaves.
-                pipeline: !self.device.is_cpu(),
-                first_round: 1,
-            },
-            first_alone,
-        };
+        let stage = self
+            .cfg
+            .selfplay
+            .stage(!self.device.is_cpu(), seed, first_alone);
         let out = stage.run(
             &self.best,
             self.precision,
@@ -376,27 +356,21 @@ cumulative Elo {:+.0}",
             &mut self.progress.observer(),
         )?;
         if let Some(first) = &out.first_game {
-            log_first_game(first, self.cfg.simulations);
+            log_first_game(first, self.cfg.selfplay.simulations);
         }
         Ok(out)
     }
 
     fn gate(&mut self, it: u64) -> Result<GatingOutcome> {
-        let stage = GatingStage {
-            config: MatchConfig {
-                games: self.cfg.gating_games,
-                games_in_flight: self.cfg.gating_games,
-                simulations: self.cfg.simulations,
-                max_plies: self.cfg.max_plies,
-                opening_random_plies: self.cfg.gating_opening_plies,
-                temperature: 0.0,
-                seed: derive_seed(self.state.seed, it, STREAM_GATING),
-                name_a: format!("candidate {it}"),
-                name_b: format!("best {}", self.state.best_iteration),
-                ..MatchConfig::default()
-            },
-            promotion_score: self.cfg.promotion_score,
-        };
+        let stage = self.cfg.gating.stage(
+            self.cfg.selfplay.simulations,
+            self.cfg.selfplay.max_plies,
+            derive_seed(self.state.seed, it, STREAM_GATING),
+            (
+                format!("candidate {it}"),
+                format!("best {}", self.state.best_iteration),
+            ),
+        );
         let out = stage.run(
             self.trainer.network(),
             &self.best,
@@ -435,7 +409,7 @@ cumulative Elo {:+.0}",
             number: it,
             candidate: &bytes,
             promoted: gate.promoted,
-            snapshot: it.is_multiple_of(self.cfg.checkpoint_every) || it == self.cfg.iterations,
+            snapshot: self.cfg.schedule.snapshot(it),
             shard: shard.to_string(),
             positions: sp.stats.positions as u64,
             games: sp.stats.games as u64,
@@ -454,7 +428,7 @@ cumulative Elo {:+.0}",
         if gate.promoted {
             self.best = Network::from_bytes(
                 &bytes,
-                Some(self.cfg.net()),
+                Some(self.cfg.net),
                 &self.device,
                 "the promoted candidate",
             )?;
@@ -497,21 +471,6 @@ cumulative Elo {:+.0}",
             pgn.display()
         );
         Ok(())
-    }
-}
-
-fn train_config(cfg: &RunConfig, precision: Precision) -> TrainConfig {
-    TrainConfig {
-        batch_size: cfg.batch_size,
-        lr: cfg.lr,
-        lr_schedule: LrSchedule::Constant,
-        optimizer: cfg.optimizer.kind(),
-        weight_decay: cfg.weight_decay,
-        precision,
-        value_loss: match cfg.value_loss {
-            ValueLossChoice::Wdl => ValueLoss::Wdl,
-            ValueLossChoice::Mse => ValueLoss::Mse,
-        },
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Who holds the core: this thread, or a worker until it finishes.
-enum Slot {
+enum Worker {
     Idle(Box<Core>),
     Busy {
         handle: JoinHandle<Box<Core>>,
@@ -34,7 +34,7 @@ enum Slot {
 pub struct Engine {
     options: Options,
     game: Game,
-    slot: Slot,
+    slot: Worker,
     /// A network loaded by `setoption` while a search held the core.
     pending_net: Option<LoadedNet>,
     /// `NNCacheSize` changed: the next search starts with a fresh cache.
@@ -81,7 +81,7 @@ impl Engine {
         Ok(Engine {
             options,
             game: Game::new(),
-            slot: Slot::Idle(Box::new(Core::new(net))),
+            slot: Worker::Idle(Box::new(Core::new(net))),
             pending_net: None,
             cache_changed: false,
             startup,
@@ -119,12 +119,12 @@ impl Engine {
             },
             Command::Go(go) => self.go(go),
             Command::Stop => {
-                if let Slot::Busy { control, .. } = &self.slot {
+                if let Worker::Busy { control, .. } = &self.slot {
                     control.stop.store(true, Ordering::Release);
                 }
             }
             Command::PonderHit => {
-                if let Slot::Busy { control, .. } = &self.slot {
+                if let Worker::Busy { control, .. } = &self.slot {
                     control.ponderhit.store(true, Ordering::Release);
                 }
             }
@@ -157,25 +157,25 @@ impl Engine {
 
     /// Takes the core back from a worker that has finished.
     fn reap(&mut self) {
-        if matches!(&self.slot, Slot::Busy { handle, .. } if handle.is_finished()) {
+        if matches!(&self.slot, Worker::Busy { handle, .. } if handle.is_finished()) {
             self.join();
         }
     }
 
     /// Stops a running search (its `bestmove` is printed) and takes the core back.
     pub fn finish_search(&mut self) {
-        if let Slot::Busy { control, .. } = &self.slot {
+        if let Worker::Busy { control, .. } = &self.slot {
             control.stop.store(true, Ordering::Release);
             self.join();
         }
     }
 
     fn join(&mut self) {
-        let Slot::Busy { handle, .. } = std::mem::replace(&mut self.slot, Slot::Empty) else {
+        let Worker::Busy { handle, .. } = std::mem::replace(&mut self.slot, Worker::Empty) else {
             return;
         };
         match handle.join() {
-            Ok(core) => self.slot = Slot::Idle(core),
+            Ok(core) => self.slot = Worker::Idle(core),
             Err(_) => {
                 emit("info string error: the search thread failed; reloading the network");
                 match network::load(
@@ -186,7 +186,7 @@ impl Engine {
                 .or_else(|_| {
                     network::load(crate::options::EMBEDDED, ember_engine::DeviceChoice::Cpu, 1)
                 }) {
-                    Ok(net) => self.slot = Slot::Idle(Box::new(Core::new(net))),
+                    Ok(net) => self.slot = Worker::Idle(Box::new(Core::new(net))),
                     Err(e) => emit(&format!(
                         "info string error: no network could be loaded: {e:#}"
                     )),
@@ -197,7 +197,7 @@ impl Engine {
 
     /// The core when no search holds it, with pending option changes applied.
     fn core(&mut self) -> Option<&mut Core> {
-        let Slot::Idle(core) = &mut self.slot else {
+        let Worker::Idle(core) = &mut self.slot else {
             return None;
         };
         if let Some(net) = self.pending_net.take() {
@@ -238,7 +238,7 @@ impl Engine {
             emit("info string error: no network is loaded");
             return;
         }
-        let Slot::Idle(mut core) = std::mem::replace(&mut self.slot, Slot::Empty) else {
+        let Worker::Idle(mut core) = std::mem::replace(&mut self.slot, Worker::Empty) else {
             unreachable!("core() checked the slot");
         };
         let control = Arc::new(Control::default());
@@ -250,7 +250,7 @@ impl Engine {
                 core
             });
         match spawned {
-            Ok(handle) => self.slot = Slot::Busy { handle, control },
+            Ok(handle) => self.slot = Worker::Busy { handle, control },
             Err(e) => emit(&format!(
                 "info string error: cannot start the search thread: {e}"
             )),

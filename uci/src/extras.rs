@@ -9,7 +9,7 @@ use crate::report::q_to_cp;
 use crate::searcher::{Control, Core};
 use ember_engine::game::{fen_of, move_to_uci};
 use ember_engine::mcts::{EvalBatch, Search};
-use ember_engine::timing::PhaseTimes;
+use ember_engine::phase_times::PhaseTimes;
 use ember_engine::{Evaluator, Game};
 use shakmaty::{Color, Position, Square};
 use std::time::Instant;

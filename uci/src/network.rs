@@ -83,7 +83,7 @@ pub fn load(weights: &str, device: DeviceChoice, threads: usize) -> Result<Loade
 mod tests {
     use super::*;
     use ember_engine::mcts::Search;
-    use ember_engine::timing::PhaseTimes;
+    use ember_engine::phase_times::PhaseTimes;
     use ember_engine::{Game, SearchParams};
     use shakmaty::Position;
 

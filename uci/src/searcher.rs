@@ -17,8 +17,8 @@ use crate::report::{
 };
 use ember_engine::game::{move_to_uci, parse_uci_move};
 use ember_engine::mcts::{EvalBatch, Search, SearchStats};
+use ember_engine::phase_times::PhaseTimes;
 use ember_engine::timeman::{self, Budget, Clock};
-use ember_engine::timing::PhaseTimes;
 use ember_engine::{Evaluator, Game};
 use rand::rngs::StdRng;
 use rand::SeedableRng;

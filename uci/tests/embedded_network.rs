@@ -19,13 +19,24 @@ fn run_ember(input: &str) -> Vec<String> {
     std::fs::create_dir_all(&bin_dir).unwrap();
     let exe = bin_dir.join("ember");
     std::fs::copy(env!("CARGO_BIN_EXE_ember"), &exe).unwrap();
-    let mut child = Command::new(&exe)
-        .current_dir(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ember starts");
+    // A test thread that forks while the copy above is open for writing keeps the file
+    // busy for a moment (ETXTBSY): try again then.
+    let mut tries = 0;
+    let mut child = loop {
+        match Command::new(&exe)
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => break other.expect("ember starts"),
+        }
+    };
     child
         .stdin
         .take()

@@ -7,7 +7,7 @@ use crate::encoding::{encode_position, move_to_index, PLANES_LEN, POLICY_SIZE};
 use crate::net::{
     cpu::CpuNet, selected_policy_index, wdl_probabilities, DeviceNet, Network, Precision,
 };
-use crate::timing::{lap, PhaseTimes};
+use crate::phase_times::{lap, PhaseTimes};
 use rayon::prelude::*;
 use shakmaty::{Chess, Move, Position};
 use std::time::Instant;

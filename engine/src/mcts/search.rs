@@ -8,7 +8,7 @@ use super::evaluator::{EvalBatch, Evaluator};
 use super::node::{Node, NodeState, Tree, NONE};
 use super::params::SearchParams;
 use crate::game::{position_hash, rules_outcome, Game};
-use crate::timing::{lap, PhaseTimes};
+use crate::phase_times::{lap, PhaseTimes};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Gamma};
 use shakmaty::{zobrist::Zobrist64, Chess, EnPassantMode, Move, Position};

@@ -27,6 +27,7 @@ pub mod gating_stage;
 pub mod metrics;
 pub mod run;
 pub mod selfplay_stage;
+pub mod settings;
 pub mod training_stage;
 
 /// What a stage says as it goes: a phase with a known amount of work, its steps, its end.

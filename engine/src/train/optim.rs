@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 /// The state of one variable.
 #[derive(Default)]
-struct Slot {
+struct Moments {
     /// SGD: the momentum buffer. AdamW: the first moment.
     first: Option<Tensor>,
     /// AdamW: the second moment.
@@ -26,7 +26,7 @@ struct Slot {
 pub struct Optimizer {
     kind: OptimizerKind,
     weight_decay: f64,
-    slots: HashMap<String, Slot>,
+    slots: HashMap<String, Moments>,
     /// Updates applied (AdamW's bias correction counts these).
     updates: u64,
 }
@@ -161,7 +161,7 @@ impl Optimizer {
                 }
                 Ok(Some(t.to_device(var.device())?.detach()))
             };
-            let slot = Slot {
+            let slot = Moments {
                 first: take(first)?,
                 second: match second {
                     Some(p) => take(p)?,

@@ -1,0 +1,180 @@
+//! A training run's settings, stage by stage: what the trainer's `RunConfig` is composed
+//! of, what `config.json` holds (flattened, one field per command-line flag), and what
+//! each stage is built from. Every default is stated once, in the presets of the trainer.
+
+use super::gating_stage::GatingStage;
+use super::selfplay_stage::SelfPlayStage;
+use crate::arena::MatchConfig;
+use crate::mcts::SearchParams;
+use crate::net::Precision;
+use crate::selfplay::SelfPlayConfig;
+use crate::train::{LrSchedule, OptimizerKind, TrainConfig, ValueLoss};
+use serde::{Deserialize, Serialize};
+
+/// Evaluations cached per search in self-play and gating (many searches run at once).
+const SEARCH_CACHE_ENTRIES: usize = 4096;
+
+/// How many iterations, and how often an iteration's candidate is kept as a snapshot.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Schedule {
+    pub iterations: u64,
+    pub checkpoint_every: u64,
+}
+
+impl Schedule {
+    /// Whether iteration `it` keeps `iter-NNNNNN.safetensors` (every k-th, and the last).
+    pub fn snapshot(&self, it: u64) -> bool {
+        it.is_multiple_of(self.checkpoint_every) || it == self.iterations
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SelfPlaySettings {
+    pub games: usize,
+    /// Root visits per move, in self-play and gating.
+    pub simulations: u32,
+    /// `None`: min(games, 64) on a CPU, min(games, 512) on a GPU.
+    pub games_in_flight: Option<usize>,
+    pub max_plies: u32,
+    /// Moves sampled by visit count before the most visited move is played.
+    pub temperature_plies: u32,
+    /// Leaves each game adds to a round's batch.
+    pub leaves_per_game: usize,
+}
+
+impl SelfPlaySettings {
+    pub fn games_in_flight(&self, gpu: bool) -> usize {
+        let cap = if gpu { 512 } else { 64 };
+        self.games_in_flight.unwrap_or(self.games.min(cap)).max(1)
+    }
+
+    /// The self-play stage of these settings, its games seeded with `seed`.
+    pub fn stage(&self, gpu: bool, seed: u64, first_alone: Option<u64>) -> SelfPlayStage {
+        SelfPlayStage {
+            config: SelfPlayConfig {
+                games: self.games,
+                games_in_flight: self.games_in_flight(gpu),
+                simulations: self.simulations,
+                leaves_per_game: self.leaves_per_game,
+                max_plies: self.max_plies,
+                temperature_plies: self.temperature_plies,
+                random_opening_plies: 0,
+                search: SearchParams {
+                    cache_entries: SEARCH_CACHE_ENTRIES,
+                    ..SearchParams::self_play()
+                },
+                seed,
+                time_limit: None,
+                // On a GPU the trees of half the games are searched while it evaluates
+                // the other half's leaves.
+                pipeline: gpu,
+                first_round: 1,
+            },
+            first_alone,
+        }
+    }
+}
+
+/// The optimiser by name, as `config.json` and `--optimizer` write it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerName {
+    /// SGD with momentum 0.9 (AlphaZero's optimiser); default lr 0.02.
+    Sgd,
+    /// AdamW (beta1 0.9, beta2 0.999); default lr 0.001.
+    Adamw,
+}
+
+impl OptimizerName {
+    /// The optimiser with its default hyper-parameters.
+    pub fn kind(self) -> OptimizerKind {
+        match self {
+            OptimizerName::Sgd => OptimizerKind::sgd(),
+            OptimizerName::Adamw => OptimizerKind::adamw(),
+        }
+    }
+}
+
+impl std::str::FromStr for OptimizerName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "sgd" => Ok(OptimizerName::Sgd),
+            "adamw" => Ok(OptimizerName::Adamw),
+            other => Err(format!(
+                "unknown optimiser {other:?}: expected sgd or adamw"
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainingSettings {
+    pub batch_size: usize,
+    /// `None`: chosen each iteration from the positions it made ([`Self::steps_for`]).
+    pub train_steps: Option<usize>,
+    pub lr: f64,
+    pub optimizer: OptimizerName,
+    pub weight_decay: f64,
+    pub value_loss: ValueLoss,
+    /// The newest positions training samples from.
+    pub replay_window: usize,
+}
+
+impl TrainingSettings {
+    pub fn train_config(&self, precision: Precision) -> TrainConfig {
+        TrainConfig {
+            batch_size: self.batch_size,
+            lr: self.lr,
+            lr_schedule: LrSchedule::Constant,
+            optimizer: self.optimizer.kind(),
+            weight_decay: self.weight_decay,
+            precision,
+            value_loss: self.value_loss,
+        }
+    }
+
+    /// Training steps after an iteration that made `new_positions`: each new position is
+    /// seen about four times.
+    pub fn steps_for(&self, new_positions: usize, batch: usize) -> usize {
+        self.train_steps
+            .unwrap_or_else(|| (4 * new_positions).div_ceil(batch.max(1)).clamp(8, 400))
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct GatingSettings {
+    /// Candidate vs best games (even: each opening with both colours); 0 promotes at once.
+    pub gating_games: usize,
+    /// Random plies at the start of each pair of games, so games differ.
+    pub gating_opening_plies: u32,
+    /// Score the candidate needs to be promoted.
+    pub promotion_score: f64,
+}
+
+impl GatingSettings {
+    /// The gating stage: games at `simulations` visits a move, capped at `max_plies`.
+    pub fn stage(
+        &self,
+        simulations: u32,
+        max_plies: u32,
+        seed: u64,
+        names: (String, String),
+    ) -> GatingStage {
+        GatingStage {
+            config: MatchConfig {
+                games: self.gating_games,
+                games_in_flight: self.gating_games,
+                simulations,
+                max_plies,
+                opening_random_plies: self.gating_opening_plies,
+                temperature: 0.0,
+                seed,
+                name_a: names.0,
+                name_b: names.1,
+                ..MatchConfig::default()
+            },
+            promotion_score: self.promotion_score,
+        }
+    }
+}
