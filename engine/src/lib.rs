@@ -1,9 +1,11 @@
 //! Ember's engine core: everything the trainer and the UCI engine share.
 //!
-//! Data flow (see `docs/conventions.md`): self-play games ([`selfplay`]) run batched searches
-//! ([`mcts`]) whose leaves are encoded ([`encoding`]) into one batch and evaluated by one
-//! network call ([`net`]); finished games become training samples. The binaries are thin
-//! wrappers around this crate.
+//! Data flow (see `docs/architecture.md` and `docs/conventions.md`): self-play games
+//! ([`selfplay`]) run batched searches ([`mcts`]) whose leaves are encoded ([`encoding`])
+//! into one batch and evaluated by one network call ([`net`]); finished games become
+//! training samples in replay shards ([`replay`]), which train the candidate ([`train`]),
+//! which a match against the best network gates ([`arena`]). [`pipeline`] holds these
+//! steps as stages over a run folder. The binaries are thin wrappers around this crate.
 
 pub mod arena;
 pub mod bench;
