@@ -11,6 +11,7 @@
 use crate::game::{fen_of, position_from_fen, Game, GameOutcome};
 use crate::mcts::{EvalBatch, Evaluator, Search, SearchParams};
 use crate::phase_times::PhaseTimes;
+use crate::stats::Trinomial;
 use anyhow::{Context, Result};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rayon::prelude::*;
@@ -114,66 +115,30 @@ pub struct MatchResult {
     pub wall: Duration,
 }
 
-/// Logistic Elo difference for an expected score in (0, 1): `-400 log10(1/s - 1)`.
-pub fn elo_from_score(score: f64) -> f64 {
-    -400.0 * (1.0 / score - 1.0).log10()
-}
-
 impl MatchResult {
+    /// A's results.
+    pub fn trinomial(&self) -> Trinomial {
+        Trinomial {
+            wins: self.wins_a as u64,
+            draws: self.draws as u64,
+            losses: self.losses_a as u64,
+        }
+    }
+
     /// (wins + draws / 2) / games; 0.5 before any game.
     pub fn score_a(&self) -> f64 {
-        if self.games == 0 {
-            return 0.5;
-        }
-        (self.wins_a as f64 + 0.5 * self.draws as f64) / self.games as f64
+        self.trinomial().estimate().score
     }
 
-    /// Scores of 0 and 1 have no finite Elo: they are pulled in by half a game of a
-    /// match one game longer (`1 / (2 (games + 1))`).
-    fn clamp(&self, score: f64) -> f64 {
-        let eps = 0.5 / (self.games as f64 + 1.0);
-        score.clamp(eps, 1.0 - eps)
-    }
-
-    /// A's Elo advantage over B.
+    /// A's Elo advantage over B (see [`crate::stats`]).
     pub fn elo_diff(&self) -> f64 {
-        elo_from_score(self.clamp(self.score_a()))
+        self.trinomial().estimate().elo
     }
 
-    /// Standard error of the score: the per-game variance of the win/draw/loss scores
-    /// over the games. When every game had the same result that variance is 0 and says
-    /// nothing, so the Bernoulli variance of the (clamped) score stands in.
-    pub fn score_std_error(&self) -> f64 {
-        if self.games == 0 {
-            return f64::INFINITY;
-        }
-        let n = self.games as f64;
-        let s = self.score_a();
-        let var = (self.wins_a as f64 * (1.0 - s).powi(2)
-            + self.draws as f64 * (0.5 - s).powi(2)
-            + self.losses_a as f64 * s.powi(2))
-            / n;
-        let var = if var > 0.0 {
-            var
-        } else {
-            let c = self.clamp(s);
-            c * (1.0 - c)
-        };
-        (var / n).sqrt()
-    }
-
-    /// 95% interval of the Elo difference (score +- 1.96 standard errors, mapped to Elo).
-    /// Before any game it is unbounded.
+    /// 95% interval of the Elo difference; unbounded before any game.
     pub fn elo_interval(&self) -> (f64, f64) {
-        if self.games == 0 {
-            return (f64::NEG_INFINITY, f64::INFINITY);
-        }
-        let s = self.score_a();
-        let margin = 1.96 * self.score_std_error();
-        (
-            elo_from_score(self.clamp(s - margin)),
-            elo_from_score(self.clamp(s + margin)),
-        )
+        let e = self.trinomial().estimate();
+        (e.elo_low, e.elo_high)
     }
 }
 
@@ -418,6 +383,7 @@ mod tests {
     use crate::game::Termination;
     use crate::mcts::{NetEvaluator, UniformEvaluator};
     use crate::net::{NetConfig, Network, Precision};
+    use crate::stats::elo_from_score;
     use shakmaty::{Chess, Move};
 
     /// Uniform priors, and "the side to move is winning" for every position.

@@ -19,6 +19,7 @@ pub mod phase_times;
 pub mod pipeline;
 pub mod replay;
 pub mod selfplay;
+pub mod stats;
 pub mod sys;
 pub mod timeman;
 pub mod train;

@@ -93,86 +93,14 @@ impl Session {
             info!("removed {removed}, left by an interrupted write");
         }
         info!("Using device: {}", describe_device(&device));
-
         for path in [dir.best(), dir.latest()] {
             if path.exists() {
                 Network::load(&path, Some(cfg.net), &device)?;
             }
         }
-        let state = match dir.read_state()? {
-            Some(state) => {
-                for note in dir.recover(&state)? {
-                    info!("recovery: {note}");
-                }
-                state
-            }
-            None => {
-                let orphaned = dir.orphaned_data()?;
-                if !orphaned.is_empty() {
-                    bail!(
-                        "{} holds data of completed iterations ({}) but no state.json, which records what of it \
-is complete; refusing to start over and overwrite it. Restore state.json, or train into a new --run",
-                        dir.root.display(),
-                        summarize(&orphaned)
-                    );
-                }
-                RunState::new(cfg.seed)
-            }
-        };
-        if state.seed != cfg.seed {
-            // Every iteration's random streams derive from the run's seed; changing it
-            // halfway would make the run unreproducible.
-            warn!(
-                "--seed {} ignored: the run keeps its seed {}",
-                cfg.seed, state.seed
-            );
-            cfg.seed = state.seed;
-        }
-        dir.create_folders()?;
-        // The commit record exists before any checkpoint: a folder with checkpoints and
-        // no state.json is one whose state was lost.
-        if !dir.state().exists() {
-            dir.write_state(&state)?;
-        }
-
-        let initial = state.iteration == 0 && !dir.best().exists();
-        let best = if initial {
-            let net = Network::new(cfg.net, &device, derive_seed(cfg.seed, 0, STREAM_INIT))?;
-            // The first network is kept, so later ones can be matched against it.
-            net.save(&dir.snapshot(0))?;
-            net.save(&dir.best())?;
-            net.save(&dir.latest())?;
-            net
-        } else {
-            Network::load(&dir.best(), Some(cfg.net), &device)?
-        };
-        let candidate = if dir.latest().exists() {
-            Network::load(&dir.latest(), Some(cfg.net), &device)?
-        } else {
-            Network::from_bytes(
-                &best.to_bytes()?,
-                Some(cfg.net),
-                &device,
-                "the best network",
-            )?
-        };
-        let mut trainer = Trainer::new(candidate, cfg.training.train_config(precision))?;
-        let optimizer_changed = saved
-            .as_ref()
-            .is_some_and(|s| s.training.optimizer != cfg.training.optimizer);
-        if optimizer_changed {
-            warn!(
-                "the optimiser changed: the saved optimiser state in {} is not carried over",
-                dir.train_state().display()
-            );
-        } else if dir.train_state().exists() {
-            trainer.load_state(&dir.train_state()).with_context(|| {
-                format!(
-                    "restoring the optimiser state from {}",
-                    dir.train_state().display()
-                )
-            })?;
-        }
+        let state = recover_state(&dir, &mut cfg)?;
+        let (best, trainer) =
+            open_networks(&dir, &cfg, &state, &device, precision, saved.as_ref())?;
         let metrics = metrics::load_and_trim(&dir.metrics(), state.iteration)?;
         let (window, load) =
             ReplayWindow::load_listed(&dir.replay(), &state.shards, cfg.training.replay_window)
@@ -185,37 +113,15 @@ is complete; refusing to start over and overwrite it. Restore state.json, or tra
                 load.skipped_corrupt, load.torn_tail, load.records
             );
         }
-
-        info!(
-            "Network: {} (filters x blocks), {} parameters; training precision {}",
-            cfg.net,
-            best.parameter_count(),
-            precision.as_str()
-        );
-        if existing && state.iteration > 0 {
-            info!(
-                "Resuming {} after iteration {} of {} (best network from iteration {}, cumulative Elo {:+.0})",
-                dir.root.display(),
-                state.iteration,
-                cfg.schedule.iterations,
-                state.best_iteration,
-                state.cumulative_elo
-            );
-        } else {
-            info!("Run folder: {}", dir.root.display());
-        }
-        let games_in_flight = cfg.selfplay.games_in_flight(!device.is_cpu());
-        info!(
-            "Configuration (saved in {}; games in flight {}, train steps {}):",
-            dir.config().display(),
-            games_in_flight,
-            cfg.training
-                .train_steps
-                .map_or("auto".to_string(), |s| s.to_string())
-        );
-        for line in serde_json::to_string_pretty(&cfg)?.lines() {
-            info!("  {line}");
-        }
+        log_start(
+            &dir,
+            &cfg,
+            &state,
+            &best,
+            precision,
+            existing,
+            !device.is_cpu(),
+        )?;
         dir.write_config(&cfg)?;
         let session = Session {
             _lock: lock,
@@ -472,6 +378,130 @@ cumulative Elo {:+.0}",
         );
         Ok(())
     }
+}
+
+/// The run's state: the committed one (after finishing or undoing an interrupted commit),
+/// or a new one, which is written before any checkpoint so that a folder with checkpoints
+/// and no `state.json` always means a lost state. Keeps the run's own seed in `cfg`.
+fn recover_state(dir: &RunDir, cfg: &mut RunConfig) -> Result<RunState> {
+    let state = match dir.read_state()? {
+        Some(state) => {
+            for note in dir.recover(&state)? {
+                info!("recovery: {note}");
+            }
+            state
+        }
+        None => {
+            let orphaned = dir.orphaned_data()?;
+            if !orphaned.is_empty() {
+                bail!(
+                    "{} holds data of completed iterations ({}) but no state.json, which records what of it \
+is complete; refusing to start over and overwrite it. Restore state.json, or train into a new --run",
+                    dir.root.display(),
+                    summarize(&orphaned)
+                );
+            }
+            RunState::new(cfg.seed)
+        }
+    };
+    if state.seed != cfg.seed {
+        // Every iteration's random streams derive from the run's seed; changing it
+        // halfway would make the run unreproducible.
+        warn!(
+            "--seed {} ignored: the run keeps its seed {}",
+            cfg.seed, state.seed
+        );
+        cfg.seed = state.seed;
+    }
+    dir.create_folders()?;
+    if !dir.state().exists() {
+        dir.write_state(&state)?;
+    }
+    Ok(state)
+}
+
+/// The best network and the trainer of the candidate: created (and saved as iteration 0)
+/// for a new run, loaded with the optimiser state for a resumed one.
+fn open_networks(
+    dir: &RunDir,
+    cfg: &RunConfig,
+    state: &RunState,
+    device: &Device,
+    precision: Precision,
+    saved: Option<&RunConfig>,
+) -> Result<(Network, Trainer)> {
+    let initial = state.iteration == 0 && !dir.best().exists();
+    let best = if initial {
+        let net = Network::new(cfg.net, device, derive_seed(cfg.seed, 0, STREAM_INIT))?;
+        // The first network is kept, so later ones can be matched against it.
+        net.save(&dir.snapshot(0))?;
+        net.save(&dir.best())?;
+        net.save(&dir.latest())?;
+        net
+    } else {
+        Network::load(&dir.best(), Some(cfg.net), device)?
+    };
+    let candidate = if dir.latest().exists() {
+        Network::load(&dir.latest(), Some(cfg.net), device)?
+    } else {
+        Network::from_bytes(&best.to_bytes()?, Some(cfg.net), device, "the best network")?
+    };
+    let mut trainer = Trainer::new(candidate, cfg.training.train_config(precision))?;
+    if saved.is_some_and(|s| s.training.optimizer != cfg.training.optimizer) {
+        warn!(
+            "the optimiser changed: the saved optimiser state in {} is not carried over",
+            dir.train_state().display()
+        );
+    } else if dir.train_state().exists() {
+        trainer.load_state(&dir.train_state()).with_context(|| {
+            format!(
+                "restoring the optimiser state from {}",
+                dir.train_state().display()
+            )
+        })?;
+    }
+    Ok((best, trainer))
+}
+
+fn log_start(
+    dir: &RunDir,
+    cfg: &RunConfig,
+    state: &RunState,
+    best: &Network,
+    precision: Precision,
+    existing: bool,
+    gpu: bool,
+) -> Result<()> {
+    info!(
+        "Network: {} (filters x blocks), {} parameters; training precision {}",
+        cfg.net,
+        best.parameter_count(),
+        precision.as_str()
+    );
+    if existing && state.iteration > 0 {
+        info!(
+            "Resuming {} after iteration {} of {} (best network from iteration {}, cumulative Elo {:+.0})",
+            dir.root.display(),
+            state.iteration,
+            cfg.schedule.iterations,
+            state.best_iteration,
+            state.cumulative_elo
+        );
+    } else {
+        info!("Run folder: {}", dir.root.display());
+    }
+    info!(
+        "Configuration (saved in {}; games in flight {}, train steps {}):",
+        dir.config().display(),
+        cfg.selfplay.games_in_flight(gpu),
+        cfg.training
+            .train_steps
+            .map_or("auto".to_string(), |s| s.to_string())
+    );
+    for line in serde_json::to_string_pretty(cfg)?.lines() {
+        info!("  {line}");
+    }
+    Ok(())
 }
 
 /// The first few names of a list, for a one-line message.

@@ -74,6 +74,16 @@ fn tiny_args(root: &Path, run: &str, iterations: u32) -> Vec<String> {
     args
 }
 
+/// Starts a trainer in the background, its output discarded.
+fn spawn_quiet(args: &[String]) -> std::process::Child {
+    trainer()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("trainer starts");
     assert!(
@@ -245,12 +255,7 @@ fn run_killed_mid_way_resumes_from_its_last_complete_iteration_with_all_data() {
         ]
         .map(String::from),
     );
-    let mut child = trainer()
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_quiet(&args);
     let deadline = Instant::now() + Duration::from_secs(60);
     while metrics_lines_now(&run) < 1 {
         assert!(Instant::now() < deadline, "first iteration never finished");
@@ -451,12 +456,7 @@ fn a_second_trainer_on_a_run_is_refused_and_a_killed_owner_leaves_no_lock_behind
     let run = root.join("runs/locked");
     let mut args = tiny_args(&root, "locked", 2);
     args.extend(["--games", "8", "--simulations", "24"].map(String::from));
-    let mut first = trainer()
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_quiet(&args);
     let deadline = Instant::now() + Duration::from_secs(60);
     while !run.join("state.json").exists() {
         assert!(Instant::now() < deadline, "the first trainer never started");
