@@ -67,6 +67,11 @@ pub enum Termination {
     Repetition,
     /// Stopped at the ply cap and scored as a draw.
     MaxPlies,
+    /// A player ran out of its clock (matches with a time control).
+    TimeForfeit,
+    /// A player broke the protocol (an external engine that crashed, hung, or sent an
+    /// illegal or malformed move) and lost the game.
+    Forfeit,
 }
 
 impl Termination {
@@ -79,6 +84,8 @@ impl Termination {
             Termination::FiftyMoveRule => "fifty-move rule",
             Termination::Repetition => "threefold repetition",
             Termination::MaxPlies => "adjudication: ply cap",
+            Termination::TimeForfeit => "time forfeit",
+            Termination::Forfeit => "rules infraction",
         }
     }
 }

@@ -3,7 +3,10 @@
 //! keeps the preset's value, or the saved run's value when a run is resumed.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ember_engine::matches::Limit;
 use ember_engine::pipeline::settings::OptimizerName;
+use ember_engine::players::PlayerSpec;
+use ember_engine::stats::Sprt;
 use ember_engine::train::ValueLoss;
 use std::path::PathBuf;
 
@@ -42,8 +45,11 @@ pub enum Command {
     Bench(BenchArgs),
     /// Compare a device's network outputs and training step with the CPU's (run first on a GPU).
     Check(CheckArgs),
-    /// Play a match between two checkpoints and report the score and Elo difference.
+    /// Play a match between two players (checkpoints, UCI engines, random, greedy): W/D/L, Elo with
+    /// 95% intervals, LOS, optional SPRT.
     Match(MatchArgs),
+    /// Play one player against a list of fixed opponents; one table out.
+    Gauntlet(GauntletArgs),
     /// Copy a run's best network (or any checkpoint) to models/latest.safetensors, atomically.
     Export(ExportArgs),
 }
@@ -216,40 +222,72 @@ pub struct CheckArgs {
     pub train_batch: usize,
 }
 
+/// How the games of a match or gauntlet are played.
 #[derive(Args, Debug, Clone)]
-pub struct MatchArgs {
-    /// First player's checkpoint (the score and Elo are from its side).
-    #[arg(long)]
-    pub a: PathBuf,
-    /// Second player's checkpoint.
-    #[arg(long)]
-    pub b: PathBuf,
-    /// Games, colours alternated (rounded up to even; at least 1).
+pub struct GameArgs {
+    /// Games per match, colours alternated over each opening (rounded up to even; at least 1).
     #[arg(long, default_value_t = 20, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub games: usize,
-    /// MCTS visits per move.
-    #[arg(long, default_value_t = 100)]
-    pub simulations: u32,
-    /// Random plies at the start of each pair of games, so games differ.
-    #[arg(long, default_value_t = 4)]
-    pub opening_random_plies: u32,
-    /// Plies after which a game is scored a draw.
+    /// Search nodes per move (Ember: root visits; UCI engines: `go nodes`). The default limit.
+    #[arg(long, alias = "simulations", default_value_t = 800, conflicts_with_all = ["movetime", "tc"])]
+    pub nodes: u64,
+    /// Milliseconds per move instead of nodes.
+    #[arg(long, conflicts_with = "tc")]
+    pub movetime: Option<u64>,
+    /// A game clock instead of nodes: BASE+INC in seconds (e.g. 10+0.1). A player out of time loses.
+    #[arg(long)]
+    pub tc: Option<Limit>,
+    /// Opening positions, EPD or PGN; each is played with both colours. [default: the
+    /// book in the repository, data/openings/ember-120.epd]
+    #[arg(long)]
+    pub openings: Option<PathBuf>,
+    /// Sequential probability ratio test `elo0,elo1[,alpha,beta]` (alpha and beta 0.05 by
+    /// default): the match stops when either hypothesis is accepted.
+    #[arg(long)]
+    pub sprt: Option<Sprt>,
+    /// Games played at once. [default: 1; each Ember player then uses every core]
+    #[arg(long, alias = "games-in-flight", default_value_t = 1)]
+    pub concurrency: usize,
+    /// Plies after which a game is adjudicated a draw.
     #[arg(long, default_value_t = 300)]
     pub max_plies: u32,
-    /// Games played at once.
-    #[arg(long)]
-    pub games_in_flight: Option<usize>,
+    /// Seed of the random and greedy players.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// auto, cpu, cuda or cuda:N.
+    /// Where Ember players run: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Inference precision on CUDA: auto (bf16), f32, bf16 or f16.
+    /// Ember's inference precision: auto (bf16 on CUDA, f32 on CPU), f32, bf16 or f16.
     #[arg(long, default_value = "auto")]
     pub precision: String,
-    /// Save the games to this PGN file.
+    /// Save every game to this PGN file.
     #[arg(long)]
     pub pgn: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MatchArgs {
+    /// First player (the score and Elo are from its side): ember:PATH, ember:embedded,
+    /// uci:COMMAND[;NAME=VALUE...], random, greedy, or a .safetensors file.
+    #[arg(long)]
+    pub a: PlayerSpec,
+    /// Second player, as --a.
+    #[arg(long)]
+    pub b: PlayerSpec,
+    #[command(flatten)]
+    pub play: GameArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GauntletArgs {
+    /// The player measured, as `match --a`.
+    #[arg(long)]
+    pub player: PlayerSpec,
+    /// Fixed opponents, comma-separated (e.g. random,greedy,uci:/usr/games/stockfish;Skill Level=0).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub opponents: Vec<PlayerSpec>,
+    #[command(flatten)]
+    pub play: GameArgs,
 }
 
 #[derive(Args, Debug, Clone)]

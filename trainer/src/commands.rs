@@ -1,18 +1,22 @@
-//! The subcommands besides training: `bench`, `match` and `export`.
+//! The subcommands besides training: `bench`, `check`, `match`, `gauntlet` and `export`.
 
-use crate::cli::{BenchArgs, CheckArgs, ExportArgs, MatchArgs, OnOff};
+use crate::cli::{BenchArgs, CheckArgs, ExportArgs, GameArgs, GauntletArgs, MatchArgs, OnOff};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use ember_engine::arena::{play_match, MatchConfig};
 use ember_engine::bench::{self, BenchOptions};
 use ember_engine::devicecheck;
 use ember_engine::files::write_atomic;
-use ember_engine::mcts::NetEvaluator;
+use ember_engine::matches::{
+    parse_openings, read_openings, run_match, Limit, MatchReport, MatchSpec, DEFAULT_BOOK,
+};
 use ember_engine::net::checkpoint::read_file;
 use ember_engine::net::{describe_device, NetConfig, Network, Precision};
+use ember_engine::players::{EmberSetup, PlayerSpec, Prepared};
+use ember_engine::stats::Sprt;
 use ember_engine::DeviceChoice;
-use log::info;
+use log::{info, warn};
 use serde_json::Value;
+use std::io::IsTerminal;
 
 /// Runs the benchmarks: one JSON object per line on stdout, a table on stderr.
 pub fn bench(args: &BenchArgs) -> Result<()> {
@@ -153,54 +157,90 @@ fn table_row(v: &Value) -> String {
     row
 }
 
-/// Plays a match between two checkpoints; prints the score, Elo and its interval.
-pub fn play(args: &MatchArgs) -> Result<()> {
-    let device = args.device.parse::<DeviceChoice>()?.open()?;
-    let precision = Precision::resolve(&args.precision, &device)?;
-    info!("Using device: {}", describe_device(&device));
-    let a = Network::load(&args.a, None, &device)?;
-    let b = Network::load(&args.b, None, &device)?;
-    info!(
-        "A: {} ({}, iteration {}); B: {} ({}, iteration {})",
-        args.a.display(),
-        a.config,
-        a.iteration,
-        args.b.display(),
-        b.config,
-        b.iteration
-    );
-    let mut ea = NetEvaluator::new(&a, precision)?;
-    let mut eb = NetEvaluator::new(&b, precision)?;
-    let games = args.games + args.games % 2;
-    let cfg = MatchConfig {
-        games,
-        games_in_flight: args.games_in_flight.unwrap_or(games).max(1),
-        simulations: args.simulations,
-        max_plies: args.max_plies,
-        opening_random_plies: args.opening_random_plies,
-        temperature: 0.0,
-        seed: args.seed,
-        name_a: checkpoint_name(&args.a),
-        name_b: checkpoint_name(&args.b),
-        ..MatchConfig::default()
+/// The network built into the binaries (`ember:embedded`).
+static EMBEDDED_NETWORK: &[u8] = include_bytes!("../../models/default.safetensors");
+
+/// What a match or gauntlet needs from its flags: the Ember setup, the match spec, and
+/// the limit stated for the table.
+fn match_setup(play: &GameArgs) -> Result<(EmberSetup, MatchSpec)> {
+    let device = play.device.parse::<DeviceChoice>()?.open()?;
+    let precision = Precision::resolve(&play.precision, &device)?;
+    let concurrency = play.concurrency.max(1);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let setup = EmberSetup {
+        embedded: Some(EMBEDDED_NETWORK),
+        device,
+        precision,
+        threads: (cpus / concurrency).max(1),
     };
-    let mut done = 0;
-    let r = play_match(&cfg, &mut ea, &mut eb, |_| {
-        done += 1;
-        info!("game {done}/{games} finished");
-    })?;
-    let (lo, hi) = r.elo_interval();
-    say(&format!(
-        "A vs B: +{} ={} -{} of {} games: score {:.3}, Elo {:+.0} (95% interval {:+.0} .. {:+.0})",
-        r.wins_a,
-        r.draws,
-        r.losses_a,
-        r.games,
-        r.score_a(),
-        r.elo_diff(),
-        lo,
-        hi
-    ))?;
+    let openings = match &play.openings {
+        Some(path) => read_openings(path)?,
+        None => parse_openings(DEFAULT_BOOK, "data/openings/ember-120.epd")?,
+    };
+    let limit = match (play.tc, play.movetime) {
+        (Some(tc), _) => tc,
+        (None, Some(ms)) => Limit::MoveTime(ms.max(1)),
+        (None, None) => Limit::Nodes(play.nodes.max(1)),
+    };
+    let spec = MatchSpec {
+        games: play.games + play.games % 2,
+        limit,
+        openings,
+        max_plies: play.max_plies,
+        concurrency,
+        sprt: play.sprt,
+        seed: play.seed,
+    };
+    Ok((setup, spec))
+}
+
+/// One line of a match's standing: W/D/L, score, Elo with its intervals, LOS, LLR.
+fn standing(r: &MatchReport, sprt: Option<&Sprt>) -> String {
+    let t = r.trinomial;
+    let e = t.estimate();
+    let mut line = format!(
+        "+{} ={} -{} of {}: score {:.3}, Elo {} [{}, {}] (games)",
+        t.wins,
+        t.draws,
+        t.losses,
+        t.games(),
+        e.score,
+        fmt_elo(e.elo),
+        fmt_elo(e.elo_low),
+        fmt_elo(e.elo_high)
+    );
+    if r.pentanomial.pairs() > 0 {
+        let p = r.pentanomial.estimate();
+        line.push_str(&format!(
+            " [{}, {}] (pairs {:?})",
+            fmt_elo(p.elo_low),
+            fmt_elo(p.elo_high),
+            r.pentanomial.pairs
+        ));
+    }
+    line.push_str(&format!(", LOS {:.1}%", 100.0 * t.los()));
+    if let (Some(llr), Some(sprt)) = (r.llr, sprt) {
+        let (lo, hi) = sprt.bounds();
+        line.push_str(&format!(", LLR {llr:.2} [{lo:.2}, {hi:.2}]"));
+    }
+    line
+}
+
+fn fmt_elo(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:+.0}", x + 0.0)
+    } else if x > 0.0 {
+        "+inf".into()
+    } else {
+        "-inf".into()
+    }
+}
+
+/// The JSON line of a finished match.
+fn match_json(r: &MatchReport, spec: &MatchSpec, a: &PlayerSpec, b: &PlayerSpec) -> Value {
+    let t = r.trinomial;
+    let e = t.estimate();
+    let p = r.pentanomial.estimate();
     let finite = |x: f64| {
         if x.is_finite() {
             Value::from(x)
@@ -208,21 +248,139 @@ pub fn play(args: &MatchArgs) -> Result<()> {
             Value::Null
         }
     };
-    say(&serde_json::json!({
-        "a": args.a.display().to_string(), "b": args.b.display().to_string(), "games": r.games,
-        "wins_a": r.wins_a, "draws": r.draws, "losses_a": r.losses_a, "score_a": r.score_a(),
-        "elo": finite(r.elo_diff()), "elo_low": finite(lo), "elo_high": finite(hi),
+    let mut forfeits: Vec<Value> = Vec::new();
+    for g in r.games.iter().filter(|g| g.reason.is_some()) {
+        forfeits.push(serde_json::json!({"game": g.number, "reason": g.reason}));
+    }
+    serde_json::json!({
+        "a": a.to_string(), "b": b.to_string(), "name_a": r.name_a, "name_b": r.name_b,
+        "limit": spec.limit.to_string(), "games": t.games(),
+        "wins_a": t.wins, "draws": t.draws, "losses_a": t.losses, "score_a": e.score,
+        "elo": finite(e.elo), "elo_low": finite(e.elo_low), "elo_high": finite(e.elo_high),
+        "pentanomial": r.pentanomial.pairs, "elo_low_pairs": finite(p.elo_low), "elo_high_pairs": finite(p.elo_high),
+        "los": t.los(), "llr": r.llr, "sprt": r.verdict, "forfeits": forfeits,
+        "wall_s": r.wall.as_secs_f64(),
     })
-    .to_string())?;
-    if let Some(path) = &args.pgn {
-        let text: String = r
-            .pgns
-            .iter()
-            .map(|p| format!("{}\n\n", p.trim_end()))
-            .collect();
-        write_atomic(path, text.as_bytes())
-            .with_context(|| format!("writing {}", path.display()))?;
-        info!("games saved to {}", path.display());
+}
+
+/// Plays one match, showing its standing after every game (one line rewritten on a
+/// terminal, a log line every tenth of the games otherwise).
+fn one_match(
+    a: &PlayerSpec,
+    b: &PlayerSpec,
+    setup: &EmberSetup,
+    spec: &MatchSpec,
+) -> Result<MatchReport> {
+    let pa = Prepared::new(a.clone(), setup)?;
+    let pb = Prepared::new(b.clone(), setup)?;
+    info!(
+        "{} vs {}: {} games at {}, {} openings, {} at once",
+        pa.label(),
+        pb.label(),
+        spec.games,
+        spec.limit,
+        spec.openings.len(),
+        spec.concurrency
+    );
+    let live = std::io::stderr().is_terminal();
+    let every = (spec.games / 10).max(1);
+    let report = run_match(&pa, &pb, setup, spec, |r| {
+        let n = r.games.len();
+        let line = format!(
+            "game {n}/{}: {}",
+            spec.games,
+            standing(r, spec.sprt.as_ref())
+        );
+        if live {
+            eprint!("\r\x1b[2K{line}");
+        } else if n % every == 0 || n == spec.games {
+            info!("{line}");
+        }
+        if let Some(g) = r.games.last() {
+            if let Some(why) = &g.reason {
+                if live {
+                    eprintln!();
+                }
+                warn!("game {}: {why}", g.number);
+            }
+        }
+    })?;
+    if live {
+        eprintln!();
+    }
+    Ok(report)
+}
+
+fn write_pgn(path: &std::path::Path, text: &str) -> Result<()> {
+    write_atomic(path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    info!("games saved to {}", path.display());
+    Ok(())
+}
+
+/// `trainer match`: two players, one report.
+pub fn play(args: &MatchArgs) -> Result<()> {
+    let (setup, spec) = match_setup(&args.play)?;
+    let r = one_match(&args.a, &args.b, &setup, &spec)?;
+    say(&format!("{} vs {} at {}", r.name_a, r.name_b, spec.limit))?;
+    say(&format!("A vs B: {}", standing(&r, spec.sprt.as_ref())))?;
+    if let Some(v) = r.verdict {
+        say(&format!("SPRT: {v:?}"))?;
+    }
+    say(&match_json(&r, &spec, &args.a, &args.b).to_string())?;
+    if let Some(path) = &args.play.pgn {
+        write_pgn(path, &r.pgn())?;
+    }
+    Ok(())
+}
+
+/// `trainer gauntlet`: one player against each fixed opponent, one table.
+pub fn gauntlet(args: &GauntletArgs) -> Result<()> {
+    let (setup, spec) = match_setup(&args.play)?;
+    let mut rows = Vec::new();
+    let mut pgn = String::new();
+    for opponent in &args.opponents {
+        let r = one_match(&args.player, opponent, &setup, &spec)?;
+        pgn.push_str(&r.pgn());
+        rows.push((opponent.clone(), r));
+    }
+    let name = rows
+        .first()
+        .map_or(String::new(), |(_, r)| r.name_a.clone());
+    say(&format!(
+        "Gauntlet of {name} at {} ({} games each)",
+        spec.limit, spec.games
+    ))?;
+    say(&format!(
+        "| {:<36} | {:>5} | {:>13} | {:>5} | {:>17} | {:>5} |",
+        "opponent", "games", "W / D / L", "score", "Elo [95%]", "LOS"
+    ))?;
+    say(&format!(
+        "|{:-<38}|{:-<7}|{:-<15}|{:-<7}|{:-<19}|{:-<7}|",
+        "", "", "", "", "", ""
+    ))?;
+    for (_, r) in &rows {
+        let t = r.trinomial;
+        let e = t.estimate();
+        say(&format!(
+            "| {:<36} | {:>5} | {:>13} | {:>5.3} | {:>17} | {:>4.0}% |",
+            r.name_b.chars().take(36).collect::<String>(),
+            t.games(),
+            format!("{} / {} / {}", t.wins, t.draws, t.losses),
+            e.score,
+            format!(
+                "{} [{}, {}]",
+                fmt_elo(e.elo),
+                fmt_elo(e.elo_low),
+                fmt_elo(e.elo_high)
+            ),
+            100.0 * t.los()
+        ))?;
+    }
+    for (opponent, r) in &rows {
+        say(&match_json(r, &spec, &args.player, opponent).to_string())?;
+    }
+    if let Some(path) = &args.play.pgn {
+        write_pgn(path, &pgn)?;
     }
     Ok(())
 }
@@ -235,13 +393,6 @@ pub fn say(line: &str) -> Result<()> {
     writeln!(out, "{line}")
         .and_then(|_| out.flush())
         .context("writing to standard output")
-}
-
-fn checkpoint_name(path: &std::path::Path) -> String {
-    path.file_stem().map_or_else(
-        || path.display().to_string(),
-        |s| s.to_string_lossy().into_owned(),
-    )
 }
 
 /// Copies a checkpoint (checked to load first) to `--to`, atomically.

@@ -27,6 +27,7 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => commands::bench(args),
         Some(Command::Check(args)) => commands::check(args),
         Some(Command::Match(args)) => commands::play(args),
+        Some(Command::Gauntlet(args)) => commands::gauntlet(args),
         Some(Command::Export(args)) => commands::export(args),
     };
     match result {

@@ -615,7 +615,7 @@ fn bad_flags_are_refused_before_anything_is_written() {
     assert!(!root.join("runs/flags").exists());
 
     let out = trainer()
-        .args(["match", "--a", "x", "--b", "y", "--games", "0"])
+        .args(["match", "--a", "random", "--b", "greedy", "--games", "0"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
