@@ -299,8 +299,8 @@ pub struct EmberPlayer {
     search: Option<Search>,
 }
 
-/// Nodes an Ember move gets when the limit is a clock or a move time and no better
-/// estimate exists: it searches in batches until the time is spent.
+/// Leaves per network call of an Ember player's search; under a clock or a move time it
+/// searches batch after batch until the time is spent.
 const EMBER_BATCH: usize = 32;
 
 impl Player for EmberPlayer {
@@ -599,7 +599,7 @@ mod tests {
 
     #[test]
     fn greedy_takes_the_most_valuable_piece() {
-        // White to move can take a pawn (exd5) or the queen (Bxg4... here Nxe5? set up simply).
+        // White can take the pawn on d5 (exd5) or the queen on g4 (Bxg4): it takes the queen.
         let game = Game::from_fen("4k3/8/8/3p4/4P1q1/5B2/8/4K3 w - - 0 1").unwrap();
         let mut p = GreedyPlayer {
             rng: StdRng::seed_from_u64(1),

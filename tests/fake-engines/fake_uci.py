@@ -6,7 +6,7 @@ Usage: fake_uci.py MODE, where MODE says what it does when asked to move:
   hang       never answers
   illegal    answers `bestmove e2e5` (never legal: a pawn cannot go three squares)
   malformed  answers `bestmove ??`
-  slow       thinks for two seconds, then plays its first legal-looking move `a7a6`/`a2a3`
+  slow       thinks for two seconds before it answers (`bestmove a2a3`): out of time at 1+0
 It answers the handshake (uci, isready) like any engine.
 """
 import sys
