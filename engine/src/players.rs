@@ -17,7 +17,7 @@ use candle_core::Device;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use shakmaty::{Move, Position, Role};
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -197,7 +197,21 @@ impl Prepared {
                 let label = format!("ember embedded ({})", net.config);
                 (Some(Arc::new(net)), label)
             }
-            PlayerSpec::Uci { command, .. } => (None, command.join(" ")),
+            PlayerSpec::Uci { command, options } => {
+                let program = Path::new(&command[0])
+                    .file_name()
+                    .map_or(command[0].clone(), |n| n.to_string_lossy().into_owned());
+                let mut label = std::iter::once(program)
+                    .chain(command[1..].iter().cloned())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                if !options.is_empty() {
+                    let opts: Vec<String> =
+                        options.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                    label.push_str(&format!(" ({})", opts.join(", ")));
+                }
+                (None, label)
+            }
             other => (None, other.to_string()),
         };
         Ok(Prepared {
