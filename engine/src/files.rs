@@ -66,9 +66,21 @@ pub fn temp_path(path: &Path) -> Result<PathBuf> {
     )))
 }
 
+/// Who else may be writing into a folder when its temporary files are swept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sweep {
+    /// The caller holds the folder exclusively (a locked run folder): every temporary
+    /// file in it is left by a writer that is gone.
+    Exclusive,
+    /// Other processes may be writing (the shared models folder): only temporaries whose
+    /// writer is no longer running are removed. Call it before this process writes there:
+    /// a temporary carrying this process's own id (a reused id) is stale too.
+    DeadWriters,
+}
+
 /// Removes the temporary files [`write_atomic`] left in `dir` (a process killed in the
-/// middle of a write) whose writer is no longer running. Returns the names removed.
-pub fn sweep_temporaries(dir: &Path) -> Vec<String> {
+/// middle of a write), as `sweep` allows. Returns the names removed.
+pub fn sweep_temporaries(dir: &Path, sweep: Sweep) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -83,7 +95,8 @@ pub fn sweep_temporaries(dir: &Path) -> Vec<String> {
         else {
             continue;
         };
-        if pid == std::process::id() || crate::sys::process_alive(pid) {
+        let writer_alive = pid != std::process::id() && crate::sys::process_alive(pid);
+        if sweep == Sweep::DeadWriters && writer_alive {
             continue;
         }
         if entry.file_type().is_ok_and(|t| t.is_file())
@@ -132,7 +145,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sweeping_removes_temporaries_of_dead_writers_only() {
+    fn sweeping_removes_temporaries_of_dead_writers_or_all_in_an_exclusive_folder() {
         let dir = tempfile::tempdir().unwrap();
         let dead = dir.path().join(".best.safetensors.4194999.tmp");
         let live = dir.path().join(".best.safetensors.1.tmp"); // init is always running
@@ -141,11 +154,14 @@ mod tests {
         for p in [&dead, &live, &own, &other] {
             std::fs::write(p, b"x").unwrap();
         }
+        // This process is not writing yet: its own id on a temporary is a stale reuse.
+        assert_eq!(sweep_temporaries(dir.path(), Sweep::DeadWriters).len(), 2);
+        assert!(!dead.exists() && live.exists() && !own.exists() && other.exists());
         assert_eq!(
-            sweep_temporaries(dir.path()),
-            vec![".best.safetensors.4194999.tmp".to_string()]
+            sweep_temporaries(dir.path(), Sweep::Exclusive),
+            vec![".best.safetensors.1.tmp".to_string()]
         );
-        assert!(!dead.exists() && live.exists() && own.exists() && other.exists());
+        assert!(!live.exists() && other.exists());
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! writable when the run starts, not at the first promotion.
 
 use anyhow::{anyhow, Context, Result};
-use ember_engine::files::{sweep_temporaries, write_atomic};
+use ember_engine::files::{sweep_temporaries, write_atomic, Sweep};
 use ember_engine::net::checkpoint::{declared_config, read_file, read_metadata};
 use ember_engine::pipeline::run::RunDir;
 use log::{info, warn};
@@ -106,7 +106,7 @@ pub fn prepare(dir: &Path, flag: &str) -> Result<()> {
                 dir.display()
             )
         })?;
-    for name in sweep_temporaries(dir) {
+    for name in sweep_temporaries(dir, Sweep::DeadWriters) {
         info!(
             "removed {}, left by an interrupted write",
             dir.join(name).display()

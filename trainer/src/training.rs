@@ -89,7 +89,7 @@ impl Session {
         let precision = cfg.precision_on(&device)?;
         let publisher = Publisher::open(&args.models_dir, &name)?;
         let lock = dir.lock()?;
-        for removed in dir.sweep_temporaries() {
+        for removed in dir.sweep_temporaries(&lock) {
             info!("removed {removed}, left by an interrupted write");
         }
         info!("Using device: {}", describe_device(&device));

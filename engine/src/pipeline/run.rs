@@ -17,7 +17,7 @@
 //!           replay/iter-NNNNNN.shard   games/iter-NNNNNN.pgn  games/gating-NNNNNN.pgn
 //! ```
 
-use crate::files::{sweep_temporaries, sync_dir, write_atomic};
+use crate::files::{sweep_temporaries, sync_dir, write_atomic, Sweep};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, TryLockError};
@@ -210,11 +210,12 @@ impl RunDir {
     }
 
     /// Removes the temporary files of interrupted atomic writes in the folder and its
-    /// `replay/` and `games/`. Returns what was removed, for the log.
-    pub fn sweep_temporaries(&self) -> Vec<String> {
+    /// `replay/` and `games/`: all of them, since the caller holds the folder's lock.
+    /// Returns what was removed, for the log.
+    pub fn sweep_temporaries(&self, _lock: &RunLock) -> Vec<String> {
         let mut removed = Vec::new();
         for dir in [self.root.clone(), self.replay(), self.games()] {
-            for name in sweep_temporaries(&dir) {
+            for name in sweep_temporaries(&dir, Sweep::Exclusive) {
                 removed.push(self.relative(&dir.join(name)));
             }
         }
@@ -285,7 +286,8 @@ impl RunDir {
     }
 
     /// Brings the folder back to the last complete iteration: finishes its commit, and
-    /// deletes what an interrupted iteration left behind. Returns what was done, for the log.
+    /// deletes what an interrupted iteration left behind (its temporary files go with
+    /// [`Self::sweep_temporaries`]). Returns what was done, for the log.
     pub fn recover(&self, state: &RunState) -> Result<Vec<String>> {
         let mut notes = Vec::new();
         for entry in list(&self.root)? {
@@ -294,9 +296,6 @@ impl RunDir {
                 .strip_prefix("pending-")
                 .and_then(|n| n.parse::<u64>().ok())
             else {
-                if name.starts_with('.') && name.ends_with(".tmp") {
-                    std::fs::remove_file(&entry).ok();
-                }
                 continue;
             };
             if n <= state.iteration {
@@ -329,8 +328,7 @@ impl RunDir {
                 .strip_suffix(".pgn")
                 .and_then(|s| s.rsplit('-').next())
                 .and_then(|n| n.parse::<u64>().ok());
-            let stray_temporary = name.starts_with('.') && name.ends_with(".tmp");
-            if stray_temporary || iteration.is_some_and(|i| i > state.iteration) {
+            if iteration.is_some_and(|i| i > state.iteration) {
                 std::fs::remove_file(&entry).ok();
             }
         }
