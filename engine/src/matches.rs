@@ -554,22 +554,32 @@ mod tests {
         assert!("ten".parse::<Limit>().is_err());
     }
 
-    #[test]
-    fn greedy_beats_random_and_pairs_are_counted() {
+    /// Greedy against random over the book, 1 node a move, 300-ply cap.
+    fn greedy_vs_random(
+        games: usize,
+        concurrency: usize,
+        sprt: Option<Sprt>,
+        on_game: impl FnMut(&MatchReport),
+    ) -> MatchReport {
         let s = setup();
         let greedy = Prepared::new(PlayerSpec::Greedy, &s).unwrap();
         let random = Prepared::new(PlayerSpec::Random, &s).unwrap();
         let spec = MatchSpec {
-            games: 20,
+            games,
             limit: Limit::Nodes(1),
             openings: parse_openings(DEFAULT_BOOK, "book").unwrap(),
             max_plies: 300,
-            concurrency: 2,
-            sprt: None,
+            concurrency,
+            sprt,
             seed: 5,
         };
+        run_match(&greedy, &random, &s, &spec, on_game).unwrap()
+    }
+
+    #[test]
+    fn greedy_beats_random_and_pairs_are_counted() {
         let mut seen = 0;
-        let r = run_match(&greedy, &random, &s, &spec, |_| seen += 1).unwrap();
+        let r = greedy_vs_random(20, 2, None, |_| seen += 1);
         assert_eq!((seen, r.games.len(), r.trinomial.games()), (20, 20, 20));
         assert_eq!(r.pentanomial.pairs(), 10);
         assert!(r.trinomial.estimate().score > 0.5, "{:?}", r.trinomial);
@@ -582,19 +592,7 @@ mod tests {
 
     #[test]
     fn an_sprt_stops_a_lopsided_match_early() {
-        let s = setup();
-        let greedy = Prepared::new(PlayerSpec::Greedy, &s).unwrap();
-        let random = Prepared::new(PlayerSpec::Random, &s).unwrap();
-        let spec = MatchSpec {
-            games: 2000,
-            limit: Limit::Nodes(1),
-            openings: parse_openings(DEFAULT_BOOK, "book").unwrap(),
-            max_plies: 300,
-            concurrency: 1,
-            sprt: Some("0,50".parse().unwrap()),
-            seed: 5,
-        };
-        let r = run_match(&greedy, &random, &s, &spec, |_| {}).unwrap();
+        let r = greedy_vs_random(2000, 1, Some("0,50".parse().unwrap()), |_| {});
         assert_eq!(r.verdict, Some(SprtVerdict::H1), "{:?}", r.trinomial);
         assert!(r.games.len() < 2000);
     }

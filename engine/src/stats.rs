@@ -22,6 +22,12 @@ pub fn elo_from_score(score: f64) -> f64 {
     -400.0 * (1.0 / score - 1.0).log10()
 }
 
+/// An Elo difference for people: signed, whole (`+35`, `-0` shown as `+0`, `+inf`).
+pub fn format_elo(elo: f64) -> String {
+    // `+ 0.0` turns -0 into 0.
+    format!("{:+.0}", elo + 0.0)
+}
+
 /// Expected score at an Elo difference under the logistic model.
 pub fn score_from_elo(elo: f64) -> f64 {
     1.0 / (1.0 + 10f64.powf(-elo / 400.0))
@@ -252,6 +258,15 @@ mod tests {
         for elo in [-300.0, -5.0, 0.0, 42.0, 250.0] {
             assert!(close(elo_from_score(score_from_elo(elo)), elo, 1e-9));
         }
+    }
+
+    #[test]
+    fn elo_is_shown_signed_and_whole() {
+        assert_eq!(format_elo(34.86), "+35");
+        assert_eq!(format_elo(-0.0), "+0");
+        assert_eq!(format_elo(-190.8), "-191");
+        assert_eq!(format_elo(f64::INFINITY), "+inf");
+        assert_eq!(format_elo(f64::NEG_INFINITY), "-inf");
     }
 
     #[test]

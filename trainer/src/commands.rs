@@ -12,7 +12,7 @@ use ember_engine::matches::{
 use ember_engine::net::checkpoint::read_file;
 use ember_engine::net::{describe_device, NetConfig, Network, Precision};
 use ember_engine::players::{EmberSetup, PlayerSpec, Prepared};
-use ember_engine::stats::Sprt;
+use ember_engine::stats::{format_elo, Sprt};
 use ember_engine::DeviceChoice;
 use log::{info, warn};
 use serde_json::Value;
@@ -205,16 +205,16 @@ fn standing(r: &MatchReport, sprt: Option<&Sprt>) -> String {
         t.losses,
         t.games(),
         e.score,
-        fmt_elo(e.elo),
-        fmt_elo(e.elo_low),
-        fmt_elo(e.elo_high)
+        format_elo(e.elo),
+        format_elo(e.elo_low),
+        format_elo(e.elo_high)
     );
     if r.pentanomial.pairs() > 0 {
         let p = r.pentanomial.estimate();
         line.push_str(&format!(
             " [{}, {}] (pairs {:?})",
-            fmt_elo(p.elo_low),
-            fmt_elo(p.elo_high),
+            format_elo(p.elo_low),
+            format_elo(p.elo_high),
             r.pentanomial.pairs
         ));
     }
@@ -224,16 +224,6 @@ fn standing(r: &MatchReport, sprt: Option<&Sprt>) -> String {
         line.push_str(&format!(", LLR {llr:.2} [{lo:.2}, {hi:.2}]"));
     }
     line
-}
-
-fn fmt_elo(x: f64) -> String {
-    if x.is_finite() {
-        format!("{:+.0}", x + 0.0)
-    } else if x > 0.0 {
-        "+inf".into()
-    } else {
-        "-inf".into()
-    }
 }
 
 /// The JSON line of a finished match.
@@ -369,9 +359,9 @@ pub fn gauntlet(args: &GauntletArgs) -> Result<()> {
             e.score,
             format!(
                 "{} [{}, {}]",
-                fmt_elo(e.elo),
-                fmt_elo(e.elo_low),
-                fmt_elo(e.elo_high)
+                format_elo(e.elo),
+                format_elo(e.elo_low),
+                format_elo(e.elo_high)
             ),
             100.0 * t.los()
         ))?;

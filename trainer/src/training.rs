@@ -24,6 +24,7 @@ use ember_engine::pipeline::selfplay_stage::SelfPlayOutcome;
 use ember_engine::pipeline::training_stage::{TrainOutcome, TrainingStage};
 use ember_engine::replay::ReplayWindow;
 use ember_engine::selfplay::SelfPlayStats;
+use ember_engine::stats::format_elo;
 use ember_engine::train::Trainer;
 use ember_engine::DeviceChoice;
 use log::{info, warn};
@@ -520,8 +521,7 @@ fn fmt_loss(l: Option<f64>) -> String {
 }
 
 fn fmt_elo(e: Option<f64>) -> String {
-    // `+ 0.0` turns -0 into 0.
-    e.map_or("n/a".to_string(), |x| format!("{:+.0}", x + 0.0))
+    e.map_or("n/a".to_string(), format_elo)
 }
 
 fn log_selfplay(it: u64, sp: &SelfPlayOutcome) {
