@@ -1,21 +1,19 @@
-//! Matches between two evaluators: the gating match (candidate against the best
-//! network) and `trainer match`. Games run in parallel like self-play, but each game
-//! holds one search per side (trees are per evaluator), and each round sends the leaves
-//! of all games where A is to move to A in one call and B's to B in another.
+//! The match between two networks that gating plays (candidate against the best
+//! network), through the game runner ([`crate::runner`]): each network is a search side
+//! with its own evaluator and evaluation cache, the leaves of all games where it is to
+//! move going to it in one call.
 //!
-//! Colours alternate: game `2k` has A as White, game `2k+1` has B as White, and both
-//! start from the same opening (a given FEN and/or a few random plies), so colour is
-//! the only difference within a pair. The result is reported as A's score with a
-//! logistic Elo difference and its 95% interval.
+//! Games are paired: game `2k` has A as White, game `2k+1` has B as White, and both
+//! start from the same opening (a given FEN and/or a few random plies), so colour is the
+//! only difference within a pair. The result is A's score with a logistic Elo difference
+//! and its 95% interval.
 
-use crate::game::{fen_of, position_from_fen, Game, GameOutcome};
-use crate::mcts::{EvalBatch, Evaluator, Search, SearchParams};
-use crate::phase_times::PhaseTimes;
+use crate::game::position_from_fen;
+use crate::mcts::{CachedEvaluator, Evaluator, SearchParams};
+use crate::runner::{self, Contest, GameRecord, Opening, Rules, Schedule, SearchSide, Side};
 use crate::stats::Trinomial;
 use anyhow::{Context, Result};
-use rand::{rngs::StdRng, Rng, SeedableRng};
-use rayon::prelude::*;
-use shakmaty::{Color, Position};
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -26,16 +24,11 @@ pub struct MatchConfig {
     pub games_in_flight: usize,
     /// Root visits before each move (visits kept from tree reuse count).
     pub simulations: u32,
-    /// Plies after which a game is stopped and scored as a draw.
-    pub max_plies: u32,
-    /// Random legal moves played from the opening position before the searches take
-    /// over, so games differ; the same for both games of a pair.
-    pub opening_random_plies: u32,
-    /// Temperature of the searched moves: 0 plays the most visited move.
-    pub temperature: f32,
+    /// Ply cap, random opening plies (the same for both games of a pair) and temperature.
+    pub rules: Rules,
     pub seed: u64,
     /// Search parameters of both sides. `max_batch` is the leaves one game adds to a
-    /// round's batch; root noise should be off.
+    /// round's batch, `cache_entries` each network's cache; root noise should be off.
     pub search: SearchParams,
     /// Opening positions (FEN), used in turn by successive game pairs; empty means the
     /// standard starting position.
@@ -62,45 +55,22 @@ impl Default for MatchConfig {
             games: 20,
             games_in_flight: 20,
             simulations: 32,
-            max_plies: 200,
-            opening_random_plies: 4,
-            temperature: 0.0,
+            rules: Rules {
+                max_plies: 200,
+                random_opening_plies: 4,
+                temperature_plies: 0,
+            },
             seed: 1,
             search: SearchParams {
                 root_noise: false,
                 max_batch: 8,
-                cache_entries: 4096,
+                cache_entries: 100_000,
                 ..SearchParams::default()
             },
             openings: Vec::new(),
             name_a: default_name_a(),
             name_b: default_name_b(),
         }
-    }
-}
-
-/// One finished game.
-#[derive(Clone, Debug)]
-pub struct MatchGame {
-    pub index: usize,
-    pub a_is_white: bool,
-    pub outcome: GameOutcome,
-    pub pgn: String,
-    /// Plies played from the opening position (random opening plies included).
-    pub plies: usize,
-    /// FEN of the position the searches started from (after the random plies).
-    pub opening: String,
-}
-
-impl MatchGame {
-    /// A's score: 1 win, 0.5 draw, 0 loss.
-    pub fn score_a(&self) -> f64 {
-        let a = if self.a_is_white {
-            Color::White
-        } else {
-            Color::Black
-        };
-        (self.outcome.value_for(a) as f64 + 1.0) / 2.0
     }
 }
 
@@ -142,235 +112,75 @@ impl MatchResult {
     }
 }
 
-/// One game in flight: a search per side, index 0 for A and 1 for B.
-struct GameInPlay {
-    index: usize,
-    a_is_white: bool,
-    game: Game,
-    searches: [Search; 2],
-    /// The side whose search gathered this round's leaves.
-    gathered_by: usize,
-    batch: EvalBatch,
-    timing: PhaseTimes,
-    rng: StdRng,
-    outcome: Option<GameOutcome>,
-    opening: String,
-    /// Rounds in a row in which the mover's search made no progress.
-    stalled: u32,
-}
-
-/// The opening of game pair `pair`: the configured FEN (in turn) and the random plies,
-/// the same for both games of the pair.
-fn opening_game(cfg: &MatchConfig, pair: usize) -> Result<Game> {
-    let mut game = if cfg.openings.is_empty() {
-        Game::new()
-    } else {
-        let fen = &cfg.openings[pair % cfg.openings.len()];
-        Game::from_position(
-            position_from_fen(fen).with_context(|| format!("match opening {fen:?}"))?,
-        )
-    };
-    let mut rng = StdRng::seed_from_u64(
-        cfg.seed
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(pair as u64),
-    );
-    for _ in 0..cfg.opening_random_plies {
-        let moves = game.position().legal_moves();
-        if moves.is_empty() || game.outcome().is_some() {
-            break;
-        }
-        game.play(moves[rng.random_range(0..moves.len())]);
-    }
-    Ok(game)
-}
-
-impl GameInPlay {
-    fn new(index: usize, cfg: &MatchConfig) -> Result<GameInPlay> {
-        let game = opening_game(cfg, index / 2)?;
-        let search = || Search::new(&game, cfg.search.clone());
-        let rng = StdRng::seed_from_u64(
-            cfg.seed
-                .wrapping_mul(0xD1B5_4A32_D192_ED03)
-                .wrapping_add(index as u64),
-        );
-        let opening = fen_of(game.position());
-        let outcome = game.outcome();
-        Ok(GameInPlay {
-            index,
-            a_is_white: index.is_multiple_of(2),
-            searches: [search(), search()],
-            game,
-            gathered_by: 0,
-            batch: EvalBatch::new(),
-            timing: PhaseTimes::default(),
-            rng,
-            outcome,
-            opening,
-            stalled: 0,
-        })
-    }
-
-    /// 0 when A is to move, 1 when B is.
-    fn mover(&self) -> usize {
-        let white_to_move = self.game.position().turn() == Color::White;
-        if white_to_move == self.a_is_white {
-            0
-        } else {
-            1
-        }
-    }
-
-    /// Plays a move if the mover's search is done, then gathers this round's leaves.
-    fn step(&mut self, cfg: &MatchConfig) {
-        self.batch.clear();
-        if self.outcome.is_some() {
-            return;
-        }
-        let side = self.mover();
-        let search = &self.searches[side];
-        if search.root_visits() >= cfg.simulations
-            || search.root_terminal().is_some()
-            || self.stalled >= 2
-        {
-            self.play_move(cfg, side);
-            if self.outcome.is_some() {
-                return;
-            }
-        }
-        let side = self.mover();
-        let search = &mut self.searches[side];
-        let before = search.root_visits();
-        let remaining = cfg.simulations.saturating_sub(before) as usize;
-        let want = search.params.max_batch.min(remaining).max(1);
-        search.gather(want, &mut self.batch, &mut self.timing);
-        self.gathered_by = side;
-        if self.batch.is_empty() && self.searches[side].root_visits() == before {
-            self.stalled += 1;
-        } else {
-            self.stalled = 0;
-        }
-    }
-
-    fn play_move(&mut self, cfg: &MatchConfig, side: usize) {
-        self.stalled = 0;
-        let chosen = self.searches[side].choose_move(cfg.temperature, &mut self.rng);
-        // A search that could not expand its root (it never does with simulations >= 1)
-        // still must not stop the game: fall back to the first legal move.
-        let Some(mv) = chosen.or_else(|| self.game.position().legal_moves().first().copied())
-        else {
-            self.outcome = self.game.outcome();
-            return;
-        };
-        self.game.play(mv);
-        for s in &mut self.searches {
-            s.advance_to(&self.game);
-        }
-        self.outcome = self.game.outcome_with_ply_cap(cfg.max_plies);
-    }
-
-    fn finish(self, cfg: &MatchConfig) -> MatchGame {
-        let outcome = self.outcome.expect("finished game has an outcome");
-        let (white, black) = if self.a_is_white {
-            (&cfg.name_a, &cfg.name_b)
-        } else {
-            (&cfg.name_b, &cfg.name_a)
-        };
-        let pgn = self.game.to_pgn(
-            Some(outcome),
-            &[
-                ("Event", "Ember match".to_string()),
-                ("Round", (self.index + 1).to_string()),
-                ("White", white.clone()),
-                ("Black", black.clone()),
-                ("PlyCount", self.game.ply().to_string()),
-            ],
-        );
-        MatchGame {
-            index: self.index,
-            a_is_white: self.a_is_white,
-            outcome,
-            pgn,
-            plies: self.game.ply(),
-            opening: self.opening,
-        }
-    }
-}
-
-/// Plays `cfg.games` games between `a` and `b`, calling `on_game` as each finishes.
+/// Plays `cfg.games` games between `a` (side 0) and `b` (side 1), calling `on_game` as
+/// each finishes.
 pub fn play_match(
     cfg: &MatchConfig,
     a: &mut dyn Evaluator,
     b: &mut dyn Evaluator,
-    mut on_game: impl FnMut(&MatchGame),
+    mut on_game: impl FnMut(&GameRecord),
 ) -> Result<MatchResult> {
     let start = Instant::now();
+    let openings = cfg
+        .openings
+        .iter()
+        .map(|fen| {
+            position_from_fen(fen).with_context(|| format!("match opening {fen:?}"))?;
+            Ok(Opening {
+                fen: fen.clone(),
+                name: String::new(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (mut a, mut b) = (
+        CachedEvaluator::new(a, cfg.search.cache_entries),
+        CachedEvaluator::new(b, cfg.search.cache_entries),
+    );
+    let params = SearchParams {
+        cache_entries: 0,
+        ..cfg.search.clone()
+    };
+    fn side<'a>(
+        name: &str,
+        evaluator: &'a mut dyn Evaluator,
+        params: &SearchParams,
+        nodes: u32,
+    ) -> Side<'a> {
+        Side::Search(SearchSide {
+            name: name.to_string(),
+            evaluator,
+            params: params.clone(),
+            nodes,
+            record_samples: false,
+        })
+    }
+    let schedule = Schedule {
+        games: cfg.games,
+        in_flight: cfg.games_in_flight,
+        openings,
+        paired: true,
+        seed: cfg.seed,
+        event: "Ember match".to_string(),
+        limit: runner::Limit::Nodes(cfg.simulations as u64),
+        ..Schedule::default()
+    };
     let mut result = MatchResult::default();
     let mut pgns: Vec<(usize, String)> = Vec::with_capacity(cfg.games);
-    let mut next_index = 0;
-    let mut slots: Vec<GameInPlay> = Vec::new();
-    let mut batches = [EvalBatch::new(), EvalBatch::new()];
-    let mut offsets: Vec<usize> = Vec::new();
-    let mut eval_timing = PhaseTimes::default();
-    loop {
-        while slots.len() < cfg.games_in_flight.max(1) && next_index < cfg.games {
-            slots.push(GameInPlay::new(next_index, cfg)?);
-            next_index += 1;
+    let contest = Contest::Match([
+        side(&cfg.name_a, &mut a, &params, cfg.simulations),
+        side(&cfg.name_b, &mut b, &params, cfg.simulations),
+    ]);
+    runner::play(contest, &cfg.rules, &schedule, |game| {
+        result.games += 1;
+        match game.score(0) {
+            s if s > 0.75 => result.wins_a += 1,
+            s if s < 0.25 => result.losses_a += 1,
+            _ => result.draws += 1,
         }
-        let mut i = 0;
-        while i < slots.len() {
-            if slots[i].outcome.is_none() {
-                i += 1;
-                continue;
-            }
-            let game = slots.swap_remove(i).finish(cfg);
-            result.games += 1;
-            match game.score_a() {
-                s if s > 0.75 => result.wins_a += 1,
-                s if s < 0.25 => result.losses_a += 1,
-                _ => result.draws += 1,
-            }
-            on_game(&game);
-            pgns.push((game.index, game.pgn));
-            if next_index < cfg.games {
-                slots.push(GameInPlay::new(next_index, cfg)?);
-                next_index += 1;
-            }
-        }
-        if slots.is_empty() {
-            break;
-        }
-        slots.par_iter_mut().for_each(|s| s.step(cfg));
-        for b in &mut batches {
-            b.clear();
-        }
-        offsets.clear();
-        for s in &slots {
-            offsets.push(batches[s.gathered_by].append(&s.batch));
-        }
-        for (side, batch) in batches.iter_mut().enumerate() {
-            if batch.is_empty() {
-                continue;
-            }
-            let (evaluator, who): (&mut dyn Evaluator, &str) = if side == 0 {
-                (&mut *a, &cfg.name_a)
-            } else {
-                (&mut *b, &cfg.name_b)
-            };
-            evaluator
-                .evaluate(batch, &mut eval_timing)
-                .with_context(|| format!("evaluating for {who}"))?;
-        }
-        slots
-            .par_iter_mut()
-            .zip(offsets.par_iter())
-            .for_each(|(s, &off)| {
-                if !s.batch.is_empty() {
-                    let side = s.gathered_by;
-                    s.searches[side].apply(&batches[side], off, &mut s.timing);
-                }
-            });
-    }
+        on_game(&game);
+        pgns.push((game.index, game.pgn));
+        ControlFlow::Continue(())
+    })?;
     pgns.sort_by_key(|(i, _)| *i);
     result.pgns = pgns.into_iter().map(|(_, p)| p).collect();
     result.wall = start.elapsed();
@@ -381,10 +191,12 @@ pub fn play_match(
 mod tests {
     use super::*;
     use crate::game::Termination;
+    use crate::mcts::EvalBatch;
     use crate::mcts::{NetEvaluator, UniformEvaluator};
     use crate::net::{NetConfig, Network, Precision};
+    use crate::phase_times::PhaseTimes;
     use crate::stats::elo_from_score;
-    use shakmaty::{Chess, Move};
+    use shakmaty::{Chess, Move, Position};
 
     /// Uniform priors, and "the side to move is winning" for every position.
     struct SideToMoveWins;
@@ -434,7 +246,10 @@ mod tests {
             games,
             games_in_flight: 4,
             simulations: 6,
-            max_plies: 24,
+            rules: Rules {
+                max_plies: 24,
+                ..MatchConfig::default().rules
+            },
             ..MatchConfig::default()
         }
     }
@@ -452,13 +267,13 @@ mod tests {
         assert_eq!(result.games, 6);
         seen.sort_by_key(|g| g.index);
         for g in &seen {
-            assert_eq!(g.a_is_white, g.index % 2 == 0, "game {}", g.index);
+            assert_eq!((g.white == 0), g.index % 2 == 0, "game {}", g.index);
         }
         for pair in seen.chunks(2) {
-            assert_eq!(pair[0].opening, pair[1].opening);
+            assert_eq!(pair[0].start_fen, pair[1].start_fen);
         }
         assert_ne!(
-            seen[0].opening, seen[2].opening,
+            seen[0].start_fen, seen[2].start_fen,
             "random opening plies make pairs differ"
         );
         assert!(seen[0].pgn.contains("[White \"A\"]") && seen[1].pgn.contains("[White \"B\"]"));
@@ -470,12 +285,12 @@ mod tests {
         let mut finished = 0;
         let result = play_match(&cfg, &mut SideToMoveWins, &mut UniformEvaluator, |g| {
             finished += 1;
-            assert!(g.plies <= cfg.max_plies as usize);
+            assert!(g.plies <= cfg.rules.max_plies as usize);
             assert!(g
                 .pgn
                 .contains(&format!("[Result \"{}\"]", g.outcome.result.as_str())));
             if g.outcome.termination == Termination::MaxPlies {
-                assert_eq!(g.plies, cfg.max_plies as usize);
+                assert_eq!(g.plies, cfg.rules.max_plies as usize);
             }
         })
         .unwrap();
@@ -513,7 +328,10 @@ mod tests {
             games: 4,
             games_in_flight: 4,
             simulations: 8,
-            max_plies: 16,
+            rules: Rules {
+                max_plies: 16,
+                ..MatchConfig::default().rules
+            },
             ..MatchConfig::default()
         };
         let result = play_match(&cfg, &mut ea, &mut eb, |_| {}).unwrap();
@@ -580,7 +398,10 @@ mod tests {
         let cfg = MatchConfig {
             games: 4,
             simulations: 2,
-            opening_random_plies: 0,
+            rules: Rules {
+                random_opening_plies: 0,
+                ..MatchConfig::default().rules
+            },
             openings: vec!["6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1".to_string()],
             ..MatchConfig::default()
         };
@@ -589,10 +410,10 @@ mod tests {
             games.push(g.clone())
         })
         .unwrap();
-        for g in games.iter().filter(|g| g.a_is_white) {
+        for g in games.iter().filter(|g| g.white == 0) {
             assert_eq!(g.plies, 1, "game {}", g.index);
             assert_eq!(g.outcome.termination, Termination::Checkmate);
-            assert_eq!(g.score_a(), 1.0);
+            assert_eq!(g.score(0), 1.0);
         }
         assert!(result.wins_a >= 2);
 
@@ -602,18 +423,18 @@ mod tests {
             games.push(g.clone())
         })
         .unwrap();
-        for g in games.iter().filter(|g| !g.a_is_white) {
+        for g in games.iter().filter(|g| !(g.white == 0)) {
             assert_eq!(
                 (g.plies, g.outcome.termination),
                 (1, Termination::Checkmate),
                 "game {}",
                 g.index
             );
-            assert_eq!(g.score_a(), 0.0);
+            assert_eq!(g.score(0), 0.0);
         }
         assert!(result.losses_a >= 2);
         assert!(
-            games.iter().filter(|g| g.a_is_white).all(|g| g.plies > 1),
+            games.iter().filter(|g| g.white == 0).all(|g| g.plies > 1),
             "uniform priors miss the mate at this budget, so only the right routing wins"
         );
     }

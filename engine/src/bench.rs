@@ -9,6 +9,7 @@ use crate::game::Game;
 use crate::mcts::{EvalBatch, Evaluator, NetEvaluator, Search, SearchParams, UniformEvaluator};
 use crate::net::{describe_device, NetConfig, Network, Precision};
 use crate::phase_times::PhaseTimes;
+use crate::runner::Rules;
 use crate::selfplay::{play_games, Sample, SelfPlayConfig};
 use crate::train::{OptimizerKind, TrainConfig, Trainer, TrainingBatch};
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -354,9 +355,15 @@ pub fn bench_selfplay(opts: &BenchOptions) -> anyhow::Result<Value> {
     let cfg = SelfPlayConfig {
         games: usize::MAX / 2,
         games_in_flight: opts.selfplay_games_in_flight,
-        leaves_per_game: opts.selfplay_leaves_per_game,
         simulations: 25,
-        max_plies: 150,
+        rules: Rules {
+            max_plies: 150,
+            ..SelfPlayConfig::default().rules
+        },
+        search: SearchParams {
+            max_batch: opts.selfplay_leaves_per_game,
+            ..SelfPlayConfig::default().search
+        },
         time_limit: Some(Duration::from_secs_f64(opts.selfplay_seconds)),
         pipeline: opts.selfplay_pipeline,
         ..SelfPlayConfig::default()
@@ -377,7 +384,7 @@ pub fn bench_selfplay(opts: &BenchOptions) -> anyhow::Result<Value> {
         "bench": "selfplay", "net": opts.net.to_string(), "sims": 25, "max_plies": 150,
         "device": device_name(&opts.device), "precision": if opts.device.is_cpu() { "f32" } else { opts.precision.as_str() },
         "games_in_flight": cfg.games_in_flight,
-        "leaves_per_game": cfg.leaves_per_game, "pipeline": cfg.pipeline,
+        "leaves_per_game": cfg.search.max_batch, "pipeline": cfg.pipeline,
         "threads": rayon::current_num_threads(),
         "seconds": (wall * 10.0).round() / 10.0,
         "positions": stats.positions,

@@ -1,7 +1,7 @@
 //! Ember's engine core: everything the trainer and the UCI engine share.
 //!
-//! Data flow (see `docs/architecture.md` and `docs/conventions.md`): self-play games
-//! ([`selfplay`]) run batched searches ([`mcts`]) whose leaves are encoded ([`encoding`])
+//! Data flow (see `docs/architecture.md` and `docs/conventions.md`): every game is played
+//! by the game runner ([`runner`]); self-play games ([`selfplay`]) run batched searches ([`mcts`]) whose leaves are encoded ([`encoding`])
 //! into one batch and evaluated by one network call ([`net`]); finished games become
 //! training samples in replay shards ([`replay`]), which train the candidate ([`train`]),
 //! which a match against the best network gates ([`arena`]). [`pipeline`] holds these
@@ -20,6 +20,7 @@ pub mod phase_times;
 pub mod pipeline;
 pub mod players;
 pub mod replay;
+pub mod runner;
 pub mod selfplay;
 pub mod stats;
 pub mod sys;

@@ -4,27 +4,21 @@
 //! intervals from games and from pairs, LOS, and optionally an SPRT that stops the match
 //! at either bound (see [`crate::stats`]).
 
-use crate::game::{Game, GameOutcome, Termination};
-use crate::players::{EmberSetup, Failure, MoveLimit, Player, Prepared};
+use crate::game::{Game, Termination};
+use crate::mcts::{CachedEvaluator, NetEvaluator, SearchParams};
+use crate::players::{EmberSetup, Player, Prepared};
+use crate::runner::{self, Contest, PlayerSide, Rules, Schedule, SearchSide, Side};
 use crate::stats::{Pentanomial, Sprt, SprtVerdict, Trinomial};
 use anyhow::{anyhow, bail, Context, Result};
-use shakmaty::{Color, KnownOutcome, Position};
+use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+pub use crate::runner::{Limit, Opening};
 
 /// The opening book kept in the repository: 120 positions a few plies deep, each within
 /// 50 centipawns at Stockfish depth 12 (`scripts/make-openings` made it).
 pub const DEFAULT_BOOK: &str = include_str!("../../data/openings/ember-120.epd");
-
-/// A position games start from.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Opening {
-    pub fen: String,
-    /// Where it came from, for the PGN (`ember-007`, `book.pgn #3`).
-    pub name: String,
-}
 
 /// Openings from EPD text (one position a line, `#` comments) or PGN text (each game's
 /// moves from its start position).
@@ -136,58 +130,6 @@ pub fn read_openings(path: &Path) -> Result<Vec<Opening>> {
     parse_openings(&text, &path.display().to_string())
 }
 
-/// The limit every move of a match is played under.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Limit {
-    Nodes(u64),
-    MoveTime(u64),
-    /// Base time and increment per game, milliseconds.
-    Clock {
-        base_ms: u64,
-        inc_ms: u64,
-    },
-}
-
-impl std::str::FromStr for Limit {
-    type Err = String;
-    /// A time control `BASE+INC` in seconds (`10+0.1`, `60`).
-    fn from_str(s: &str) -> Result<Limit, String> {
-        let (base, inc) = s.split_once('+').unwrap_or((s, "0"));
-        let secs = |x: &str| {
-            x.trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .ok_or_else(|| format!("--tc {s:?}: expected BASE+INC in seconds, e.g. 10+0.1"))
-        };
-        let (base, inc) = (secs(base)?, secs(inc)?);
-        if base <= 0.0 {
-            return Err(format!("--tc {s:?}: the base time must be above 0"));
-        }
-        Ok(Limit::Clock {
-            base_ms: (base * 1000.0).round() as u64,
-            inc_ms: (inc * 1000.0).round() as u64,
-        })
-    }
-}
-
-impl std::fmt::Display for Limit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Limit::Nodes(n) => write!(f, "{n} nodes/move"),
-            Limit::MoveTime(ms) => write!(f, "{ms} ms/move"),
-            Limit::Clock { base_ms, inc_ms } => {
-                write!(
-                    f,
-                    "{}+{}",
-                    *base_ms as f64 / 1000.0,
-                    *inc_ms as f64 / 1000.0
-                )
-            }
-        }
-    }
-}
-
 /// How a match is played.
 #[derive(Clone, Debug)]
 pub struct MatchSpec {
@@ -242,7 +184,10 @@ impl MatchReport {
     }
 }
 
-/// Plays `spec.games` games of `a` against `b`, calling `on_game` after each.
+/// Plays `spec.games` games of `a` against `b` through the game runner, calling
+/// `on_game` after each. An Ember player under a node limit is a search side (its leaves
+/// batched over all games in flight, one evaluation cache for its network); every other
+/// player, Ember under a clock or a move time included, picks its moves alone.
 pub fn run_match(
     a: &Prepared,
     b: &Prepared,
@@ -253,10 +198,6 @@ pub fn run_match(
     if spec.openings.is_empty() {
         bail!("a match needs at least one opening");
     }
-    let pairs = spec.games.div_ceil(2).max(1);
-    let workers = spec.concurrency.clamp(1, pairs);
-    let next_pair = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
     let start = Instant::now();
     let mut report = MatchReport {
         name_a: a.label().to_string(),
@@ -266,237 +207,106 @@ pub fn run_match(
     // Both players start before any game: a command that does not run is an error here.
     drop(a.player(setup, spec.seed)?);
     drop(b.player(setup, spec.seed ^ 1)?);
-    let (tx, rx) = mpsc::channel::<Result<GameResult>>();
+    let prepared = [a, b];
+    let mut evaluators: Vec<Option<CachedEvaluator<NetEvaluator>>> = Vec::new();
+    for p in prepared {
+        evaluators.push(match (p.network(), spec.limit) {
+            (Some(net), Limit::Nodes(_)) => {
+                let mut e = NetEvaluator::new(net, setup.precision)?;
+                e.set_threads(rayon::current_num_threads());
+                Some(CachedEvaluator::new(e, MATCH_CACHE_ENTRIES))
+            }
+            _ => None,
+        });
+    }
+    let starters: [Box<dyn Fn(u64) -> Result<Box<dyn Player>> + Sync>; 2] =
+        prepared.map(|p| -> Box<dyn Fn(u64) -> Result<Box<dyn Player>> + Sync> {
+            Box::new(move |seed| p.player(setup, seed))
+        });
+    let mut sides = Vec::new();
+    for ((p, eval), start) in prepared.iter().zip(evaluators.iter_mut()).zip(&starters) {
+        sides.push(match (eval, spec.limit) {
+            (Some(e), Limit::Nodes(n)) => Side::Search(SearchSide {
+                name: p.label().to_string(),
+                evaluator: e,
+                params: SearchParams {
+                    max_batch: MATCH_LEAVES_PER_ROUND,
+                    cache_entries: 0,
+                    ..SearchParams::default()
+                },
+                nodes: n.clamp(2, u32::MAX as u64) as u32,
+                record_samples: false,
+            }),
+            _ => Side::Player(PlayerSide {
+                name: p.label().to_string(),
+                start: start.as_ref(),
+            }),
+        });
+    }
+    let sides: [Side; 2] = sides.try_into().map_err(|_| anyhow!("two sides"))?;
+    let rules = Rules {
+        max_plies: spec.max_plies,
+        random_opening_plies: 0,
+        temperature_plies: 0,
+    };
+    let schedule = Schedule {
+        games: spec.games.div_ceil(2).max(1) * 2,
+        in_flight: spec.concurrency.max(1),
+        openings: spec.openings.clone(),
+        paired: true,
+        seed: spec.seed,
+        first_round: 1,
+        event: "Ember match".to_string(),
+        limit: spec.limit,
+        time_limit: None,
+        pipeline: false,
+    };
     let mut halves: std::collections::HashMap<usize, f64> = Default::default();
-    std::thread::scope(|scope| -> Result<()> {
-        for w in 0..workers {
-            let tx = tx.clone();
-            let (next_pair, stop) = (&next_pair, &stop);
-            scope.spawn(move || {
-                let mut seats: [Option<Box<dyn Player>>; 2] = [None, None];
-                loop {
-                    if stop.load(Ordering::Acquire) {
-                        return;
-                    }
-                    let pair = next_pair.fetch_add(1, Ordering::AcqRel);
-                    if pair >= pairs {
-                        return;
-                    }
-                    let opening = &spec.openings[pair % spec.openings.len()];
-                    for second in [false, true] {
-                        let number = 2 * pair + 1 + usize::from(second);
-                        let seed = spec.seed.wrapping_add((number as u64) << 8 | w as u64);
-                        let result = play_one(
-                            [a, b],
-                            &mut seats,
-                            setup,
-                            spec,
-                            opening,
-                            number,
-                            !second,
-                            seed,
-                        );
-                        if tx.send(result).is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
+    runner::play(Contest::Match(sides), &rules, &schedule, |record| {
+        let game = GameResult {
+            number: record.index + 1,
+            a_white: record.white == 0,
+            score_a: record.score(0),
+            termination: record.outcome.termination,
+            reason: record.reason,
+            plies: record.plies,
+            pgn: record.pgn,
+        };
+        report.trinomial.add(game.score_a);
+        let pair = (game.number - 1) / 2;
+        if let Some(first) = halves.remove(&pair) {
+            report.pentanomial.add(first, game.score_a);
+        } else {
+            halves.insert(pair, game.score_a);
         }
-        drop(tx);
-        for result in rx {
-            let game = match result {
-                Ok(g) => g,
-                Err(e) => {
-                    stop.store(true, Ordering::Release);
-                    return Err(e);
-                }
-            };
-            report.trinomial.add(game.score_a);
-            let pair = (game.number - 1) / 2;
-            if let Some(first) = halves.remove(&pair) {
-                report.pentanomial.add(first, game.score_a);
+        report.games.push(game);
+        let mut flow = ControlFlow::Continue(());
+        if let Some(sprt) = &spec.sprt {
+            // Pairs when there are any, else games.
+            let llr = if report.pentanomial.pairs() > 0 {
+                report.pentanomial.llr(sprt.elo0, sprt.elo1)
             } else {
-                halves.insert(pair, game.score_a);
+                report.trinomial.llr(sprt.elo0, sprt.elo1)
+            };
+            let verdict = sprt.verdict(llr);
+            report.llr = Some(llr);
+            report.verdict = Some(verdict);
+            if verdict != SprtVerdict::Continue {
+                flow = ControlFlow::Break(());
             }
-            report.games.push(game);
-            if let Some(sprt) = &spec.sprt {
-                // Pairs when there are any, else games.
-                let llr = if report.pentanomial.pairs() > 0 {
-                    report.pentanomial.llr(sprt.elo0, sprt.elo1)
-                } else {
-                    report.trinomial.llr(sprt.elo0, sprt.elo1)
-                };
-                let verdict = sprt.verdict(llr);
-                report.llr = Some(llr);
-                report.verdict = Some(verdict);
-                if verdict != SprtVerdict::Continue {
-                    stop.store(true, Ordering::Release);
-                }
-            }
-            report.wall = start.elapsed();
-            on_game(&report);
         }
-        Ok(())
+        report.wall = start.elapsed();
+        on_game(&report);
+        flow
     })?;
     report.wall = start.elapsed();
     Ok(report)
 }
 
-/// Plays game `number` from `opening`, A with White when `a_white`. `seats` holds the
-/// worker's A and B players, started when missing and dropped after a failure (so the
-/// next game starts the engine afresh).
-#[allow(clippy::too_many_arguments)]
-fn play_one(
-    prepared: [&Prepared; 2],
-    seats: &mut [Option<Box<dyn Player>>; 2],
-    setup: &EmberSetup,
-    spec: &MatchSpec,
-    opening: &Opening,
-    number: usize,
-    a_white: bool,
-    seed: u64,
-) -> Result<GameResult> {
-    let mut game = Game::from_fen(&opening.fen)?;
-    // seat 0 is A, seat 1 is B; the side to move's seat:
-    let seat_of = |c: Color| usize::from((c == Color::White) != a_white);
-    let mut failure: Option<(usize, Termination, String)> = None;
-    for s in 0..2 {
-        if seats[s].is_none() {
-            match prepared[s].player(setup, seed ^ s as u64) {
-                Ok(p) => seats[s] = Some(p),
-                Err(e) => {
-                    failure = Some((s, Termination::Forfeit, format!("could not start: {e:#}")));
-                    break;
-                }
-            }
-        }
-        if let Some(p) = seats[s].as_mut() {
-            if let Err(f) = p.new_game() {
-                seats[s] = None;
-                failure = Some((s, Termination::Forfeit, f.to_string()));
-                break;
-            }
-        }
-    }
-    let mut clock = match spec.limit {
-        Limit::Clock { base_ms, .. } => [base_ms as i64; 2],
-        _ => [0; 2],
-    };
-    let names = [
-        seats[0]
-            .as_ref()
-            .map_or(prepared[0].label().to_string(), |p| p.name()),
-        seats[1]
-            .as_ref()
-            .map_or(prepared[1].label().to_string(), |p| p.name()),
-    ];
-    let outcome = loop {
-        if let Some((seat, termination, _)) = &failure {
-            let loser_white = (*seat == 0) == a_white;
-            break GameOutcome {
-                result: KnownOutcome::Decisive {
-                    winner: if loser_white {
-                        Color::Black
-                    } else {
-                        Color::White
-                    },
-                },
-                termination: *termination,
-            };
-        }
-        if let Some(o) = game.outcome_with_ply_cap(spec.max_plies) {
-            break o;
-        }
-        let turn = game.position().turn();
-        let seat = seat_of(turn);
-        let limit = match spec.limit {
-            Limit::Nodes(n) => MoveLimit::Nodes(n),
-            Limit::MoveTime(ms) => MoveLimit::MoveTime(ms),
-            Limit::Clock { inc_ms, .. } => MoveLimit::Clock {
-                own_ms: clock[seat].max(0) as u64,
-                own_inc_ms: inc_ms,
-                other_ms: clock[1 - seat].max(0) as u64,
-                other_inc_ms: inc_ms,
-            },
-        };
-        let player = seats[seat].as_mut().expect("both seats are filled");
-        let t0 = Instant::now();
-        let chosen = player.choose(&game, limit);
-        let spent = t0.elapsed();
-        let over = match spec.limit {
-            Limit::Clock { inc_ms, .. } => {
-                clock[seat] -= spent.as_millis() as i64;
-                let out = clock[seat] < 0;
-                clock[seat] += inc_ms as i64;
-                out
-            }
-            // A move time is kept if the move comes within half of it again (and at
-            // least 200 ms) past it.
-            Limit::MoveTime(ms) => spent > Duration::from_millis(ms + (ms / 2).max(200)),
-            Limit::Nodes(_) => false,
-        };
-        // A hung engine is reported as hung, not as out of time.
-        if over && !matches!(chosen, Err(Failure::Hung(_))) {
-            failure = Some((
-                seat,
-                Termination::TimeForfeit,
-                format!(
-                    "{} ran out of time ({:.2}s for a move)",
-                    names[seat],
-                    spent.as_secs_f64()
-                ),
-            ));
-            continue;
-        }
-        match chosen {
-            Ok(mv) => game.play(mv),
-            Err(f) => {
-                if matches!(f, Failure::Crashed(_) | Failure::Hung(_)) {
-                    seats[seat] = None;
-                }
-                failure = Some((seat, Termination::Forfeit, format!("{} {f}", names[seat])));
-            }
-        }
-    };
-    let score_white = match outcome.result {
-        KnownOutcome::Decisive { winner } if winner == Color::White => 1.0,
-        KnownOutcome::Decisive { .. } => 0.0,
-        KnownOutcome::Draw => 0.5,
-    };
-    let score_a = if a_white {
-        score_white
-    } else {
-        1.0 - score_white
-    };
-    let (white, black) = if a_white {
-        (&names[0], &names[1])
-    } else {
-        (&names[1], &names[0])
-    };
-    let reason = failure.map(|(_, _, why)| why);
-    let mut tags = vec![
-        ("Event", "Ember match".to_string()),
-        ("Round", number.to_string()),
-        ("White", white.clone()),
-        ("Black", black.clone()),
-        ("Opening", opening.name.clone()),
-        ("TimeControl", spec.limit.to_string()),
-    ];
-    if let Some(why) = &reason {
-        tags.push(("TerminationDetails", why.replace('"', "'")));
-    }
-    let pgn = game.to_pgn(Some(outcome), &tags);
-    Ok(GameResult {
-        number,
-        a_white,
-        score_a,
-        termination: outcome.termination,
-        reason,
-        plies: game.ply(),
-        pgn,
-    })
-}
+/// Leaves each game adds to a round's batch for an Ember search side in a match.
+const MATCH_LEAVES_PER_ROUND: usize = 16;
+/// Positions in the evaluation cache of each network in a match.
+const MATCH_CACHE_ENTRIES: usize = 200_000;
 
 #[cfg(test)]
 mod tests {

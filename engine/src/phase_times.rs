@@ -19,6 +19,8 @@ pub struct PhaseTimes {
     /// Network calls made and positions they evaluated.
     pub batches: u64,
     pub evaluated: u64,
+    /// Positions answered by an evaluation cache instead of the network.
+    pub cached: u64,
 }
 
 impl AddAssign for PhaseTimes {
@@ -30,6 +32,7 @@ impl AddAssign for PhaseTimes {
         self.backup += o.backup;
         self.batches += o.batches;
         self.evaluated += o.evaluated;
+        self.cached += o.cached;
     }
 }
 

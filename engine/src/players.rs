@@ -229,6 +229,11 @@ impl Prepared {
         &self.spec
     }
 
+    /// The network of an Ember player.
+    pub fn network(&self) -> Option<&Network> {
+        self.network.as_deref()
+    }
+
     /// A player for one worker of a match, its random choices seeded with `seed`.
     pub fn player(&self, setup: &EmberSetup, seed: u64) -> Result<Box<dyn Player>> {
         Ok(match &self.spec {
@@ -259,6 +264,14 @@ impl Prepared {
 /// A uniformly random legal move.
 pub struct RandomPlayer {
     rng: StdRng,
+}
+
+impl RandomPlayer {
+    pub fn new(seed: u64) -> RandomPlayer {
+        RandomPlayer {
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
 }
 
 impl Player for RandomPlayer {

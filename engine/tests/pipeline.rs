@@ -35,7 +35,10 @@ fn stages_run_one_after_another_through_files_alone() {
             games: 3,
             games_in_flight: 3,
             simulations: 6,
-            max_plies: 20,
+            rules: ember_engine::runner::Rules {
+                max_plies: 20,
+                ..SelfPlayConfig::default().rules
+            },
             ..SelfPlayConfig::default()
         },
         first_alone: Some(9),
@@ -86,7 +89,10 @@ fn stages_run_one_after_another_through_files_alone() {
             games: 2,
             games_in_flight: 2,
             simulations: 4,
-            max_plies: 20,
+            rules: ember_engine::runner::Rules {
+                max_plies: 20,
+                ..MatchConfig::default().rules
+            },
             ..MatchConfig::default()
         },
         promotion_score: 0.0,

@@ -5,6 +5,7 @@ use candle_core::Device;
 use ember_engine::encoding::index_to_move;
 use ember_engine::mcts::{NetEvaluator, UniformEvaluator};
 use ember_engine::net::{NetConfig, Network, Precision};
+use ember_engine::runner::Rules;
 use ember_engine::selfplay::{play_games, GameRecord, SelfPlayConfig};
 use shakmaty::Position;
 
@@ -13,8 +14,10 @@ fn config(games: usize) -> SelfPlayConfig {
         games,
         games_in_flight: games,
         simulations: 12,
-        max_plies: 60,
-        leaves_per_game: 4,
+        rules: Rules {
+            max_plies: 60,
+            ..SelfPlayConfig::default().rules
+        },
         ..SelfPlayConfig::default()
     }
 }
@@ -79,7 +82,10 @@ fn pipelined_self_play_plays_the_same_games_as_the_plain_loop() {
         let cfg = SelfPlayConfig {
             games: 9,
             games_in_flight: 4,
-            temperature_plies: 8,
+            rules: Rules {
+                temperature_plies: 8,
+                ..config(9).rules
+            },
             pipeline,
             ..config(9)
         };

@@ -245,9 +245,11 @@ pub struct GameArgs {
     /// default): the match stops when either hypothesis is accepted.
     #[arg(long)]
     pub sprt: Option<Sprt>,
-    /// Games played at once. [default: 1; each Ember player then uses every core]
-    #[arg(long, alias = "games-in-flight", default_value_t = 1)]
-    pub concurrency: usize,
+    /// Games played at once. [default: 16 under --nodes, where Ember's searches of all
+    /// games share one network call a round; 1 under a clock or a move time, so that
+    /// players do not share cores while their time runs]
+    #[arg(long, alias = "games-in-flight")]
+    pub concurrency: Option<usize>,
     /// Plies after which a game is adjudicated a draw.
     #[arg(long, default_value_t = 300)]
     pub max_plies: u32,

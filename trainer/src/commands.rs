@@ -165,7 +165,11 @@ static EMBEDDED_NETWORK: &[u8] = include_bytes!("../../models/default.safetensor
 fn match_setup(play: &GameArgs) -> Result<(EmberSetup, MatchSpec)> {
     let device = play.device.parse::<DeviceChoice>()?.open()?;
     let precision = Precision::resolve(&play.precision, &device)?;
-    let concurrency = play.concurrency.max(1);
+    let timed = play.tc.is_some() || play.movetime.is_some();
+    let concurrency = play
+        .concurrency
+        .unwrap_or(if timed { 1 } else { 16 })
+        .max(1);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let setup = EmberSetup {
         embedded: Some(EMBEDDED_NETWORK),

@@ -23,7 +23,7 @@ use ember_engine::pipeline::run::{RunDir, RunLock, RunState};
 use ember_engine::pipeline::selfplay_stage::SelfPlayOutcome;
 use ember_engine::pipeline::training_stage::{TrainOutcome, TrainingStage};
 use ember_engine::replay::ReplayWindow;
-use ember_engine::selfplay::SelfPlayStats;
+use ember_engine::selfplay::PlayStats;
 use ember_engine::stats::format_elo;
 use ember_engine::train::Trainer;
 use ember_engine::DeviceChoice;
@@ -270,8 +270,8 @@ cumulative Elo {:+.0}",
 
     fn gate(&mut self, it: u64) -> Result<GatingOutcome> {
         let stage = self.cfg.gating.stage(
-            self.cfg.selfplay.simulations,
-            self.cfg.selfplay.max_plies,
+            &self.cfg.selfplay,
+            !self.device.is_cpu(),
             derive_seed(self.state.seed, it, STREAM_GATING),
             (
                 format!("candidate {it}"),
@@ -646,7 +646,7 @@ fn iteration_metrics(
 }
 
 /// The original's debug timing of the first game, with Ember's phases.
-fn log_first_game(s: &SelfPlayStats, simulations: u32) {
+fn log_first_game(s: &PlayStats, simulations: u32) {
     let moves = s.positions.max(1) as f64;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0 / moves;
     let t = &s.timing;

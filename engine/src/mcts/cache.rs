@@ -3,6 +3,9 @@
 //! when the current map is full it becomes the previous one and a new one starts; a hit
 //! in the previous generation is moved forward.
 
+use super::evaluator::{EvalBatch, Evaluator};
+use crate::game::position_hash;
+use crate::phase_times::PhaseTimes;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -111,5 +114,93 @@ impl EvalCache {
     pub fn clear(&mut self) {
         self.current.clear();
         self.previous.clear();
+    }
+}
+
+/// An evaluator with an evaluation cache in front: the one cache of a network, shared by
+/// every search that sends it leaves (all the games in flight of a runner). A position
+/// found in the cache is answered from it; a position that several leaves of one batch
+/// share (the same opening reached by many games) goes to the network once.
+pub struct CachedEvaluator<E> {
+    inner: E,
+    cache: EvalCache,
+    misses: EvalBatch,
+    /// For each leaf of the batch: its row in `misses`, or `None` when the cache answered.
+    rows: Vec<Option<usize>>,
+    keys: Vec<u64>,
+    seen: KeyMap<usize>,
+}
+
+impl<E: Evaluator> CachedEvaluator<E> {
+    /// `inner` behind a cache of about `capacity` positions (0: no cache).
+    pub fn new(inner: E, capacity: usize) -> Self {
+        CachedEvaluator {
+            inner,
+            cache: EvalCache::new(capacity),
+            misses: EvalBatch::new(),
+            rows: Vec::new(),
+            keys: Vec::new(),
+            seen: KeyMap::default(),
+        }
+    }
+
+    pub fn cache(&self) -> &EvalCache {
+        &self.cache
+    }
+
+    pub fn inner_mut(&mut self) -> &mut E {
+        &mut self.inner
+    }
+}
+
+impl<E: Evaluator> Evaluator for CachedEvaluator<E> {
+    fn evaluate(&mut self, batch: &mut EvalBatch, timing: &mut PhaseTimes) -> anyhow::Result<()> {
+        if self.cache.capacity() == 0 {
+            return self.inner.evaluate(batch, timing);
+        }
+        self.misses.clear();
+        self.rows.clear();
+        self.keys.clear();
+        self.seen.clear();
+        let mut cached = 0;
+        for i in 0..batch.len() {
+            let key = position_hash(batch.position(i));
+            if let Some(hit) = self.cache.get(key) {
+                if hit.priors.len() == batch.moves(i).len() {
+                    let wdl = hit.wdl;
+                    batch.priors_mut(i).copy_from_slice(&hit.priors);
+                    batch.set_wdl(i, wdl);
+                    self.rows.push(None);
+                    cached += 1;
+                    continue;
+                }
+            }
+            let row = match self.seen.entry(key) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    cached += 1;
+                    *e.get()
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    self.keys.push(key);
+                    *e.insert(self.misses.push(batch.position(i), batch.moves(i)))
+                }
+            };
+            self.rows.push(Some(row));
+        }
+        if !self.misses.is_empty() {
+            self.inner.evaluate(&mut self.misses, timing)?;
+        }
+        for (i, row) in self.rows.iter().enumerate() {
+            if let Some(r) = *row {
+                batch.priors_mut(i).copy_from_slice(self.misses.priors(r));
+                batch.set_wdl(i, self.misses.wdl(r));
+            }
+        }
+        for (r, &key) in self.keys.iter().enumerate() {
+            self.cache
+                .insert(key, self.misses.wdl(r), self.misses.priors(r));
+        }
+        timing.cached += cached;
+        Ok(())
     }
 }

@@ -196,6 +196,12 @@ impl<E: Evaluator + ?Sized> Evaluator for Box<E> {
     }
 }
 
+impl<E: Evaluator + ?Sized> Evaluator for &mut E {
+    fn evaluate(&mut self, batch: &mut EvalBatch, timing: &mut PhaseTimes) -> anyhow::Result<()> {
+        (**self).evaluate(batch, timing)
+    }
+}
+
 /// Uniform priors and a drawn value: the search alone, no network.
 #[derive(Default, Clone, Copy)]
 pub struct UniformEvaluator;

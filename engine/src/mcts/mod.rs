@@ -17,7 +17,7 @@ pub mod node;
 pub mod params;
 pub mod search;
 
-pub use cache::EvalCache;
+pub use cache::{CachedEvaluator, EvalCache};
 pub use evaluator::{EvalBatch, Evaluator, NetEvaluator, UniformEvaluator};
 pub use node::{Node, NodeState, Tree};
 pub use params::SearchParams;

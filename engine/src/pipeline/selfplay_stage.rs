@@ -6,14 +6,14 @@ use crate::files::write_atomic;
 use crate::mcts::NetEvaluator;
 use crate::net::{Network, Precision};
 use crate::replay::ShardWriter;
-use crate::selfplay::{play_games, GameRecord, Sample, SelfPlayConfig, SelfPlayStats};
+use crate::selfplay::{play_games, GameRecord, PlayStats, Sample, SelfPlayConfig};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// What self-play made.
 pub struct SelfPlayOutcome {
-    pub stats: SelfPlayStats,
+    pub stats: PlayStats,
     /// The samples written to the shard, for the in-memory replay window.
     pub samples: Vec<Sample>,
     /// Plies of each finished game.
@@ -21,7 +21,7 @@ pub struct SelfPlayOutcome {
     /// Finished games by how they ended (`checkmate`, `max_plies`, ...).
     pub terminations: BTreeMap<String, usize>,
     /// The first game, when it was played alone ([`SelfPlayStage::first_alone`]).
-    pub first_game: Option<SelfPlayStats>,
+    pub first_game: Option<PlayStats>,
 }
 
 /// Plays `config.games` games with one network into a shard and a PGN file.
@@ -47,7 +47,7 @@ impl SelfPlayStage {
         let mut write_error: Option<anyhow::Error> = None;
         let mut pgn_text = String::new();
         let mut out = SelfPlayOutcome {
-            stats: SelfPlayStats::default(),
+            stats: PlayStats::default(),
             samples: Vec::new(),
             plies: Vec::new(),
             terminations: BTreeMap::new(),

@@ -7,12 +7,14 @@ use super::selfplay_stage::SelfPlayStage;
 use crate::arena::MatchConfig;
 use crate::mcts::SearchParams;
 use crate::net::Precision;
+use crate::runner::Rules;
 use crate::selfplay::SelfPlayConfig;
 use crate::train::{LrSchedule, OptimizerKind, TrainConfig, ValueLoss};
 use serde::{Deserialize, Serialize};
 
-/// Evaluations cached per search in self-play and gating (many searches run at once).
-const SEARCH_CACHE_ENTRIES: usize = 4096;
+/// Positions in the evaluation cache of a network in self-play and gating (one cache per
+/// network, shared by all the games in flight).
+const CACHE_ENTRIES: usize = 200_000;
 
 /// How many iterations, and how often an iteration's candidate is kept as a snapshot.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -38,7 +40,7 @@ pub struct SelfPlaySettings {
     pub max_plies: u32,
     /// Moves sampled by visit count before the most visited move is played.
     pub temperature_plies: u32,
-    /// Leaves each game adds to a round's batch.
+    /// Leaves each game adds to a round's batch (the search's `max_batch`).
     pub leaves_per_game: usize,
 }
 
@@ -55,12 +57,14 @@ impl SelfPlaySettings {
                 games: self.games,
                 games_in_flight: self.games_in_flight(gpu),
                 simulations: self.simulations,
-                leaves_per_game: self.leaves_per_game,
-                max_plies: self.max_plies,
-                temperature_plies: self.temperature_plies,
-                random_opening_plies: 0,
+                rules: Rules {
+                    max_plies: self.max_plies,
+                    temperature_plies: self.temperature_plies,
+                    random_opening_plies: 0,
+                },
                 search: SearchParams {
-                    cache_entries: SEARCH_CACHE_ENTRIES,
+                    max_batch: self.leaves_per_game,
+                    cache_entries: CACHE_ENTRIES,
                     ..SearchParams::self_play()
                 },
                 seed,
@@ -153,22 +157,29 @@ pub struct GatingSettings {
 }
 
 impl GatingSettings {
-    /// The gating stage: games at `simulations` visits a move, capped at `max_plies`.
+    /// The gating stage: games at self-play's visits a move, ply cap and games in flight.
     pub fn stage(
         &self,
-        simulations: u32,
-        max_plies: u32,
+        selfplay: &SelfPlaySettings,
+        gpu: bool,
         seed: u64,
         names: (String, String),
     ) -> GatingStage {
+        let defaults = MatchConfig::default();
         GatingStage {
             config: MatchConfig {
                 games: self.gating_games,
-                games_in_flight: self.gating_games,
-                simulations,
-                max_plies,
-                opening_random_plies: self.gating_opening_plies,
-                temperature: 0.0,
+                games_in_flight: selfplay.games_in_flight(gpu).min(self.gating_games.max(1)),
+                simulations: selfplay.simulations,
+                rules: Rules {
+                    max_plies: selfplay.max_plies,
+                    random_opening_plies: self.gating_opening_plies,
+                    temperature_plies: 0,
+                },
+                search: SearchParams {
+                    max_batch: selfplay.leaves_per_game,
+                    ..defaults.search
+                },
                 seed,
                 name_a: names.0,
                 name_b: names.1,
