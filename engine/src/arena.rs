@@ -55,11 +55,7 @@ impl Default for MatchConfig {
             games: 20,
             games_in_flight: 20,
             simulations: 32,
-            rules: Rules {
-                max_plies: 200,
-                random_opening_plies: 4,
-                temperature_plies: 0,
-            },
+            rules: Rules::plain(200, 4, 0),
             seed: 1,
             search: SearchParams {
                 root_noise: false,
@@ -152,6 +148,7 @@ pub fn play_match(
             params: params.clone(),
             nodes,
             record_samples: false,
+                fast: None,
         })
     }
     let schedule = Schedule {

@@ -174,6 +174,9 @@ fn reversed(batch: &TrainingBatch) -> TrainingBatch {
         planes: rows(&batch.planes, PLANES_LEN),
         policy: rows(&batch.policy, POLICY_SIZE),
         results: batch.results.iter().rev().copied().collect(),
+        wdl: rows(&batch.wdl, 3),
+        mask: batch.mask.as_ref().map(|m| rows(m, POLICY_SIZE)),
+        baselines: batch.baselines,
         n: batch.n,
     }
 }

@@ -67,6 +67,12 @@ pub enum Termination {
     Repetition,
     /// Stopped at the ply cap and scored as a draw.
     MaxPlies,
+    /// Stopped at the ply cap and won by the side ahead in material.
+    AdjudicatedMaterial,
+    /// Stopped at the ply cap and won by the side the search's value favours.
+    AdjudicatedValue,
+    /// The side to move gave up: its search saw no way to avoid losing.
+    Resignation,
     /// A player ran out of its clock (matches with a time control).
     TimeForfeit,
     /// A player broke the protocol (an external engine that crashed, hung, or sent an
@@ -84,6 +90,9 @@ impl Termination {
             Termination::FiftyMoveRule => "fifty-move rule",
             Termination::Repetition => "threefold repetition",
             Termination::MaxPlies => "adjudication: ply cap",
+            Termination::AdjudicatedMaterial => "adjudication: material at the ply cap",
+            Termination::AdjudicatedValue => "adjudication: search value at the ply cap",
+            Termination::Resignation => "resignation",
             Termination::TimeForfeit => "time forfeit",
             Termination::Forfeit => "rules infraction",
         }
@@ -105,6 +114,23 @@ impl GameOutcome {
             None => 0.0,
         }
     }
+}
+
+/// Material of `colour` in pawns (pawn 1, knight and bishop 3, rook 5, queen 9).
+pub fn material(position: &Chess, colour: Color) -> i32 {
+    use shakmaty::Role;
+    let board = position.board();
+    let ours = board.by_color(colour);
+    [
+        (Role::Pawn, 1),
+        (Role::Knight, 3),
+        (Role::Bishop, 3),
+        (Role::Rook, 5),
+        (Role::Queen, 9),
+    ]
+    .iter()
+    .map(|&(role, v)| v * (board.by_role(role) & ours).count() as i32)
+    .sum()
 }
 
 /// Outcome decided by the rules alone for a position with its legal-move count known,

@@ -236,6 +236,7 @@ pub fn run_match(
                 },
                 nodes: n.clamp(2, u32::MAX as u64) as u32,
                 record_samples: false,
+                fast: None,
             }),
             _ => Side::Player(PlayerSide {
                 name: p.label().to_string(),
@@ -244,11 +245,7 @@ pub fn run_match(
         });
     }
     let sides: [Side; 2] = sides.try_into().map_err(|_| anyhow!("two sides"))?;
-    let rules = Rules {
-        max_plies: spec.max_plies,
-        random_opening_plies: 0,
-        temperature_plies: 0,
-    };
+    let rules = Rules::plain(spec.max_plies, 0, 0);
     let schedule = Schedule {
         games: spec.games.div_ceil(2).max(1) * 2,
         in_flight: spec.concurrency.max(1),

@@ -24,7 +24,18 @@
 //! - **Temperature.** A search side plays a move drawn in proportion to the root visits
 //!   while the game is younger than `temperature_plies` plies, otherwise the most visited.
 //! - **Ply cap.** A game still going after `max_plies` plies (counted from the opening
-//!   position) is adjudicated a draw, unless the rules of chess ended it on that ply.
+//!   position) is adjudicated, unless the rules of chess ended it on that ply: by
+//!   [`CapRule`], the side ahead by `material` pawns or more wins, else the side whose
+//!   search last valued the position at `value` or more (root Q of the last searched
+//!   move, for its mover) wins, else it is a draw (both off: always a draw).
+//! - **Resignation** ([`Resign`], self-play): a search side whose root Q is below
+//!   `-threshold` when it is to play resigns. In a `playthrough` fraction of the games
+//!   nobody resigns; there the first side that would have resigned is noted, and the
+//!   game's end says whether resigning would have been wrong (it did not lose).
+//! - **Playout cap** ([`FastMoves`], self-play): each move is searched to the full node
+//!   count with probability `full_fraction` and recorded as a training sample; the other
+//!   moves get `nodes` visits and are not recorded, so every policy target comes from a
+//!   full search while games go faster.
 //! - **Stalls.** A search that adds no visit for two rounds in a row plays its best move
 //!   so far (the first legal move when it has none), so no game can hang.
 //! - **Seeding.** Everything random in game `i` (its random plies, temperature draws,
@@ -37,7 +48,7 @@
 //! and its PGN (written here and nowhere else).
 
 use crate::encoding::move_to_index;
-use crate::game::{fen_of, Game, GameOutcome, Termination};
+use crate::game::{fen_of, material, Game, GameOutcome, Termination};
 use crate::mcts::{EvalBatch, Evaluator, Search, SearchParams};
 use crate::phase_times::PhaseTimes;
 use crate::players::{Failure, MoveLimit, Player};
@@ -58,6 +69,81 @@ pub struct Rules {
     pub random_opening_plies: u32,
     /// Plies during which a search side samples its move by visits.
     pub temperature_plies: u32,
+    /// How a game stopped at the ply cap is scored.
+    #[serde(default)]
+    pub cap: CapRule,
+    /// Resignation of search sides; `None`: every game is played out.
+    #[serde(default)]
+    pub resign: Option<Resign>,
+}
+
+impl Rules {
+    /// The plain rules: no adjudication beyond a draw at the cap, no resignation.
+    pub fn plain(max_plies: u32, random_opening_plies: u32, temperature_plies: u32) -> Rules {
+        Rules {
+            max_plies,
+            random_opening_plies,
+            temperature_plies,
+            cap: CapRule::default(),
+            resign: None,
+        }
+    }
+}
+
+/// Scoring at the ply cap (see the module documentation); zeros: a draw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CapRule {
+    /// Material lead in pawns that wins (pawn 1, minor 3, rook 5, queen 9); 0: off.
+    pub material: u32,
+    /// Root Q (for the mover of the last searched move, in (0, 1]) that wins; 0: off.
+    pub value: f32,
+}
+
+impl CapRule {
+    /// The outcome of `game`, stopped at the cap, `last_q` the root Q of the last
+    /// searched move for the side that played it.
+    pub fn adjudicate(&self, game: &Game, last_q: Option<(Color, f32)>) -> GameOutcome {
+        let position = game.position();
+        let lead = material(position, Color::White) - material(position, Color::Black);
+        let won = |winner: Color, termination| GameOutcome {
+            result: KnownOutcome::Decisive { winner },
+            termination,
+        };
+        if self.material > 0 && lead.unsigned_abs() >= self.material {
+            let winner = if lead > 0 { Color::White } else { Color::Black };
+            return won(winner, Termination::AdjudicatedMaterial);
+        }
+        if let (true, Some((mover, q))) = (self.value > 0.0, last_q) {
+            if q >= self.value {
+                return won(mover, Termination::AdjudicatedValue);
+            }
+            if q <= -self.value {
+                return won(!mover, Termination::AdjudicatedValue);
+            }
+        }
+        GameOutcome {
+            result: KnownOutcome::Draw,
+            termination: Termination::MaxPlies,
+        }
+    }
+}
+
+/// Resignation of search sides (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Resign {
+    /// Resign when the root Q is below minus this (in (0, 1)).
+    pub threshold: f32,
+    /// Fraction of games played out to check the resignations that would have happened.
+    pub playthrough: f32,
+}
+
+/// Playout-cap randomisation of a search side (see the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FastMoves {
+    /// Root visits of a move that is not recorded.
+    pub nodes: u32,
+    /// Probability that a move gets the full search and is recorded.
+    pub full_fraction: f32,
 }
 
 /// A position games start from.
@@ -182,6 +268,8 @@ pub struct SearchSide<'a> {
     pub nodes: u32,
     /// Keep each searched position as a training sample.
     pub record_samples: bool,
+    /// Playout-cap randomisation: most moves searched to fewer nodes and not recorded.
+    pub fast: Option<FastMoves>,
 }
 
 /// A player that picks its moves alone, one per lane, started by `start(seed)`.
@@ -228,6 +316,8 @@ pub struct MoveStats {
     pub nodes: u32,
     /// The root's value for the mover, in [-1, 1].
     pub q: f32,
+    /// A full search (recorded when the side records samples), not a fast one.
+    pub full: bool,
 }
 
 /// A finished game.
@@ -249,6 +339,8 @@ pub struct GameRecord {
     pub outcome: GameOutcome,
     /// Why the loser lost, for forfeits ("... crashed (exited with ...)").
     pub reason: Option<String>,
+    /// In a game played out under [`Resign`]: the colour that would have resigned first.
+    pub would_resign: Option<Color>,
     pub plies: usize,
     /// Training samples (search sides with `record_samples`).
     pub samples: Vec<Sample>,
@@ -256,6 +348,13 @@ pub struct GameRecord {
 }
 
 impl GameRecord {
+    /// Whether the resignation this played-out game would have had was wrong (the side
+    /// that would have resigned did not lose); `None` when no one would have resigned.
+    pub fn resign_false_positive(&self) -> Option<bool> {
+        self.would_resign
+            .map(|c| self.outcome.result.winner() != Some(!c))
+    }
+
     /// `side`'s score: 1 win, 0.5 draw, 0 loss.
     pub fn score(&self, side: usize) -> f64 {
         let colour = if self.white == side {
@@ -285,6 +384,12 @@ pub struct PlayStats {
     pub white_wins: usize,
     pub black_wins: usize,
     pub draws: usize,
+    /// Games ended by resignation.
+    pub resigned: usize,
+    /// Played-out games in which someone would have resigned, and those in which that
+    /// side did not lose (resignation's false positives).
+    pub resign_checked: usize,
+    pub resign_false_positives: usize,
 }
 
 impl std::ops::AddAssign<&PlayStats> for PlayStats {
@@ -300,6 +405,9 @@ impl std::ops::AddAssign<&PlayStats> for PlayStats {
         self.white_wins += s.white_wins;
         self.black_wins += s.black_wins;
         self.draws += s.draws;
+        self.resigned += s.resigned;
+        self.resign_checked += s.resign_checked;
+        self.resign_false_positives += s.resign_false_positives;
     }
 }
 
@@ -328,6 +436,10 @@ enum Seat {
         nodes: u32,
         max_batch: usize,
         record: bool,
+        /// Playout cap: visits of a fast move (0: every move is full) and the chance of
+        /// a full one.
+        fast_nodes: u32,
+        full_fraction: f32,
     },
     Player,
 }
@@ -355,6 +467,13 @@ struct InPlay {
     clock: [i64; 2],
     samples: Vec<PendingSample>,
     searched: Vec<Option<MoveStats>>,
+    /// The current move gets the full search (playout cap).
+    full: bool,
+    /// Root Q of the last searched move, for its mover.
+    last_q: Option<(Color, f32)>,
+    /// Nobody resigns in this game; the first would-be resigner is noted.
+    playthrough: bool,
+    would_resign: Option<Color>,
 }
 
 /// The seed of everything random in `stream` of game (or pair) `n`.
@@ -406,7 +525,10 @@ impl InPlay {
             _ => [0; 2],
         };
         let outcome = game.outcome_with_ply_cap(rules.max_plies);
-        Ok(InPlay {
+        let playthrough = rules
+            .resign
+            .is_some_and(|r| rng.random::<f32>() < r.playthrough);
+        let mut game = InPlay {
             index,
             white,
             opening,
@@ -423,7 +545,36 @@ impl InPlay {
             stalled: 0,
             clock,
             samples: Vec::new(),
-        })
+            full: true,
+            last_q: None,
+            playthrough,
+            would_resign: None,
+        };
+        game.draw_full(seats);
+        Ok(game)
+    }
+
+    /// Whether the coming move gets the full search (playout cap of the mover's side).
+    fn draw_full(&mut self, seats: &[Seat; 2]) {
+        self.full = match seats[self.mover()] {
+            Seat::Search {
+                fast_nodes,
+                full_fraction,
+                ..
+            } if fast_nodes > 0 => self.rng.random::<f32>() < full_fraction,
+            _ => true,
+        };
+    }
+
+    /// Root visits the coming move of a search side gets.
+    fn target_nodes(&self, seat: Seat) -> u32 {
+        match seat {
+            Seat::Search {
+                nodes, fast_nodes, ..
+            } if !self.full && fast_nodes > 0 => fast_nodes.min(nodes),
+            Seat::Search { nodes, .. } => nodes,
+            Seat::Player => 0,
+        }
     }
 
     fn done(&self) -> bool {
@@ -447,9 +598,11 @@ impl InPlay {
         if self.done() {
             return;
         }
-        let Seat::Search { tree, nodes, .. } = seats[self.mover()] else {
+        let seat = seats[self.mover()];
+        let Seat::Search { tree, .. } = seat else {
             return;
         };
+        let nodes = self.target_nodes(seat);
         let search = self.searches[tree]
             .as_ref()
             .expect("search side has a tree");
@@ -459,15 +612,14 @@ impl InPlay {
                 return;
             }
         }
+        let seat = seats[self.mover()];
         let Seat::Search {
-            tree,
-            nodes,
-            max_batch,
-            ..
-        } = seats[self.mover()]
+            tree, max_batch, ..
+        } = seat
         else {
             return;
         };
+        let nodes = self.target_nodes(seat);
         let search = self.searches[tree]
             .as_mut()
             .expect("search side has a tree");
@@ -504,9 +656,23 @@ impl InPlay {
         let stats = MoveStats {
             nodes: search.root_visits(),
             q: search.root_q(),
+            full: self.full,
         };
-        if record {
-            let turn = self.game.position().turn();
+        let turn = self.game.position().turn();
+        if let Some(r) = rules.resign {
+            if stats.q < -r.threshold {
+                if !self.playthrough {
+                    self.outcome = Some(GameOutcome {
+                        result: KnownOutcome::Decisive { winner: !turn },
+                        termination: Termination::Resignation,
+                    });
+                    return;
+                }
+                self.would_resign.get_or_insert(turn);
+            }
+        }
+        self.last_q = Some((turn, stats.q));
+        if record && self.full {
             let visits: Vec<(u16, f32)> = search
                 .visit_distribution()
                 .into_iter()
@@ -518,16 +684,23 @@ impl InPlay {
             }
         }
         self.searched.push(Some(stats));
-        self.play(mv, rules);
+        self.play(mv, seats, rules);
     }
 
-    fn play(&mut self, mv: Move, rules: &Rules) {
+    fn play(&mut self, mv: Move, seats: &[Seat; 2], rules: &Rules) {
         self.stalled = 0;
         self.game.play(mv);
         for s in self.searches.iter_mut().flatten() {
             s.advance_to(&self.game);
         }
         self.outcome = self.game.outcome_with_ply_cap(rules.max_plies);
+        if self
+            .outcome
+            .is_some_and(|o| o.termination == Termination::MaxPlies)
+        {
+            self.outcome = Some(rules.cap.adjudicate(&self.game, self.last_q));
+        }
+        self.draw_full(seats);
     }
 
     /// The limit of the player to move.
@@ -553,6 +726,7 @@ impl InPlay {
         chosen: &Result<Move, Failure>,
         spent: Duration,
         limit: Limit,
+        seats: &[Seat; 2],
         rules: &Rules,
     ) {
         let over = match limit {
@@ -579,7 +753,7 @@ impl InPlay {
         match chosen {
             Ok(mv) if self.game.position().is_legal(*mv) => {
                 self.searched.push(None);
-                self.play(*mv, rules);
+                self.play(*mv, seats, rules);
             }
             Ok(mv) => {
                 let why = format!("{name} {}", Failure::Illegal(crate::game::move_to_uci(*mv)));
@@ -643,6 +817,7 @@ impl InPlay {
             searched: self.searched,
             outcome,
             reason,
+            would_resign: self.would_resign,
             plies: self.game.ply(),
             samples,
             pgn,
@@ -687,6 +862,8 @@ pub fn play(
         nodes: s.nodes.max(1),
         max_batch: s.params.max_batch.max(1),
         record: s.record_samples,
+        fast_nodes: s.fast.map_or(0, |f| f.nodes.max(1)),
+        full_fraction: s.fast.map_or(1.0, |f| f.full_fraction),
     };
     match contest {
         Contest::SelfPlay(s) => {
@@ -828,6 +1005,13 @@ impl Runner<'_> {
             } => stats.white_wins += 1,
             KnownOutcome::Decisive { .. } => stats.black_wins += 1,
             KnownOutcome::Draw => stats.draws += 1,
+        }
+        if record.outcome.termination == Termination::Resignation {
+            stats.resigned += 1;
+        }
+        if let Some(wrong) = record.resign_false_positive() {
+            stats.resign_checked += 1;
+            stats.resign_false_positives += usize::from(wrong);
         }
         if on_game(record).is_break() {
             self.stopped = true;
@@ -999,6 +1183,7 @@ impl Runner<'_> {
                             &a.chosen,
                             a.spent,
                             limit,
+                            &seats,
                             rules,
                         );
                     }
@@ -1164,11 +1349,7 @@ mod tests {
     }
 
     fn rules(max_plies: u32) -> Rules {
-        Rules {
-            max_plies,
-            random_opening_plies: 0,
-            temperature_plies: 6,
-        }
+        Rules::plain(max_plies, 0, 6)
     }
 
     fn search_side<'a>(evaluator: &'a mut dyn Evaluator, nodes: u32) -> SearchSide<'a> {
@@ -1182,6 +1363,7 @@ mod tests {
             },
             nodes,
             record_samples: true,
+            fast: None,
         }
     }
 
@@ -1406,11 +1588,7 @@ mod tests {
             paired: true,
             ..Schedule::default()
         };
-        let rules = Rules {
-            max_plies: 12,
-            random_opening_plies: 3,
-            temperature_plies: 0,
-        };
+        let rules = Rules::plain(12, 3, 0);
         let mut games = Vec::new();
         play(
             Contest::SelfPlay(search_side(&mut UniformEvaluator, 2)),
@@ -1436,5 +1614,169 @@ mod tests {
             "a pair shares its opening"
         );
         assert_ne!(games[0].start_fen, games[2].start_fen);
+    }
+
+    #[test]
+    fn the_cap_rule_scores_material_and_value_for_both_colours() {
+        let capped = |fen: &str| Game::from_fen(fen).unwrap();
+        // White is a rook up; then the same with colours swapped.
+        let white_up = capped("4k3/8/8/8/8/8/8/R3K3 w - - 0 1");
+        let black_up = capped("r3k3/8/8/8/8/8/8/4K3 b - - 0 1");
+        let rule = CapRule {
+            material: 3,
+            value: 0.0,
+        };
+        let won = |g: &GameOutcome| (g.result.winner(), g.termination);
+        let by_material = Termination::AdjudicatedMaterial;
+        assert_eq!(
+            won(&rule.adjudicate(&white_up, None)),
+            (Some(Color::White), by_material)
+        );
+        assert_eq!(
+            won(&rule.adjudicate(&black_up, None)),
+            (Some(Color::Black), by_material)
+        );
+        let strict = CapRule {
+            material: 6,
+            value: 0.0,
+        };
+        assert_eq!(
+            strict.adjudicate(&white_up, None).termination,
+            Termination::MaxPlies
+        );
+        assert_eq!(strict.adjudicate(&white_up, None).result, KnownOutcome::Draw);
+        // By value: the last mover's root Q decides, for it or against it.
+        let even = capped("4k3/8/8/8/8/8/8/4K3 w - - 0 1");
+        let by_value = CapRule {
+            material: 3,
+            value: 0.5,
+        };
+        let value = Termination::AdjudicatedValue;
+        for (last, winner) in [
+            ((Color::Black, 0.8), Some(Color::Black)),
+            ((Color::Black, -0.8), Some(Color::White)),
+            ((Color::White, 0.6), Some(Color::White)),
+            ((Color::White, -0.6), Some(Color::Black)),
+        ] {
+            assert_eq!(
+                won(&by_value.adjudicate(&even, Some(last))),
+                (winner, value),
+                "{last:?}"
+            );
+        }
+        assert_eq!(
+            by_value.adjudicate(&even, Some((Color::White, 0.3))).result,
+            KnownOutcome::Draw
+        );
+        // Material comes first.
+        assert_eq!(
+            won(&by_value.adjudicate(&black_up, Some((Color::White, 0.9)))),
+            (Some(Color::Black), by_material)
+        );
+        assert_eq!(
+            CapRule::default()
+                .adjudicate(&white_up, Some((Color::White, 1.0)))
+                .result,
+            KnownOutcome::Draw
+        );
+    }
+
+    /// Uniform priors, and Black winning every position.
+    struct BlackWins;
+
+    impl Evaluator for BlackWins {
+        fn evaluate(&mut self, batch: &mut EvalBatch, t: &mut PhaseTimes) -> Result<()> {
+            UniformEvaluator.evaluate(batch, t)?;
+            for i in 0..batch.len() {
+                let white = batch.position(i).turn() == Color::White;
+                batch.set_wdl(i, if white { [0.0, 0.0, 1.0] } else { [1.0, 0.0, 0.0] });
+            }
+            Ok(())
+        }
+    }
+
+    fn resigning(playthrough: f32) -> (Vec<GameRecord>, PlayStats) {
+        let rules = Rules {
+            resign: Some(Resign {
+                threshold: 0.9,
+                playthrough,
+            }),
+            ..Rules::plain(10, 0, 0)
+        };
+        let schedule = Schedule {
+            games: 4,
+            in_flight: 4,
+            ..Schedule::default()
+        };
+        let mut games = Vec::new();
+        let stats = play(
+            Contest::SelfPlay(search_side(&mut BlackWins, 8)),
+            &rules,
+            &schedule,
+            |r| {
+                games.push(r);
+                ControlFlow::Continue(())
+            },
+        )
+        .unwrap();
+        (games, stats)
+    }
+
+    #[test]
+    fn a_hopeless_side_resigns_and_played_out_games_count_false_positives() {
+        let (games, stats) = resigning(0.0);
+        for g in &games {
+            assert_eq!(g.outcome.termination, Termination::Resignation);
+            assert_eq!(g.outcome.result.winner(), Some(Color::Black));
+            assert_eq!(g.plies, 0, "White resigns at its first move");
+            assert!(g.samples.iter().all(|s| s.result == -1.0));
+        }
+        assert_eq!((stats.resigned, stats.resign_checked), (4, 0));
+
+        // Played out, White would have resigned, but the game reaches the cap and is
+        // drawn: every such resignation would have been wrong.
+        let (games, stats) = resigning(1.0);
+        for g in &games {
+            assert_eq!(g.would_resign, Some(Color::White));
+            assert_eq!(g.outcome.result, KnownOutcome::Draw);
+            assert_eq!(g.resign_false_positive(), Some(true));
+        }
+        assert_eq!(stats.resigned, 0);
+        assert_eq!((stats.resign_checked, stats.resign_false_positives), (4, 4));
+    }
+
+    #[test]
+    fn with_a_playout_cap_only_full_searches_are_recorded() {
+        let mut eval = UniformEvaluator;
+        let mut side = search_side(&mut eval, 16);
+        side.fast = Some(FastMoves {
+            nodes: 2,
+            full_fraction: 0.3,
+        });
+        let schedule = Schedule {
+            games: 4,
+            in_flight: 4,
+            ..Schedule::default()
+        };
+        let mut games = Vec::new();
+        play(Contest::SelfPlay(side), &rules(40), &schedule, |r| {
+            games.push(r);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        let (mut full, mut fast) = (0, 0);
+        for g in &games {
+            let searched: Vec<&MoveStats> = g.searched.iter().flatten().collect();
+            let full_moves = searched.iter().filter(|s| s.full).count();
+            assert_eq!(g.samples.len(), full_moves, "one sample per full search");
+            for s in &searched {
+                if s.full {
+                    assert!(s.nodes >= 16, "{s:?}");
+                }
+            }
+            full += full_moves;
+            fast += searched.len() - full_moves;
+        }
+        assert!(full > 0 && fast > full, "{full} full, {fast} fast");
     }
 }

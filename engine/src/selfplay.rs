@@ -2,7 +2,7 @@
 //! ([`crate::runner`]); every searched position becomes a training sample.
 
 use crate::mcts::{CachedEvaluator, Evaluator, SearchParams};
-use crate::runner::{self, Contest, Rules, Schedule, SearchSide};
+use crate::runner::{self, Contest, FastMoves, Rules, Schedule, SearchSide};
 use std::ops::ControlFlow;
 use std::time::Duration;
 
@@ -21,6 +21,9 @@ pub struct SelfPlayConfig {
     /// `max_batch` is the leaves each game adds to a round's batch; `cache_entries` the
     /// size of the network's evaluation cache, shared by all games.
     pub search: SearchParams,
+    /// Playout-cap randomisation: most moves searched to fewer visits and not recorded.
+    #[serde(default)]
+    pub fast: Option<FastMoves>,
     pub seed: u64,
     /// Stop after this long even if games are unfinished (benchmarks); their plies count
     /// as positions but they yield no record.
@@ -45,16 +48,13 @@ impl Default for SelfPlayConfig {
             games: 16,
             games_in_flight: 64,
             simulations: 25,
-            rules: Rules {
-                max_plies: 150,
-                random_opening_plies: 0,
-                temperature_plies: 30,
-            },
+            rules: Rules::plain(150, 0, 30),
             search: SearchParams {
                 max_batch: 4,
                 cache_entries: 200_000,
                 ..SearchParams::self_play()
             },
+            fast: None,
             seed: 1,
             time_limit: None,
             pipeline: false,
@@ -79,6 +79,7 @@ pub fn play_games(
         },
         nodes: cfg.simulations,
         record_samples: true,
+        fast: cfg.fast,
     };
     let schedule = Schedule {
         games: cfg.games,

@@ -254,7 +254,7 @@ cumulative Elo {:+.0}",
         let stage = self
             .cfg
             .selfplay
-            .stage(!self.device.is_cpu(), seed, first_alone);
+            .stage(!self.device.is_cpu(), it, seed, first_alone);
         let out = stage.run(
             &self.best,
             self.precision,

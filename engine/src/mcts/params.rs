@@ -25,6 +25,18 @@ pub struct SearchParams {
     pub dirichlet_epsilon: f32,
     /// Evaluations kept in the cache (0 disables it).
     pub cache_entries: usize,
+    /// Inside the tree, a position that repeats one on its path is a draw (lc0's rule
+    /// for play); against the game's history it always takes two earlier occurrences.
+    #[serde(default = "yes")]
+    pub tree_twofold_draw: bool,
+    /// First-play urgency reduction at the root (`None`: `fpu_reduction`). Self-play
+    /// uses 0: every root move starts at the root's value, so noise can lift any of them.
+    #[serde(default)]
+    pub fpu_reduction_root: Option<f32>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for SearchParams {
@@ -41,6 +53,8 @@ impl Default for SearchParams {
             dirichlet_alpha: 0.3,
             dirichlet_epsilon: 0.25,
             cache_entries: 200_000,
+            tree_twofold_draw: true,
+            fpu_reduction_root: None,
         }
     }
 }
@@ -50,6 +64,8 @@ impl SearchParams {
     pub fn self_play() -> Self {
         SearchParams {
             root_noise: true,
+            tree_twofold_draw: false,
+            fpu_reduction_root: Some(0.0),
             ..Self::default()
         }
     }

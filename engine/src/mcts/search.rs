@@ -247,10 +247,12 @@ impl Search {
                     // (lc0's rule); against the game history it takes two earlier ones.
                     let occurrences = if idx == 0 {
                         0
-                    } else if self.path_hashes.contains(&hash) {
+                    } else if self.params.tree_twofold_draw && self.path_hashes.contains(&hash)
+                    {
                         2
                     } else {
-                        self.history.iter().filter(|&&h| h == hash).count()
+                        self.path_hashes.iter().filter(|&&h| h == hash).count()
+                            + self.history.iter().filter(|&&h| h == hash).count()
                     };
                     let outcome = rules_outcome(&pos, !moves.is_empty(), occurrences);
                     let t2 = lap(&mut timing.movegen, t1);
@@ -307,7 +309,11 @@ impl Search {
             .filter(|c| c.visits + c.in_flight as u32 > 0)
             .map(|c| c.prior)
             .sum();
-        let fpu = parent_q - p.fpu_reduction * visited_policy.sqrt();
+        let reduction = match (idx, p.fpu_reduction_root) {
+            (0, Some(r)) => r,
+            _ => p.fpu_reduction,
+        };
+        let fpu = parent_q - reduction * visited_policy.sqrt();
         let mut best = 0;
         let mut best_score = f32::NEG_INFINITY;
         let restricted = idx == 0 && !self.root_moves.is_empty();

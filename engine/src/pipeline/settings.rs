@@ -7,7 +7,7 @@ use super::selfplay_stage::SelfPlayStage;
 use crate::arena::MatchConfig;
 use crate::mcts::SearchParams;
 use crate::net::Precision;
-use crate::runner::Rules;
+use crate::runner::{CapRule, FastMoves, Resign, Rules};
 use crate::selfplay::SelfPlayConfig;
 use crate::train::{LrSchedule, OptimizerKind, TrainConfig, ValueLoss};
 use serde::{Deserialize, Serialize};
@@ -42,6 +42,44 @@ pub struct SelfPlaySettings {
     pub temperature_plies: u32,
     /// Leaves each game adds to a round's batch (the search's `max_batch`).
     pub leaves_per_game: usize,
+    /// Uniformly random legal moves at the start of each game, so that games differ.
+    #[serde(default)]
+    pub random_opening_plies: u32,
+    /// At the ply cap, a lead of this many pawns of material wins (0: off).
+    #[serde(default)]
+    pub cap_material: u32,
+    /// At the ply cap, a root Q of at least this for the last mover wins (0: off).
+    #[serde(default)]
+    pub cap_value: f32,
+    /// The ply-cap adjudication stops after this iteration (0: it never stops).
+    #[serde(default)]
+    pub adjudicate_until: u64,
+    /// Resign when the root Q is below minus this (0: never resign).
+    #[serde(default)]
+    pub resign_threshold: f32,
+    /// Fraction of games played out to measure resignation's false positives.
+    #[serde(default = "default_resign_playthrough")]
+    pub resign_playthrough: f32,
+    /// Playout cap: root visits of a move that is not recorded (0: every move is a full,
+    /// recorded search).
+    #[serde(default)]
+    pub fast_simulations: u32,
+    /// Playout cap: the chance that a move gets the full search and is recorded.
+    #[serde(default = "default_full_fraction")]
+    pub full_search_fraction: f32,
+    /// The search treats a position repeated once inside its tree as a draw (lc0's match
+    /// rule); off in self-play by default, so that the search does not steer into
+    /// repetitions.
+    #[serde(default)]
+    pub tree_twofold_draw: bool,
+}
+
+fn default_resign_playthrough() -> f32 {
+    0.1
+}
+
+fn default_full_fraction() -> f32 {
+    0.25
 }
 
 impl SelfPlaySettings {
@@ -50,23 +88,52 @@ impl SelfPlaySettings {
         self.games_in_flight.unwrap_or(self.games.min(cap)).max(1)
     }
 
-    /// The self-play stage of these settings, its games seeded with `seed`.
-    pub fn stage(&self, gpu: bool, seed: u64, first_alone: Option<u64>) -> SelfPlayStage {
+    /// The rules of self-play games in iteration `iteration`.
+    pub fn rules(&self, iteration: u64) -> Rules {
+        let adjudicating = self.adjudicate_until == 0 || iteration <= self.adjudicate_until;
+        Rules {
+            max_plies: self.max_plies,
+            temperature_plies: self.temperature_plies,
+            random_opening_plies: self.random_opening_plies,
+            cap: if adjudicating {
+                CapRule {
+                    material: self.cap_material,
+                    value: self.cap_value,
+                }
+            } else {
+                CapRule::default()
+            },
+            resign: (self.resign_threshold > 0.0).then_some(Resign {
+                threshold: self.resign_threshold,
+                playthrough: self.resign_playthrough,
+            }),
+        }
+    }
+
+    /// The self-play stage of iteration `iteration`, its games seeded with `seed`.
+    pub fn stage(
+        &self,
+        gpu: bool,
+        iteration: u64,
+        seed: u64,
+        first_alone: Option<u64>,
+    ) -> SelfPlayStage {
         SelfPlayStage {
             config: SelfPlayConfig {
                 games: self.games,
                 games_in_flight: self.games_in_flight(gpu),
                 simulations: self.simulations,
-                rules: Rules {
-                    max_plies: self.max_plies,
-                    temperature_plies: self.temperature_plies,
-                    random_opening_plies: 0,
-                },
+                rules: self.rules(iteration),
                 search: SearchParams {
                     max_batch: self.leaves_per_game,
                     cache_entries: CACHE_ENTRIES,
+                    tree_twofold_draw: self.tree_twofold_draw,
                     ..SearchParams::self_play()
                 },
+                fast: (self.fast_simulations > 0).then_some(FastMoves {
+                    nodes: self.fast_simulations,
+                    full_fraction: self.full_search_fraction,
+                }),
                 seed,
                 time_limit: None,
                 // On a GPU the trees of half the games are searched while it evaluates
@@ -171,11 +238,7 @@ impl GatingSettings {
                 games: self.gating_games,
                 games_in_flight: selfplay.games_in_flight(gpu).min(self.gating_games.max(1)),
                 simulations: selfplay.simulations,
-                rules: Rules {
-                    max_plies: selfplay.max_plies,
-                    random_opening_plies: self.gating_opening_plies,
-                    temperature_plies: 0,
-                },
+                rules: Rules::plain(selfplay.max_plies, self.gating_opening_plies, 0),
                 search: SearchParams {
                     max_batch: selfplay.leaves_per_game,
                     ..defaults.search

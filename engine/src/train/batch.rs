@@ -9,6 +9,36 @@ use crate::selfplay::Sample;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 
+/// How samples become targets.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Targets {
+    /// Weight of the search's root Q in the value target (lc0's q-ratio): the target is
+    /// `(1 - q_ratio) * result + q_ratio * q`, as a scalar and as a WDL distribution.
+    pub q_ratio: f32,
+    /// The policy's softmax runs over the legal moves only (the illegal ones are masked
+    /// out), so the loss measures move choice, not legality.
+    pub mask_illegal: bool,
+}
+
+impl Default for Targets {
+    fn default() -> Self {
+        Targets {
+            q_ratio: 0.0,
+            mask_illegal: false,
+        }
+    }
+}
+
+/// What a policy loss should be compared with, as batch means.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PolicyBaselines {
+    /// `ln(legal moves)`: the loss of spreading the bets evenly over the legal moves.
+    pub uniform_legal: f64,
+    /// The entropy of the visit distributions: the loss of predicting them exactly (the
+    /// loss minus it is the KL divergence from the target).
+    pub target_entropy: f64,
+}
+
 /// A minibatch on the host. Rows are aligned: row `i` of each array belongs to sample `i`.
 #[derive(Clone, Debug, Default)]
 pub struct TrainingBatch {
@@ -16,9 +46,37 @@ pub struct TrainingBatch {
     pub planes: Vec<f32>,
     /// `n * POLICY_SIZE` dense visit distributions (zero off the legal moves).
     pub policy: Vec<f32>,
-    /// Final result for the side to move: +1 win, 0 draw, -1 loss.
+    /// Value target for the side to move in [-1, 1]: the result (+1 win, 0 draw, -1
+    /// loss), blended with the root Q by [`Targets::q_ratio`].
     pub results: Vec<f32>,
+    /// `n * 3` WDL targets (win, draw, loss for the side to move).
+    pub wdl: Vec<f32>,
+    /// `n * POLICY_SIZE`: 0 on the legal moves, a large negative number elsewhere, added
+    /// to the policy logits ([`Targets::mask_illegal`]).
+    pub mask: Option<Vec<f32>>,
+    pub baselines: PolicyBaselines,
     pub n: usize,
+}
+
+/// Added to an illegal move's logit: its probability underflows to exactly 0, and the
+/// sums stay finite.
+const MASKED: f32 = -1.0e9;
+
+/// The one-hot WDL of a result: above +0.5 a win, below -0.5 a loss, else a draw.
+fn one_hot_wdl(r: f32) -> [f32; 3] {
+    if r > 0.5 {
+        [1.0, 0.0, 0.0]
+    } else if r < -0.5 {
+        [0.0, 0.0, 1.0]
+    } else {
+        [0.0, 1.0, 0.0]
+    }
+}
+
+/// The WDL of a value `q` in [-1, 1] with as much draw as it leaves: `[q+, 1-|q|, q-]`.
+fn wdl_of_q(q: f32) -> [f32; 3] {
+    let q = q.clamp(-1.0, 1.0);
+    [q.max(0.0), 1.0 - q.abs(), (-q).max(0.0)]
 }
 
 /// A batch as tensors: planes `[n, 1152]`, policy target `[n, 4672]`, one-hot WDL
@@ -28,30 +86,67 @@ pub struct BatchTensors {
     pub policy: Tensor,
     pub wdl: Tensor,
     pub results: Tensor,
+    /// Added to the policy logits: 0 on legal moves, a large negative number elsewhere.
+    pub mask: Option<Tensor>,
 }
 
 impl TrainingBatch {
-    /// A batch of window samples: planes widened to f32, visits spread over all 4672
-    /// policy indices.
+    /// A batch of window samples with plain targets (the result alone, no mask).
     pub fn from_encoded(samples: &[&EncodedSample]) -> TrainingBatch {
+        TrainingBatch::build(samples, Targets::default())
+    }
+
+    /// A batch of window samples: planes widened to f32, visits spread over all 4672
+    /// policy indices (a sample's visit list names every legal move, visited or not),
+    /// value targets blended by `targets`.
+    pub fn build(samples: &[&EncodedSample], targets: Targets) -> TrainingBatch {
         let n = samples.len();
         let mut planes = Vec::with_capacity(n * PLANES_LEN);
         let mut policy = vec![0.0; n * POLICY_SIZE];
+        let mut mask = targets.mask_illegal.then(|| vec![MASKED; n * POLICY_SIZE]);
         let mut results = Vec::with_capacity(n);
+        let mut wdl = Vec::with_capacity(n * WDL);
+        let (mut uniform, mut entropy) = (0.0f64, 0.0f64);
+        let r = targets.q_ratio.clamp(0.0, 1.0);
         for (i, s) in samples.iter().enumerate() {
             planes.extend(s.planes.iter().map(|&b| f32::from(b)));
-            let row = &mut policy[i * POLICY_SIZE..(i + 1) * POLICY_SIZE];
+            let rows = i * POLICY_SIZE..(i + 1) * POLICY_SIZE;
+            let row = &mut policy[rows.clone()];
             for &(index, p) in s.visits.iter() {
                 if let Some(x) = row.get_mut(index as usize) {
                     *x += p;
                 }
             }
-            results.push(s.result);
+            if let Some(m) = mask.as_mut() {
+                let m = &mut m[rows];
+                for &(index, _) in s.visits.iter() {
+                    if let Some(x) = m.get_mut(index as usize) {
+                        *x = 0.0;
+                    }
+                }
+            }
+            uniform += (s.visits.len().max(1) as f64).ln();
+            entropy -= s
+                .visits
+                .iter()
+                .filter(|(_, p)| *p > 0.0)
+                .map(|&(_, p)| f64::from(p) * f64::from(p).ln())
+                .sum::<f64>();
+            results.push((1.0 - r) * s.result + r * s.root_q);
+            let (z, q) = (one_hot_wdl(s.result), wdl_of_q(s.root_q));
+            wdl.extend((0..WDL).map(|k| (1.0 - r) * z[k] + r * q[k]));
         }
+        let per = |x: f64| x / n.max(1) as f64;
         TrainingBatch {
             planes,
             policy,
             results,
+            wdl,
+            mask,
+            baselines: PolicyBaselines {
+                uniform_legal: per(uniform),
+                target_entropy: per(entropy),
+            },
             n,
         }
     }
@@ -70,22 +165,6 @@ impl TrainingBatch {
         self.n == 0
     }
 
-    /// The one-hot WDL target of each row: a result above +0.5 is a win, below -0.5 a
-    /// loss, anything else a draw.
-    pub fn wdl_targets(&self) -> Vec<f32> {
-        let mut out = vec![0.0; self.n * WDL];
-        for (row, &r) in out.chunks_exact_mut(WDL).zip(&self.results) {
-            let k = if r > 0.5 {
-                0
-            } else if r < -0.5 {
-                2
-            } else {
-                1
-            };
-            row[k] = 1.0;
-        }
-        out
-    }
 
     pub fn to_tensors(&self, device: &Device) -> Result<BatchTensors> {
         let n = self.n;
@@ -95,6 +174,8 @@ impl TrainingBatch {
         if self.planes.len() != n * PLANES_LEN
             || self.policy.len() != n * POLICY_SIZE
             || self.results.len() != n
+            || self.wdl.len() != n * WDL
+            || self.mask.as_ref().is_some_and(|m| m.len() != n * POLICY_SIZE)
         {
             bail!(
                 "training batch arrays disagree with n = {n}: {} plane floats, {} policy floats, {} results",
@@ -106,8 +187,12 @@ impl TrainingBatch {
         Ok(BatchTensors {
             planes: Tensor::from_slice(&self.planes, (n, PLANES_LEN), device)?,
             policy: Tensor::from_slice(&self.policy, (n, POLICY_SIZE), device)?,
-            wdl: Tensor::from_vec(self.wdl_targets(), (n, WDL), device)?,
+            wdl: Tensor::from_slice(&self.wdl, (n, WDL), device)?,
             results: Tensor::from_slice(&self.results, n, device)?,
+            mask: match &self.mask {
+                Some(m) => Some(Tensor::from_slice(m, (n, POLICY_SIZE), device)?),
+                None => None,
+            },
         })
     }
 }

@@ -22,7 +22,7 @@ mod scaler;
 #[cfg(test)]
 mod tests;
 
-pub use batch::{BatchTensors, TrainingBatch};
+pub use batch::{BatchTensors, PolicyBaselines, Targets, TrainingBatch};
 pub use optim::Optimizer;
 pub use scaler::{all_finite, LossScaler, DEFAULT_GROWTH_INTERVAL, DEFAULT_INITIAL_SCALE};
 
@@ -309,7 +309,11 @@ impl Trainer {
         let n = out.policy.dim(0)? as f64;
         // Sums over rows first, then over the batch: one block per row, where a single
         // `sum_all` over the whole [n, 4672] would run on one block of the GPU.
-        let policy = ((log_softmax(&out.policy)? * &target.policy)?
+        let logits = match &target.mask {
+            Some(mask) => (&out.policy + mask)?,
+            None => out.policy.clone(),
+        };
+        let policy = ((log_softmax(&logits)? * &target.policy)?
             .sum(1)?
             .sum_all()?
             * (-1.0 / n))?;

@@ -6,6 +6,7 @@ use super::*;
 use crate::bench::sample_positions;
 use crate::encoding::move_to_index;
 use crate::net::NetConfig;
+use crate::replay::EncodedSample;
 use crate::selfplay::Sample;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use shakmaty::Position;
@@ -467,7 +468,7 @@ fn batch_rows_hold_the_visit_distribution_and_the_result_target() {
         for &(index, p) in &s.visits {
             assert_eq!(row[index as usize], p);
         }
-        let wdl = &batch.wdl_targets()[i * 3..i * 3 + 3];
+        let wdl = &batch.wdl[i * 3..i * 3 + 3];
         let expected = match s.result as i32 {
             1 => [1.0, 0.0, 0.0],
             -1 => [0.0, 0.0, 1.0],
@@ -500,4 +501,110 @@ fn state_saved_before_any_step_loads_back() {
     other.load_state(&path).unwrap();
     assert_eq!(other.step(), 0);
     assert_eq!(other.loss_scaler().unwrap().scale(), DEFAULT_INITIAL_SCALE);
+}
+
+/// Samples whose visit lists name every legal move (as self-play's do), most visits on
+/// the first.
+fn full_visit_samples(n: usize, seed: u64) -> Vec<Sample> {
+    random_samples(n, seed)
+        .into_iter()
+        .map(|mut s| {
+            let moves = s.position.legal_moves();
+            let share = 0.5 / moves.len() as f32;
+            s.visits = moves
+                .iter()
+                .enumerate()
+                .map(|(k, m)| {
+                    let p = if k == 0 { 0.5 + share } else { share };
+                    (move_to_index(m, s.position.turn()) as u16, p)
+                })
+                .collect();
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn the_q_ratio_blends_the_result_with_the_root_q_in_both_value_targets() {
+    let mut samples = random_samples(2, 3);
+    samples[0].result = 1.0;
+    samples[0].root_q = -0.2;
+    samples[1].result = 0.0;
+    samples[1].root_q = 0.6;
+    let encoded: Vec<EncodedSample> = samples.iter().map(EncodedSample::new).collect();
+    let refs: Vec<&EncodedSample> = encoded.iter().collect();
+    let plain = TrainingBatch::build(&refs, Targets::default());
+    assert_eq!(plain.results, vec![1.0, 0.0]);
+    assert_eq!(&plain.wdl[..], &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0]);
+    let blended = TrainingBatch::build(
+        &refs,
+        Targets {
+            q_ratio: 0.25,
+            mask_illegal: false,
+        },
+    );
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+    // 0.75 * 1 + 0.25 * -0.2, and 0.75 * 0 + 0.25 * 0.6.
+    assert!(close(&blended.results, &[0.7, 0.15]), "{:?}", blended.results);
+    // 0.75 * [1,0,0] + 0.25 * [0, 0.8, 0.2]; 0.75 * [0,1,0] + 0.25 * [0.6, 0.4, 0].
+    assert!(
+        close(&blended.wdl, &[0.75, 0.2, 0.05, 0.15, 0.85, 0.0]),
+        "{:?}",
+        blended.wdl
+    );
+    for row in blended.wdl.chunks(3) {
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn the_legal_move_mask_opens_exactly_the_legal_moves_and_its_uniform_loss_is_ln_legal() {
+    let samples = full_visit_samples(4, 7);
+    let encoded: Vec<EncodedSample> = samples.iter().map(EncodedSample::new).collect();
+    let refs: Vec<&EncodedSample> = encoded.iter().collect();
+    let targets = Targets {
+        q_ratio: 0.0,
+        mask_illegal: true,
+    };
+    let batch = TrainingBatch::build(&refs, targets);
+    let mask = batch.mask.as_ref().unwrap();
+    let size = crate::encoding::POLICY_SIZE;
+    let mut ln_legal = 0.0;
+    for (i, s) in samples.iter().enumerate() {
+        let row = &mask[i * size..(i + 1) * size];
+        let legal = s.position.legal_moves();
+        assert_eq!(row.iter().filter(|&&x| x == 0.0).count(), legal.len());
+        for m in &legal {
+            assert_eq!(row[move_to_index(m, s.position.turn())], 0.0);
+        }
+        ln_legal += (legal.len() as f64).ln();
+    }
+    assert!((batch.baselines.uniform_legal - ln_legal / 4.0).abs() < 1e-9);
+    assert!(batch.baselines.target_entropy > 0.0);
+    assert!(batch.baselines.target_entropy < batch.baselines.uniform_legal);
+
+    // Equal logits everywhere: masked, the loss is ln(legal moves) whatever the target;
+    // unmasked it is ln(4672).
+    let trainer = tiny_trainer(TrainConfig::default(), 1);
+    let flat = NetOutput {
+        policy: Tensor::zeros((4, size), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        wdl: Tensor::zeros((4, 3), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    };
+    let loss = |b: &TrainingBatch| {
+        let t = b.to_tensors(&Device::Cpu).unwrap();
+        let (p, _) = trainer.losses(&flat, &t).unwrap();
+        f64::from(p.to_scalar::<f32>().unwrap())
+    };
+    assert!((loss(&batch) - batch.baselines.uniform_legal).abs() < 1e-4);
+    let unmasked = TrainingBatch::build(&refs, Targets::default());
+    assert!((loss(&unmasked) - (size as f64).ln()).abs() < 1e-4);
+
+    // A real network trains with the mask and its loss stays finite and below the
+    // unmasked one (the illegal moves no longer take probability).
+    let mut t = tiny_trainer(TrainConfig::default(), 2);
+    let (masked_p, _) = t.evaluate_loss(&batch).unwrap();
+    let (plain_p, _) = t.evaluate_loss(&unmasked).unwrap();
+    assert!(masked_p.is_finite() && masked_p < plain_p, "{masked_p} vs {plain_p}");
+    let r = t.train_step(&batch).unwrap();
+    assert!(!r.skipped && r.loss_policy.is_finite());
 }
