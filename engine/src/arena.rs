@@ -148,7 +148,7 @@ pub fn play_match(
             params: params.clone(),
             nodes,
             record_samples: false,
-                fast: None,
+            fast: None,
         })
     }
     let schedule = Schedule {

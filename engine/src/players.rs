@@ -221,6 +221,15 @@ impl Prepared {
         })
     }
 
+    /// An Ember player with a network already in memory.
+    pub fn from_network(network: Arc<Network>, label: String) -> Prepared {
+        Prepared {
+            spec: PlayerSpec::Ember(None),
+            network: Some(network),
+            label,
+        }
+    }
+
     pub fn label(&self) -> &str {
         &self.label
     }

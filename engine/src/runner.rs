@@ -272,10 +272,13 @@ pub struct SearchSide<'a> {
     pub fast: Option<FastMoves>,
 }
 
+/// Starts a player with a seed (one per lane of a runner).
+pub type StartPlayer = dyn Fn(u64) -> Result<Box<dyn Player>> + Sync;
+
 /// A player that picks its moves alone, one per lane, started by `start(seed)`.
 pub struct PlayerSide<'a> {
     pub name: String,
-    pub start: &'a (dyn Fn(u64) -> Result<Box<dyn Player>> + Sync),
+    pub start: &'a StartPlayer,
 }
 
 pub enum Side<'a> {
@@ -719,6 +722,7 @@ impl InPlay {
     }
 
     /// A player's answer: the move, or the game lost (failure, time).
+    #[allow(clippy::too_many_arguments)]
     fn answer(
         &mut self,
         seat: usize,
@@ -856,7 +860,7 @@ pub fn play(
     let mut params: [Option<SearchParams>; 2] = [None, None];
     let mut seats = [Seat::Player; 2];
     let mut names: [String; 2] = [String::new(), String::new()];
-    let mut starters: [Option<&(dyn Fn(u64) -> Result<Box<dyn Player>> + Sync)>; 2] = [None, None];
+    let mut starters: [Option<&StartPlayer>; 2] = [None, None];
     let search_seat = |s: &SearchSide, tree: usize| Seat::Search {
         tree,
         nodes: s.nodes.max(1),
@@ -927,7 +931,7 @@ struct Runner<'r> {
     seats: [Seat; 2],
     params: [Option<SearchParams>; 2],
     names: [String; 2],
-    starters: [Option<&'r (dyn Fn(u64) -> Result<Box<dyn Player>> + Sync)>; 2],
+    starters: [Option<&'r StartPlayer>; 2],
     stats: PlayStats,
     next_index: usize,
     /// `on_game` asked to stop, or the time is up: no new games.
@@ -1423,11 +1427,7 @@ mod tests {
     }
 
     /// Plays `games` games of a search side against players built by `start`.
-    fn against(
-        games: usize,
-        limit: Limit,
-        start: &(dyn Fn(u64) -> Result<Box<dyn Player>> + Sync),
-    ) -> Vec<GameRecord> {
+    fn against(games: usize, limit: Limit, start: &StartPlayer) -> Vec<GameRecord> {
         let mut eval = UniformEvaluator;
         let mut side = search_side(&mut eval, 4);
         side.record_samples = false;
@@ -1644,7 +1644,10 @@ mod tests {
             strict.adjudicate(&white_up, None).termination,
             Termination::MaxPlies
         );
-        assert_eq!(strict.adjudicate(&white_up, None).result, KnownOutcome::Draw);
+        assert_eq!(
+            strict.adjudicate(&white_up, None).result,
+            KnownOutcome::Draw
+        );
         // By value: the last mover's root Q decides, for it or against it.
         let even = capped("4k3/8/8/8/8/8/8/4K3 w - - 0 1");
         let by_value = CapRule {
@@ -1689,7 +1692,14 @@ mod tests {
             UniformEvaluator.evaluate(batch, t)?;
             for i in 0..batch.len() {
                 let white = batch.position(i).turn() == Color::White;
-                batch.set_wdl(i, if white { [0.0, 0.0, 1.0] } else { [1.0, 0.0, 0.0] });
+                batch.set_wdl(
+                    i,
+                    if white {
+                        [0.0, 0.0, 1.0]
+                    } else {
+                        [1.0, 0.0, 0.0]
+                    },
+                );
             }
             Ok(())
         }

@@ -76,6 +76,10 @@ fn stages_run_one_after_another_through_files_alone() {
         steps: 3,
         batch: 16,
         seed: 4,
+        targets: ember_engine::train::Targets {
+            q_ratio: 0.25,
+            mask_illegal: true,
+        },
     }
     .run(&mut trainer, &window, &mut Quiet)
     .unwrap();

@@ -145,10 +145,68 @@ pub struct TrainArgs {
     /// development, 10 production and max]
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
-    /// Plies after which a game is stopped and scored a draw. [default: 150 quick and development, 200
-    /// production and max]
+    /// Plies after which a game is stopped and adjudicated (see --cap-material, --cap-value).
+    /// [default: 150 quick, 120 development, 200 production and max]
     #[arg(long)]
     pub max_plies: Option<u32>,
+    /// Uniformly random legal moves at the start of each self-play game. [default: 2]
+    #[arg(long)]
+    pub random_opening_plies: Option<u32>,
+    /// Plies during which self-play samples its moves by visit count. [default: 30]
+    #[arg(long)]
+    pub temperature_plies: Option<u32>,
+    /// A self-play game at the ply cap is won by the side ahead by this many pawns of
+    /// material (0: off). [default: 3]
+    #[arg(long)]
+    pub cap_material: Option<u32>,
+    /// ... otherwise by the side whose search valued the position at least this root Q
+    /// (0: off). [default: 0]
+    #[arg(long)]
+    pub cap_value: Option<f32>,
+    /// Stop adjudicating at the ply cap after this iteration (0: never stop). [default: 0]
+    #[arg(long)]
+    pub adjudicate_until: Option<u64>,
+    /// Resign when the root Q is below minus this (0: never resign). [default: 0]
+    #[arg(long)]
+    pub resign_threshold: Option<f32>,
+    /// Fraction of self-play games played out to count resignation's false positives.
+    /// [default: 0.1]
+    #[arg(long)]
+    pub resign_playthrough: Option<f32>,
+    /// Playout cap: visits of the self-play moves that are not recorded (0: every move
+    /// gets --simulations and is recorded). [default: 8 development, 0 otherwise]
+    #[arg(long)]
+    pub fast_simulations: Option<u32>,
+    /// Playout cap: the chance that a move gets --simulations and is recorded. [default: 0.25]
+    #[arg(long)]
+    pub full_search_fraction: Option<f32>,
+    /// Treat a position repeated once inside the search tree as a draw in self-play. [default: off]
+    #[arg(long)]
+    pub tree_twofold_draw: Option<OnOff>,
+    /// Weight of the search's root Q in the value target (the rest is the game result).
+    /// [default: 0]
+    #[arg(long)]
+    pub q_ratio: Option<f32>,
+    /// The weight of the root Q at the last iteration, moving linearly from --q-ratio.
+    #[arg(long)]
+    pub q_ratio_final: Option<f32>,
+    /// Softmax of the policy over the legal moves only. [default: on]
+    #[arg(long)]
+    pub mask_illegal: Option<OnOff>,
+    /// Measure the network against fixed anchors every K iterations and at the last one
+    /// (0: never). [default: 5 development, 10 production and max, 0 quick]
+    #[arg(long)]
+    pub strength_every: Option<u64>,
+    /// Games per anchor in those measurements. [default: 20]
+    #[arg(long)]
+    pub strength_games: Option<usize>,
+    /// Visits a move in those measurements. [default: 64]
+    #[arg(long)]
+    pub strength_nodes: Option<u32>,
+    /// Anchors, comma-separated: random, greedy, iteration0 (the run's untrained network)
+    /// or any player (uci:/usr/games/stockfish;Skill Level=0). [default: random,greedy,iteration0]
+    #[arg(long, value_delimiter = ',')]
+    pub strength_anchors: Option<Vec<String>>,
 }
 
 #[derive(Args, Debug, Clone)]

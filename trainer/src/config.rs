@@ -2,11 +2,11 @@
 //! and the defaults that depend on the device. Saved as `runs/NAME/config.json`; a
 //! resumed run starts from the saved file and applies only the flags given again.
 
-use crate::cli::{Preset, TrainArgs};
+use crate::cli::{OnOff, Preset, TrainArgs};
 use anyhow::{bail, Context, Result};
 use ember_engine::net::{NetConfig, Precision};
 use ember_engine::pipeline::settings::{
-    GatingSettings, OptimizerName, Schedule, SelfPlaySettings, TrainingSettings,
+    GatingSettings, OptimizerName, Schedule, SelfPlaySettings, StrengthSettings, TrainingSettings,
 };
 use ember_engine::train::ValueLoss;
 use serde::{Deserialize, Serialize};
@@ -29,6 +29,8 @@ pub struct RunConfig {
     pub training: TrainingSettings,
     #[serde(flatten)]
     pub gating: GatingSettings,
+    #[serde(flatten)]
+    pub strength: StrengthSettings,
     /// As given (`auto`, `cpu`, `cuda:N`); opened at start.
     pub device: String,
     /// As given (`auto`, `f32`, `bf16`, `f16`); `auto` resolves on the opened device.
@@ -44,6 +46,8 @@ struct PresetNumbers {
     gating_games: usize,
     checkpoint_every: u64,
     max_plies: u32,
+    fast_simulations: u32,
+    strength_every: u64,
 }
 
 fn preset_numbers(p: Preset) -> PresetNumbers {
@@ -57,15 +61,21 @@ fn preset_numbers(p: Preset) -> PresetNumbers {
             gating_games: 10,
             checkpoint_every: 1,
             max_plies: 150,
+            fast_simulations: 0,
+            strength_every: 0,
         },
+        // Gating is off (AlphaZero's scheme: self-play uses the newest network); the
+        // strength curve measures progress against fixed anchors instead.
         Preset::Development => PresetNumbers {
-            iterations: 10,
-            games: 10,
-            simulations: 25,
+            iterations: 20,
+            games: 24,
+            simulations: 32,
             replay_window: 20_000,
-            gating_games: 10,
-            checkpoint_every: 1,
-            max_plies: 150,
+            gating_games: 0,
+            checkpoint_every: 5,
+            max_plies: 120,
+            fast_simulations: 8,
+            strength_every: 5,
         },
         Preset::Production => PresetNumbers {
             iterations: 500,
@@ -75,6 +85,8 @@ fn preset_numbers(p: Preset) -> PresetNumbers {
             gating_games: 40,
             checkpoint_every: 10,
             max_plies: 200,
+            fast_simulations: 0,
+            strength_every: 10,
         },
         Preset::Max => PresetNumbers {
             iterations: 1000,
@@ -84,6 +96,8 @@ fn preset_numbers(p: Preset) -> PresetNumbers {
             gating_games: 40,
             checkpoint_every: 10,
             max_plies: 200,
+            fast_simulations: 0,
+            strength_every: 10,
         },
     }
 }
@@ -108,6 +122,15 @@ impl RunConfig {
                 max_plies: p.max_plies,
                 temperature_plies: 30,
                 leaves_per_game: 4,
+                random_opening_plies: 2,
+                cap_material: 3,
+                cap_value: 0.0,
+                adjudicate_until: 0,
+                resign_threshold: 0.0,
+                resign_playthrough: 0.1,
+                fast_simulations: p.fast_simulations,
+                full_search_fraction: 0.25,
+                tree_twofold_draw: false,
             },
             training: TrainingSettings {
                 batch_size: 256,
@@ -117,11 +140,18 @@ impl RunConfig {
                 weight_decay: 1e-4,
                 value_loss: ValueLoss::Wdl,
                 replay_window: p.replay_window,
+                q_ratio: 0.0,
+                q_ratio_final: None,
+                mask_illegal: true,
             },
             gating: GatingSettings {
                 gating_games: p.gating_games,
                 gating_opening_plies: 4,
                 promotion_score: PROMOTION_SCORE,
+            },
+            strength: StrengthSettings {
+                strength_every: p.strength_every,
+                ..StrengthSettings::default()
             },
             device: "auto".into(),
             precision: "auto".into(),
@@ -170,6 +200,18 @@ impl RunConfig {
         set(&mut sp.games, &a.games);
         set(&mut sp.simulations, &a.simulations);
         set(&mut sp.max_plies, &a.max_plies);
+        set(&mut sp.random_opening_plies, &a.random_opening_plies);
+        set(&mut sp.temperature_plies, &a.temperature_plies);
+        set(&mut sp.cap_material, &a.cap_material);
+        set(&mut sp.cap_value, &a.cap_value);
+        set(&mut sp.adjudicate_until, &a.adjudicate_until);
+        set(&mut sp.resign_threshold, &a.resign_threshold);
+        set(&mut sp.resign_playthrough, &a.resign_playthrough);
+        set(&mut sp.fast_simulations, &a.fast_simulations);
+        set(&mut sp.full_search_fraction, &a.full_search_fraction);
+        if let Some(v) = a.tree_twofold_draw {
+            sp.tree_twofold_draw = v == OnOff::On;
+        }
         if a.games_in_flight.is_some() {
             sp.games_in_flight = a.games_in_flight;
         }
@@ -183,6 +225,18 @@ impl RunConfig {
         set(&mut tr.weight_decay, &a.weight_decay);
         set(&mut tr.value_loss, &a.value_loss);
         set(&mut tr.replay_window, &a.replay_window);
+        set(&mut tr.q_ratio, &a.q_ratio);
+        if a.q_ratio_final.is_some() {
+            tr.q_ratio_final = a.q_ratio_final;
+        }
+        if let Some(v) = a.mask_illegal {
+            tr.mask_illegal = v == OnOff::On;
+        }
+        let st = &mut self.strength;
+        set(&mut st.strength_every, &a.strength_every);
+        set(&mut st.strength_games, &a.strength_games);
+        set(&mut st.strength_nodes, &a.strength_nodes);
+        set(&mut st.strength_anchors, &a.strength_anchors);
         let g = &mut self.gating;
         set(&mut g.gating_games, &a.gating_games);
         set(&mut g.promotion_score, &a.promotion_score);
@@ -213,6 +267,15 @@ impl RunConfig {
                 "weight_decay" => args.weight_decay.is_some(),
                 "device" => args.device.is_some(),
                 "precision" => args.precision.is_some(),
+                "cap_value" => args.cap_value.is_some(),
+                "resign_threshold" => args.resign_threshold.is_some(),
+                "resign_playthrough" => args.resign_playthrough.is_some(),
+                "full_search_fraction" => args.full_search_fraction.is_some(),
+                "q_ratio" => args.q_ratio.is_some(),
+                "q_ratio_final" => args.q_ratio_final.is_some(),
+                "strength_games" => args.strength_games.is_some(),
+                "strength_nodes" => args.strength_nodes.is_some(),
+                "strength_anchors" => args.strength_anchors.is_some(),
                 _ => false,
             }
         };
@@ -273,6 +336,42 @@ impl RunConfig {
                 source("weight_decay"),
                 self.training.weight_decay
             );
+        }
+        let fractions = [
+            ("cap_value", self.selfplay.cap_value),
+            ("resign_threshold", self.selfplay.resign_threshold),
+            ("resign_playthrough", self.selfplay.resign_playthrough),
+            ("full_search_fraction", self.selfplay.full_search_fraction),
+            ("q_ratio", self.training.q_ratio),
+            ("q_ratio_final", self.training.q_ratio_final.unwrap_or(0.0)),
+        ];
+        for (field, v) in fractions {
+            if !(0.0..=1.0).contains(&v) {
+                bail!("{} must be between 0 and 1, got {v}", source(field));
+            }
+        }
+        if self.strength.strength_every > 0 {
+            if self.strength.strength_games < 2 {
+                bail!(
+                    "{} must be at least 2 (each opening is played with both colours), got {}",
+                    source("strength_games"),
+                    self.strength.strength_games
+                );
+            }
+            if self.strength.strength_nodes < 2 {
+                bail!(
+                    "{} must be at least 2, got {}",
+                    source("strength_nodes"),
+                    self.strength.strength_nodes
+                );
+            }
+            for a in &self.strength.strength_anchors {
+                if a != "iteration0" {
+                    a.parse::<ember_engine::players::PlayerSpec>()
+                        .map_err(anyhow::Error::msg)
+                        .with_context(|| source("strength_anchors"))?;
+                }
+            }
         }
         self.device
             .parse::<ember_engine::DeviceChoice>()

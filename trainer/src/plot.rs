@@ -1,5 +1,5 @@
-//! `progress.svg`: losses, game length and cumulative Elo by iteration, redrawn after
-//! every iteration from the run's metrics.
+//! `progress.svg`: losses, game length and the score against fixed anchors (the
+//! strength curve) by iteration, redrawn after every iteration from the run's metrics.
 
 use anyhow::{Context, Result};
 use ember_engine::files::write_atomic;
@@ -28,6 +28,11 @@ pub fn plot(path: &Path, all: &[IterationMetrics]) -> Result<()> {
             &[
                 ("policy", xs(|m| m.loss_policy), RED),
                 ("value", xs(|m| m.loss_value), BLUE),
+                (
+                    "policy over uniform-legal",
+                    xs(|m| m.policy_excess),
+                    RGBColor(230, 120, 0),
+                ),
             ],
         )?;
         panel(
@@ -36,11 +41,38 @@ pub fn plot(path: &Path, all: &[IterationMetrics]) -> Result<()> {
             x_max,
             &[("plies", xs(|m| Some(m.mean_plies)), GREEN)],
         )?;
+        let mut anchors: Vec<String> = Vec::new();
+        for m in all {
+            for p in &m.strength {
+                if !anchors.contains(&p.opponent) {
+                    anchors.push(p.opponent.clone());
+                }
+            }
+        }
+        let colours = [MAGENTA, CYAN, BLACK, RGBColor(120, 80, 0), RED, BLUE];
+        let strength: Vec<(String, Vec<(f64, f64)>, RGBColor)> = anchors
+            .iter()
+            .zip(colours.iter().cycle())
+            .map(|(a, &c)| {
+                let points = all
+                    .iter()
+                    .filter_map(|m| {
+                        let p = m.strength.iter().find(|p| &p.opponent == a)?;
+                        Some((m.iteration as f64, p.score))
+                    })
+                    .collect();
+                (format!("vs {a}"), points, c)
+            })
+            .collect();
+        let series: Vec<Series> = strength
+            .iter()
+            .map(|(n, p, c)| (n.as_str(), p.clone(), *c))
+            .collect();
         panel(
             &panels[2],
-            "Cumulative Elo (promoted candidates)",
+            "Score against fixed anchors (strength games)",
             x_max,
-            &[("Elo", xs(|m| Some(m.cumulative_elo)), MAGENTA)],
+            &series,
         )?;
         root.present().map_err(plot_err)?;
     }
@@ -119,7 +151,7 @@ mod tests {
         plot(&path, &all).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         assert!(svg.starts_with("<svg"));
-        assert!(svg.contains("Cumulative Elo"));
+        assert!(svg.contains("Score against fixed anchors"));
         std::fs::remove_file(&path).ok();
     }
 }

@@ -21,7 +21,9 @@ use ember_engine::pipeline::gating_stage::GatingOutcome;
 use ember_engine::pipeline::metrics::{self, IterationMetrics};
 use ember_engine::pipeline::run::{RunDir, RunLock, RunState};
 use ember_engine::pipeline::selfplay_stage::SelfPlayOutcome;
+use ember_engine::pipeline::strength_stage::StrengthOutcome;
 use ember_engine::pipeline::training_stage::{TrainOutcome, TrainingStage};
+use ember_engine::players::EmberSetup;
 use ember_engine::replay::ReplayWindow;
 use ember_engine::selfplay::PlayStats;
 use ember_engine::stats::format_elo;
@@ -37,6 +39,7 @@ const STREAM_SELFPLAY: u64 = 1;
 const STREAM_FIRST_GAME: u64 = 2;
 const STREAM_MINIBATCH: u64 = 3;
 const STREAM_GATING: u64 = 4;
+const STREAM_STRENGTH: u64 = 5;
 const STREAM_EXTRA_SELFPLAY: u64 = 100;
 
 pub struct Session {
@@ -206,6 +209,7 @@ impl Session {
             steps,
             batch: self.cfg.training.batch_size,
             seed: derive_seed(self.state.seed, it, STREAM_MINIBATCH),
+            targets: self.cfg.training.targets(it, total),
         }
         .run(
             &mut self.trainer,
@@ -223,8 +227,9 @@ nothing of iteration {it} was saved, and the run resumes after iteration {}",
         })?;
 
         let gate = self.gate(it)?;
+        let strength = self.strength(it, &gate)?;
         let commit_start = Instant::now();
-        let m = self.commit(it, &shard, &sp, &tr, &gate, start)?;
+        let m = self.commit(it, &shard, &sp, &tr, &gate, &strength, start)?;
         info!(
             "iteration {it}/{total} done in {:.1}s: self-play {:.1}s | training {:.1}s | gating {:.1}s | checkpoints {:.2}s; \
 cumulative Elo {:+.0}",
@@ -291,8 +296,58 @@ cumulative Elo {:+.0}",
         Ok(out)
     }
 
+    /// The network self-play will use next (the candidate if promoted) against the
+    /// fixed anchors, when this iteration is due for it.
+    fn strength(&mut self, it: u64, gate: &GatingOutcome) -> Result<Option<StrengthOutcome>> {
+        let s = &self.cfg.strength;
+        if !s.due(it, self.cfg.schedule.iterations) {
+            return Ok(None);
+        }
+        let stage = s.stage(
+            &self.dir.snapshot(0),
+            self.cfg.selfplay.max_plies.max(200),
+            self.cfg
+                .selfplay
+                .games_in_flight(!self.device.is_cpu())
+                .clamp(1, 16),
+            derive_seed(self.state.seed, it, STREAM_STRENGTH),
+        )?;
+        let (network, label) = if gate.promoted {
+            (self.trainer.network(), format!("iteration {it}"))
+        } else {
+            (
+                &self.best,
+                format!("best (iteration {})", self.state.best_iteration),
+            )
+        };
+        let setup = EmberSetup {
+            embedded: None,
+            device: self.device.clone(),
+            precision: self.precision,
+            threads: 1,
+        };
+        let out = stage.run(network, &label, &setup, &mut self.progress.observer())?;
+        for p in &out.points {
+            info!(
+                "strength {it}: {label} vs {} at {} nodes/move: +{} ={} -{} ({} games), score {:.3}, Elo {} [95%: {}, {}]",
+                p.opponent,
+                p.nodes,
+                p.wins,
+                p.draws,
+                p.losses,
+                p.games,
+                p.score,
+                fmt_elo(p.elo),
+                fmt_elo(p.elo_low),
+                fmt_elo(p.elo_high)
+            );
+        }
+        Ok(Some(out))
+    }
+
     /// Writes the iteration's checkpoints and metrics and commits it (see
     /// [`ember_engine::pipeline::commit`]), then publishes a promotion.
+    #[allow(clippy::too_many_arguments)]
     fn commit(
         &mut self,
         it: u64,
@@ -300,6 +355,7 @@ cumulative Elo {:+.0}",
         sp: &SelfPlayOutcome,
         tr: &TrainOutcome,
         gate: &GatingOutcome,
+        strength: &Option<StrengthOutcome>,
         start: Instant,
     ) -> Result<IterationMetrics> {
         let mut meta = metadata(self.trainer.network().config, it);
@@ -323,7 +379,16 @@ cumulative Elo {:+.0}",
             elo: gate.elo,
         };
         let next = iteration.next_state(&self.state, self.trainer.step());
-        let m = iteration_metrics(it, sp, tr, gate, &next, start);
+        let mut m = iteration_metrics(it, sp, tr, gate, &next, start);
+        m.q_ratio = self
+            .cfg
+            .training
+            .targets(it, self.cfg.schedule.iterations)
+            .q_ratio;
+        if let Some(s) = strength {
+            m.strength = s.points.clone();
+            m.wall_strength_s = s.wall.as_secs_f64();
+        }
         let mut all = self.metrics.clone();
         all.push(m.clone());
         if let Err(e) = plot::plot(&self.dir.plot(), &all) {
@@ -553,7 +618,7 @@ white {} / black {} / draws {}; ended by {}",
 fn log_training(tr: &TrainOutcome) {
     info!(
         "training: {} steps x {} samples from a window of {} positions in {:.1}s ({:.0} samples/s); mean loss {} = \
-policy {} + value {} + l2 {}; lr {:.2e}{}{}",
+policy {} + value {} + l2 {}; policy over a uniform guess among the legal moves {}, KL from the targets {}; lr {:.2e}{}{}",
         tr.steps,
         tr.batch,
         tr.window_positions,
@@ -563,6 +628,8 @@ policy {} + value {} + l2 {}; lr {:.2e}{}{}",
         fmt_loss(tr.loss_policy),
         fmt_loss(tr.loss_value),
         fmt_loss(tr.loss_l2),
+        fmt_loss(tr.policy_excess()),
+        fmt_loss(tr.policy_kl()),
         tr.lr,
         if tr.skipped > 0 { format!("; {} steps skipped (inf/NaN)", tr.skipped) } else { String::new() },
         tr.loss_scale.map_or(String::new(), |s| format!("; loss scale {s}")),
@@ -638,6 +705,14 @@ fn iteration_metrics(
         promoted: gate.promoted,
         best_iteration: next.best_iteration,
         cumulative_elo: next.cumulative_elo,
+        policy_excess: tr.policy_excess(),
+        policy_kl: tr.policy_kl(),
+        q_ratio: 0.0,
+        resigned: sp.stats.resigned,
+        resign_checked: sp.stats.resign_checked,
+        resign_false_positives: sp.stats.resign_false_positives,
+        strength: Vec::new(),
+        wall_strength_s: 0.0,
         wall_selfplay_s: wall_selfplay,
         wall_train_s: tr.wall.as_secs_f64(),
         wall_gating_s: gate.wall.as_secs_f64(),

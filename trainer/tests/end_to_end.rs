@@ -677,3 +677,79 @@ fn a_run_does_not_replace_a_network_another_run_published() {
         std::fs::read(root.join("runs/second/best.safetensors")).unwrap()
     );
 }
+
+#[test]
+fn a_run_with_the_strength_curve_on_records_each_anchor_and_draws_the_curve() {
+    let root = scratch("strength");
+    let mut args = tiny_args(&root, "strength", 2);
+    args.extend(
+        [
+            "--gating-games",
+            "0",
+            "--checkpoint-every",
+            "3",
+            "--strength-every",
+            "1",
+            "--strength-games",
+            "2",
+            "--strength-nodes",
+            "4",
+            "--strength-anchors",
+            "random,greedy,iteration0",
+            "--cap-material",
+            "3",
+            "--fast-simulations",
+            "2",
+            "--q-ratio",
+            "0.2",
+            "--q-ratio-final",
+            "0.4",
+        ]
+        .map(String::from),
+    );
+    let out = run_ok(trainer().args(&args));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("strength 2: iteration 2 vs greedy"),
+        "{stderr}"
+    );
+    let run = root.join("runs/strength");
+    let lines = metrics_lines(&run);
+    assert_eq!(lines.len(), 2);
+    for (i, line) in lines.iter().enumerate() {
+        let points = line["strength"].as_array().expect("strength measured");
+        let names: Vec<&str> = points
+            .iter()
+            .map(|p| p["opponent"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["random", "greedy", "iteration0"], "{line}");
+        for p in points {
+            assert_eq!(p["games"], 2);
+            let (w, d, l) = (
+                p["wins"].as_u64().unwrap(),
+                p["draws"].as_u64().unwrap(),
+                p["losses"].as_u64().unwrap(),
+            );
+            assert_eq!(w + d + l, 2);
+            let score = (w as f64 + d as f64 / 2.0) / 2.0;
+            assert!((p["score"].as_f64().unwrap() - score).abs() < 1e-9);
+            assert_eq!(p["nodes"], 4);
+        }
+        assert!(line["policy_excess"].as_f64().unwrap().is_finite());
+        assert!(line["policy_kl"].as_f64().unwrap() >= 0.0);
+        // The q-ratio moves from 0.2 at the first iteration to 0.4 at the last.
+        let q = line["q_ratio"].as_f64().unwrap();
+        assert!((q - [0.2, 0.4][i]).abs() < 1e-6, "{q}");
+    }
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["strength_every"], 1);
+    assert_eq!(config["cap_material"], 3);
+    assert_eq!(config["fast_simulations"], 2);
+    assert_eq!(config["mask_illegal"], true);
+    let svg = std::fs::read_to_string(run.join("progress.svg")).unwrap();
+    assert!(svg.contains("Score against fixed anchors"));
+    for anchor in ["vs random", "vs greedy", "vs iteration0"] {
+        assert!(svg.contains(anchor), "{anchor} missing from the plot");
+    }
+}

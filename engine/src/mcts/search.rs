@@ -247,8 +247,7 @@ impl Search {
                     // (lc0's rule); against the game history it takes two earlier ones.
                     let occurrences = if idx == 0 {
                         0
-                    } else if self.params.tree_twofold_draw && self.path_hashes.contains(&hash)
-                    {
+                    } else if self.params.tree_twofold_draw && self.path_hashes.contains(&hash) {
                         2
                     } else {
                         self.path_hashes.iter().filter(|&&h| h == hash).count()

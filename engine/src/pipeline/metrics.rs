@@ -2,6 +2,7 @@
 //! plots. Written before the iteration's commit, trimmed back to the committed
 //! iterations on start.
 
+use super::strength_stage::StrengthPoint;
 use crate::files::write_atomic;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -41,7 +42,32 @@ pub struct IterationMetrics {
     pub gating_elo_high: Option<f64>,
     pub promoted: bool,
     pub best_iteration: u64,
+    /// The sum of the gating Elo of the promoted candidates: how much each promotion
+    /// beat the network before it, added up. Not a strength measure (it adds up noise
+    /// and intransitive gains); `strength` is.
     pub cumulative_elo: f64,
+    /// The policy loss above a uniform guess among the legal moves, and its KL from the
+    /// visit distributions (see `TrainOutcome`); null when no step counted.
+    #[serde(default)]
+    pub policy_excess: Option<f64>,
+    #[serde(default)]
+    pub policy_kl: Option<f64>,
+    /// The weight of the root Q in this iteration's value targets.
+    #[serde(default)]
+    pub q_ratio: f32,
+    /// Self-play games ended by resignation; played-out games in which someone would
+    /// have resigned, and those the would-be resigner did not lose.
+    #[serde(default)]
+    pub resigned: usize,
+    #[serde(default)]
+    pub resign_checked: usize,
+    #[serde(default)]
+    pub resign_false_positives: usize,
+    /// The network after this iteration against fixed anchors (when measured).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strength: Vec<StrengthPoint>,
+    #[serde(default)]
+    pub wall_strength_s: f64,
     pub wall_selfplay_s: f64,
     pub wall_train_s: f64,
     pub wall_gating_s: f64,

@@ -16,6 +16,8 @@
 //!   encoded; it grows by whole shards.
 //! - [`training_stage`] takes minibatch steps of a [`crate::train::Trainer`] over the window.
 //! - [`gating_stage`] plays the candidate against the best network and decides promotion.
+//! - [`strength_stage`] plays the network against fixed anchors (random, greedy, the
+//!   run's iteration-0 network, UCI engines): the run's strength curve.
 //! - [`commit`] makes an iteration durable in the run folder ([`run`]), whose
 //!   `state.json` is the commit record, and appends its [`metrics`].
 //!
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod run;
 pub mod selfplay_stage;
 pub mod settings;
+pub mod strength_stage;
 pub mod training_stage;
 
 /// What a stage says as it goes: a phase with a known amount of work, its steps, its end.

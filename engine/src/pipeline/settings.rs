@@ -4,12 +4,14 @@
 
 use super::gating_stage::GatingStage;
 use super::selfplay_stage::SelfPlayStage;
+use super::strength_stage::{Anchor, StrengthStage};
 use crate::arena::MatchConfig;
 use crate::mcts::SearchParams;
 use crate::net::Precision;
+use crate::players::PlayerSpec;
 use crate::runner::{CapRule, FastMoves, Resign, Rules};
 use crate::selfplay::SelfPlayConfig;
-use crate::train::{LrSchedule, OptimizerKind, TrainConfig, ValueLoss};
+use crate::train::{LrSchedule, OptimizerKind, Targets, TrainConfig, ValueLoss};
 use serde::{Deserialize, Serialize};
 
 /// Positions in the evaluation cache of a network in self-play and gating (one cache per
@@ -190,6 +192,20 @@ pub struct TrainingSettings {
     pub value_loss: ValueLoss,
     /// The newest positions training samples from.
     pub replay_window: usize,
+    /// Weight of the root Q in the value target (the rest is the game's result).
+    #[serde(default)]
+    pub q_ratio: f32,
+    /// The weight the root Q has at the last iteration; in between it moves linearly
+    /// (`None`: `q_ratio` throughout).
+    #[serde(default)]
+    pub q_ratio_final: Option<f32>,
+    /// The policy's softmax runs over the legal moves only.
+    #[serde(default = "yes")]
+    pub mask_illegal: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl TrainingSettings {
@@ -202,6 +218,22 @@ impl TrainingSettings {
             weight_decay: self.weight_decay,
             precision,
             value_loss: self.value_loss,
+        }
+    }
+
+    /// The targets of iteration `iteration` of `iterations`.
+    pub fn targets(&self, iteration: u64, iterations: u64) -> Targets {
+        let q_ratio = match self.q_ratio_final {
+            Some(last) if iterations > 1 => {
+                let t = (iteration.saturating_sub(1) as f32 / (iterations - 1) as f32).min(1.0);
+                self.q_ratio + t * (last - self.q_ratio)
+            }
+            Some(last) => last,
+            None => self.q_ratio,
+        };
+        Targets {
+            q_ratio,
+            mask_illegal: self.mask_illegal,
         }
     }
 
@@ -250,5 +282,87 @@ impl GatingSettings {
             },
             promotion_score: self.promotion_score,
         }
+    }
+}
+
+/// The strength curve: every `strength_every` iterations the network plays fixed anchors.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StrengthSettings {
+    /// Iterations between measurements (0: never; the last iteration is always measured
+    /// when this is not 0).
+    #[serde(default)]
+    pub strength_every: u64,
+    /// Games per anchor.
+    #[serde(default = "default_strength_games")]
+    pub strength_games: usize,
+    /// Root visits a move in these games.
+    #[serde(default = "default_strength_nodes")]
+    pub strength_nodes: u32,
+    /// The anchors: `random`, `greedy`, `iteration0` (the run's untrained network), or
+    /// any player spec (`uci:/usr/games/stockfish;Skill Level=0`).
+    #[serde(default = "default_anchors")]
+    pub strength_anchors: Vec<String>,
+}
+
+fn default_strength_games() -> usize {
+    20
+}
+
+fn default_strength_nodes() -> u32 {
+    64
+}
+
+fn default_anchors() -> Vec<String> {
+    vec!["random".into(), "greedy".into(), "iteration0".into()]
+}
+
+impl Default for StrengthSettings {
+    fn default() -> Self {
+        StrengthSettings {
+            strength_every: 0,
+            strength_games: default_strength_games(),
+            strength_nodes: default_strength_nodes(),
+            strength_anchors: default_anchors(),
+        }
+    }
+}
+
+impl StrengthSettings {
+    /// Whether iteration `it` of `iterations` is measured.
+    pub fn due(&self, it: u64, iterations: u64) -> bool {
+        self.strength_every > 0 && (it.is_multiple_of(self.strength_every) || it == iterations)
+    }
+
+    /// The stage, `iteration0` resolved to the checkpoint `first`.
+    pub fn stage(
+        &self,
+        first: &std::path::Path,
+        max_plies: u32,
+        concurrency: usize,
+        seed: u64,
+    ) -> anyhow::Result<StrengthStage> {
+        let anchors = self
+            .strength_anchors
+            .iter()
+            .map(|a| {
+                let spec = if a == "iteration0" {
+                    PlayerSpec::Ember(Some(first.to_path_buf()))
+                } else {
+                    a.parse::<PlayerSpec>().map_err(anyhow::Error::msg)?
+                };
+                Ok(Anchor {
+                    name: a.clone(),
+                    spec,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(StrengthStage {
+            anchors,
+            games: self.strength_games,
+            nodes: self.strength_nodes,
+            max_plies,
+            concurrency,
+            seed,
+        })
     }
 }

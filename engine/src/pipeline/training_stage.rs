@@ -2,7 +2,7 @@
 
 use super::Observer;
 use crate::replay::ReplayWindow;
-use crate::train::{Trainer, TrainingBatch};
+use crate::train::{PolicyBaselines, Targets, Trainer, TrainingBatch};
 use anyhow::{bail, Result};
 use rand::{rngs::StdRng, SeedableRng};
 use std::time::{Duration, Instant};
@@ -25,6 +25,23 @@ pub struct TrainOutcome {
     pub wall: Duration,
     /// Time building batches, and in the forward, backward and optimiser passes.
     pub phases: [Duration; 4],
+    /// Means over the steps of the batches' policy baselines: `ln(legal moves)` and the
+    /// targets' entropy (the policy loss minus them is its excess over a uniform guess
+    /// among the legal moves, and its KL divergence from the targets).
+    pub baselines: PolicyBaselines,
+}
+
+impl TrainOutcome {
+    /// The policy loss above a uniform guess among the legal moves: negative once the
+    /// network prefers the moves the search prefers.
+    pub fn policy_excess(&self) -> Option<f64> {
+        self.loss_policy.map(|l| l - self.baselines.uniform_legal)
+    }
+
+    /// The KL divergence of the policy from the visit distributions.
+    pub fn policy_kl(&self) -> Option<f64> {
+        self.loss_policy.map(|l| l - self.baselines.target_entropy)
+    }
 }
 
 /// `steps` minibatch steps of `batch` positions drawn uniformly (with replacement) from
@@ -33,6 +50,7 @@ pub struct TrainingStage {
     pub steps: usize,
     pub batch: usize,
     pub seed: u64,
+    pub targets: Targets,
 }
 
 impl TrainingStage {
@@ -54,10 +72,13 @@ impl TrainingStage {
         let mut phases = [Duration::ZERO; 4];
         let mut lr = 0.0;
         let mut loss_scale = None;
+        let mut baselines = PolicyBaselines::default();
         for _ in 0..self.steps {
             let t0 = Instant::now();
             let samples = window.sample_batch(&mut rng, batch);
-            let tb = TrainingBatch::from_encoded(&samples);
+            let tb = TrainingBatch::build(&samples, self.targets);
+            baselines.uniform_legal += tb.baselines.uniform_legal / self.steps as f64;
+            baselines.target_entropy += tb.baselines.target_entropy / self.steps as f64;
             phases[0] += t0.elapsed();
             let r = trainer.train_step(&tb)?;
             phases[1] += r.forward;
@@ -98,6 +119,7 @@ impl TrainingStage {
             loss_scale,
             wall: start.elapsed(),
             phases,
+            baselines,
         })
     }
 }

@@ -165,7 +165,6 @@ impl TrainingBatch {
         self.n == 0
     }
 
-
     pub fn to_tensors(&self, device: &Device) -> Result<BatchTensors> {
         let n = self.n;
         if n == 0 {
@@ -175,7 +174,10 @@ impl TrainingBatch {
             || self.policy.len() != n * POLICY_SIZE
             || self.results.len() != n
             || self.wdl.len() != n * WDL
-            || self.mask.as_ref().is_some_and(|m| m.len() != n * POLICY_SIZE)
+            || self
+                .mask
+                .as_ref()
+                .is_some_and(|m| m.len() != n * POLICY_SIZE)
         {
             bail!(
                 "training batch arrays disagree with n = {n}: {} plane floats, {} policy floats, {} results",

@@ -545,7 +545,11 @@ fn the_q_ratio_blends_the_result_with_the_root_q_in_both_value_targets() {
     );
     let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
     // 0.75 * 1 + 0.25 * -0.2, and 0.75 * 0 + 0.25 * 0.6.
-    assert!(close(&blended.results, &[0.7, 0.15]), "{:?}", blended.results);
+    assert!(
+        close(&blended.results, &[0.7, 0.15]),
+        "{:?}",
+        blended.results
+    );
     // 0.75 * [1,0,0] + 0.25 * [0, 0.8, 0.2]; 0.75 * [0,1,0] + 0.25 * [0.6, 0.4, 0].
     assert!(
         close(&blended.wdl, &[0.75, 0.2, 0.05, 0.15, 0.85, 0.0]),
@@ -604,7 +608,10 @@ fn the_legal_move_mask_opens_exactly_the_legal_moves_and_its_uniform_loss_is_ln_
     let mut t = tiny_trainer(TrainConfig::default(), 2);
     let (masked_p, _) = t.evaluate_loss(&batch).unwrap();
     let (plain_p, _) = t.evaluate_loss(&unmasked).unwrap();
-    assert!(masked_p.is_finite() && masked_p < plain_p, "{masked_p} vs {plain_p}");
+    assert!(
+        masked_p.is_finite() && masked_p < plain_p,
+        "{masked_p} vs {plain_p}"
+    );
     let r = t.train_step(&batch).unwrap();
     assert!(!r.skipped && r.loss_policy.is_finite());
 }
