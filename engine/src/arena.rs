@@ -420,7 +420,7 @@ mod tests {
             games.push(g.clone())
         })
         .unwrap();
-        for g in games.iter().filter(|g| !(g.white == 0)) {
+        for g in games.iter().filter(|g| g.white != 0) {
             assert_eq!(
                 (g.plies, g.outcome.termination),
                 (1, Termination::Checkmate),

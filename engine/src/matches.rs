@@ -6,7 +6,7 @@
 
 use crate::game::{Game, Termination};
 use crate::mcts::{CachedEvaluator, NetEvaluator, SearchParams};
-use crate::players::{EmberSetup, Player, Prepared};
+use crate::players::{EmberSetup, Prepared};
 use crate::runner::{self, Contest, PlayerSide, Rules, Schedule, SearchSide, Side, StartPlayer};
 use crate::stats::{Pentanomial, Sprt, SprtVerdict, Trinomial};
 use anyhow::{anyhow, bail, Context, Result};
@@ -219,8 +219,8 @@ pub fn run_match(
             _ => None,
         });
     }
-    let starters: [Box<StartPlayer>; 2] =
-        prepared.map(|p| -> Box<StartPlayer> { Box::new(move |seed| p.player(setup, seed)) });
+    let starters: [Box<StartPlayer<'_>>; 2] =
+        prepared.map(|p| -> Box<StartPlayer<'_>> { Box::new(move |seed| p.player(setup, seed)) });
     let mut sides = Vec::new();
     for ((p, eval), start) in prepared.iter().zip(evaluators.iter_mut()).zip(&starters) {
         sides.push(match (eval, spec.limit) {

@@ -273,12 +273,12 @@ pub struct SearchSide<'a> {
 }
 
 /// Starts a player with a seed (one per lane of a runner).
-pub type StartPlayer = dyn Fn(u64) -> Result<Box<dyn Player>> + Sync;
+pub type StartPlayer<'a> = dyn Fn(u64) -> Result<Box<dyn Player>> + Sync + 'a;
 
 /// A player that picks its moves alone, one per lane, started by `start(seed)`.
 pub struct PlayerSide<'a> {
     pub name: String,
-    pub start: &'a StartPlayer,
+    pub start: &'a StartPlayer<'a>,
 }
 
 pub enum Side<'a> {
@@ -860,7 +860,7 @@ pub fn play(
     let mut params: [Option<SearchParams>; 2] = [None, None];
     let mut seats = [Seat::Player; 2];
     let mut names: [String; 2] = [String::new(), String::new()];
-    let mut starters: [Option<&StartPlayer>; 2] = [None, None];
+    let mut starters: [Option<&StartPlayer<'_>>; 2] = [None, None];
     let search_seat = |s: &SearchSide, tree: usize| Seat::Search {
         tree,
         nodes: s.nodes.max(1),
@@ -931,7 +931,7 @@ struct Runner<'r> {
     seats: [Seat; 2],
     params: [Option<SearchParams>; 2],
     names: [String; 2],
-    starters: [Option<&'r StartPlayer>; 2],
+    starters: [Option<&'r StartPlayer<'r>>; 2],
     stats: PlayStats,
     next_index: usize,
     /// `on_game` asked to stop, or the time is up: no new games.
