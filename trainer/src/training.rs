@@ -174,12 +174,42 @@ impl Session {
         for it in self.state.iteration + 1..=self.cfg.schedule.iterations {
             self.iteration(it)?;
         }
+        let strength = self
+            .metrics
+            .iter()
+            .rev()
+            .find(|m| !m.strength.is_empty())
+            .map(|m| {
+                let each: Vec<String> = m
+                    .strength
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "vs {} +{} ={} -{} (score {:.2}, Elo {} [{}, {}])",
+                            p.opponent,
+                            p.wins,
+                            p.draws,
+                            p.losses,
+                            p.score,
+                            fmt_elo(p.elo),
+                            fmt_elo(p.elo_low),
+                            fmt_elo(p.elo_high)
+                        )
+                    })
+                    .collect();
+                let nodes = m.strength.first().map_or(0, |p| p.nodes);
+                format!(
+                    "; strength of iteration {} at {nodes} nodes/move: {}",
+                    m.iteration,
+                    each.join(", ")
+                )
+            })
+            .unwrap_or_default();
         info!(
-            "Done: {} iterations in {:.1}s; best network from iteration {}, cumulative Elo {:+.0}; {}",
+            "Done: {} iterations in {:.1}s; best network from iteration {}; {}{strength}",
             self.cfg.schedule.iterations,
             start.elapsed().as_secs_f64(),
             self.state.best_iteration,
-            self.state.cumulative_elo,
             self.dir.root.display()
         );
         Ok(())
@@ -201,8 +231,10 @@ impl Session {
         log_selfplay(it, &sp);
         self.window.push_samples(&sp.samples);
 
+        // Steps follow the positions recorded for training (with a playout cap, only the
+        // moves that got the full search).
         let steps = self.cfg.training.steps_for(
-            sp.stats.positions,
+            sp.samples.len(),
             self.cfg.training.batch_size.min(self.window.len()),
         );
         let tr = TrainingStage {
@@ -374,7 +406,7 @@ cumulative Elo {:+.0}",
             promoted: gate.promoted,
             snapshot: self.cfg.schedule.snapshot(it),
             shard: shard.to_string(),
-            positions: sp.stats.positions as u64,
+            positions: sp.samples.len() as u64,
             games: sp.stats.games as u64,
             elo: gate.elo,
         };
@@ -433,7 +465,7 @@ cumulative Elo {:+.0}",
         log_selfplay(it, &sp);
         let mut state = self.state.clone();
         state.shards.push(shard.clone());
-        state.positions_total += sp.stats.positions as u64;
+        state.positions_total += sp.samples.len() as u64;
         state.games_total += sp.stats.games as u64;
         self.dir.write_state(&state)?;
         self.state = state;
@@ -599,10 +631,11 @@ fn log_selfplay(it: u64, sp: &SelfPlayOutcome) {
         .map(|(k, v)| format!("{k} {v}"))
         .collect();
     info!(
-        "self-play {it}: {} games, {} positions in {:.1}s ({:.1} positions/s, {:.2} evals/position), mean {:.1} plies; \
-white {} / black {} / draws {}; ended by {}",
+        "self-play {it}: {} games, {} moves searched ({} recorded for training) in {:.1}s ({:.1} moves/s, {:.2} evals/move), \
+mean {:.1} plies; white {} / black {} / draws {}; ended by {}{}",
         s.games,
         s.positions,
+        sp.samples.len(),
         wall.as_secs_f64(),
         s.positions as f64 / wall.as_secs_f64().max(1e-9),
         s.evals_per_position(),
@@ -610,7 +643,15 @@ white {} / black {} / draws {}; ended by {}",
         s.white_wins,
         s.black_wins,
         s.draws,
-        ends.join(", ")
+        ends.join(", "),
+        if s.resign_checked > 0 {
+            format!(
+                "; resignation false positives {}/{} played-out games",
+                s.resign_false_positives, s.resign_checked
+            )
+        } else {
+            String::new()
+        }
     );
     info!("self-play phases (thread time): {}", s.timing.summary());
 }
@@ -684,7 +725,7 @@ fn iteration_metrics(
         loss_total: tr.loss_total,
         lr: tr.lr,
         skipped_steps: tr.skipped,
-        positions: sp.stats.positions,
+        positions: sp.samples.len(),
         games: sp.stats.games,
         mean_plies: sp.plies.iter().sum::<usize>() as f64 / games,
         terminations: sp.terminations.clone(),

@@ -20,6 +20,7 @@ pub struct IterationMetrics {
     pub lr: f64,
     /// Steps skipped by the f16 loss scaler (inf/NaN gradients).
     pub skipped_steps: usize,
+    /// Positions recorded for training (with a playout cap, the fully searched moves).
     pub positions: usize,
     pub games: usize,
     pub mean_plies: f64,
@@ -28,6 +29,7 @@ pub struct IterationMetrics {
     pub white_wins: usize,
     pub black_wins: usize,
     pub draws: usize,
+    /// Moves searched per second of self-play (fast and full ones).
     pub selfplay_positions_per_s: f64,
     pub evals_per_position: f64,
     pub replay_positions: usize,
