@@ -190,6 +190,17 @@ pub struct TrainArgs {
     /// The weight of the root Q at the last iteration, moving linearly from --q-ratio.
     #[arg(long)]
     pub q_ratio_final: Option<f32>,
+    /// Times each new position is drawn into a minibatch on average; sets the training
+    /// steps of an iteration unless --train-steps is given. [default: 4]
+    #[arg(long)]
+    pub sample_reuse: Option<f64>,
+    /// Learning rate at the last iteration, reached by half a cosine from --lr (none: --lr
+    /// throughout).
+    #[arg(long)]
+    pub lr_final: Option<f64>,
+    /// Steps at the start of the run over which the learning rate rises from near 0. [default: 0]
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
     /// Softmax of the policy over the legal moves only. [default: on]
     #[arg(long)]
     pub mask_illegal: Option<OnOff>,

@@ -143,6 +143,9 @@ impl RunConfig {
                 q_ratio: 0.0,
                 q_ratio_final: None,
                 mask_illegal: true,
+                sample_reuse: 4.0,
+                lr_final: None,
+                warmup_steps: 0,
             },
             gating: GatingSettings {
                 gating_games: p.gating_games,
@@ -229,6 +232,11 @@ impl RunConfig {
         if a.q_ratio_final.is_some() {
             tr.q_ratio_final = a.q_ratio_final;
         }
+        set(&mut tr.sample_reuse, &a.sample_reuse);
+        if a.lr_final.is_some() {
+            tr.lr_final = a.lr_final;
+        }
+        set(&mut tr.warmup_steps, &a.warmup_steps);
         if let Some(v) = a.mask_illegal {
             tr.mask_illegal = v == OnOff::On;
         }
@@ -274,6 +282,8 @@ impl RunConfig {
                 "q_ratio" => args.q_ratio.is_some(),
                 "q_ratio_final" => args.q_ratio_final.is_some(),
                 "strength_games" => args.strength_games.is_some(),
+                "sample_reuse" => args.sample_reuse.is_some(),
+                "lr_final" => args.lr_final.is_some(),
                 "strength_nodes" => args.strength_nodes.is_some(),
                 "strength_anchors" => args.strength_anchors.is_some(),
                 _ => false,
@@ -336,6 +346,18 @@ impl RunConfig {
                 source("weight_decay"),
                 self.training.weight_decay
             );
+        }
+        if !(self.training.sample_reuse > 0.0 && self.training.sample_reuse.is_finite()) {
+            bail!(
+                "{} must be a positive number, got {}",
+                source("sample_reuse"),
+                self.training.sample_reuse
+            );
+        }
+        if let Some(l) = self.training.lr_final {
+            if !(l > 0.0 && l.is_finite()) {
+                bail!("{} must be a positive number, got {l}", source("lr_final"));
+            }
         }
         let fractions = [
             ("cap_value", self.selfplay.cap_value),
@@ -482,7 +504,24 @@ mod tests {
         let cfg = RunConfig::from_preset(&TrainArgs::default()).unwrap();
         assert_eq!(cfg.training.steps_for(1000, 256), 16);
         assert_eq!(cfg.training.steps_for(10, 256), 8);
-        assert_eq!(cfg.training.steps_for(1_000_000, 256), 400);
+        assert_eq!(cfg.training.steps_for(1_000_000, 256), 2000);
+        let mut more = cfg.training.clone();
+        more.sample_reuse = 8.0;
+        assert_eq!(more.steps_for(1000, 256), 32);
+    }
+
+    #[test]
+    fn the_learning_rate_follows_half_a_cosine_over_the_iterations() {
+        let mut t = RunConfig::from_preset(&TrainArgs::default())
+            .unwrap()
+            .training;
+        t.lr = 1e-3;
+        assert_eq!(t.lr_at(7, 20), 1e-3, "constant without lr_final");
+        t.lr_final = Some(1e-4);
+        assert!((t.lr_at(1, 21) - 1e-3).abs() < 1e-12);
+        assert!((t.lr_at(11, 21) - 5.5e-4).abs() < 1e-12, "halfway");
+        assert!((t.lr_at(21, 21) - 1e-4).abs() < 1e-12);
+        assert!(t.lr_at(5, 21) > t.lr_at(6, 21));
     }
 
     #[test]

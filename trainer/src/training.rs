@@ -237,6 +237,7 @@ impl Session {
             sp.samples.len(),
             self.cfg.training.batch_size.min(self.window.len()),
         );
+        self.trainer.set_base_lr(self.cfg.training.lr_at(it, total));
         let tr = TrainingStage {
             steps,
             batch: self.cfg.training.batch_size,

@@ -202,6 +202,21 @@ pub struct TrainingSettings {
     /// The policy's softmax runs over the legal moves only.
     #[serde(default = "yes")]
     pub mask_illegal: bool,
+    /// Times each new position is drawn into a minibatch, on average (the training steps
+    /// of an iteration follow from it; `train_steps` overrides).
+    #[serde(default = "default_reuse")]
+    pub sample_reuse: f64,
+    /// The learning rate at the last iteration: the rate follows half a cosine from `lr`
+    /// at the first iteration to this (`None`: `lr` throughout).
+    #[serde(default)]
+    pub lr_final: Option<f64>,
+    /// Training steps at the start of the run over which the rate rises from near 0.
+    #[serde(default)]
+    pub warmup_steps: u64,
+}
+
+fn default_reuse() -> f64 {
+    4.0
 }
 
 fn yes() -> bool {
@@ -218,6 +233,19 @@ impl TrainingSettings {
             weight_decay: self.weight_decay,
             precision,
             value_loss: self.value_loss,
+            warmup_steps: self.warmup_steps,
+        }
+    }
+
+    /// The base learning rate of iteration `iteration` of `iterations`.
+    pub fn lr_at(&self, iteration: u64, iterations: u64) -> f64 {
+        match self.lr_final {
+            Some(last) if iterations > 1 => {
+                let t = (iteration.saturating_sub(1) as f64 / (iterations - 1) as f64).min(1.0);
+                last + 0.5 * (self.lr - last) * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+            Some(last) => last,
+            None => self.lr,
         }
     }
 
@@ -238,10 +266,12 @@ impl TrainingSettings {
     }
 
     /// Training steps after an iteration that made `new_positions`: each new position is
-    /// seen about four times.
+    /// drawn `sample_reuse` times on average (at least 8 steps, at most 2000).
     pub fn steps_for(&self, new_positions: usize, batch: usize) -> usize {
-        self.train_steps
-            .unwrap_or_else(|| (4 * new_positions).div_ceil(batch.max(1)).clamp(8, 400))
+        self.train_steps.unwrap_or_else(|| {
+            let draws = self.sample_reuse.max(0.0) * new_positions as f64;
+            ((draws / batch.max(1) as f64).ceil() as usize).clamp(8, 2000)
+        })
     }
 }
 

@@ -159,6 +159,9 @@ pub struct TrainConfig {
     #[serde(with = "precision_name")]
     pub precision: Precision,
     pub value_loss: ValueLoss,
+    /// Steps over which the rate rises linearly from near 0 to the schedule's rate.
+    #[serde(default)]
+    pub warmup_steps: u64,
 }
 
 impl Default for TrainConfig {
@@ -171,6 +174,7 @@ impl Default for TrainConfig {
             weight_decay: 1e-4,
             precision: Precision::F32,
             value_loss: ValueLoss::Wdl,
+            warmup_steps: 0,
         }
     }
 }
@@ -301,7 +305,17 @@ impl Trainer {
 
     /// The learning rate of the next step.
     pub fn current_lr(&self) -> f64 {
-        self.config.lr_schedule.lr_at(self.config.lr, self.step)
+        let warm = if self.step < self.config.warmup_steps {
+            (self.step + 1) as f64 / self.config.warmup_steps as f64
+        } else {
+            1.0
+        };
+        warm * self.config.lr_schedule.lr_at(self.config.lr, self.step)
+    }
+
+    /// Sets the base learning rate (a schedule over iterations moves it between them).
+    pub fn set_base_lr(&mut self, lr: f64) {
+        self.config.lr = lr;
     }
 
     /// (policy loss, value loss) as scalar tensors.

@@ -615,3 +615,27 @@ fn the_legal_move_mask_opens_exactly_the_legal_moves_and_its_uniform_loss_is_ln_
     let r = t.train_step(&batch).unwrap();
     assert!(!r.skipped && r.loss_policy.is_finite());
 }
+
+#[test]
+fn the_learning_rate_warms_up_linearly_then_follows_its_schedule() {
+    let mut t = tiny_trainer(
+        TrainConfig {
+            lr: 0.01,
+            warmup_steps: 4,
+            ..TrainConfig::default()
+        },
+        1,
+    );
+    let batch = fixed_batch(8, 1);
+    let mut rates = Vec::new();
+    for _ in 0..6 {
+        rates.push(t.current_lr());
+        t.train_step(&batch).unwrap();
+    }
+    let expected = [0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01];
+    for (r, e) in rates.iter().zip(expected) {
+        assert!((r - e).abs() < 1e-12, "{rates:?}");
+    }
+    t.set_base_lr(0.002);
+    assert_eq!(t.current_lr(), 0.002);
+}
