@@ -9,7 +9,7 @@
 //! and its 95% interval.
 
 use crate::game::position_from_fen;
-use crate::mcts::{CachedEvaluator, Evaluator, SearchParams};
+use crate::mcts::{Evaluator, SearchParams};
 use crate::runner::{self, Contest, GameRecord, Opening, Rules, Schedule, SearchSide, Side};
 use crate::stats::Trinomial;
 use anyhow::{Context, Result};
@@ -128,14 +128,6 @@ pub fn play_match(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let (mut a, mut b) = (
-        CachedEvaluator::new(a, cfg.search.cache_entries),
-        CachedEvaluator::new(b, cfg.search.cache_entries),
-    );
-    let params = SearchParams {
-        cache_entries: 0,
-        ..cfg.search.clone()
-    };
     fn side<'a>(
         name: &str,
         evaluator: &'a mut dyn Evaluator,
@@ -164,8 +156,8 @@ pub fn play_match(
     let mut result = MatchResult::default();
     let mut pgns: Vec<(usize, String)> = Vec::with_capacity(cfg.games);
     let contest = Contest::Match([
-        side(&cfg.name_a, &mut a, &params, cfg.simulations),
-        side(&cfg.name_b, &mut b, &params, cfg.simulations),
+        side(&cfg.name_a, a, &cfg.search, cfg.simulations),
+        side(&cfg.name_b, b, &cfg.search, cfg.simulations),
     ]);
     runner::play(contest, &cfg.rules, &schedule, |game| {
         result.games += 1;

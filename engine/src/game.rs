@@ -116,21 +116,26 @@ impl GameOutcome {
     }
 }
 
-/// Material of `colour` in pawns (pawn 1, knight and bishop 3, rook 5, queen 9).
-pub fn material(position: &Chess, colour: Color) -> i32 {
+/// A piece's value in pawns: pawn 1, knight and bishop 3, rook 5, queen 9, king 0.
+pub fn piece_value(role: shakmaty::Role) -> u32 {
     use shakmaty::Role;
+    match role {
+        Role::Pawn => 1,
+        Role::Knight | Role::Bishop => 3,
+        Role::Rook => 5,
+        Role::Queen => 9,
+        Role::King => 0,
+    }
+}
+
+/// Material of `colour` in pawns ([`piece_value`] summed over its pieces).
+pub fn material(position: &Chess, colour: Color) -> i32 {
     let board = position.board();
     let ours = board.by_color(colour);
-    [
-        (Role::Pawn, 1),
-        (Role::Knight, 3),
-        (Role::Bishop, 3),
-        (Role::Rook, 5),
-        (Role::Queen, 9),
-    ]
-    .iter()
-    .map(|&(role, v)| v * (board.by_role(role) & ours).count() as i32)
-    .sum()
+    shakmaty::Role::ALL
+        .iter()
+        .map(|&role| piece_value(role) as i32 * (board.by_role(role) & ours).count() as i32)
+        .sum()
 }
 
 /// Outcome decided by the rules alone for a position with its legal-move count known,

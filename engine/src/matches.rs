@@ -5,7 +5,7 @@
 //! at either bound (see [`crate::stats`]).
 
 use crate::game::{Game, Termination};
-use crate::mcts::{CachedEvaluator, NetEvaluator, SearchParams};
+use crate::mcts::{NetEvaluator, SearchParams};
 use crate::players::{EmberSetup, Prepared};
 use crate::runner::{self, Contest, PlayerSide, Rules, Schedule, SearchSide, Side, StartPlayer};
 use crate::stats::{Pentanomial, Sprt, SprtVerdict, Trinomial};
@@ -208,13 +208,13 @@ pub fn run_match(
     drop(a.player(setup, spec.seed)?);
     drop(b.player(setup, spec.seed ^ 1)?);
     let prepared = [a, b];
-    let mut evaluators: Vec<Option<CachedEvaluator<NetEvaluator>>> = Vec::new();
+    let mut evaluators: Vec<Option<NetEvaluator>> = Vec::new();
     for p in prepared {
         evaluators.push(match (p.network(), spec.limit) {
             (Some(net), Limit::Nodes(_)) => {
                 let mut e = NetEvaluator::new(net, setup.precision)?;
                 e.set_threads(rayon::current_num_threads());
-                Some(CachedEvaluator::new(e, MATCH_CACHE_ENTRIES))
+                Some(e)
             }
             _ => None,
         });
@@ -229,7 +229,7 @@ pub fn run_match(
                 evaluator: e,
                 params: SearchParams {
                     max_batch: MATCH_LEAVES_PER_ROUND,
-                    cache_entries: 0,
+                    cache_entries: MATCH_CACHE_ENTRIES,
                     ..SearchParams::default()
                 },
                 nodes: n.clamp(2, u32::MAX as u64) as u32,

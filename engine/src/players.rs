@@ -8,14 +8,14 @@
 //! [`Failure`] naming why, and the match runner scores the game as lost and starts the
 //! engine afresh for the next one.
 
-use crate::game::{move_to_uci, parse_uci_move, Game};
+use crate::game::{move_to_uci, parse_uci_move, piece_value, Game};
 use crate::mcts::{NetEvaluator, Search, SearchParams};
 use crate::net::{Network, Precision};
 use crate::phase_times::PhaseTimes;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Device;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use shakmaty::{Move, Position, Role};
+use shakmaty::{Move, Position};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -300,16 +300,6 @@ impl Player for RandomPlayer {
 /// queen 9; ties broken at random), otherwise plays a random move.
 pub struct GreedyPlayer {
     rng: StdRng,
-}
-
-fn piece_value(role: Role) -> u32 {
-    match role {
-        Role::Pawn => 1,
-        Role::Knight | Role::Bishop => 3,
-        Role::Rook => 5,
-        Role::Queen => 9,
-        Role::King => 0,
-    }
 }
 
 impl Player for GreedyPlayer {

@@ -6,7 +6,8 @@
 //! - a [`SearchSide`] is a network searched by MCTS. Each round, every game whose mover
 //!   is a search side descends its tree (games in parallel, on all cores), and the leaves
 //!   of all games go to that side's evaluator in one call. The evaluator is shared by the
-//!   games, and so is its evaluation cache ([`CachedEvaluator`](crate::mcts::CachedEvaluator)): a position that many
+//!   games, and so is its evaluation cache ([`CachedEvaluator`], `cache_entries` positions,
+//!   built here): a position that many
 //!   games reach (the common openings) is evaluated once. In self-play one side plays
 //!   both colours with one tree per game.
 //! - a [`PlayerSide`] is anything else that picks a move (an external UCI engine, the
@@ -49,7 +50,7 @@
 
 use crate::encoding::move_to_index;
 use crate::game::{fen_of, material, Game, GameOutcome, Termination};
-use crate::mcts::{EvalBatch, Evaluator, Search, SearchParams};
+use crate::mcts::{CachedEvaluator, EvalBatch, Evaluator, Search, SearchParams};
 use crate::phase_times::PhaseTimes;
 use crate::players::{Failure, MoveLimit, Player};
 use anyhow::{anyhow, bail, Context, Result};
@@ -260,9 +261,10 @@ impl Default for Schedule {
 /// A network searched by MCTS, its leaves batched over all games in flight.
 pub struct SearchSide<'a> {
     pub name: String,
-    /// Wrap it in a [`CachedEvaluator`](crate::mcts::CachedEvaluator) to share an evaluation cache between the games.
     pub evaluator: &'a mut dyn Evaluator,
-    /// `max_batch` is the leaves one game adds to a round's batch.
+    /// `max_batch` is the leaves one game adds to a round's batch; `cache_entries` the
+    /// size of the network's evaluation cache, which the runner puts in front of
+    /// `evaluator` and all the games share.
     pub params: SearchParams,
     /// Root visits before each move (visits kept from the previous move count).
     pub nodes: u32,
@@ -856,8 +858,7 @@ pub fn play(
     mut on_game: impl FnMut(GameRecord) -> ControlFlow<()>,
 ) -> Result<PlayStats> {
     let start = Instant::now();
-    let mut evaluators: Vec<&mut dyn Evaluator> = Vec::new();
-    let mut params: [Option<SearchParams>; 2] = [None, None];
+    let mut networks: Vec<SearchSide<'_>> = Vec::new();
     let mut seats = [Seat::Player; 2];
     let mut names: [String; 2] = [String::new(), String::new()];
     let mut starters: [Option<&StartPlayer<'_>>; 2] = [None, None];
@@ -873,23 +874,31 @@ pub fn play(
         Contest::SelfPlay(s) => {
             seats = [search_seat(&s, 0); 2];
             names = [s.name.clone(), s.name.clone()];
-            params[0] = Some(s.params.clone());
-            evaluators.push(s.evaluator);
+            networks.push(s);
         }
         Contest::Match(sides) => {
             for (k, side) in sides.into_iter().enumerate() {
                 names[k] = side.name().to_string();
                 match side {
                     Side::Search(s) => {
-                        let tree = evaluators.len();
-                        seats[k] = search_seat(&s, tree);
-                        params[tree] = Some(s.params.clone());
-                        evaluators.push(s.evaluator);
+                        seats[k] = search_seat(&s, networks.len());
+                        networks.push(s);
                     }
                     Side::Player(p) => starters[k] = Some(p.start),
                 }
             }
         }
+    }
+    // One evaluation cache per network, in front of its evaluator and shared by all its
+    // games (`cache_entries` of its side); the searches themselves keep none.
+    let mut params: [Option<SearchParams>; 2] = [None, None];
+    let mut evaluators: Vec<CachedEvaluator<&mut dyn Evaluator>> = Vec::new();
+    for (tree, s) in networks.into_iter().enumerate() {
+        params[tree] = Some(SearchParams {
+            cache_entries: 0,
+            ..s.params.clone()
+        });
+        evaluators.push(CachedEvaluator::new(s.evaluator, s.params.cache_entries));
     }
     if schedule.pipeline
         && (evaluators.len() != 1 || seats.iter().any(|s| matches!(s, Seat::Player)))
@@ -909,12 +918,13 @@ pub fn play(
     };
     let mut eval_timing = PhaseTimes::default();
     if schedule.pipeline {
-        runner.run_pipelined(
-            evaluators.pop().expect("one evaluator"),
-            &mut eval_timing,
-            &mut on_game,
-        )?;
+        let mut evaluator = evaluators.pop().expect("one evaluator");
+        runner.run_pipelined(&mut evaluator, &mut eval_timing, &mut on_game)?;
     } else {
+        let mut evaluators: Vec<&mut dyn Evaluator> = evaluators
+            .iter_mut()
+            .map(|e| e as &mut dyn Evaluator)
+            .collect();
         runner.run(&mut evaluators, &mut eval_timing, &mut on_game)?;
     }
     let mut stats = runner.stats;
@@ -1335,7 +1345,7 @@ impl Group {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mcts::{CachedEvaluator, UniformEvaluator};
+    use crate::mcts::UniformEvaluator;
     use crate::players::RandomPlayer;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -1371,9 +1381,27 @@ mod tests {
         }
     }
 
+    /// Plays the whole schedule; the records in game order.
+    fn play_all(
+        contest: Contest<'_>,
+        rules: &Rules,
+        schedule: &Schedule,
+    ) -> (Vec<GameRecord>, PlayStats) {
+        let mut games = Vec::new();
+        let stats = play(contest, rules, schedule, |r| {
+            games.push(r);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        games.sort_by_key(|r| r.index);
+        (games, stats)
+    }
+
+    /// Six self-play games (index, PGN) with a cache of `cache_entries` positions.
     fn self_play(
         in_flight: usize,
         evaluator: &mut dyn Evaluator,
+        cache_entries: usize,
     ) -> (Vec<(usize, String)>, PlayStats) {
         let schedule = Schedule {
             games: 6,
@@ -1381,25 +1409,16 @@ mod tests {
             seed: 11,
             ..Schedule::default()
         };
-        let mut games = Vec::new();
-        let stats = play(
-            Contest::SelfPlay(search_side(evaluator, 8)),
-            &rules(30),
-            &schedule,
-            |r| {
-                games.push((r.index, r.pgn));
-                ControlFlow::Continue(())
-            },
-        )
-        .unwrap();
-        games.sort();
-        (games, stats)
+        let mut side = search_side(evaluator, 8);
+        side.params.cache_entries = cache_entries;
+        let (games, stats) = play_all(Contest::SelfPlay(side), &rules(30), &schedule);
+        (games.into_iter().map(|r| (r.index, r.pgn)).collect(), stats)
     }
 
     #[test]
     fn a_seeded_schedule_plays_the_same_games_whatever_the_games_in_flight() {
-        let (one, _) = self_play(1, &mut UniformEvaluator);
-        let (many, _) = self_play(6, &mut UniformEvaluator);
+        let (one, _) = self_play(1, &mut UniformEvaluator, 0);
+        let (many, _) = self_play(6, &mut UniformEvaluator, 0);
         assert_eq!(one.len(), 6);
         assert_eq!(one, many);
         assert_ne!(one[0].1, one[1].1, "games differ by their seeds");
@@ -1410,11 +1429,10 @@ mod tests {
         // Six games start from one position: without a cache, each round's batch holds
         // it six times; with one, the network sees it once.
         let mut plain = Counting::default();
-        let (_, plain_stats) = self_play(6, &mut plain);
+        let (_, plain_stats) = self_play(6, &mut plain, 0);
         let mut counting = Counting::default();
-        let mut shared = CachedEvaluator::new(&mut counting, 10_000);
-        let (games, stats) = self_play(6, &mut shared);
-        assert_eq!(games, self_play(6, &mut UniformEvaluator).0);
+        let (games, stats) = self_play(6, &mut counting, 10_000);
+        assert_eq!(games, self_play(6, &mut UniformEvaluator, 0).0);
         assert_eq!(stats.cache_hits, stats.timing.cached);
         assert!(stats.cache_hits > 0);
         assert_eq!(plain_stats.cache_hits, 0);
@@ -1445,14 +1463,7 @@ mod tests {
             limit,
             ..Schedule::default()
         };
-        let mut out = Vec::new();
-        play(contest, &rules(40), &schedule, |r| {
-            out.push(r);
-            ControlFlow::Continue(())
-        })
-        .unwrap();
-        out.sort_by_key(|r| r.index);
-        out
+        play_all(contest, &rules(40), &schedule).0
     }
 
     #[test]
@@ -1589,18 +1600,9 @@ mod tests {
             ..Schedule::default()
         };
         let rules = Rules::plain(12, 3, 0);
-        let mut games = Vec::new();
-        play(
-            Contest::SelfPlay(search_side(&mut UniformEvaluator, 2)),
-            &rules,
-            &schedule,
-            |r| {
-                games.push(r);
-                ControlFlow::Continue(())
-            },
-        )
-        .unwrap();
-        games.sort_by_key(|r| r.index);
+        let mut eval = UniformEvaluator;
+        let side = search_side(&mut eval, 2);
+        let (games, _) = play_all(Contest::SelfPlay(side), &rules, &schedule);
         for g in &games {
             assert!(g.plies <= 12);
             assert!(g.searched[..3].iter().all(Option::is_none), "random plies");
@@ -1718,18 +1720,11 @@ mod tests {
             in_flight: 4,
             ..Schedule::default()
         };
-        let mut games = Vec::new();
-        let stats = play(
+        play_all(
             Contest::SelfPlay(search_side(&mut BlackWins, 8)),
             &rules,
             &schedule,
-            |r| {
-                games.push(r);
-                ControlFlow::Continue(())
-            },
         )
-        .unwrap();
-        (games, stats)
     }
 
     #[test]
@@ -1768,12 +1763,7 @@ mod tests {
             in_flight: 4,
             ..Schedule::default()
         };
-        let mut games = Vec::new();
-        play(Contest::SelfPlay(side), &rules(40), &schedule, |r| {
-            games.push(r);
-            ControlFlow::Continue(())
-        })
-        .unwrap();
+        let (games, _) = play_all(Contest::SelfPlay(side), &rules(40), &schedule);
         let (mut full, mut fast) = (0, 0);
         for g in &games {
             let searched: Vec<&MoveStats> = g.searched.iter().flatten().collect();

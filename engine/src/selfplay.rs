@@ -1,7 +1,7 @@
 //! Self-play: one network playing itself in many games at once, through the game runner
 //! ([`crate::runner`]); every searched position becomes a training sample.
 
-use crate::mcts::{CachedEvaluator, Evaluator, SearchParams};
+use crate::mcts::{Evaluator, SearchParams};
 use crate::runner::{self, Contest, FastMoves, Rules, Schedule, SearchSide};
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -69,14 +69,10 @@ pub fn play_games(
     evaluator: &mut dyn Evaluator,
     mut on_game: impl FnMut(GameRecord),
 ) -> anyhow::Result<PlayStats> {
-    let mut shared = CachedEvaluator::new(evaluator, cfg.search.cache_entries);
     let side = SearchSide {
         name: "Ember".to_string(),
-        evaluator: &mut shared,
-        params: SearchParams {
-            cache_entries: 0,
-            ..cfg.search.clone()
-        },
+        evaluator,
+        params: cfg.search.clone(),
         nodes: cfg.simulations,
         record_samples: true,
         fast: cfg.fast,
