@@ -48,10 +48,16 @@ struct PresetNumbers {
     max_plies: u32,
     fast_simulations: u32,
     strength_every: u64,
+    batch_size: usize,
+    lr: Option<f64>,
+    lr_final: Option<f64>,
+    warmup_steps: u64,
+    adjudicate_until: u64,
 }
 
 fn preset_numbers(p: Preset) -> PresetNumbers {
-    // Iterations x games x simulations are the original's documented settings.
+    // Quick keeps the original's numbers (a smoke run); development is sized to about
+    // 20 minutes of two CPU cores; production is the run that trained the shipped network.
     match p {
         Preset::Quick => PresetNumbers {
             iterations: 5,
@@ -63,6 +69,11 @@ fn preset_numbers(p: Preset) -> PresetNumbers {
             max_plies: 150,
             fast_simulations: 0,
             strength_every: 0,
+            batch_size: 256,
+            lr: None,
+            lr_final: None,
+            warmup_steps: 0,
+            adjudicate_until: 0,
         },
         // Gating is off (AlphaZero's scheme: self-play uses the newest network); the
         // strength curve measures progress against fixed anchors instead.
@@ -76,28 +87,47 @@ fn preset_numbers(p: Preset) -> PresetNumbers {
             max_plies: 120,
             fast_simulations: 8,
             strength_every: 5,
+            batch_size: 256,
+            lr: None,
+            lr_final: None,
+            warmup_steps: 0,
+            adjudicate_until: 0,
         },
+        // The settings that trained the shipped network (models/README.md): about 12
+        // minutes on one H200, 65,536 self-play games. Adjudication stops after
+        // iteration 40, so that the last iterations learn to mate.
         Preset::Production => PresetNumbers {
-            iterations: 500,
-            games: 20,
-            simulations: 30,
-            replay_window: 50_000,
-            gating_games: 40,
-            checkpoint_every: 10,
+            iterations: 64,
+            games: 1024,
+            simulations: 64,
+            replay_window: 250_000,
+            gating_games: 0,
+            checkpoint_every: 4,
             max_plies: 200,
-            fast_simulations: 0,
-            strength_every: 10,
+            fast_simulations: 16,
+            strength_every: 8,
+            batch_size: 1024,
+            lr: Some(2e-3),
+            lr_final: Some(2e-4),
+            warmup_steps: 50,
+            adjudicate_until: 40,
         },
+        // The same recipe four times longer, with deeper searches; not yet run.
         Preset::Max => PresetNumbers {
-            iterations: 1000,
-            games: 25,
-            simulations: 40,
-            replay_window: 50_000,
-            gating_games: 40,
-            checkpoint_every: 10,
+            iterations: 256,
+            games: 1024,
+            simulations: 128,
+            replay_window: 500_000,
+            gating_games: 0,
+            checkpoint_every: 8,
             max_plies: 200,
-            fast_simulations: 0,
-            strength_every: 10,
+            fast_simulations: 32,
+            strength_every: 16,
+            batch_size: 1024,
+            lr: Some(2e-3),
+            lr_final: Some(1e-4),
+            warmup_steps: 50,
+            adjudicate_until: 160,
         },
     }
 }
@@ -125,7 +155,7 @@ impl RunConfig {
                 random_opening_plies: 2,
                 cap_material: 3,
                 cap_value: 0.0,
-                adjudicate_until: 0,
+                adjudicate_until: p.adjudicate_until,
                 resign_threshold: 0.0,
                 resign_playthrough: 0.1,
                 fast_simulations: p.fast_simulations,
@@ -133,9 +163,9 @@ impl RunConfig {
                 tree_twofold_draw: false,
             },
             training: TrainingSettings {
-                batch_size: 256,
+                batch_size: p.batch_size,
                 train_steps: None,
-                lr: OptimizerName::Adamw.kind().default_lr(),
+                lr: p.lr.unwrap_or(OptimizerName::Adamw.kind().default_lr()),
                 optimizer: OptimizerName::Adamw,
                 weight_decay: 1e-4,
                 value_loss: ValueLoss::Wdl,
@@ -144,8 +174,8 @@ impl RunConfig {
                 q_ratio_final: None,
                 mask_illegal: true,
                 sample_reuse: 4.0,
-                lr_final: None,
-                warmup_steps: 0,
+                lr_final: p.lr_final,
+                warmup_steps: p.warmup_steps,
             },
             gating: GatingSettings {
                 gating_games: p.gating_games,

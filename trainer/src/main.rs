@@ -9,6 +9,7 @@ mod plot;
 mod progress;
 mod publish;
 mod training;
+mod worker;
 
 use clap::Parser;
 use cli::{Cli, Command};
@@ -29,6 +30,10 @@ fn main() -> ExitCode {
         Some(Command::Match(args)) => commands::play(args),
         Some(Command::Gauntlet(args)) => commands::gauntlet(args),
         Some(Command::Export(args)) => commands::export(args),
+        Some(Command::Worker(args)) => worker::run(args),
+        Some(Command::Learn(args)) => {
+            training::Session::open_learner(args, progress).and_then(|mut s| s.train())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@
 //! whether or not it is promoted (AlphaGo Zero's scheme); only the best network plays
 //! self-play.
 
-use crate::cli::TrainArgs;
+use crate::cli::{LearnArgs, TrainArgs};
 use crate::config::{derive_seed, preset_name, timestamp, RunConfig};
 use crate::plot;
 use crate::progress::Progress;
@@ -17,6 +17,7 @@ use ember_engine::files::write_atomic;
 use ember_engine::net::checkpoint::{metadata, serialize};
 use ember_engine::net::{describe_device, Network, Precision};
 use ember_engine::pipeline::commit::{commit, Iteration};
+use ember_engine::pipeline::exchange::{with_retry, Exchange};
 use ember_engine::pipeline::gating_stage::GatingOutcome;
 use ember_engine::pipeline::metrics::{self, IterationMetrics};
 use ember_engine::pipeline::run::{RunDir, RunLock, RunState};
@@ -60,7 +61,25 @@ pub struct Session {
     progress: Progress,
     /// The first game this process plays is played alone and broken down phase by phase.
     first_game_shown: bool,
+    /// Set for `trainer learn`: positions come from the workers' shards, not self-play.
+    learner: Option<Learner>,
 }
+
+/// A learner's side of the exchange (see [`ember_engine::pipeline::exchange`]).
+pub struct Learner {
+    pub exchange: Exchange,
+    /// Training steps per published network.
+    pub publish_steps: usize,
+    /// Stop once no new shard has come for this long.
+    pub idle_exit: Option<Duration>,
+}
+
+/// Tries of each storage operation of the learner.
+const LEARNER_RETRIES: u32 = 8;
+/// How often a waiting learner looks for new shards.
+const SHARD_POLL: Duration = Duration::from_millis(500);
+/// Unfinished files in `shards/` older than this are left by a worker that is gone.
+const STALE_PARTIAL: Duration = Duration::from_secs(3600);
 
 impl Session {
     /// Opens the run named by `args` (resuming it if its folder exists) or creates it.
@@ -106,11 +125,22 @@ impl Session {
         let (best, trainer) =
             open_networks(&dir, &cfg, &state, &device, precision, saved.as_ref())?;
         let metrics = metrics::load_and_trim(&dir.metrics(), state.iteration)?;
-        let (window, load) =
+        // A learner's window holds the workers' shards; a trainer's, its own.
+        let (window, load) = if state.worker_shards.is_empty() {
             ReplayWindow::load_listed(&dir.replay(), &state.shards, cfg.training.replay_window)
-                .with_context(|| {
-                    format!("loading the replay window from {}", dir.replay().display())
-                })?;
+        } else {
+            let files: Vec<String> = state
+                .worker_shards
+                .iter()
+                .map(|n| format!("{n}.shard"))
+                .collect();
+            ReplayWindow::load_listed(
+                &Exchange::new(&dir.root).shards(),
+                &files,
+                cfg.training.replay_window,
+            )
+        }
+        .with_context(|| format!("loading the replay window of {}", dir.root.display()))?;
         if load.skipped_corrupt > 0 || load.torn_tail > 0 {
             warn!(
                 "replay: skipped {} corrupt record(s) and {} torn tail(s) of {} records",
@@ -141,9 +171,66 @@ impl Session {
             metrics,
             progress,
             first_game_shown: false,
+            learner: None,
         };
         session.reexport_if_interrupted()?;
         Ok(session)
+    }
+
+    /// Opens the run folder of `trainer learn` (creating it), and publishes its best
+    /// network for the workers if the folder does not already offer it.
+    pub fn open_learner(args: &LearnArgs, progress: Progress) -> Result<Session> {
+        let root = &args.run_dir;
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .with_context(|| format!("--run-dir {}: not a folder name", root.display()))?;
+        let parent = root
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let train = TrainArgs {
+            runs_dir: parent.to_path_buf(),
+            run: Some(name),
+            ..args.train.clone()
+        };
+        let mut session = Session::open(&train, progress)?;
+        if !session.state.shards.is_empty() {
+            bail!(
+                "{} holds a run of `trainer train` (its own self-play shards); `trainer learn` needs a run folder of its own",
+                root.display()
+            );
+        }
+        let exchange = Exchange::new(root);
+        for name in exchange.sweep_unfinished(None, STALE_PARTIAL) {
+            info!("removed {name}, left unfinished by a worker that is gone");
+        }
+        let published = with_retry("reading published.json", LEARNER_RETRIES, || {
+            exchange.published()
+        })?;
+        let best = session.state.best_iteration;
+        if published.is_none_or(|p| p.version != best) {
+            let bytes = std::fs::read(session.best_path())
+                .with_context(|| format!("reading {}", session.best_path().display()))?;
+            with_retry("publishing the network", LEARNER_RETRIES, || {
+                exchange.publish(best, &bytes)
+            })?;
+            info!("published network version {best} for the workers in {}", root.display());
+        }
+        session.learner = Some(Learner {
+            exchange,
+            publish_steps: args.publish_steps.max(1),
+            idle_exit: args.idle_exit.map(Duration::from_secs_f64),
+        });
+        Ok(session)
+    }
+
+    fn best_path(&self) -> std::path::PathBuf {
+        if self.state.best_iteration == 0 {
+            self.dir.snapshot(0)
+        } else {
+            self.dir.best()
+        }
     }
 
     /// A kill between an iteration's commit and its export leaves models/ behind the run.
@@ -172,7 +259,18 @@ impl Session {
             return Ok(());
         }
         for it in self.state.iteration + 1..=self.cfg.schedule.iterations {
-            self.iteration(it)?;
+            if !self.iteration(it)? {
+                info!(
+                    "no new shard for {:.0}s: stopping after iteration {}",
+                    self.learner
+                        .as_ref()
+                        .and_then(|l| l.idle_exit)
+                        .unwrap_or_default()
+                        .as_secs_f64(),
+                    self.state.iteration
+                );
+                break;
+            }
         }
         let strength = self
             .metrics
@@ -207,7 +305,7 @@ impl Session {
             .unwrap_or_default();
         info!(
             "Done: {} iterations in {:.1}s; best network from iteration {}; {}{strength}",
-            self.cfg.schedule.iterations,
+            self.state.iteration,
             start.elapsed().as_secs_f64(),
             self.state.best_iteration,
             self.dir.root.display()
@@ -215,19 +313,28 @@ impl Session {
         Ok(())
     }
 
-    fn iteration(&mut self, it: u64) -> Result<()> {
+    /// One iteration; false when a learner stopped waiting for shards (nothing done).
+    fn iteration(&mut self, it: u64) -> Result<bool> {
         let start = Instant::now();
         let total = self.cfg.schedule.iterations;
         info!("=== iteration {it}/{total} ===");
 
-        let shard = RunDir::shard_name(it);
-        let pgn = self.dir.selfplay_pgn(it);
-        let sp = self.self_play(
-            derive_seed(self.state.seed, it, STREAM_SELFPLAY),
-            &shard,
-            &pgn,
-            it,
-        )?;
+        let (sp, shard, worker_shards) = if self.learner.is_some() {
+            match self.collect_shards(it)? {
+                Some((sp, names)) => (sp, None, names),
+                None => return Ok(false),
+            }
+        } else {
+            let shard = RunDir::shard_name(it);
+            let pgn = self.dir.selfplay_pgn(it);
+            let sp = self.self_play(
+                derive_seed(self.state.seed, it, STREAM_SELFPLAY),
+                &shard,
+                &pgn,
+                it,
+            )?;
+            (sp, Some(shard), Vec::new())
+        };
         log_selfplay(it, &sp);
         self.window.push_samples(&sp.samples);
 
@@ -262,7 +369,15 @@ nothing of iteration {it} was saved, and the run resumes after iteration {}",
         let gate = self.gate(it)?;
         let strength = self.strength(it, &gate)?;
         let commit_start = Instant::now();
-        let m = self.commit(it, &shard, &sp, &tr, &gate, &strength, start)?;
+        let m = self.commit(
+            it,
+            (shard, worker_shards),
+            &sp,
+            &tr,
+            &gate,
+            &strength,
+            start,
+        )?;
         info!(
             "iteration {it}/{total} done in {:.1}s: self-play {:.1}s | training {:.1}s | gating {:.1}s | checkpoints {:.2}s; \
 cumulative Elo {:+.0}",
@@ -274,7 +389,113 @@ cumulative Elo {:+.0}",
             m.cumulative_elo
         );
         info!("metrics: {}", serde_json::to_string(&m)?);
-        Ok(())
+        Ok(true)
+    }
+
+    /// A learner's positions for iteration `it`: the complete shards it has not trained
+    /// on, once they hold enough positions for `publish_steps` steps at the sample-reuse
+    /// ratio (or whatever came, once workers have been idle for `idle_exit`). None when
+    /// nothing came.
+    fn collect_shards(&mut self, it: u64) -> Result<Option<(SelfPlayOutcome, Vec<String>)>> {
+        let Some(learner) = &self.learner else {
+            bail!("not a learner");
+        };
+        let t = &self.cfg.training;
+        let needed = ((learner.publish_steps * t.batch_size) as f64 / t.sample_reuse.max(1e-9))
+            .ceil() as usize;
+        let taken: std::collections::HashSet<&String> = self.state.worker_shards.iter().collect();
+        let mut known = std::collections::BTreeMap::new();
+        let mut refused = std::collections::BTreeSet::new();
+        let mut last_arrival = Instant::now();
+        let mut announced = false;
+        loop {
+            let names = with_retry("listing the shards", LEARNER_RETRIES, || {
+                learner.exchange.complete_shards()
+            })?;
+            for name in names {
+                if taken.contains(&name) || known.contains_key(&name) || refused.contains(&name) {
+                    continue;
+                }
+                match learner.exchange.read_meta(&name) {
+                    Ok(meta) => {
+                        known.insert(name, meta);
+                        last_arrival = Instant::now();
+                    }
+                    Err(e) => {
+                        warn!("shard {name} is not used: {e:#}");
+                        refused.insert(name);
+                    }
+                }
+            }
+            let positions: usize = known.values().map(|m| m.samples).sum();
+            if positions >= needed {
+                break;
+            }
+            if let Some(idle) = learner.idle_exit {
+                if last_arrival.elapsed() >= idle {
+                    if known.is_empty() {
+                        return Ok(None);
+                    }
+                    break;
+                }
+            }
+            if !announced {
+                info!(
+                    "waiting for workers' shards: {positions} of {needed} positions for iteration {it}"
+                );
+                announced = true;
+            }
+            std::thread::sleep(SHARD_POLL);
+        }
+        let mut sp = SelfPlayOutcome {
+            stats: PlayStats::default(),
+            samples: Vec::new(),
+            plies: Vec::new(),
+            terminations: Default::default(),
+            first_game: None,
+        };
+        let mut versions = std::collections::BTreeSet::new();
+        for (name, meta) in &known {
+            let path = learner.exchange.shard_path(name);
+            let (samples, stats) = with_retry("reading a shard", LEARNER_RETRIES, || {
+                ember_engine::replay::read_shard(&path)
+            })?;
+            if stats.skipped_corrupt > 0 || stats.torn_tail > 0 {
+                warn!(
+                    "shard {name}: skipped {} corrupt record(s) and {} torn tail(s)",
+                    stats.skipped_corrupt, stats.torn_tail
+                );
+            }
+            sp.samples.extend(samples);
+            sp.plies.extend(&meta.plies);
+            for (k, n) in &meta.terminations {
+                *sp.terminations.entry(k.clone()).or_default() += n;
+            }
+            let s = &mut sp.stats;
+            s.games += meta.games;
+            s.positions += meta.positions;
+            s.finished_plies += meta.plies.iter().sum::<usize>();
+            s.evaluations += meta.evaluations;
+            s.wall += Duration::from_secs_f64(meta.wall_s.max(0.0));
+            s.white_wins += meta.white_wins;
+            s.black_wins += meta.black_wins;
+            s.draws += meta.draws;
+            s.resigned += meta.resigned;
+            s.resign_checked += meta.resign_checked;
+            s.resign_false_positives += meta.resign_false_positives;
+            versions.insert(meta.network_version);
+        }
+        let workers: std::collections::BTreeSet<&str> =
+            known.values().map(|m| m.worker.as_str()).collect();
+        info!(
+            "took {} shard(s) from {} worker(s): {} games, {} positions, played with network version(s) {:?}",
+            known.len(),
+            workers.len(),
+            sp.stats.games,
+            sp.samples.len(),
+            versions
+        );
+        Ok(Some((sp, known.into_keys().collect())))
     }
 
     /// Plays the configured games with the best network into `replay/<shard>` and `pgn`.
@@ -384,7 +605,7 @@ cumulative Elo {:+.0}",
     fn commit(
         &mut self,
         it: u64,
-        shard: &str,
+        (shard, worker_shards): (Option<String>, Vec<String>),
         sp: &SelfPlayOutcome,
         tr: &TrainOutcome,
         gate: &GatingOutcome,
@@ -406,7 +627,8 @@ cumulative Elo {:+.0}",
             candidate: &bytes,
             promoted: gate.promoted,
             snapshot: self.cfg.schedule.snapshot(it),
-            shard: shard.to_string(),
+            shard,
+            worker_shards,
             positions: sp.samples.len() as u64,
             games: sp.stats.games as u64,
             elo: gate.elo,
@@ -439,6 +661,13 @@ cumulative Elo {:+.0}",
             )?;
             info!("promoted network written to {}", self.dir.best().display());
             self.publisher.publish(&bytes, it, &self.dir)?;
+            if let Some(learner) = &self.learner {
+                with_retry("publishing the network", LEARNER_RETRIES, || {
+                    learner.exchange.publish(it, &bytes)
+                })?;
+                learner.exchange.prune_networks(it, 4);
+                info!("published network version {it} for the workers");
+            }
         }
         Ok(m)
     }

@@ -1,7 +1,6 @@
 //! Where the engine's network comes from: the file named by `WeightsFile`, or the
-//! network built into the binary (`models/default.safetensors`, written by
-//! `cargo run --release -p ember-engine --example make_default_net`), so that `ember`
-//! plays on a machine with nothing beside it.
+//! network built into the binary (`models/default.safetensors`, the trained network
+//! models/README.md describes), so that `ember` plays on a machine with nothing beside it.
 
 use anyhow::{Context, Result};
 use candle_core::Device;

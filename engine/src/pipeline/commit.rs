@@ -17,8 +17,11 @@ pub struct Iteration<'a> {
     pub promoted: bool,
     /// Also keep the candidate as `iter-NNNNNN.safetensors`.
     pub snapshot: bool,
-    /// The replay shard self-play wrote (a file name in `replay/`).
-    pub shard: String,
+    /// The replay shard self-play wrote (a file name in `replay/`), or none when the
+    /// positions came from workers' shards.
+    pub shard: Option<String>,
+    /// Workers' shards taken into the replay window (names in `shards/`).
+    pub worker_shards: Vec<String>,
     pub positions: u64,
     pub games: u64,
     /// The gating Elo, added to the cumulative Elo on promotion.
@@ -30,7 +33,8 @@ impl Iteration<'_> {
     pub fn next_state(&self, state: &RunState, steps: u64) -> RunState {
         let mut next = state.clone();
         next.iteration = self.number;
-        next.shards.push(self.shard.clone());
+        next.shards.extend(self.shard.clone());
+        next.worker_shards.extend(self.worker_shards.iter().cloned());
         next.positions_total += self.positions;
         next.games_total += self.games;
         next.trainer_steps = steps;

@@ -18,6 +18,8 @@
 //! - [`gating_stage`] plays the candidate against the best network and decides promotion.
 //! - [`strength_stage`] plays the network against fixed anchors (random, greedy, the
 //!   run's iteration-0 network, UCI engines): the run's strength curve.
+//! - [`exchange`] is the run folder seen by distributed self-play: workers take the
+//!   published network from it and put shards into it, and a learner trains on them.
 //! - [`commit`] makes an iteration durable in the run folder ([`run`]), whose
 //!   `state.json` is the commit record, and appends its [`metrics`].
 //!
@@ -25,6 +27,7 @@
 //! through an [`Observer`] (the trainer draws progress bars from it) and log through `log`.
 
 pub mod commit;
+pub mod exchange;
 pub mod gating_stage;
 pub mod metrics;
 pub mod run;

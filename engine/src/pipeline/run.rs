@@ -44,6 +44,10 @@ pub struct RunState {
     pub seed: u64,
     /// Replay shards of complete iterations (file names in `replay/`), oldest first.
     pub shards: Vec<String>,
+    /// Shards of self-play workers a learner has trained on (names in `shards/`, see
+    /// [`super::exchange`]), in the order it took them.
+    #[serde(default)]
+    pub worker_shards: Vec<String>,
     pub positions_total: u64,
     pub games_total: u64,
     pub trainer_steps: u64,
@@ -61,6 +65,7 @@ impl RunState {
             iteration: 0,
             seed,
             shards: Vec::new(),
+            worker_shards: Vec::new(),
             positions_total: 0,
             games_total: 0,
             trainer_steps: 0,

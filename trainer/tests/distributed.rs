@@ -1,0 +1,205 @@
+//! Distributed training on one machine: `trainer learn` and several `trainer worker`
+//! processes sharing one run folder, with a worker and the learner killed with SIGKILL on
+//! the way. What must hold: every game a worker finished is counted by the learner
+//! exactly once, workers switch to a newly published network, and an unfinished shard is
+//! never read.
+
+use ember_engine::pipeline::exchange::Exchange;
+use ember_engine::pipeline::run::{read_json, RunState};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("trainer-distributed")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn spawn(args: &[&str], log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn learner(run: &Path, root: &Path, log: &str) -> Child {
+    let models = root.join("models");
+    spawn(
+        &[
+            "learn",
+            "--run-dir",
+            run.to_str().unwrap(),
+            "--models-dir",
+            models.to_str().unwrap(),
+            "--preset",
+            "quick",
+            "--filters",
+            "8",
+            "--blocks",
+            "1",
+            "--simulations",
+            "8",
+            "--max-plies",
+            "40",
+            "--games",
+            "4",
+            "--batch-size",
+            "32",
+            "--publish-steps",
+            "4",
+            "--gating-games",
+            "0",
+            "--iterations",
+            "1000",
+            "--idle-exit",
+            "8",
+            "--device",
+            "cpu",
+            "--seed",
+            "3",
+        ],
+        &root.join(log),
+    )
+}
+
+fn worker(run: &Path, root: &Path, id: &str, games: usize, shard_games: usize) -> Child {
+    spawn(
+        &[
+            "worker",
+            "--run-dir",
+            run.to_str().unwrap(),
+            "--worker-id",
+            id,
+            "--games",
+            &games.to_string(),
+            "--shard-games",
+            &shard_games.to_string(),
+            "--device",
+            "cpu",
+        ],
+        &root.join(format!("{id}.log")),
+    )
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn state(run: &Path) -> Option<RunState> {
+    read_json(&run.join("state.json")).ok()
+}
+
+fn log_of(root: &Path, name: &str) -> String {
+    std::fs::read_to_string(root.join(name)).unwrap_or_default()
+}
+
+#[test]
+fn workers_and_a_learner_count_every_game_exactly_once_through_kills() {
+    let root = scratch("exactly-once");
+    let run = root.join("run");
+    let exchange = Exchange::new(&run);
+    let mut learn = learner(&run, &root, "learn-1.log");
+
+    // Three workers that finish 6 shards of 4 games each.
+    let mut workers: Vec<Child> = ["w1", "w2", "w3"]
+        .iter()
+        .map(|id| worker(&run, &root, id, 24, 4))
+        .collect();
+
+    // A fourth worker playing one large shard, killed in the middle of it.
+    let mut slow = worker(&run, &root, "slow", 2000, 2000);
+    let slow_partial = exchange.shards().join("slow-000001.shard.partial");
+    wait_until("the slow worker's unfinished shard", Duration::from_secs(120), || {
+        slow_partial.exists()
+    });
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+    assert!(slow_partial.exists(), "a SIGKILL leaves the unfinished shard");
+    assert!(!exchange.shards().join("slow-000001.json").exists());
+
+    // The learner is killed once it has committed an iteration, and started again.
+    wait_until("the learner's first iteration", Duration::from_secs(120), || {
+        state(&run).is_some_and(|s| s.iteration >= 1)
+    });
+    learn.kill().unwrap();
+    learn.wait().unwrap();
+    let before = state(&run).unwrap();
+    let mut learn = learner(&run, &root, "learn-2.log");
+
+    // The slow worker comes back under its id once a trained network is published: it
+    // removes its unfinished shard and plays that shard again (smaller this time) with
+    // the new network.
+    wait_until("a published network", Duration::from_secs(120), || {
+        exchange.published().ok().flatten().is_some_and(|p| p.version >= 1)
+    });
+    let mut again = worker(&run, &root, "slow", 4, 4);
+    for w in workers.iter_mut().chain([&mut again]) {
+        assert!(w.wait().unwrap().success());
+    }
+    assert!(!slow_partial.exists());
+    assert!(
+        log_of(&root, "slow.log").contains("left unfinished by this worker's earlier process"),
+        "{}",
+        log_of(&root, "slow.log")
+    );
+    let status = learn.wait().unwrap();
+    assert!(status.success(), "{}", log_of(&root, "learn-2.log"));
+
+    // Exactly once: the learner took every complete shard, each once, and counted each
+    // game once, across its kill.
+    let after = state(&run).unwrap();
+    let complete = exchange.complete_shards().unwrap();
+    assert_eq!(complete.len(), 3 * 6 + 1, "{complete:?}");
+    let taken: BTreeSet<&String> = after.worker_shards.iter().collect();
+    assert_eq!(taken.len(), after.worker_shards.len(), "a shard taken twice");
+    assert_eq!(
+        taken,
+        complete.iter().collect::<BTreeSet<_>>(),
+        "every complete shard taken"
+    );
+    assert!(after.worker_shards.starts_with(&before.worker_shards));
+    let games: usize = complete
+        .iter()
+        .map(|n| exchange.read_meta(n).unwrap().games)
+        .sum();
+    assert_eq!(games, 3 * 24 + 4);
+    assert_eq!(after.games_total, games as u64);
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let counted: u64 = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["games"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, games as u64, "metrics count each game once");
+    let samples: usize = complete
+        .iter()
+        .map(|n| exchange.read_meta(n).unwrap().samples)
+        .sum();
+    assert_eq!(after.positions_total, samples as u64);
+
+    // Network pickup: shards record the version they were played with; each worker's
+    // versions never go back, and the learner's published networks were picked up.
+    let mut versions: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for n in &complete {
+        let m = exchange.read_meta(n).unwrap();
+        versions.entry(m.worker).or_default().push(m.network_version);
+    }
+    for (w, v) in &versions {
+        assert!(v.windows(2).all(|p| p[0] <= p[1]), "{w}: {v:?}");
+    }
+    assert!(versions["slow"][0] >= 1, "{versions:?}");
+    let published = exchange.published().unwrap().unwrap();
+    assert_eq!(published.version, after.best_iteration);
+}
