@@ -406,6 +406,10 @@ pub struct WorkerArgs {
     /// A worker started again under the same id goes on after its last complete shard.
     #[arg(long)]
     pub worker_id: Option<String>,
+    /// CPU threads for the search and the network (default: all cores). On a machine shared
+    /// by several workers, give each its share: one-thread workers scale with cores.
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Tries of each storage operation before the worker gives up (waits 0.5 s, 1 s, 2 s ...
     /// at most 30 s between tries).
     #[arg(long, default_value_t = 8)]

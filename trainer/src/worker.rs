@@ -42,6 +42,12 @@ pub fn run(args: &WorkerArgs) -> Result<()> {
         None => default_id(),
     };
     check_worker_id(&id)?;
+    if let Some(threads) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build_global()
+            .context("setting the worker's threads")?;
+    }
     stop_on_signals();
 
     let cfg: RunConfig = wait_for(&exchange, args.retries, "the run's config.json", |x| {
