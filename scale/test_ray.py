@@ -37,17 +37,18 @@ def test_driver_restarts_a_killed_worker_and_the_learner_counts_each_game_once(t
     driver = subprocess.Popen(
         [sys.executable, str(ROOT / "scale" / "ray_train.py"), "--run-dir", str(run),
          "--trainer", str(TRAINER), "--num-cpus", "3", "--workers", "2",
-         "--learn-args", learn_args, "--worker-args", "--games 40 --shard-games 4 --device cpu"],
+         "--learn-args", learn_args,
+         "--worker-args", f"--games 40 --shard-games 4 --device cpu --scratch {tmp_path / 'scratch'}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         shards = run / "shards"
+        scratch = tmp_path / "scratch" / "ember-worker-ray0"
         deadline = time.time() + 120
         killed = None
         while killed is None:
             assert time.time() < deadline, "worker ray0 never got to the middle of a shard"
             assert driver.poll() is None, driver.stdout.read()
-            if shards.exists() and any(p.name.endswith(".partial") and p.name.startswith("ray0-")
-                                       for p in shards.iterdir()):
+            if scratch.exists() and any(p.name.endswith(".partial") for p in scratch.iterdir()):
                 for pid in worker_pids("ray0"):
                     os.kill(pid, signal.SIGKILL)
                     killed = pid
@@ -74,4 +75,5 @@ def test_driver_restarts_a_killed_worker_and_the_learner_counts_each_game_once(t
         per_worker[m["worker"]] = per_worker.get(m["worker"], 0) + m["games"]
     assert per_worker["ray1"] == 40, per_worker
     assert per_worker["ray0"] >= 40, per_worker
-    assert not any(p.name.endswith(".partial") for p in shards.iterdir()), "the restarted worker cleans up"
+    assert not any(p.name.endswith(".partial") for p in scratch.iterdir()), "the restarted worker cleans up"
+    assert not any(p.name.startswith(".") for p in shards.iterdir()), "no unfinished write is left"

@@ -386,9 +386,14 @@ pub struct ExportArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
-    /// The run folder the learner publishes networks into (shared storage).
+    /// The run folder the learner publishes networks into: a path on shared storage, or
+    /// s3://BUCKET/PREFIX (a trainer built with the `s3` feature).
     #[arg(long)]
     pub run_dir: PathBuf,
+    /// Local folder the worker plays each shard into before storing it
+    /// (default: the system's temporary folder).
+    #[arg(long)]
+    pub scratch: Option<PathBuf>,
     /// Where the network runs: auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -418,9 +423,14 @@ pub struct WorkerArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct LearnArgs {
-    /// The run folder workers read networks from and write shards into (shared storage).
+    /// The learner's run folder (checkpoints, state, metrics); also where workers meet it,
+    /// unless --exchange says otherwise.
     #[arg(long)]
     pub run_dir: PathBuf,
+    /// Where workers read networks and write shards, if not the run folder: a path on
+    /// shared storage, or s3://BUCKET/PREFIX (a trainer built with the `s3` feature).
+    #[arg(long)]
+    pub exchange: Option<PathBuf>,
     /// Training steps per published network: an iteration waits until the new shards hold
     /// enough positions for this many steps at --sample-reuse, then trains and publishes.
     #[arg(long, default_value_t = 32)]

@@ -8,6 +8,7 @@ mod config;
 mod plot;
 mod progress;
 mod publish;
+mod storage;
 mod training;
 mod worker;
 

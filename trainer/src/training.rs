@@ -125,22 +125,13 @@ impl Session {
         let (best, trainer) =
             open_networks(&dir, &cfg, &state, &device, precision, saved.as_ref())?;
         let metrics = metrics::load_and_trim(&dir.metrics(), state.iteration)?;
-        // A learner's window holds the workers' shards; a trainer's, its own.
-        let (window, load) = if state.worker_shards.is_empty() {
+        // A trainer's window holds its own shards; a learner's, the workers' (loaded from
+        // the exchange by `open_learner`).
+        let (window, load) =
             ReplayWindow::load_listed(&dir.replay(), &state.shards, cfg.training.replay_window)
-        } else {
-            let files: Vec<String> = state
-                .worker_shards
-                .iter()
-                .map(|n| format!("{n}.shard"))
-                .collect();
-            ReplayWindow::load_listed(
-                &Exchange::new(&dir.root).shards(),
-                &files,
-                cfg.training.replay_window,
-            )
-        }
-        .with_context(|| format!("loading the replay window of {}", dir.root.display()))?;
+                .with_context(|| {
+                    format!("loading the replay window from {}", dir.replay().display())
+                })?;
         if load.skipped_corrupt > 0 || load.torn_tail > 0 {
             warn!(
                 "replay: skipped {} corrupt record(s) and {} torn tail(s) of {} records",
@@ -201,7 +192,15 @@ impl Session {
                 root.display()
             );
         }
-        let exchange = Exchange::new(root);
+        let exchange = crate::storage::open_exchange(args.exchange.as_deref().unwrap_or(root))?;
+        with_retry("storing config.json", LEARNER_RETRIES, || {
+            exchange.put_config(&session.cfg)
+        })?;
+        session.window = worker_window(
+            &exchange,
+            &session.state.worker_shards,
+            session.cfg.training.replay_window,
+        )?;
         for name in exchange.sweep_unfinished(None, STALE_PARTIAL) {
             info!("removed {name}, left unfinished by a worker that is gone");
         }
@@ -215,7 +214,10 @@ impl Session {
             with_retry("publishing the network", LEARNER_RETRIES, || {
                 exchange.publish(best, &bytes)
             })?;
-            info!("published network version {best} for the workers in {}", root.display());
+            info!(
+                "published network version {best} for the workers in {}",
+                exchange.describe()
+            );
         }
         session.learner = Some(Learner {
             exchange,
@@ -223,6 +225,18 @@ impl Session {
             idle_exit: args.idle_exit.map(Duration::from_secs_f64),
         });
         Ok(session)
+    }
+
+    /// A learner's run goes on with `trainer learn` only: its positions are the workers'.
+    fn check_mode(&self) -> Result<()> {
+        if self.learner.is_none() && !self.state.worker_shards.is_empty() {
+            bail!(
+                "{} was trained by `trainer learn` on workers' shards; go on with `trainer learn --run-dir {}`",
+                self.dir.root.display(),
+                self.dir.root.display()
+            );
+        }
+        Ok(())
     }
 
     fn best_path(&self) -> std::path::PathBuf {
@@ -249,6 +263,7 @@ impl Session {
 
     /// Runs iterations until the configured count.
     pub fn train(&mut self) -> Result<()> {
+        self.check_mode()?;
         let start = Instant::now();
         if self.state.iteration >= self.cfg.schedule.iterations {
             info!(
@@ -456,10 +471,10 @@ cumulative Elo {:+.0}",
         };
         let mut versions = std::collections::BTreeSet::new();
         for (name, meta) in &known {
-            let path = learner.exchange.shard_path(name);
-            let (samples, stats) = with_retry("reading a shard", LEARNER_RETRIES, || {
-                ember_engine::replay::read_shard(&path)
+            let bytes = with_retry("reading a shard", LEARNER_RETRIES, || {
+                learner.exchange.read_shard(name)
             })?;
+            let (samples, stats) = ember_engine::replay::parse_shard(&bytes, name);
             if stats.skipped_corrupt > 0 || stats.torn_tail > 0 {
                 warn!(
                     "shard {name}: skipped {} corrupt record(s) and {} torn tail(s)",
@@ -665,7 +680,9 @@ cumulative Elo {:+.0}",
                 with_retry("publishing the network", LEARNER_RETRIES, || {
                     learner.exchange.publish(it, &bytes)
                 })?;
-                learner.exchange.prune_networks(it, 4);
+                if let Err(e) = learner.exchange.prune_networks(it, 4) {
+                    warn!("removing old published networks: {e:#}");
+                }
                 info!("published network version {it} for the workers");
             }
         }
@@ -675,6 +692,7 @@ cumulative Elo {:+.0}",
     /// `trainer selfplay`: one batch of games with the best network, added to the
     /// run's replay data (listed in `state.json`, so training and resume keep it).
     pub fn self_play_only(&mut self) -> Result<()> {
+        self.check_mode()?;
         let it = self.state.iteration;
         // `_` sorts after `.`: the extra shard comes after iteration `it`'s own and before the next.
         let prefix = format!("iter-{it:06}_selfplay-");
@@ -706,6 +724,34 @@ cumulative Elo {:+.0}",
         );
         Ok(())
     }
+}
+
+/// A learner's replay window: the newest of the workers' shards it has trained on (oldest
+/// first in `names`), read from the exchange until the window is full.
+fn worker_window(exchange: &Exchange, names: &[String], capacity: usize) -> Result<ReplayWindow> {
+    let mut newest_first = Vec::new();
+    let mut held = 0;
+    for name in names.iter().rev() {
+        if held >= capacity {
+            break;
+        }
+        let bytes = with_retry("reading a shard", LEARNER_RETRIES, || exchange.read_shard(name))
+            .with_context(|| format!("loading the replay window from {}", exchange.describe()))?;
+        let (samples, stats) = ember_engine::replay::parse_shard(&bytes, name);
+        if stats.skipped_corrupt > 0 || stats.torn_tail > 0 {
+            warn!(
+                "shard {name}: skipped {} corrupt record(s) and {} torn tail(s)",
+                stats.skipped_corrupt, stats.torn_tail
+            );
+        }
+        held += samples.len();
+        newest_first.push(samples);
+    }
+    let mut window = ReplayWindow::new(capacity);
+    for samples in newest_first.iter().rev() {
+        window.push_samples(samples);
+    }
+    Ok(window)
 }
 
 /// The run's state: the committed one (after finishing or undoing an interrupted commit),

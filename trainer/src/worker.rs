@@ -1,14 +1,16 @@
 //! `trainer worker`: a self-play worker of distributed training. It needs nothing but the
-//! run folder (see [`ember_engine::pipeline::exchange`]): the run's `config.json` gives
-//! the self-play settings, `published.json` the network. It plays a shard's worth of
-//! games, writes the shard and its record, looks for a newer network, and goes on, until
-//! stopped or for `--games`.
+//! run folder (see [`ember_engine::pipeline::exchange`]; a path or `s3://...`): the run's
+//! `config.json` gives the self-play settings, `published.json` the network. It plays a
+//! shard's worth of games into a local scratch folder, stores the shard, its games and its
+//! record in the run folder, looks for a newer network, and goes on, until stopped or for
+//! `--games`.
 //!
 //! Stopping: SIGTERM or SIGINT stops the worker at once. The shard being played is
-//! discarded (its unfinished file removed); the shards already written stay complete.
-//! A kill -9 leaves the unfinished file behind instead, which the worker removes when it
-//! starts again under the same id (and the learner once it is an hour old); it is never
-//! read as data either way.
+//! discarded (its scratch files removed); the shards already stored stay complete. A kill
+//! -9 leaves the scratch files behind instead (and, in a folder, perhaps a temporary file
+//! of a write), which the worker removes when it starts again under the same id (the
+//! learner removes such temporary files once they are an hour old); neither is ever read
+//! as data.
 
 use crate::cli::WorkerArgs;
 use crate::config::{derive_seed, RunConfig};
@@ -17,7 +19,6 @@ use ember_engine::net::{describe_device, Network};
 use ember_engine::pipeline::exchange::{
     check_worker_id, shard_name, with_retry, Exchange, ShardMeta,
 };
-use ember_engine::pipeline::run::read_json;
 use ember_engine::pipeline::Quiet;
 use ember_engine::DeviceChoice;
 use log::info;
@@ -32,11 +33,11 @@ const STREAM_WORKER: u64 = 200;
 const WAIT_POLL: Duration = Duration::from_millis(500);
 
 static STOP: AtomicBool = AtomicBool::new(false);
-/// The files of the shard being played, removed when the worker is stopped.
+/// The scratch folder of the shard being played, removed when the worker is stopped.
 static UNFINISHED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 pub fn run(args: &WorkerArgs) -> Result<()> {
-    let exchange = Exchange::new(&args.run_dir);
+    let exchange = crate::storage::open_exchange(&args.run_dir)?;
     let id = match &args.worker_id {
         Some(id) => id.clone(),
         None => default_id(),
@@ -51,23 +52,33 @@ pub fn run(args: &WorkerArgs) -> Result<()> {
     stop_on_signals();
 
     let cfg: RunConfig = wait_for(&exchange, args.retries, "the run's config.json", |x| {
-        Ok(if x.config().exists() {
-            Some(read_json::<RunConfig>(&x.config())?)
-        } else {
-            None
-        })
+        x.config::<RunConfig>()
     })
-    .with_context(|| format!("reading {}", exchange.config().display()))?;
+    .with_context(|| format!("reading {}/config.json", exchange.describe()))?;
     let device = args.device.parse::<DeviceChoice>()?.open()?;
     let precision = cfg.precision_on(&device)?;
     let gpu = !device.is_cpu();
     for name in exchange.sweep_unfinished(Some(&id), Duration::ZERO) {
         info!("removed {name}, left unfinished by this worker's earlier process");
     }
+    let scratch = args
+        .scratch
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("ember-worker-{id}"));
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch)
+            .with_context(|| format!("clearing {}", scratch.display()))?;
+        info!(
+            "cleared {}, left by this worker's earlier process",
+            scratch.display()
+        );
+    }
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let mut seq = with_retry("listing the shards", args.retries, || exchange.next_seq(&id))?;
     info!(
         "worker {id}: playing into {} on {} (next shard {})",
-        exchange.root.display(),
+        exchange.describe(),
         describe_device(&device),
         shard_name(&id, seq)
     );
@@ -102,14 +113,13 @@ pub fn run(args: &WorkerArgs) -> Result<()> {
         let seed = derive_seed(cfg.seed ^ id_stream, seq, STREAM_WORKER);
         let stage = settings.stage(gpu, version + 1, seed, None);
         let name = shard_name(&id, seq);
-        let shard = exchange.shard_path(&name);
-        let pgn = exchange.pgn_path(&name);
-        *UNFINISHED.lock().unwrap_or_else(|e| e.into_inner()) =
-            vec![partial(&shard), ember_engine::files::temp_path(&pgn)?];
+        let shard = scratch.join(format!("{name}.shard"));
+        let pgn = scratch.join(format!("{name}.pgn"));
+        *UNFINISHED.lock().unwrap_or_else(|e| e.into_inner()) = vec![scratch.clone()];
         let start = Instant::now();
-        let out = with_retry("playing and writing a shard", args.retries, || {
-            stage.run(net, precision, &shard, &pgn, &mut Quiet)
-        })?;
+        let out = stage.run(net, precision, &shard, &pgn, &mut Quiet)?;
+        let shard_bytes = std::fs::read(&shard).with_context(|| format!("reading {}", shard.display()))?;
+        let pgn_bytes = std::fs::read(&pgn).with_context(|| format!("reading {}", pgn.display()))?;
         let meta = ShardMeta {
             worker: id.clone(),
             seq,
@@ -129,10 +139,12 @@ pub fn run(args: &WorkerArgs) -> Result<()> {
             wall_s: start.elapsed().as_secs_f64(),
             ..Default::default()
         };
-        with_retry("writing a shard record", args.retries, || {
-            exchange.commit_shard(&meta)
+        with_retry("storing a shard", args.retries, || {
+            exchange.put_shard(&meta, &shard_bytes, &pgn_bytes)
         })?;
         UNFINISHED.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let _ = std::fs::remove_file(&shard);
+        let _ = std::fs::remove_file(&pgn);
         info!(
             "worker {id}: shard {name}: {} games, {} samples with network version {version}, {:.0} positions/s",
             meta.games,
@@ -172,12 +184,6 @@ fn default_id() -> String {
     )
 }
 
-fn partial(shard: &std::path::Path) -> PathBuf {
-    let mut p = shard.as_os_str().to_owned();
-    p.push(".partial");
-    PathBuf::from(p)
-}
-
 /// Waits until `get` finds something (retrying storage errors), or the worker is stopped.
 fn wait_for<T>(
     exchange: &Exchange,
@@ -193,7 +199,7 @@ fn wait_for<T>(
         if !announced {
             info!(
                 "waiting for {what} in {} (start `trainer learn --run-dir` there)",
-                exchange.root.display()
+                exchange.describe()
             );
             announced = true;
         }
@@ -216,10 +222,10 @@ fn stop_on_signals() {
     }
     std::thread::spawn(|| loop {
         if STOP.load(Ordering::SeqCst) {
-            let files = UNFINISHED.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            for f in &files {
-                if std::fs::remove_file(f).is_ok() {
-                    info!("stopped: discarded the unfinished {}", f.display());
+            let scratch = UNFINISHED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            for dir in &scratch {
+                if std::fs::remove_dir_all(dir).is_ok() {
+                    info!("stopped: discarded the unfinished shard in {}", dir.display());
                 }
             }
             info!("stopped by a signal");

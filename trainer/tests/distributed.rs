@@ -72,11 +72,14 @@ fn learner(run: &Path, root: &Path, log: &str) -> Child {
 }
 
 fn worker(run: &Path, root: &Path, id: &str, games: usize, shard_games: usize) -> Child {
+    let scratch = root.join("scratch");
     spawn(
         &[
             "worker",
             "--run-dir",
             run.to_str().unwrap(),
+            "--scratch",
+            scratch.to_str().unwrap(),
             "--worker-id",
             id,
             "--games",
@@ -121,14 +124,14 @@ fn workers_and_a_learner_count_every_game_exactly_once_through_kills() {
 
     // A fourth worker playing one large shard, killed in the middle of it.
     let mut slow = worker(&run, &root, "slow", 2000, 2000);
-    let slow_partial = exchange.shards().join("slow-000001.shard.partial");
+    let slow_partial = root.join("scratch/ember-worker-slow/slow-000001.shard.partial");
     wait_until("the slow worker's unfinished shard", Duration::from_secs(120), || {
         slow_partial.exists()
     });
     slow.kill().unwrap();
     slow.wait().unwrap();
     assert!(slow_partial.exists(), "a SIGKILL leaves the unfinished shard");
-    assert!(!exchange.shards().join("slow-000001.json").exists());
+    assert!(!run.join("shards/slow-000001.json").exists());
 
     // The learner is killed once it has committed an iteration, and started again.
     wait_until("the learner's first iteration", Duration::from_secs(120), || {
@@ -140,8 +143,8 @@ fn workers_and_a_learner_count_every_game_exactly_once_through_kills() {
     let mut learn = learner(&run, &root, "learn-2.log");
 
     // The slow worker comes back under its id once a trained network is published: it
-    // removes its unfinished shard and plays that shard again (smaller this time) with
-    // the new network.
+    // clears its unfinished shard and plays that shard again (smaller this time) with the
+    // new network.
     wait_until("a published network", Duration::from_secs(120), || {
         exchange.published().ok().flatten().is_some_and(|p| p.version >= 1)
     });
@@ -151,7 +154,7 @@ fn workers_and_a_learner_count_every_game_exactly_once_through_kills() {
     }
     assert!(!slow_partial.exists());
     assert!(
-        log_of(&root, "slow.log").contains("left unfinished by this worker's earlier process"),
+        log_of(&root, "slow.log").contains("left by this worker's earlier process"),
         "{}",
         log_of(&root, "slow.log")
     );

@@ -1,6 +1,8 @@
 //! The meeting point of distributed self-play: a run folder on storage that self-play
-//! workers and one learner share (a local disk, or a network filesystem such as NFS, EFS
-//! or Filestore mounted on every machine). Nothing else connects them.
+//! workers and one learner share. Nothing else connects them. The storage is a
+//! [`Storage`]: a folder ([`LocalStorage`]: a local disk, or a network filesystem such as
+//! NFS, EFS or Filestore mounted on every machine), or S3-compatible object storage (the
+//! trainer's `s3` feature).
 //!
 //! ```text
 //! RUN/config.json                      the run's configuration (the learner writes it)
@@ -11,27 +13,126 @@
 //!     games/WORKER-SEQ.pgn             the batch's games
 //! ```
 //!
-//! - Every file appears under its name complete or not at all (written beside it, then
-//!   renamed), and a shard counts only once its `.json` record exists, which is written
-//!   after the shard. So a worker killed at any moment leaves nothing a reader takes for
-//!   data: at most a `.partial` or `.tmp` file, which the worker removes when it starts
-//!   again under the same id and the learner removes once it is an hour old.
+//! - Every object appears under its name complete or not at all (a file is written beside
+//!   it, then renamed; an object store's put is atomic), and a shard counts only once its
+//!   `.json` record exists, which is written after the shard. So a worker killed at any
+//!   moment leaves nothing a reader takes for data: in a folder, at most a `.tmp` file,
+//!   which the worker removes when it starts again under the same id and the learner
+//!   removes once it is an hour old.
 //! - Shards are named by worker id and sequence number, so no two writers share a name;
 //!   a worker starting again under the same id goes on after its last complete shard.
 //! - The learner records the shards it has trained on in its `state.json` (see
 //!   [`super::run`]): a shard is taken into the replay window exactly once, also across a
 //!   kill of the learner.
 
-use super::run::{read_json, write_json};
 use crate::files::write_atomic;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 const META_FORMAT: &str = "ember-shard";
 const PUBLISHED_FORMAT: &str = "ember-published";
+
+/// Where the exchange's objects live: keys are `/`-separated paths under the run folder.
+pub trait Storage: Send + Sync {
+    /// The object's bytes, or none when there is no such object.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+    /// Stores `bytes` under `key` so that readers see the old object or the new one.
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<()>;
+    /// Names of the objects directly in the folder `prefix`, sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    fn delete(&self, key: &str) -> Result<()>;
+    /// `/mnt/run1`, `s3://bucket/run1`: for messages.
+    fn describe(&self) -> String;
+    /// Removes unfinished writes (see [`Exchange::sweep_unfinished`]); object stores have none.
+    fn sweep(&self, _worker: Option<&str>, _max_age: Duration) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A folder: every write is a temporary file renamed into place after an fsync.
+#[derive(Clone, Debug)]
+pub struct LocalStorage {
+    pub root: PathBuf,
+}
+
+impl Storage for LocalStorage {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.root.join(key);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+        write_atomic(&self.root.join(key), bytes)
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = self.root.join(prefix);
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let path = self.root.join(key);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    /// The temporary files of interrupted writes in `shards/`, `games/` and `networks/`:
+    /// those of `worker` (`.WORKER-...`), or with no worker those older than `max_age`.
+    fn sweep(&self, worker: Option<&str>, max_age: Duration) -> Vec<String> {
+        let mut removed = Vec::new();
+        for dir in ["shards", "games", "networks"] {
+            let Ok(entries) = std::fs::read_dir(self.root.join(dir)) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !(name.starts_with('.') && name.ends_with(".tmp")) {
+                    continue;
+                }
+                let stale = match worker {
+                    Some(w) => name[1..].starts_with(&format!("{w}-")),
+                    None => e
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| SystemTime::now().duration_since(t).ok())
+                        .is_some_and(|age| age >= max_age),
+                };
+                if stale && std::fs::remove_file(e.path()).is_ok() {
+                    removed.push(format!("{dir}/{name}"));
+                }
+            }
+        }
+        removed.sort();
+        removed
+    }
+}
 
 /// The network workers should play with.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -39,7 +140,7 @@ pub struct Published {
     pub format: String,
     /// The learner's iteration that trained it (0: the initial network).
     pub version: u64,
-    /// Its file, relative to the run folder.
+    /// Its key, relative to the run folder.
     pub network: String,
 }
 
@@ -70,130 +171,138 @@ pub struct ShardMeta {
 }
 
 /// A run folder seen as the exchange between workers and the learner.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Exchange {
-    pub root: PathBuf,
+    pub storage: Arc<dyn Storage>,
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    Ok(text.into_bytes())
 }
 
 impl Exchange {
+    /// The exchange in a folder.
     pub fn new(root: &Path) -> Exchange {
         Exchange {
-            root: root.to_path_buf(),
+            storage: Arc::new(LocalStorage {
+                root: root.to_path_buf(),
+            }),
         }
     }
 
-    pub fn config(&self) -> PathBuf {
-        self.root.join("config.json")
-    }
-    fn published_file(&self) -> PathBuf {
-        self.root.join("published.json")
-    }
-    pub fn shards(&self) -> PathBuf {
-        self.root.join("shards")
-    }
-    pub fn games(&self) -> PathBuf {
-        self.root.join("games")
-    }
-    /// `shards/NAME.shard` for a shard named `WORKER-SEQ`.
-    pub fn shard_path(&self, name: &str) -> PathBuf {
-        self.shards().join(format!("{name}.shard"))
-    }
-    fn meta_path(&self, name: &str) -> PathBuf {
-        self.shards().join(format!("{name}.json"))
-    }
-    pub fn pgn_path(&self, name: &str) -> PathBuf {
-        self.games().join(format!("{name}.pgn"))
+    pub fn describe(&self) -> String {
+        self.storage.describe()
     }
 
-    /// Publishes `bytes` (a checkpoint) as network `version`: the file first, then the
-    /// pointer, so a worker that reads the pointer always finds the file.
+    /// The run's configuration as the learner stored it, if it has yet.
+    pub fn config<T: serde::de::DeserializeOwned>(&self) -> Result<Option<T>> {
+        self.storage
+            .get("config.json")?
+            .map(|b| serde_json::from_slice(&b).context("parsing the run's config.json"))
+            .transpose()
+    }
+
+    pub fn put_config<T: Serialize>(&self, cfg: &T) -> Result<()> {
+        self.storage.put("config.json", &json(cfg)?)
+    }
+
+    /// Publishes `bytes` (a checkpoint) as network `version`: the network first, then the
+    /// pointer, so a worker that reads the pointer always finds the network.
     pub fn publish(&self, version: u64, bytes: &[u8]) -> Result<()> {
         let network = format!("networks/net-{version:06}.safetensors");
-        write_atomic(&self.root.join(&network), bytes)?;
-        write_json(
-            &self.published_file(),
-            &Published {
+        self.storage.put(&network, bytes)?;
+        self.storage.put(
+            "published.json",
+            &json(&Published {
                 format: PUBLISHED_FORMAT.into(),
                 version,
                 network,
-            },
+            })?,
         )
     }
 
     /// The network to play with, if one is published yet.
     pub fn published(&self) -> Result<Option<Published>> {
-        let path = self.published_file();
-        if !path.exists() {
+        let Some(bytes) = self.storage.get("published.json")? else {
             return Ok(None);
-        }
-        let p: Published = read_json(&path)?;
-        if p.format != PUBLISHED_FORMAT
-            || p.network.contains("..")
-            || Path::new(&p.network).is_absolute()
-        {
-            bail!("{}: not a published-network record", path.display());
+        };
+        let p: Published =
+            serde_json::from_slice(&bytes).context("parsing published.json")?;
+        if p.format != PUBLISHED_FORMAT || !p.network.starts_with("networks/") || p.network.contains("..") {
+            bail!("published.json: not a published-network record");
         }
         Ok(Some(p))
     }
 
     /// The bytes of a published network.
     pub fn read_network(&self, p: &Published) -> Result<Vec<u8>> {
-        let path = self.root.join(&p.network);
-        crate::files::read_bounded(&path, crate::net::checkpoint::MAX_CHECKPOINT_BYTES, "a network")
+        let bytes = self
+            .storage
+            .get(&p.network)?
+            .with_context(|| format!("{} is published but missing", p.network))?;
+        if bytes.len() as u64 > crate::net::checkpoint::MAX_CHECKPOINT_BYTES {
+            bail!("{}: larger than a checkpoint can be", p.network);
+        }
+        Ok(bytes)
     }
 
     /// Removes published networks older than the newest `keep` (workers read only the newest).
-    pub fn prune_networks(&self, newest: u64, keep: u64) {
-        let Ok(entries) = std::fs::read_dir(self.root.join("networks")) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
+    pub fn prune_networks(&self, newest: u64, keep: u64) -> Result<()> {
+        for name in self.storage.list("networks")? {
             let version = name
                 .strip_prefix("net-")
                 .and_then(|n| n.strip_suffix(".safetensors"))
                 .and_then(|n| n.parse::<u64>().ok());
             if version.is_some_and(|v| v + keep <= newest) {
-                let _ = std::fs::remove_file(e.path());
+                self.storage.delete(&format!("networks/{name}"))?;
             }
         }
+        Ok(())
     }
 
     /// The complete shards (those with a record), by name, in name order.
     pub fn complete_shards(&self) -> Result<Vec<String>> {
-        let dir = self.shards();
-        if !dir.exists() {
-            return Ok(Vec::new());
-        }
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .with_context(|| format!("listing {}", dir.display()))?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                (!name.starts_with('.'))
-                    .then(|| name.strip_suffix(".json").map(str::to_string))
-                    .flatten()
-            })
-            .collect();
-        names.sort();
-        Ok(names)
+        Ok(self
+            .storage
+            .list("shards")?
+            .into_iter()
+            .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
+            .collect())
     }
 
     pub fn read_meta(&self, name: &str) -> Result<ShardMeta> {
-        let meta: ShardMeta = read_json(&self.meta_path(name))?;
-        if meta.format != META_FORMAT {
-            bail!("{}: not a shard record", self.meta_path(name).display());
+        let key = format!("shards/{name}.json");
+        let bytes = self
+            .storage
+            .get(&key)?
+            .with_context(|| format!("{key} is missing"))?;
+        let meta: ShardMeta =
+            serde_json::from_slice(&bytes).with_context(|| format!("parsing {key}"))?;
+        if meta.format != META_FORMAT || shard_name(&meta.worker, meta.seq) != name {
+            bail!("{key}: not this shard's record");
         }
         Ok(meta)
     }
 
-    /// Commits a shard the worker has finished writing at [`Self::shard_path`]: its
-    /// record makes it visible to the learner.
-    pub fn commit_shard(&self, meta: &ShardMeta) -> Result<String> {
+    /// The bytes of a complete shard.
+    pub fn read_shard(&self, name: &str) -> Result<Vec<u8>> {
+        let key = format!("shards/{name}.shard");
+        self.storage
+            .get(&key)?
+            .with_context(|| format!("{key} has a record but is missing"))
+    }
+
+    /// Stores a finished shard, its games and then its record, which makes it visible to
+    /// the learner. Returns the shard's name.
+    pub fn put_shard(&self, meta: &ShardMeta, shard: &[u8], pgn: &[u8]) -> Result<String> {
         let name = shard_name(&meta.worker, meta.seq);
+        self.storage.put(&format!("shards/{name}.shard"), shard)?;
+        self.storage.put(&format!("games/{name}.pgn"), pgn)?;
         let mut meta = meta.clone();
         meta.format = META_FORMAT.into();
-        write_json(&self.meta_path(&name), &meta)?;
+        self.storage.put(&format!("shards/{name}.json"), &json(&meta)?)?;
         Ok(name)
     }
 
@@ -208,38 +317,11 @@ impl Exchange {
             .map_or(1, |s| s + 1))
     }
 
-    /// Removes unfinished files in `shards/` and `games/`: those of `worker` (a worker
-    /// starting again under its id: its earlier process is gone), or, with no worker,
-    /// those older than `max_age` (the learner: a writer that old is gone). Returns the
-    /// names removed.
+    /// Removes unfinished writes: those of `worker` (a worker starting again under its
+    /// id: its earlier process is gone), or, with no worker, those older than `max_age`
+    /// (the learner: a writer that old is gone). Returns what was removed.
     pub fn sweep_unfinished(&self, worker: Option<&str>, max_age: Duration) -> Vec<String> {
-        let mut removed = Vec::new();
-        for dir in [self.shards(), self.games()] {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let unfinished = name.ends_with(".partial") || name.ends_with(".tmp");
-                if !unfinished {
-                    continue;
-                }
-                let stale = match worker {
-                    Some(w) => name.trim_start_matches('.').starts_with(&format!("{w}-")),
-                    None => e
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .ok()
-                        .and_then(|t| SystemTime::now().duration_since(t).ok())
-                        .is_some_and(|age| age >= max_age),
-                };
-                if stale && std::fs::remove_file(e.path()).is_ok() {
-                    removed.push(name);
-                }
-            }
-        }
-        removed.sort();
-        removed
+        self.storage.sweep(worker, max_age)
     }
 }
 
@@ -290,18 +372,18 @@ pub fn with_retry<T>(what: &str, attempts: u32, mut op: impl FnMut() -> Result<T
 mod tests {
     use super::*;
 
-    fn temp(tag: &str) -> Exchange {
+    fn temp(tag: &str) -> (Exchange, PathBuf) {
         let root = std::env::temp_dir().join(format!("ember-exchange-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("shards")).unwrap();
-        Exchange::new(&root)
+        (Exchange::new(&root), root)
     }
 
     #[test]
     fn a_shard_counts_only_once_its_record_exists() {
-        let x = temp("record");
-        std::fs::write(x.shard_path("w1-000001"), b"data").unwrap();
-        std::fs::write(x.shards().join("w1-000002.shard.partial"), b"half").unwrap();
+        let (x, root) = temp("record");
+        std::fs::write(root.join("shards/w1-000001.shard"), b"data").unwrap();
+        std::fs::write(root.join("shards/.w1-000002.shard.77.tmp"), b"half").unwrap();
         assert!(x.complete_shards().unwrap().is_empty());
         assert_eq!(x.next_seq("w1").unwrap(), 1);
         let meta = ShardMeta {
@@ -310,32 +392,41 @@ mod tests {
             games: 3,
             ..Default::default()
         };
-        assert_eq!(x.commit_shard(&meta).unwrap(), "w1-000001");
+        assert_eq!(x.put_shard(&meta, b"data", b"pgn").unwrap(), "w1-000001");
         assert_eq!(x.complete_shards().unwrap(), vec!["w1-000001".to_string()]);
         assert_eq!(x.read_meta("w1-000001").unwrap().games, 3);
+        assert_eq!(x.read_shard("w1-000001").unwrap(), b"data");
         assert_eq!(x.next_seq("w1").unwrap(), 2);
         assert_eq!(x.next_seq("w2").unwrap(), 1);
-        // The worker starting again removes its own unfinished shard, not another's.
-        std::fs::write(x.shards().join("w2-000001.shard.partial"), b"half").unwrap();
+        // A record under another shard's name is refused.
+        std::fs::copy(root.join("shards/w1-000001.json"), root.join("shards/w9-000004.json")).unwrap();
+        assert!(x.read_meta("w9-000004").is_err());
+        // The worker starting again removes its own unfinished write, not another's.
+        std::fs::write(root.join("shards/.w2-000001.shard.78.tmp"), b"half").unwrap();
         let removed = x.sweep_unfinished(Some("w1"), Duration::ZERO);
-        assert_eq!(removed, vec!["w1-000002.shard.partial".to_string()]);
-        assert!(x.shards().join("w2-000001.shard.partial").exists());
-        std::fs::remove_dir_all(&x.root).ok();
+        assert_eq!(removed, vec!["shards/.w1-000002.shard.77.tmp".to_string()]);
+        assert!(root.join("shards/.w2-000001.shard.78.tmp").exists());
+        // The learner removes only old ones.
+        assert!(x.sweep_unfinished(None, Duration::from_secs(3600)).is_empty());
+        assert_eq!(x.sweep_unfinished(None, Duration::ZERO).len(), 1);
+        std::fs::remove_dir_all(&root).ok();
     }
 
     #[test]
     fn published_network_is_found_through_its_pointer() {
-        let x = temp("publish");
+        let (x, root) = temp("publish");
         assert!(x.published().unwrap().is_none());
         x.publish(0, b"net0").unwrap();
         x.publish(3, b"net3").unwrap();
         let p = x.published().unwrap().unwrap();
         assert_eq!(p.version, 3);
-        assert_eq!(std::fs::read(x.root.join(&p.network)).unwrap(), b"net3");
-        x.prune_networks(3, 1);
-        assert!(!x.root.join("networks/net-000000.safetensors").exists());
-        assert!(x.root.join(&p.network).exists());
-        std::fs::remove_dir_all(&x.root).ok();
+        assert_eq!(x.read_network(&p).unwrap(), b"net3");
+        x.prune_networks(3, 1).unwrap();
+        assert!(!root.join("networks/net-000000.safetensors").exists());
+        assert!(root.join(&p.network).exists());
+        std::fs::write(root.join("published.json"), br#"{"format":"ember-published","version":1,"network":"../../etc/passwd"}"#).unwrap();
+        assert!(x.published().is_err());
+        std::fs::remove_dir_all(&root).ok();
     }
 
     #[test]

@@ -1,0 +1,140 @@
+//! Opening the exchange of distributed training (see
+//! [`ember_engine::pipeline::exchange`]) from a `--run-dir` or `--exchange` argument: a
+//! folder path, or `s3://BUCKET/PREFIX` for S3-compatible object storage when the trainer
+//! is built with the `s3` feature (`cargo build --release -p trainer --features s3`).
+//!
+//! For S3 the credentials, region and endpoint come from the standard environment
+//! variables: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, and for
+//! S3-compatible servers (MinIO, Ceph, R2, GCS's XML API) `AWS_ENDPOINT` and, for plain
+//! HTTP, `AWS_ALLOW_HTTP=true`. A put to object storage is atomic, so there is nothing
+//! unfinished to clean up there.
+
+use anyhow::Result;
+use ember_engine::pipeline::exchange::Exchange;
+use std::path::Path;
+
+pub fn open_exchange(spec: &Path) -> Result<Exchange> {
+    let text = spec.to_string_lossy();
+    if let Some(rest) = text.strip_prefix("s3://") {
+        return s3::open(rest);
+    }
+    if text.contains("://") {
+        anyhow::bail!("{text}: a run folder is a path or s3://BUCKET/PREFIX");
+    }
+    Ok(Exchange::new(spec))
+}
+
+#[cfg(not(feature = "s3"))]
+mod s3 {
+    use anyhow::{bail, Result};
+    use ember_engine::pipeline::exchange::Exchange;
+
+    pub fn open(rest: &str) -> Result<Exchange> {
+        bail!(
+            "s3://{rest}: this trainer was built without S3 support; build it with `cargo build --release -p trainer --features s3`"
+        )
+    }
+}
+
+#[cfg(feature = "s3")]
+mod s3 {
+    use anyhow::{bail, Context, Result};
+    use ember_engine::pipeline::exchange::{Exchange, Storage};
+    use object_store::aws::AmazonS3Builder;
+    use object_store::path::Path as ObjectPath;
+    use object_store::{ObjectStore, PutPayload};
+    use std::sync::Arc;
+
+    /// An S3 bucket (or S3-compatible server) under a prefix.
+    struct S3Storage {
+        url: String,
+        store: Box<dyn ObjectStore>,
+        prefix: String,
+        runtime: tokio::runtime::Runtime,
+    }
+
+    pub fn open(rest: &str) -> Result<Exchange> {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            bail!("s3://{rest}: no bucket");
+        }
+        let store = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .build()
+            .with_context(|| format!("opening s3://{rest}"))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the S3 client's runtime")?;
+        Ok(Exchange {
+            storage: Arc::new(S3Storage {
+                url: format!("s3://{rest}"),
+                store: Box::new(store),
+                prefix: prefix.trim_matches('/').to_string(),
+                runtime,
+            }),
+        })
+    }
+
+    impl S3Storage {
+        fn path(&self, key: &str) -> ObjectPath {
+            if self.prefix.is_empty() {
+                ObjectPath::from(key)
+            } else {
+                ObjectPath::from(format!("{}/{key}", self.prefix))
+            }
+        }
+    }
+
+    impl Storage for S3Storage {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+            let path = self.path(key);
+            let got = self.runtime.block_on(async {
+                match self.store.get(&path).await {
+                    Ok(r) => r.bytes().await.map(Some),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            });
+            Ok(got
+                .with_context(|| format!("reading {}/{key}", self.url))?
+                .map(|b| b.to_vec()))
+        }
+
+        fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {
+            let path = self.path(key);
+            self.runtime
+                .block_on(self.store.put(&path, PutPayload::from(bytes.to_vec())))
+                .with_context(|| format!("writing {}/{key}", self.url))?;
+            Ok(())
+        }
+
+        fn list(&self, prefix: &str) -> Result<Vec<String>> {
+            let path = self.path(prefix);
+            let listing = self
+                .runtime
+                .block_on(self.store.list_with_delimiter(Some(&path)))
+                .with_context(|| format!("listing {}/{prefix}", self.url))?;
+            let mut names: Vec<String> = listing
+                .objects
+                .iter()
+                .filter_map(|o| o.location.filename().map(str::to_string))
+                .filter(|n| !n.starts_with('.'))
+                .collect();
+            names.sort();
+            Ok(names)
+        }
+
+        fn delete(&self, key: &str) -> Result<()> {
+            let path = self.path(key);
+            match self.runtime.block_on(self.store.delete(&path)) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e).with_context(|| format!("removing {}/{key}", self.url)),
+            }
+        }
+
+        fn describe(&self) -> String {
+            self.url.clone()
+        }
+    }
+}
