@@ -206,3 +206,92 @@ fn workers_and_a_learner_count_every_game_exactly_once_through_kills() {
     let published = exchange.published().unwrap().unwrap();
     assert_eq!(published.version, after.best_iteration);
 }
+
+/// The same exchange in S3-compatible object storage. Runs with the `s3` feature and a
+/// server to talk to: `EMBER_S3_TEST_BUCKET` names an existing bucket, and the standard
+/// `AWS_*` variables reach it (for a local server, `AWS_ENDPOINT=http://127.0.0.1:5000`
+/// and `AWS_ALLOW_HTTP=true`). Skipped, saying so, without them.
+#[cfg(feature = "s3")]
+#[test]
+fn workers_and_a_learner_meet_in_object_storage() {
+    let Ok(bucket) = std::env::var("EMBER_S3_TEST_BUCKET") else {
+        eprintln!("skipped: set EMBER_S3_TEST_BUCKET (and AWS_ENDPOINT etc.) to run against a server");
+        return;
+    };
+    let root = scratch("s3");
+    let run = root.join("run");
+    let url = format!("s3://{bucket}/ember-test-{}", std::process::id());
+    let models = root.join("models");
+    let mut learn = spawn(
+        &[
+            "learn",
+            "--run-dir",
+            run.to_str().unwrap(),
+            "--exchange",
+            &url,
+            "--models-dir",
+            models.to_str().unwrap(),
+            "--preset",
+            "quick",
+            "--filters",
+            "8",
+            "--blocks",
+            "1",
+            "--simulations",
+            "8",
+            "--max-plies",
+            "40",
+            "--games",
+            "4",
+            "--batch-size",
+            "32",
+            "--publish-steps",
+            "4",
+            "--gating-games",
+            "0",
+            "--iterations",
+            "1000",
+            "--idle-exit",
+            "6",
+            "--device",
+            "cpu",
+            "--seed",
+            "3",
+        ],
+        &root.join("learn.log"),
+    );
+    let scratch_dir = root.join("scratch");
+    let workers: Vec<Child> = ["s1", "s2"]
+        .iter()
+        .map(|id| {
+            spawn(
+                &[
+                    "worker",
+                    "--run-dir",
+                    &url,
+                    "--scratch",
+                    scratch_dir.to_str().unwrap(),
+                    "--worker-id",
+                    id,
+                    "--games",
+                    "12",
+                    "--shard-games",
+                    "4",
+                    "--device",
+                    "cpu",
+                ],
+                &root.join(format!("{id}.log")),
+            )
+        })
+        .collect();
+    for mut w in workers {
+        assert!(w.wait().unwrap().success(), "{}", log_of(&root, "s1.log"));
+    }
+    assert!(learn.wait().unwrap().success(), "{}", log_of(&root, "learn.log"));
+    let after = state(&run).unwrap();
+    let taken: BTreeSet<&String> = after.worker_shards.iter().collect();
+    assert_eq!(taken.len(), 6, "{:?}", after.worker_shards);
+    assert_eq!(after.worker_shards.len(), 6, "a shard taken twice");
+    assert_eq!(after.games_total, 24);
+    assert!(log_of(&root, "learn.log").contains(&format!("for the workers in {url}")));
+}
