@@ -133,6 +133,22 @@ fn workers_and_a_learner_count_every_game_exactly_once_through_kills() {
     assert!(slow_partial.exists(), "a SIGKILL leaves the unfinished shard");
     assert!(!run.join("shards/slow-000001.json").exists());
 
+    // A worker stopped with SIGTERM in the middle of a shard exits cleanly and discards
+    // the shard: its scratch folder goes, nothing of it reaches the run folder.
+    let mut term = worker(&run, &root, "term", 2000, 2000);
+    let term_scratch = root.join("scratch/ember-worker-term");
+    wait_until("the SIGTERM worker's unfinished shard", Duration::from_secs(120), || {
+        term_scratch.join("term-000001.shard.partial").exists()
+    });
+    let killed = Command::new("kill")
+        .args(["-TERM", &term.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(term.wait().unwrap().success(), "{}", log_of(&root, "term.log"));
+    assert!(!term_scratch.exists(), "{}", log_of(&root, "term.log"));
+    assert!(log_of(&root, "term.log").contains("stopped: discarded the unfinished shard"));
+
     // The learner is killed once it has committed an iteration, and started again.
     wait_until("the learner's first iteration", Duration::from_secs(120), || {
         state(&run).is_some_and(|s| s.iteration >= 1)
@@ -166,6 +182,7 @@ fn workers_and_a_learner_count_every_game_exactly_once_through_kills() {
     let after = state(&run).unwrap();
     let complete = exchange.complete_shards().unwrap();
     assert_eq!(complete.len(), 3 * 6 + 1, "{complete:?}");
+    assert!(!complete.iter().any(|n| n.starts_with("term-")));
     let taken: BTreeSet<&String> = after.worker_shards.iter().collect();
     assert_eq!(taken.len(), after.worker_shards.len(), "a shard taken twice");
     assert_eq!(
