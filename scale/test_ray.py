@@ -1,6 +1,6 @@
 """The Ray driver end to end on a local Ray instance: a learner and two workers at tiny
-sizes, one worker SIGKILLed in the middle of a shard and restarted by the driver, and
-every game any worker finished counted by the learner exactly once.
+sizes, one worker SIGKILLed in the middle of a shard and restarted by the driver, every
+game any worker finished counted by the learner exactly once, and Ctrl-C stopping it all.
 
 Needs the release `trainer` binary (TRAINER_BIN, default target/release/trainer) and Ray
 (`pip install ray`); scripts/test provides both."""
@@ -31,7 +31,7 @@ def test_driver_restarts_a_killed_worker_and_the_learner_counts_each_game_once(t
     run = tmp_path / "run"
     learn_args = (
         "--preset quick --filters 8 --blocks 1 --simulations 8 --max-plies 40 --games 4 "
-        "--batch-size 32 --publish-steps 4 --gating-games 0 --iterations 1000 --idle-exit 10 "
+        "--batch-size 32 --publish-steps 4 --gating-games 0 --iterations 1000 "
         f"--device cpu --seed 5 --models-dir {tmp_path / 'models'}"
     )
     driver = subprocess.Popen(
@@ -53,14 +53,31 @@ def test_driver_restarts_a_killed_worker_and_the_learner_counts_each_game_once(t
                     os.kill(pid, signal.SIGKILL)
                     killed = pid
             time.sleep(0.02)
-        out, _ = driver.communicate(timeout=240)
+
+        # Once both workers are done and the learner has taken every shard, Ctrl-C.
+        def drained():
+            if worker_pids("ray0") or worker_pids("ray1") or not (run / "state.json").exists() \
+                    or not shards.exists():
+                return False
+            complete = [p for p in shards.iterdir() if p.name.endswith(".json")]
+            return len(json.loads((run / "state.json").read_text())["worker_shards"]) == len(complete)
+
+        while not drained():
+            assert time.time() < deadline + 180, "the workers or the learner never finished"
+            assert driver.poll() is None, driver.stdout.read()
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGINT)
+        out, _ = driver.communicate(timeout=120)
     finally:
         if driver.poll() is None:
-            driver.send_signal(signal.SIGINT)
+            driver.kill()
             driver.wait(timeout=60)
     assert driver.returncode == 0, out
     assert "worker ray0 died (-9); restarting it (restart 1)" in out, out
     assert "worker ray1 finished" in out and "worker ray0 finished" in out, out
+    assert "stopped (1 worker restarts)" in out, out
+    learners = subprocess.run(["pgrep", "-f", f"learn --run-dir {run}"], capture_output=True, text=True)
+    assert learners.stdout.strip() == "", "Ctrl-C stops the learner"
 
     state = json.loads((run / "state.json").read_text())
     complete = sorted(p.name[:-5] for p in shards.iterdir() if p.name.endswith(".json"))
