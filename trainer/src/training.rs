@@ -471,17 +471,8 @@ cumulative Elo {:+.0}",
         };
         let mut versions = std::collections::BTreeSet::new();
         for (name, meta) in &known {
-            let bytes = with_retry("reading a shard", LEARNER_RETRIES, || {
-                learner.exchange.read_shard(name)
-            })?;
-            let (samples, stats) = ember_engine::replay::parse_shard(&bytes, name);
-            if stats.skipped_corrupt > 0 || stats.torn_tail > 0 {
-                warn!(
-                    "shard {name}: skipped {} corrupt record(s) and {} torn tail(s)",
-                    stats.skipped_corrupt, stats.torn_tail
-                );
-            }
-            sp.samples.extend(samples);
+            sp.samples
+                .extend(read_worker_shard(&learner.exchange, name)?);
             sp.plies.extend(&meta.plies);
             for (k, n) in &meta.terminations {
                 *sp.terminations.entry(k.clone()).or_default() += n;
@@ -726,6 +717,24 @@ cumulative Elo {:+.0}",
     }
 }
 
+/// The samples of a worker's shard; corrupt records are skipped with a warning.
+fn read_worker_shard(
+    exchange: &Exchange,
+    name: &str,
+) -> Result<Vec<ember_engine::selfplay::Sample>> {
+    let bytes = with_retry("reading a shard", LEARNER_RETRIES, || {
+        exchange.read_shard(name)
+    })?;
+    let (samples, stats) = ember_engine::replay::parse_shard(&bytes, name);
+    if stats.skipped_corrupt > 0 || stats.torn_tail > 0 {
+        warn!(
+            "shard {name}: skipped {} corrupt record(s) and {} torn tail(s)",
+            stats.skipped_corrupt, stats.torn_tail
+        );
+    }
+    Ok(samples)
+}
+
 /// A learner's replay window: the newest of the workers' shards it has trained on (oldest
 /// first in `names`), read from the exchange until the window is full.
 fn worker_window(exchange: &Exchange, names: &[String], capacity: usize) -> Result<ReplayWindow> {
@@ -735,15 +744,8 @@ fn worker_window(exchange: &Exchange, names: &[String], capacity: usize) -> Resu
         if held >= capacity {
             break;
         }
-        let bytes = with_retry("reading a shard", LEARNER_RETRIES, || exchange.read_shard(name))
+        let samples = read_worker_shard(exchange, name)
             .with_context(|| format!("loading the replay window from {}", exchange.describe()))?;
-        let (samples, stats) = ember_engine::replay::parse_shard(&bytes, name);
-        if stats.skipped_corrupt > 0 || stats.torn_tail > 0 {
-            warn!(
-                "shard {name}: skipped {} corrupt record(s) and {} torn tail(s)",
-                stats.skipped_corrupt, stats.torn_tail
-            );
-        }
         held += samples.len();
         newest_first.push(samples);
     }

@@ -75,7 +75,9 @@ pub fn run(args: &WorkerArgs) -> Result<()> {
         );
     }
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
-    let mut seq = with_retry("listing the shards", args.retries, || exchange.next_seq(&id))?;
+    let mut seq = with_retry("listing the shards", args.retries, || {
+        exchange.next_seq(&id)
+    })?;
     info!(
         "worker {id}: playing into {} on {} (next shard {})",
         exchange.describe(),
@@ -91,12 +93,18 @@ pub fn run(args: &WorkerArgs) -> Result<()> {
         let published = wait_for(&exchange, args.retries, "a published network", |x| {
             x.published()
         })?;
-        if network.as_ref().is_none_or(|(v, _)| *v != published.version) {
+        if network
+            .as_ref()
+            .is_none_or(|(v, _)| *v != published.version)
+        {
             let bytes = with_retry("reading the published network", args.retries, || {
                 exchange.read_network(&published)
             })?;
             let net = Network::from_bytes(&bytes, Some(cfg.net), &device, &published.network)?;
-            info!("worker {id}: playing with network version {}", published.version);
+            info!(
+                "worker {id}: playing with network version {}",
+                published.version
+            );
             network = Some((published.version, net));
         }
         let Some((version, net)) = &network else {
@@ -118,8 +126,10 @@ pub fn run(args: &WorkerArgs) -> Result<()> {
         *UNFINISHED.lock().unwrap_or_else(|e| e.into_inner()) = vec![scratch.clone()];
         let start = Instant::now();
         let out = stage.run(net, precision, &shard, &pgn, &mut Quiet)?;
-        let shard_bytes = std::fs::read(&shard).with_context(|| format!("reading {}", shard.display()))?;
-        let pgn_bytes = std::fs::read(&pgn).with_context(|| format!("reading {}", pgn.display()))?;
+        let shard_bytes =
+            std::fs::read(&shard).with_context(|| format!("reading {}", shard.display()))?;
+        let pgn_bytes =
+            std::fs::read(&pgn).with_context(|| format!("reading {}", pgn.display()))?;
         let meta = ShardMeta {
             worker: id.clone(),
             seq,
@@ -225,7 +235,10 @@ fn stop_on_signals() {
             let scratch = UNFINISHED.lock().unwrap_or_else(|e| e.into_inner()).clone();
             for dir in &scratch {
                 if std::fs::remove_dir_all(dir).is_ok() {
-                    info!("stopped: discarded the unfinished shard in {}", dir.display());
+                    info!(
+                        "stopped: discarded the unfinished shard in {}",
+                        dir.display()
+                    );
                 }
             }
             info!("stopped by a signal");

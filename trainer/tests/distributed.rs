@@ -125,34 +125,47 @@ fn workers_and_a_learner_count_every_game_exactly_once_through_kills() {
     // A fourth worker playing one large shard, killed in the middle of it.
     let mut slow = worker(&run, &root, "slow", 2000, 2000);
     let slow_partial = root.join("scratch/ember-worker-slow/slow-000001.shard.partial");
-    wait_until("the slow worker's unfinished shard", Duration::from_secs(120), || {
-        slow_partial.exists()
-    });
+    wait_until(
+        "the slow worker's unfinished shard",
+        Duration::from_secs(120),
+        || slow_partial.exists(),
+    );
     slow.kill().unwrap();
     slow.wait().unwrap();
-    assert!(slow_partial.exists(), "a SIGKILL leaves the unfinished shard");
+    assert!(
+        slow_partial.exists(),
+        "a SIGKILL leaves the unfinished shard"
+    );
     assert!(!run.join("shards/slow-000001.json").exists());
 
     // A worker stopped with SIGTERM in the middle of a shard exits cleanly and discards
     // the shard: its scratch folder goes, nothing of it reaches the run folder.
     let mut term = worker(&run, &root, "term", 2000, 2000);
     let term_scratch = root.join("scratch/ember-worker-term");
-    wait_until("the SIGTERM worker's unfinished shard", Duration::from_secs(120), || {
-        term_scratch.join("term-000001.shard.partial").exists()
-    });
+    wait_until(
+        "the SIGTERM worker's unfinished shard",
+        Duration::from_secs(120),
+        || term_scratch.join("term-000001.shard.partial").exists(),
+    );
     let killed = Command::new("kill")
         .args(["-TERM", &term.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    assert!(term.wait().unwrap().success(), "{}", log_of(&root, "term.log"));
+    assert!(
+        term.wait().unwrap().success(),
+        "{}",
+        log_of(&root, "term.log")
+    );
     assert!(!term_scratch.exists(), "{}", log_of(&root, "term.log"));
     assert!(log_of(&root, "term.log").contains("stopped: discarded the unfinished shard"));
 
     // The learner is killed once it has committed an iteration, and started again.
-    wait_until("the learner's first iteration", Duration::from_secs(120), || {
-        state(&run).is_some_and(|s| s.iteration >= 1)
-    });
+    wait_until(
+        "the learner's first iteration",
+        Duration::from_secs(120),
+        || state(&run).is_some_and(|s| s.iteration >= 1),
+    );
     learn.kill().unwrap();
     learn.wait().unwrap();
     let before = state(&run).unwrap();
@@ -162,7 +175,11 @@ fn workers_and_a_learner_count_every_game_exactly_once_through_kills() {
     // clears its unfinished shard and plays that shard again (smaller this time) with the
     // new network.
     wait_until("a published network", Duration::from_secs(120), || {
-        exchange.published().ok().flatten().is_some_and(|p| p.version >= 1)
+        exchange
+            .published()
+            .ok()
+            .flatten()
+            .is_some_and(|p| p.version >= 1)
     });
     let mut again = worker(&run, &root, "slow", 4, 4);
     for w in workers.iter_mut().chain([&mut again]) {
@@ -184,7 +201,11 @@ fn workers_and_a_learner_count_every_game_exactly_once_through_kills() {
     assert_eq!(complete.len(), 3 * 6 + 1, "{complete:?}");
     assert!(!complete.iter().any(|n| n.starts_with("term-")));
     let taken: BTreeSet<&String> = after.worker_shards.iter().collect();
-    assert_eq!(taken.len(), after.worker_shards.len(), "a shard taken twice");
+    assert_eq!(
+        taken.len(),
+        after.worker_shards.len(),
+        "a shard taken twice"
+    );
     assert_eq!(
         taken,
         complete.iter().collect::<BTreeSet<_>>(),
@@ -200,7 +221,11 @@ fn workers_and_a_learner_count_every_game_exactly_once_through_kills() {
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let counted: u64 = metrics
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["games"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["games"]
+                .as_u64()
+                .unwrap()
+        })
         .sum();
     assert_eq!(counted, games as u64, "metrics count each game once");
     let samples: usize = complete
@@ -214,7 +239,10 @@ fn workers_and_a_learner_count_every_game_exactly_once_through_kills() {
     let mut versions: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for n in &complete {
         let m = exchange.read_meta(n).unwrap();
-        versions.entry(m.worker).or_default().push(m.network_version);
+        versions
+            .entry(m.worker)
+            .or_default()
+            .push(m.network_version);
     }
     for (w, v) in &versions {
         assert!(v.windows(2).all(|p| p[0] <= p[1]), "{w}: {v:?}");
@@ -232,7 +260,9 @@ fn workers_and_a_learner_count_every_game_exactly_once_through_kills() {
 #[test]
 fn workers_and_a_learner_meet_in_object_storage() {
     let Ok(bucket) = std::env::var("EMBER_S3_TEST_BUCKET") else {
-        eprintln!("skipped: set EMBER_S3_TEST_BUCKET (and AWS_ENDPOINT etc.) to run against a server");
+        eprintln!(
+            "skipped: set EMBER_S3_TEST_BUCKET (and AWS_ENDPOINT etc.) to run against a server"
+        );
         return;
     };
     let root = scratch("s3");
@@ -304,7 +334,11 @@ fn workers_and_a_learner_meet_in_object_storage() {
     for mut w in workers {
         assert!(w.wait().unwrap().success(), "{}", log_of(&root, "s1.log"));
     }
-    assert!(learn.wait().unwrap().success(), "{}", log_of(&root, "learn.log"));
+    assert!(
+        learn.wait().unwrap().success(),
+        "{}",
+        log_of(&root, "learn.log")
+    );
     let after = state(&run).unwrap();
     let taken: BTreeSet<&String> = after.worker_shards.iter().collect();
     assert_eq!(taken.len(), 6, "{:?}", after.worker_shards);

@@ -34,7 +34,8 @@ impl Iteration<'_> {
         let mut next = state.clone();
         next.iteration = self.number;
         next.shards.extend(self.shard.clone());
-        next.worker_shards.extend(self.worker_shards.iter().cloned());
+        next.worker_shards
+            .extend(self.worker_shards.iter().cloned());
         next.positions_total += self.positions;
         next.games_total += self.games;
         next.trainer_steps = steps;

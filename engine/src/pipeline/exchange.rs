@@ -228,9 +228,11 @@ impl Exchange {
         let Some(bytes) = self.storage.get("published.json")? else {
             return Ok(None);
         };
-        let p: Published =
-            serde_json::from_slice(&bytes).context("parsing published.json")?;
-        if p.format != PUBLISHED_FORMAT || !p.network.starts_with("networks/") || p.network.contains("..") {
+        let p: Published = serde_json::from_slice(&bytes).context("parsing published.json")?;
+        if p.format != PUBLISHED_FORMAT
+            || !p.network.starts_with("networks/")
+            || p.network.contains("..")
+        {
             bail!("published.json: not a published-network record");
         }
         Ok(Some(p))
@@ -302,7 +304,8 @@ impl Exchange {
         self.storage.put(&format!("games/{name}.pgn"), pgn)?;
         let mut meta = meta.clone();
         meta.format = META_FORMAT.into();
-        self.storage.put(&format!("shards/{name}.json"), &json(&meta)?)?;
+        self.storage
+            .put(&format!("shards/{name}.json"), &json(&meta)?)?;
         Ok(name)
     }
 
@@ -373,7 +376,8 @@ mod tests {
     use super::*;
 
     fn temp(tag: &str) -> (Exchange, PathBuf) {
-        let root = std::env::temp_dir().join(format!("ember-exchange-{tag}-{}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("ember-exchange-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(root.join("shards")).unwrap();
         (Exchange::new(&root), root)
@@ -399,7 +403,11 @@ mod tests {
         assert_eq!(x.next_seq("w1").unwrap(), 2);
         assert_eq!(x.next_seq("w2").unwrap(), 1);
         // A record under another shard's name is refused.
-        std::fs::copy(root.join("shards/w1-000001.json"), root.join("shards/w9-000004.json")).unwrap();
+        std::fs::copy(
+            root.join("shards/w1-000001.json"),
+            root.join("shards/w9-000004.json"),
+        )
+        .unwrap();
         assert!(x.read_meta("w9-000004").is_err());
         // The worker starting again removes its own unfinished write, not another's.
         std::fs::write(root.join("shards/.w2-000001.shard.78.tmp"), b"half").unwrap();
@@ -407,7 +415,9 @@ mod tests {
         assert_eq!(removed, vec!["shards/.w1-000002.shard.77.tmp".to_string()]);
         assert!(root.join("shards/.w2-000001.shard.78.tmp").exists());
         // The learner removes only old ones.
-        assert!(x.sweep_unfinished(None, Duration::from_secs(3600)).is_empty());
+        assert!(x
+            .sweep_unfinished(None, Duration::from_secs(3600))
+            .is_empty());
         assert_eq!(x.sweep_unfinished(None, Duration::ZERO).len(), 1);
         std::fs::remove_dir_all(&root).ok();
     }
@@ -424,7 +434,11 @@ mod tests {
         x.prune_networks(3, 1).unwrap();
         assert!(!root.join("networks/net-000000.safetensors").exists());
         assert!(root.join(&p.network).exists());
-        std::fs::write(root.join("published.json"), br#"{"format":"ember-published","version":1,"network":"../../etc/passwd"}"#).unwrap();
+        std::fs::write(
+            root.join("published.json"),
+            br#"{"format":"ember-published","version":1,"network":"../../etc/passwd"}"#,
+        )
+        .unwrap();
         assert!(x.published().is_err());
         std::fs::remove_dir_all(&root).ok();
     }
