@@ -9,6 +9,7 @@
 //! ([`TensorSource`]): a seeded initialisation, or a checkpoint whose every tensor is
 //! checked against the shape the layer asks for before it is read.
 
+use super::batchnorm::batch_norm_train;
 use super::checkpoint::Checkpoint;
 use super::im2col;
 use crate::encoding::{POLICY_PLANES, POLICY_SIZE};
@@ -207,6 +208,36 @@ impl BatchNorm {
                 .broadcast_mul(&inv.broadcast_mul(&self.gamma.as_tensor().unsqueeze(0)?)?)?
                 .broadcast_add(&self.beta.as_tensor().unsqueeze(0)?);
         }
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            return self.forward_train_cpu(x);
+        }
+        self.forward_train_rows(x)
+    }
+
+    /// Training mode on the CPU: the fused op of [`super::batchnorm`].
+    fn forward_train_cpu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let n = x.dim(0)? as f64;
+        let (y, stats) =
+            batch_norm_train(x, self.gamma.as_tensor(), self.beta.as_tensor(), BN_EPS)?;
+        let m = BN_MOMENTUM as f32;
+        let unbiased = (n / (n - 1.0).max(1.0)) as f32;
+        let blend = |running: &Var, batch: &[f32], scale: f32| -> candle_core::Result<()> {
+            let old = running.as_tensor().to_vec1::<f32>()?;
+            let new: Vec<f32> = old
+                .iter()
+                .zip(batch)
+                .map(|(r, b)| (1.0 - m) * r + m * b * scale)
+                .collect();
+            running.set(&Tensor::from_vec(new, old.len(), x.device())?)
+        };
+        blend(&self.running_mean, &stats.mean, 1.0)?;
+        blend(&self.running_var, &stats.var, unbiased)?;
+        Ok(y)
+    }
+
+    /// Training mode with candle's ops, every sum and broadcast a product with a column
+    /// of ones (see [`Self::forward`]).
+    fn forward_train_rows(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let rows = Rows::new(x)?;
         let n = rows.n as f64;
         let mean = rows.mean(x)?;
@@ -513,5 +544,72 @@ impl ValueHead {
             fc1: self.fc1.fold()?,
             fc2: self.fc2.fold()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPU's fused batch norm computes what candle's ops compute: the output, the
+    /// gradients of x, gamma and beta (through a loss that weights every output
+    /// differently), and the running statistics.
+    #[test]
+    fn fused_batch_norm_matches_candles_ops_forward_and_backward() {
+        let dev = Device::Cpu;
+        let (n, c) = (300, 7);
+        let store = TensorStore::new(TensorSource::Seeded(3));
+        let vb = store.builder(&dev);
+        let fused = BatchNorm::new(c, vb.pp("a")).unwrap();
+        let plain = BatchNorm::new(c, vb.pp("b")).unwrap();
+        let gamma = Tensor::randn(1f32, 0.5, c, &dev).unwrap();
+        let beta = Tensor::randn(0f32, 0.5, c, &dev).unwrap();
+        for bn in [&fused, &plain] {
+            bn.gamma.set(&gamma).unwrap();
+            bn.beta.set(&beta).unwrap();
+        }
+        let x = Var::from_tensor(&(Tensor::randn(0f32, 2.0, (n, c), &dev).unwrap() + 0.7).unwrap())
+            .unwrap();
+        let w = Tensor::randn(0f32, 1.0, (n, c), &dev).unwrap();
+        let loss = |y: Tensor| (y * &w).unwrap().sum_all().unwrap();
+        let y1 = fused.forward_train_cpu(x.as_tensor()).unwrap();
+        let y2 = plain.forward_train_rows(x.as_tensor()).unwrap();
+        let rel = |a: &Tensor, b: &Tensor| {
+            let d = (a - b)
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                .sqrt();
+            let r = b
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                .sqrt();
+            d / r.max(1e-12)
+        };
+        assert!(rel(&y1, &y2) < 1e-5, "output {}", rel(&y1, &y2));
+        let g1 = loss(y1).backward().unwrap();
+        let g2 = loss(y2).backward().unwrap();
+        for (what, a, b) in [
+            ("x", x.as_tensor(), x.as_tensor()),
+            ("gamma", fused.gamma.as_tensor(), plain.gamma.as_tensor()),
+            ("beta", fused.beta.as_tensor(), plain.beta.as_tensor()),
+        ] {
+            let (ga, gb) = (g1.get(a).unwrap(), g2.get(b).unwrap());
+            assert!(rel(ga, gb) < 1e-4, "gradient of {what}: {}", rel(ga, gb));
+        }
+        for (a, b) in [
+            (&fused.running_mean, &plain.running_mean),
+            (&fused.running_var, &plain.running_var),
+        ] {
+            assert!(rel(a.as_tensor(), b.as_tensor()) < 1e-5);
+        }
     }
 }

@@ -14,6 +14,7 @@
 //! batch norm folded into the convolutions, run either by [`cpu::CpuNet`] (direct GEMMs
 //! on reused buffers) or by [`DeviceNet`] (candle tensors, for CUDA).
 
+mod batchnorm;
 pub mod checkpoint;
 pub mod cpu;
 #[cfg(feature = "cuda")]
