@@ -32,43 +32,45 @@ fn spawn(args: &[&str], log: &Path) -> Child {
 }
 
 fn learner(run: &Path, root: &Path, log: &str) -> Child {
+    learner_with(run, root, log, &["--idle-exit", "8"])
+}
+
+/// A tiny learner on the CPU (8x1 network, 4 steps a publication, no gating), with `extra` flags.
+fn learner_with(run: &Path, root: &Path, log: &str, extra: &[&str]) -> Child {
     let models = root.join("models");
-    spawn(
-        &[
-            "learn",
-            "--run-dir",
-            run.to_str().unwrap(),
-            "--models-dir",
-            models.to_str().unwrap(),
-            "--preset",
-            "quick",
-            "--filters",
-            "8",
-            "--blocks",
-            "1",
-            "--simulations",
-            "8",
-            "--max-plies",
-            "40",
-            "--games",
-            "4",
-            "--batch-size",
-            "32",
-            "--publish-steps",
-            "4",
-            "--gating-games",
-            "0",
-            "--iterations",
-            "1000",
-            "--idle-exit",
-            "8",
-            "--device",
-            "cpu",
-            "--seed",
-            "3",
-        ],
-        &root.join(log),
-    )
+    let mut args = vec![
+        "learn",
+        "--run-dir",
+        run.to_str().unwrap(),
+        "--models-dir",
+        models.to_str().unwrap(),
+        "--preset",
+        "quick",
+        "--filters",
+        "8",
+        "--blocks",
+        "1",
+        "--simulations",
+        "8",
+        "--max-plies",
+        "40",
+        "--games",
+        "4",
+        "--batch-size",
+        "32",
+        "--publish-steps",
+        "4",
+        "--gating-games",
+        "0",
+        "--iterations",
+        "1000",
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    spawn(&args, &root.join(log))
 }
 
 fn worker(run: &Path, root: &Path, id: &str, games: usize, shard_games: usize) -> Child {
@@ -268,44 +270,11 @@ fn workers_and_a_learner_meet_in_object_storage() {
     let root = scratch("s3");
     let run = root.join("run");
     let url = format!("s3://{bucket}/ember-test-{}", std::process::id());
-    let models = root.join("models");
-    let mut learn = spawn(
-        &[
-            "learn",
-            "--run-dir",
-            run.to_str().unwrap(),
-            "--exchange",
-            &url,
-            "--models-dir",
-            models.to_str().unwrap(),
-            "--preset",
-            "quick",
-            "--filters",
-            "8",
-            "--blocks",
-            "1",
-            "--simulations",
-            "8",
-            "--max-plies",
-            "40",
-            "--games",
-            "4",
-            "--batch-size",
-            "32",
-            "--publish-steps",
-            "4",
-            "--gating-games",
-            "0",
-            "--iterations",
-            "1000",
-            "--idle-exit",
-            "6",
-            "--device",
-            "cpu",
-            "--seed",
-            "3",
-        ],
-        &root.join("learn.log"),
+    let mut learn = learner_with(
+        &run,
+        &root,
+        "learn.log",
+        &["--exchange", &url, "--idle-exit", "6"],
     );
     let scratch_dir = root.join("scratch");
     let workers: Vec<Child> = ["s1", "s2"]

@@ -574,26 +574,16 @@ mod tests {
         let loss = |y: Tensor| (y * &w).unwrap().sum_all().unwrap();
         let y1 = fused.forward_train_cpu(x.as_tensor()).unwrap();
         let y2 = plain.forward_train_rows(x.as_tensor()).unwrap();
-        let rel = |a: &Tensor, b: &Tensor| {
-            let d = (a - b)
-                .unwrap()
-                .sqr()
+        let norm = |t: &Tensor| {
+            t.sqr()
                 .unwrap()
                 .sum_all()
                 .unwrap()
                 .to_scalar::<f32>()
                 .unwrap()
-                .sqrt();
-            let r = b
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                .sqrt();
-            d / r.max(1e-12)
+                .sqrt()
         };
+        let rel = |a: &Tensor, b: &Tensor| norm(&(a - b).unwrap()) / norm(b).max(1e-12);
         assert!(rel(&y1, &y2) < 1e-5, "output {}", rel(&y1, &y2));
         let g1 = loss(y1).backward().unwrap();
         let g2 = loss(y2).backward().unwrap();
