@@ -230,6 +230,7 @@ pub fn run_match(
                 params: SearchParams {
                     max_batch: MATCH_LEAVES_PER_ROUND,
                     cache_entries: MATCH_CACHE_ENTRIES,
+                    solver: setup.solver,
                     ..SearchParams::default()
                 },
                 nodes: n.clamp(2, u32::MAX as u64) as u32,
@@ -315,6 +316,7 @@ mod tests {
             device: Device::Cpu,
             precision: crate::Precision::F32,
             threads: 1,
+            solver: true,
         }
     }
 

@@ -166,6 +166,8 @@ pub struct EmberSetup {
     pub precision: Precision,
     /// GEMM threads of one player's network (1 when several games run at once).
     pub threads: usize,
+    /// [`SearchParams::solver`] of Ember's searches.
+    pub solver: bool,
 }
 
 /// A loaded network shared by all the players built from one spec.
@@ -260,6 +262,7 @@ impl Prepared {
                     label: self.label.clone(),
                     evaluator,
                     search: None,
+                    solver: setup.solver,
                 })
             }
             PlayerSpec::Uci { command, options } => Box::new(
@@ -323,6 +326,7 @@ pub struct EmberPlayer {
     label: String,
     evaluator: NetEvaluator,
     search: Option<Search>,
+    solver: bool,
 }
 
 /// Leaves per network call of an Ember player's search; under a clock or a move time it
@@ -341,6 +345,7 @@ impl Player for EmberPlayer {
         let params = SearchParams {
             max_batch: EMBER_BATCH,
             cache_entries: 50_000,
+            solver: self.solver,
             ..SearchParams::default()
         };
         let search = match &mut self.search {

@@ -321,6 +321,32 @@ pub fn read_shard(path: &Path) -> Result<(Vec<Sample>, LoadStats)> {
     Ok(parse_shard(&bytes, &path.display().to_string()))
 }
 
+/// How many positions the replay window holds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WindowSize {
+    /// A fixed number of positions.
+    Positions(usize),
+    /// The positions of the newest K self-play iterations: the window is K times the
+    /// positions the newest iteration made, so it grows and shrinks with them.
+    Iterations(usize),
+}
+
+impl WindowSize {
+    /// The capacity in positions when the newest iteration made `newest` positions.
+    pub fn capacity(self, newest: usize) -> usize {
+        match self {
+            WindowSize::Positions(n) => n,
+            WindowSize::Iterations(k) => k.saturating_mul(newest).max(1),
+        }
+    }
+}
+
+impl From<usize> for WindowSize {
+    fn from(n: usize) -> WindowSize {
+        WindowSize::Positions(n)
+    }
+}
+
 /// The newest `capacity` samples, which training minibatches are drawn from.
 pub struct ReplayWindow {
     capacity: usize,
@@ -366,12 +392,12 @@ impl ReplayWindow {
 
     /// Fills a window from the newest complete shards in `dir` (reading only as many as
     /// it needs). A missing folder gives an empty window.
-    pub fn load(dir: &Path, capacity: usize) -> Result<(ReplayWindow, LoadStats)> {
+    pub fn load(dir: &Path, size: impl Into<WindowSize>) -> Result<(ReplayWindow, LoadStats)> {
         let names: Vec<String> = list_shards(dir)?
             .iter()
             .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .collect();
-        ReplayWindow::load_listed(dir, &names, capacity)
+        ReplayWindow::load_listed(dir, &names, size)
     }
 
     /// Fills a window from the newest of the shards `names` (oldest first) in `dir`,
@@ -380,34 +406,58 @@ impl ReplayWindow {
     pub fn load_listed(
         dir: &Path,
         names: &[String],
-        capacity: usize,
+        size: impl Into<WindowSize>,
     ) -> Result<(ReplayWindow, LoadStats)> {
-        let mut stats = LoadStats::default();
-        let mut newest_first: Vec<Vec<Sample>> = Vec::new();
-        let mut held = 0;
-        for name in names.iter().rev() {
-            if held >= capacity {
-                break;
-            }
+        ReplayWindow::fill_newest(names, size.into(), |name| {
             let path = dir.join(name);
             if !path.exists() {
                 log::warn!(
                     "replay shard {} is listed but missing; its positions are not trained on",
                     path.display()
                 );
+                return Ok(None);
+            }
+            read_shard(&path).map(Some)
+        })
+    }
+
+    /// Fills a window from the newest of `names` (oldest first), each read by `read`
+    /// (`None`: missing, counted in [`LoadStats::missing`]), reading only as many as the
+    /// window holds. Under [`WindowSize::Iterations`] the newest shard sets the capacity.
+    pub fn fill_newest(
+        names: &[String],
+        size: WindowSize,
+        mut read: impl FnMut(&str) -> Result<Option<(Vec<Sample>, LoadStats)>>,
+    ) -> Result<(ReplayWindow, LoadStats)> {
+        let mut stats = LoadStats::default();
+        let mut newest_first: Vec<Vec<Sample>> = Vec::new();
+        let mut capacity = None;
+        let mut held = 0;
+        for name in names.iter().rev() {
+            if capacity.is_some_and(|c| held >= c) {
+                break;
+            }
+            let Some((samples, s)) = read(name)? else {
                 stats.missing += 1;
                 continue;
-            }
-            let (samples, s) = read_shard(&path)?;
+            };
             stats += s;
+            capacity.get_or_insert_with(|| size.capacity(samples.len()));
             held += samples.len();
             newest_first.push(samples);
         }
-        let mut window = ReplayWindow::new(capacity);
+        let mut window = ReplayWindow::new(capacity.unwrap_or_else(|| size.capacity(0)));
         for samples in newest_first.iter().rev() {
             window.push_samples(samples);
         }
         Ok((window, stats))
+    }
+
+    /// Sets the capacity, dropping the oldest samples beyond it.
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(1);
+        let excess = self.samples.len().saturating_sub(self.capacity);
+        self.samples.drain(..excess);
     }
 
     pub fn capacity(&self) -> usize {
@@ -643,6 +693,30 @@ mod tests {
         assert_eq!(stats.shards, 2, "the oldest shard is not needed");
         let tags: Vec<f32> = window.iter().map(|s| s.root_q).collect();
         assert_eq!(tags, vec![203.0, 204.0, 300.0, 301.0, 302.0, 303.0, 304.0]);
+    }
+
+    #[test]
+    fn a_window_of_k_iterations_is_k_times_the_newest_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        for (it, n) in [(1u64, 6), (2, 6), (3, 4)] {
+            write_shard(&shard_path(dir.path(), it), &samples(n, 100.0 * it as f32, it));
+        }
+        // Two iterations of 4 positions (the newest shard's): 8 positions, the newest.
+        let (window, _) = ReplayWindow::load(dir.path(), WindowSize::Iterations(2)).unwrap();
+        assert_eq!(window.capacity(), 8);
+        let tags: Vec<f32> = window.iter().map(|s| s.root_q).collect();
+        assert_eq!(tags, vec![202.0, 203.0, 204.0, 205.0, 300.0, 301.0, 302.0, 303.0]);
+        assert_eq!(WindowSize::Positions(7).capacity(1000), 7);
+        assert_eq!(WindowSize::Iterations(3).capacity(0), 1);
+
+        // A smaller capacity drops the oldest at once; a larger one keeps what is there.
+        let mut window = window;
+        window.set_capacity(3);
+        let tags: Vec<f32> = window.iter().map(|s| s.root_q).collect();
+        assert_eq!(tags, vec![301.0, 302.0, 303.0]);
+        window.set_capacity(20);
+        window.push_samples(&samples(2, 400.0, 4));
+        assert_eq!(window.len(), 5);
     }
 
     #[test]

@@ -344,3 +344,49 @@ fn a_restricted_root_explores_only_the_allowed_moves() {
     }
     assert!(allowed.contains(&s.best_move().unwrap()));
 }
+
+fn solve(fen: &str, solver: bool, visits: u32) -> Search {
+    let game = Game::from_fen(fen).unwrap();
+    let mut s = Search::new(
+        &game,
+        SearchParams {
+            max_batch: 8,
+            solver,
+            ..SearchParams::default()
+        },
+    );
+    s.run_until_visits(&mut UniformEvaluator, visits, &mut PhaseTimes::default())
+        .unwrap();
+    s
+}
+
+#[test]
+fn the_solver_proves_a_mate_in_two_and_plays_it() {
+    // 1. Ra8+ Bxa8 (1... Be8 2. Rxe8#) 2. Rb8#, or 1. Rb8+ first: both rooks mate.
+    let fen = "6k1/5ppp/2b5/8/8/8/8/RR4K1 w - - 0 1";
+    let s = solve(fen, true, 2000);
+    assert_eq!(s.tree().root().proven, 1, "the root is a proven win");
+    let best = s.ranked_children()[0];
+    assert_eq!(best.decided, 1);
+    let uci = ember_engine::game::move_to_uci(best.mv);
+    assert!(uci == "a1a8" || uci == "b1b8", "{uci} does not mate in two");
+    assert_eq!(s.proven_mate(Some(best.mv)), Some(3));
+    // Quiet moves are not proven either way.
+    assert!(s.ranked_children().iter().any(|c| c.decided == 0));
+
+    let off = solve(fen, false, 2000);
+    assert_eq!(off.tree().root().proven, 0, "nothing is proven with the solver off");
+    assert!(off.ranked_children().iter().all(|c| c.decided == 0));
+}
+
+#[test]
+fn the_solver_proves_a_loss_when_every_move_allows_mate() {
+    // After 1. Ra8+: Bxa8 allows Rb8#, Be8 allows Rxe8#.
+    let s = solve("R5k1/5ppp/2b5/8/8/8/8/1R4K1 b - - 1 1", true, 500);
+    assert_eq!(s.tree().root().proven, -1);
+    let ranked = s.ranked_children();
+    assert_eq!(ranked.len(), 2);
+    assert!(ranked.iter().all(|c| c.decided == -1), "{ranked:?}");
+    // The proof is reported as a mate against the side to move.
+    assert_eq!(s.proven_mate(None), Some(-2));
+}

@@ -66,7 +66,7 @@ pub enum Command {
 pub enum Preset {
     /// 5 iterations x 5 games x 20 simulations: a smoke run.
     Quick,
-    /// 20 iterations x 24 games x 32 simulations: about 20 minutes on two CPU cores.
+    /// 40 iterations x 80 games x 64 simulations, a 32x3 network: at most 30 minutes on two CPU cores.
     Development,
     /// 64 iterations x 1024 games x 64 simulations: the run that trained the shipped network (12 minutes on one H200).
     Production,
@@ -88,7 +88,7 @@ pub struct TrainArgs {
     /// MCTS visits per move in self-play and gating.
     #[arg(long)]
     pub simulations: Option<u32>,
-    /// Network width (convolution filters). [default: 64]
+    /// Network width (convolution filters). [default: 32 development, 64 otherwise]
     #[arg(long)]
     pub filters: Option<usize>,
     /// Residual blocks. [default: 3]
@@ -97,11 +97,12 @@ pub struct TrainArgs {
     /// Training minibatch size; never more than the replay data on hand. [default: 256]
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Training steps per iteration. [default: ceil(4 x new positions / batch size), within 8..=400,
-    /// so each new position is seen about four times]
+    /// Training steps per iteration. [default: ceil(--sample-reuse x new positions / batch size),
+    /// within 8..=2000, so each new position is drawn about --sample-reuse times]
     #[arg(long)]
     pub train_steps: Option<usize>,
-    /// Learning rate. [default: 0.001 with adamw, 0.02 with sgd]
+    /// Learning rate. [default: 0.002 development, production and max; otherwise 0.001 with adamw,
+    /// 0.02 with sgd]
     #[arg(long)]
     pub lr: Option<f64>,
     /// Optimiser: sgd or adamw. [default: adamw]
@@ -132,12 +133,17 @@ pub struct TrainArgs {
     /// Seed of every random choice in the run (network initialisation, games, minibatches). [default: from the clock]
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Replay window: the newest positions training samples from. [default: 4000 quick, 20000
-    /// development, 50000 production and max]
+    /// Replay window: a fixed number of newest positions training samples from. [default:
+    /// derived, see --replay-iterations]
     #[arg(long)]
     pub replay_window: Option<usize>,
+    /// The replay window holds the positions of the newest this many iterations (it follows
+    /// the positions each iteration makes) unless --replay-window fixes it. [default: 5 quick,
+    /// 20 development, 8 production, 16 max]
+    #[arg(long)]
+    pub replay_iterations: Option<usize>,
     /// Gating games, candidate vs best, colours alternated (rounded up to even; 0 promotes every
-    /// candidate without a match). [default: 10 quick and development, 40 production and max]
+    /// candidate without a match). [default: 10 quick, 0 otherwise]
     #[arg(long)]
     pub gating_games: Option<usize>,
     /// Gating score (0 to 1) the candidate needs to be promoted; 0 promotes every candidate.
@@ -148,12 +154,12 @@ pub struct TrainArgs {
     /// CPU, min(games, 512) on CUDA]
     #[arg(long)]
     pub games_in_flight: Option<usize>,
-    /// Keep a numbered checkpoint runs/NAME/iter-NNNNNN.safetensors every K iterations. [default: 1 quick and
-    /// development, 10 production and max]
+    /// Keep a numbered checkpoint runs/NAME/iter-NNNNNN.safetensors every K iterations. [default: 1 quick,
+    /// 10 development, 4 production, 8 max]
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
     /// Plies after which a game is stopped and adjudicated (see --cap-material, --cap-value).
-    /// [default: 150 quick, 120 development, 200 production and max]
+    /// [default: 150 quick, 100 development, 200 production and max]
     #[arg(long)]
     pub max_plies: Option<u32>,
     /// Uniformly random legal moves at the start of each self-play game. [default: 2]
@@ -163,14 +169,15 @@ pub struct TrainArgs {
     #[arg(long)]
     pub temperature_plies: Option<u32>,
     /// A self-play game at the ply cap is won by the side ahead by this many pawns of
-    /// material (0: off). [default: 3]
+    /// material (0: off). [default: 1 development, 3 otherwise]
     #[arg(long)]
     pub cap_material: Option<u32>,
     /// ... otherwise by the side whose search valued the position at least this root Q
     /// (0: off). [default: 0]
     #[arg(long)]
     pub cap_value: Option<f32>,
-    /// Stop adjudicating at the ply cap after this iteration (0: never stop). [default: 0]
+    /// Stop adjudicating at the ply cap after this iteration (0: never stop). [default: 40
+    /// production, 160 max, 0 otherwise]
     #[arg(long)]
     pub adjudicate_until: Option<u64>,
     /// Resign when the root Q is below minus this (0: never resign). [default: 0]
@@ -181,7 +188,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resign_playthrough: Option<f32>,
     /// Playout cap: visits of the self-play moves that are not recorded (0: every move
-    /// gets --simulations and is recorded). [default: 8 development, 0 otherwise]
+    /// gets --simulations and is recorded). [default: 16 development and production, 32 max, 0 quick]
     #[arg(long)]
     pub fast_simulations: Option<u32>,
     /// Playout cap: the chance that a move gets --simulations and is recorded. [default: 0.25]
@@ -190,6 +197,10 @@ pub struct TrainArgs {
     /// Treat a position repeated once inside the search tree as a draw in self-play. [default: off]
     #[arg(long)]
     pub tree_twofold_draw: Option<OnOff>,
+    /// The MCTS-solver in self-play's search: a mate found in the tree proves its line.
+    /// Matches and the UCI engine always use it. [default: off]
+    #[arg(long)]
+    pub solver: Option<OnOff>,
     /// Weight of the search's root Q in the value target (the rest is the game result).
     /// [default: 0]
     #[arg(long)]
@@ -198,21 +209,22 @@ pub struct TrainArgs {
     #[arg(long)]
     pub q_ratio_final: Option<f32>,
     /// Times each new position is drawn into a minibatch on average; sets the training
-    /// steps of an iteration unless --train-steps is given. [default: 4]
+    /// steps of an iteration unless --train-steps is given. [default: 2 development, 4 otherwise]
     #[arg(long)]
     pub sample_reuse: Option<f64>,
     /// Learning rate at the last iteration, reached by half a cosine from --lr (none: --lr
-    /// throughout).
+    /// throughout). [default: 0.0002 development and production, 0.0001 max, none quick]
     #[arg(long)]
     pub lr_final: Option<f64>,
-    /// Steps at the start of the run over which the learning rate rises from near 0. [default: 0]
+    /// Steps at the start of the run over which the learning rate rises from near 0. [default: 30
+    /// development, 50 production and max, 0 quick]
     #[arg(long)]
     pub warmup_steps: Option<u64>,
     /// Softmax of the policy over the legal moves only. [default: on]
     #[arg(long)]
     pub mask_illegal: Option<OnOff>,
     /// Measure the network against fixed anchors every K iterations and at the last one
-    /// (0: never). [default: 5 development, 10 production and max, 0 quick]
+    /// (0: never). [default: 20 development, 8 production, 16 max, 0 quick]
     #[arg(long)]
     pub strength_every: Option<u64>,
     /// Games per anchor in those measurements. [default: 20]
@@ -341,6 +353,9 @@ pub struct GameArgs {
     /// Save every game to this PGN file.
     #[arg(long)]
     pub pgn: Option<PathBuf>,
+    /// Ember's MCTS-solver (mates found in the tree prove their lines), on or off.
+    #[arg(long, value_enum, default_value = "on")]
+    pub solver: OnOff,
 }
 
 #[derive(Args, Debug, Clone)]

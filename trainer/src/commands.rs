@@ -176,6 +176,7 @@ fn match_setup(play: &GameArgs) -> Result<(EmberSetup, MatchSpec)> {
         device,
         precision,
         threads: (cpus / concurrency).max(1),
+        solver: play.solver == OnOff::On,
     };
     let openings = match &play.openings {
         Some(path) => read_openings(path)?,

@@ -42,7 +42,7 @@ struct PresetNumbers {
     iterations: u64,
     games: usize,
     simulations: u32,
-    replay_window: usize,
+    replay_iterations: usize,
     gating_games: usize,
     checkpoint_every: u64,
     max_plies: u32,
@@ -53,17 +53,21 @@ struct PresetNumbers {
     lr_final: Option<f64>,
     warmup_steps: u64,
     adjudicate_until: u64,
+    net: NetConfig,
+    cap_material: u32,
+    sample_reuse: f64,
 }
 
 fn preset_numbers(p: Preset) -> PresetNumbers {
-    // Quick keeps the original's numbers (a smoke run); development is sized to about
-    // 20 minutes of two CPU cores; production is the run that trained the shipped network.
+    // Quick keeps the original's numbers (a smoke run); development is sized to at most
+    // 30 minutes of two CPU cores (docs/learning.md has the measurements behind its
+    // numbers); production is the run that trained the shipped network.
     match p {
         Preset::Quick => PresetNumbers {
             iterations: 5,
             games: 5,
             simulations: 20,
-            replay_window: 4_000,
+            replay_iterations: 5,
             gating_games: 10,
             checkpoint_every: 1,
             max_plies: 150,
@@ -74,24 +78,33 @@ fn preset_numbers(p: Preset) -> PresetNumbers {
             lr_final: None,
             warmup_steps: 0,
             adjudicate_until: 0,
+            net: NetConfig::default(),
+            cap_material: 3,
+            sample_reuse: 4.0,
         },
         // Gating is off (AlphaZero's scheme: self-play uses the newest network); the
         // strength curve measures progress against fixed anchors instead.
         Preset::Development => PresetNumbers {
-            iterations: 20,
-            games: 24,
-            simulations: 32,
-            replay_window: 20_000,
+            iterations: 40,
+            games: 80,
+            simulations: 64,
+            replay_iterations: 20,
             gating_games: 0,
-            checkpoint_every: 5,
-            max_plies: 120,
-            fast_simulations: 8,
-            strength_every: 5,
+            checkpoint_every: 10,
+            max_plies: 100,
+            fast_simulations: 16,
+            strength_every: 20,
             batch_size: 256,
-            lr: None,
-            lr_final: None,
-            warmup_steps: 0,
+            lr: Some(2e-3),
+            lr_final: Some(2e-4),
+            warmup_steps: 30,
             adjudicate_until: 0,
+            net: NetConfig {
+                filters: 32,
+                blocks: 3,
+            },
+            cap_material: 1,
+            sample_reuse: 2.0,
         },
         // The settings that trained the shipped network (models/README.md): about 12
         // minutes on one H200, 65,536 self-play games. Adjudication stops after
@@ -100,7 +113,7 @@ fn preset_numbers(p: Preset) -> PresetNumbers {
             iterations: 64,
             games: 1024,
             simulations: 64,
-            replay_window: 250_000,
+            replay_iterations: 8,
             gating_games: 0,
             checkpoint_every: 4,
             max_plies: 200,
@@ -111,13 +124,16 @@ fn preset_numbers(p: Preset) -> PresetNumbers {
             lr_final: Some(2e-4),
             warmup_steps: 50,
             adjudicate_until: 40,
+            net: NetConfig::default(),
+            cap_material: 3,
+            sample_reuse: 4.0,
         },
         // The same recipe four times longer, with deeper searches; not yet run.
         Preset::Max => PresetNumbers {
             iterations: 256,
             games: 1024,
             simulations: 128,
-            replay_window: 500_000,
+            replay_iterations: 16,
             gating_games: 0,
             checkpoint_every: 8,
             max_plies: 200,
@@ -128,6 +144,9 @@ fn preset_numbers(p: Preset) -> PresetNumbers {
             lr_final: Some(1e-4),
             warmup_steps: 50,
             adjudicate_until: 160,
+            net: NetConfig::default(),
+            cap_material: 3,
+            sample_reuse: 4.0,
         },
     }
 }
@@ -144,7 +163,7 @@ impl RunConfig {
                 iterations: p.iterations,
                 checkpoint_every: p.checkpoint_every,
             },
-            net: NetConfig::default(),
+            net: p.net,
             selfplay: SelfPlaySettings {
                 games: p.games,
                 simulations: p.simulations,
@@ -153,7 +172,7 @@ impl RunConfig {
                 temperature_plies: 30,
                 leaves_per_game: 4,
                 random_opening_plies: 2,
-                cap_material: 3,
+                cap_material: p.cap_material,
                 cap_value: 0.0,
                 adjudicate_until: p.adjudicate_until,
                 resign_threshold: 0.0,
@@ -161,6 +180,7 @@ impl RunConfig {
                 fast_simulations: p.fast_simulations,
                 full_search_fraction: 0.25,
                 tree_twofold_draw: false,
+                solver: false,
             },
             training: TrainingSettings {
                 batch_size: p.batch_size,
@@ -169,11 +189,12 @@ impl RunConfig {
                 optimizer: OptimizerName::Adamw,
                 weight_decay: 1e-4,
                 value_loss: ValueLoss::Wdl,
-                replay_window: p.replay_window,
+                replay_window: None,
+                replay_iterations: p.replay_iterations,
                 q_ratio: 0.0,
                 q_ratio_final: None,
                 mask_illegal: true,
-                sample_reuse: 4.0,
+                sample_reuse: p.sample_reuse,
                 lr_final: p.lr_final,
                 warmup_steps: p.warmup_steps,
             },
@@ -242,6 +263,9 @@ impl RunConfig {
         set(&mut sp.resign_playthrough, &a.resign_playthrough);
         set(&mut sp.fast_simulations, &a.fast_simulations);
         set(&mut sp.full_search_fraction, &a.full_search_fraction);
+        if let Some(v) = a.solver {
+            sp.solver = v == OnOff::On;
+        }
         if let Some(v) = a.tree_twofold_draw {
             sp.tree_twofold_draw = v == OnOff::On;
         }
@@ -257,7 +281,10 @@ impl RunConfig {
         set(&mut tr.optimizer, &a.optimizer);
         set(&mut tr.weight_decay, &a.weight_decay);
         set(&mut tr.value_loss, &a.value_loss);
-        set(&mut tr.replay_window, &a.replay_window);
+        if a.replay_window.is_some() {
+            tr.replay_window = a.replay_window;
+        }
+        set(&mut tr.replay_iterations, &a.replay_iterations);
         set(&mut tr.q_ratio, &a.q_ratio);
         if a.q_ratio_final.is_some() {
             tr.q_ratio_final = a.q_ratio_final;
@@ -296,6 +323,7 @@ impl RunConfig {
                 "blocks" => args.blocks.is_some(),
                 "batch_size" => args.batch_size.is_some(),
                 "replay_window" => args.replay_window.is_some(),
+                "replay_iterations" => args.replay_iterations.is_some(),
                 "checkpoint_every" => args.checkpoint_every.is_some(),
                 "max_plies" => args.max_plies.is_some(),
                 "train_steps" => args.train_steps.is_some(),
@@ -329,7 +357,8 @@ impl RunConfig {
             ("filters", self.net.filters, 1),
             ("blocks", self.net.blocks, 1),
             ("batch_size", self.training.batch_size, 1),
-            ("replay_window", self.training.replay_window, 1),
+            ("replay_window", self.training.replay_window.unwrap_or(1), 1),
+            ("replay_iterations", self.training.replay_iterations, 1),
             (
                 "checkpoint_every",
                 self.schedule.checkpoint_every as usize,
@@ -498,6 +527,7 @@ pub fn timestamp() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ember_engine::replay::WindowSize;
 
     #[test]
     fn flags_override_the_preset() {
@@ -518,6 +548,31 @@ mod tests {
     }
 
     #[test]
+    fn the_replay_window_follows_positions_per_iteration_unless_fixed() {
+        let dev = RunConfig::from_preset(&TrainArgs::default()).unwrap();
+        assert_eq!(dev.training.window_size(), WindowSize::Iterations(20));
+        assert_eq!(dev.training.window_size().capacity(1_900), 38_000);
+        let fixed = RunConfig::from_preset(&TrainArgs {
+            replay_window: Some(5_000),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(fixed.training.window_size(), WindowSize::Positions(5_000));
+        let k = RunConfig::from_preset(&TrainArgs {
+            replay_iterations: Some(3),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(k.training.window_size(), WindowSize::Iterations(3));
+        // A config.json written before the window was derived keeps its fixed window.
+        let mut json = serde_json::to_value(&dev).unwrap();
+        json["replay_window"] = serde_json::json!(20_000);
+        json.as_object_mut().unwrap().remove("replay_iterations");
+        let old: RunConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.training.window_size(), WindowSize::Positions(20_000));
+    }
+
+    #[test]
     fn gating_games_round_up_to_even() {
         let args = TrainArgs {
             gating_games: Some(3),
@@ -531,7 +586,11 @@ mod tests {
 
     #[test]
     fn default_train_steps_see_each_new_position_about_four_times_within_bounds() {
-        let cfg = RunConfig::from_preset(&TrainArgs::default()).unwrap();
+        let cfg = RunConfig::from_preset(&TrainArgs {
+            preset: Some(Preset::Quick),
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(cfg.training.steps_for(1000, 256), 16);
         assert_eq!(cfg.training.steps_for(10, 256), 8);
         assert_eq!(cfg.training.steps_for(1_000_000, 256), 2000);
@@ -546,6 +605,7 @@ mod tests {
             .unwrap()
             .training;
         t.lr = 1e-3;
+        t.lr_final = None;
         assert_eq!(t.lr_at(7, 20), 1e-3, "constant without lr_final");
         t.lr_final = Some(1e-4);
         assert!((t.lr_at(1, 21) - 1e-3).abs() < 1e-12);
@@ -620,6 +680,7 @@ mod tests {
             "weight_decay",
             "value_loss",
             "replay_window",
+            "replay_iterations",
             "gating_games",
             "promotion_score",
             "device",

@@ -25,7 +25,7 @@ use ember_engine::pipeline::selfplay_stage::SelfPlayOutcome;
 use ember_engine::pipeline::strength_stage::StrengthOutcome;
 use ember_engine::pipeline::training_stage::{TrainOutcome, TrainingStage};
 use ember_engine::players::EmberSetup;
-use ember_engine::replay::ReplayWindow;
+use ember_engine::replay::{LoadStats, ReplayWindow, WindowSize};
 use ember_engine::selfplay::PlayStats;
 use ember_engine::stats::format_elo;
 use ember_engine::train::Trainer;
@@ -128,7 +128,7 @@ impl Session {
         // A trainer's window holds its own shards; a learner's, the workers' (loaded from
         // the exchange by `open_learner`).
         let (window, load) =
-            ReplayWindow::load_listed(&dir.replay(), &state.shards, cfg.training.replay_window)
+            ReplayWindow::load_listed(&dir.replay(), &state.shards, cfg.training.window_size())
                 .with_context(|| {
                     format!("loading the replay window from {}", dir.replay().display())
                 })?;
@@ -199,7 +199,7 @@ impl Session {
         session.window = worker_window(
             &exchange,
             &session.state.worker_shards,
-            session.cfg.training.replay_window,
+            session.cfg.training.window_size(),
         )?;
         for name in exchange.sweep_unfinished(None, STALE_PARTIAL) {
             info!("removed {name}, left unfinished by a worker that is gone");
@@ -351,6 +351,10 @@ impl Session {
             (sp, Some(shard), Vec::new())
         };
         log_selfplay(it, &sp);
+        if !sp.samples.is_empty() {
+            let size = self.cfg.training.window_size();
+            self.window.set_capacity(size.capacity(sp.samples.len()));
+        }
         self.window.push_samples(&sp.samples);
 
         // Steps follow the positions recorded for training (with a playout cap, only the
@@ -585,6 +589,7 @@ cumulative Elo {:+.0}",
             device: self.device.clone(),
             precision: self.precision,
             threads: 1,
+            solver: true,
         };
         let out = stage.run(network, &label, &setup, &mut self.progress.observer())?;
         for p in &out.points {
@@ -737,22 +742,12 @@ fn read_worker_shard(
 
 /// A learner's replay window: the newest of the workers' shards it has trained on (oldest
 /// first in `names`), read from the exchange until the window is full.
-fn worker_window(exchange: &Exchange, names: &[String], capacity: usize) -> Result<ReplayWindow> {
-    let mut newest_first = Vec::new();
-    let mut held = 0;
-    for name in names.iter().rev() {
-        if held >= capacity {
-            break;
-        }
-        let samples = read_worker_shard(exchange, name)
-            .with_context(|| format!("loading the replay window from {}", exchange.describe()))?;
-        held += samples.len();
-        newest_first.push(samples);
-    }
-    let mut window = ReplayWindow::new(capacity);
-    for samples in newest_first.iter().rev() {
-        window.push_samples(samples);
-    }
+fn worker_window(exchange: &Exchange, names: &[String], size: WindowSize) -> Result<ReplayWindow> {
+    let (window, _) = ReplayWindow::fill_newest(names, size, |name| {
+        read_worker_shard(exchange, name)
+            .map(|samples| Some((samples, LoadStats::default())))
+            .with_context(|| format!("loading the replay window from {}", exchange.describe()))
+    })?;
     Ok(window)
 }
 

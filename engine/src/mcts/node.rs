@@ -32,6 +32,10 @@ pub struct Node {
     /// Sum of backed-up values, from the view of the player who played `mv`.
     pub value_sum: f32,
     pub state: NodeState,
+    /// Proven by the tree below (MCTS-solver): +1 the side to move here wins by force,
+    /// -1 it loses by force, 0 not proven. Only checkmates prove anything, so a proof
+    /// holds whatever the path to the node.
+    pub proven: i8,
 }
 
 impl Node {
@@ -46,6 +50,18 @@ impl Node {
             prior,
             value_sum: 0.0,
             state: NodeState::Unexpanded,
+            proven: 0,
+        }
+    }
+
+    /// The exact value for the side to move here, when the rules or the tree decide it
+    /// as a win or a loss.
+    pub fn decided(&self) -> Option<i8> {
+        match self.state {
+            NodeState::Terminal(v) if v > 0.0 => Some(1),
+            NodeState::Terminal(v) if v < 0.0 => Some(-1),
+            _ if self.proven != 0 => Some(self.proven),
+            _ => None,
         }
     }
 

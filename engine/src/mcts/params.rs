@@ -33,6 +33,11 @@ pub struct SearchParams {
     /// uses 0: every root move starts at the root's value, so noise can lift any of them.
     #[serde(default)]
     pub fpu_reduction_root: Option<f32>,
+    /// MCTS-solver: a checkmate found in the tree proves its parent won, a node whose
+    /// moves all lead to proven wins for the opponent is proven lost; proven nodes are
+    /// valued exactly and a proven winning root move is played.
+    #[serde(default = "yes")]
+    pub solver: bool,
 }
 
 fn yes() -> bool {
@@ -55,6 +60,7 @@ impl Default for SearchParams {
             cache_entries: 200_000,
             tree_twofold_draw: true,
             fpu_reduction_root: None,
+            solver: true,
         }
     }
 }
@@ -66,6 +72,8 @@ impl SearchParams {
             root_noise: true,
             tree_twofold_draw: false,
             fpu_reduction_root: Some(0.0),
+            // Self-play keeps the plain search: the presets were measured without it.
+            solver: false,
             ..Self::default()
         }
     }

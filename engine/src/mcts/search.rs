@@ -39,6 +39,9 @@ pub struct ChildStats {
     /// Q for the side to move at the root.
     pub q: f32,
     pub prior: f32,
+    /// +1 when the move wins by force for the side to move at the root, -1 when it loses
+    /// by force, 0 otherwise (with the solver on).
+    pub decided: i8,
 }
 
 enum Descent {
@@ -210,6 +213,14 @@ impl Search {
         let mut depth = 0u32;
         loop {
             self.tree.nodes[idx].in_flight += 1;
+            let proven = self.tree.nodes[idx].proven;
+            if proven != 0 && idx != 0 {
+                lap(&mut timing.select, t0);
+                self.note_depth(depth);
+                self.stats.terminals += 1;
+                self.backup(idx, proven as f32);
+                return Descent::Terminal;
+            }
             match self.tree.nodes[idx].state {
                 NodeState::Expanded => {
                     let child = self.select_child(idx);
@@ -261,6 +272,9 @@ impl Search {
                         self.tree.nodes[idx].state = NodeState::Terminal(v);
                         self.stats.terminals += 1;
                         self.backup(idx, v);
+                        if v != 0.0 && self.params.solver {
+                            self.propagate_proof(idx);
+                        }
                         lap(&mut timing.backup, t2);
                         return Descent::Terminal;
                     }
@@ -321,7 +335,10 @@ impl Search {
                 continue;
             }
             let n = c.visits + c.in_flight as u32;
-            let q = if n == 0 {
+            let q = if let (Some(d), true) = (c.decided(), p.solver) {
+                // A decided child is worth exactly its value to the chooser.
+                -(d as f32)
+            } else if n == 0 {
                 fpu
             } else {
                 (c.value_sum - c.in_flight as f32 * p.virtual_loss) / n as f32
@@ -346,6 +363,31 @@ impl Search {
         n.first_child = first as u32;
         n.num_children = moves.len() as u16;
         n.state = NodeState::Expanded;
+    }
+
+    /// After `idx` was decided: its parent is a proven win when one of its children is
+    /// a loss for the side to move there, and a proven loss when all of them are wins;
+    /// a newly proven parent is passed on upwards. The root is marked too (for move
+    /// choice) but still searched.
+    fn propagate_proof(&mut self, idx: usize) {
+        let mut cur = self.tree.nodes[idx].parent;
+        while cur != NONE {
+            let node = &self.tree.nodes[cur as usize];
+            if node.proven != 0 {
+                return;
+            }
+            let children = &self.tree.nodes[node.children()];
+            let verdict = if children.iter().any(|c| c.decided() == Some(-1)) {
+                1
+            } else if !children.is_empty() && children.iter().all(|c| c.decided() == Some(1)) {
+                -1
+            } else {
+                return;
+            };
+            let parent = node.parent;
+            self.tree.nodes[cur as usize].proven = verdict;
+            cur = parent;
+        }
     }
 
     /// Adds `value` (for the side to move at `idx`) up the path, alternating sign, and
@@ -445,6 +487,11 @@ impl Search {
                 visits: c.visits,
                 q: c.q(),
                 prior: c.prior,
+                decided: if self.params.solver {
+                    c.decided().map_or(0, |d| -d)
+                } else {
+                    0
+                },
             })
             .collect()
     }
@@ -454,12 +501,14 @@ impl Search {
         self.ranked_children().first().map(|c| c.mv)
     }
 
-    /// Root children from best to worst.
+    /// Root children from best to worst: moves that win by force (a mate the tree
+    /// proves), then by visits, with moves that lose by force last.
     pub fn ranked_children(&self) -> Vec<ChildStats> {
         let mut c = self.root_children();
         c.sort_by(|a, b| {
-            b.visits
-                .cmp(&a.visits)
+            b.decided
+                .cmp(&a.decided)
+                .then(b.visits.cmp(&a.visits))
                 .then(b.q.partial_cmp(&a.q).unwrap_or(std::cmp::Ordering::Equal))
                 .then(
                     b.prior

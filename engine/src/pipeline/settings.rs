@@ -9,6 +9,7 @@ use crate::arena::MatchConfig;
 use crate::mcts::SearchParams;
 use crate::net::Precision;
 use crate::players::PlayerSpec;
+use crate::replay::WindowSize;
 use crate::runner::{CapRule, FastMoves, Resign, Rules};
 use crate::selfplay::SelfPlayConfig;
 use crate::train::{LrSchedule, OptimizerKind, Targets, TrainConfig, ValueLoss};
@@ -74,6 +75,10 @@ pub struct SelfPlaySettings {
     /// repetitions.
     #[serde(default)]
     pub tree_twofold_draw: bool,
+    /// The MCTS-solver in self-play's search (mates found in the tree prove their
+    /// lines); play and matches always use it.
+    #[serde(default)]
+    pub solver: bool,
 }
 
 fn default_resign_playthrough() -> f32 {
@@ -130,6 +135,7 @@ impl SelfPlaySettings {
                     max_batch: self.leaves_per_game,
                     cache_entries: CACHE_ENTRIES,
                     tree_twofold_draw: self.tree_twofold_draw,
+                    solver: self.solver,
                     ..SearchParams::self_play()
                 },
                 fast: (self.fast_simulations > 0).then_some(FastMoves {
@@ -190,8 +196,13 @@ pub struct TrainingSettings {
     pub optimizer: OptimizerName,
     pub weight_decay: f64,
     pub value_loss: ValueLoss,
-    /// The newest positions training samples from.
-    pub replay_window: usize,
+    /// A fixed replay window in positions (`None`: `replay_iterations` iterations' worth).
+    #[serde(default)]
+    pub replay_window: Option<usize>,
+    /// The replay window holds the positions of the newest this many self-play
+    /// iterations, when `replay_window` does not fix it.
+    #[serde(default = "default_replay_iterations")]
+    pub replay_iterations: usize,
     /// Weight of the root Q in the value target (the rest is the game's result).
     #[serde(default)]
     pub q_ratio: f32,
@@ -219,11 +230,23 @@ fn default_reuse() -> f64 {
     4.0
 }
 
+fn default_replay_iterations() -> usize {
+    20
+}
+
 fn yes() -> bool {
     true
 }
 
 impl TrainingSettings {
+    /// The replay window's size: fixed, or derived from positions per iteration.
+    pub fn window_size(&self) -> WindowSize {
+        match self.replay_window {
+            Some(n) => WindowSize::Positions(n),
+            None => WindowSize::Iterations(self.replay_iterations),
+        }
+    }
+
     pub fn train_config(&self, precision: Precision) -> TrainConfig {
         TrainConfig {
             batch_size: self.batch_size,
