@@ -699,13 +699,19 @@ mod tests {
     fn a_window_of_k_iterations_is_k_times_the_newest_shard() {
         let dir = tempfile::tempdir().unwrap();
         for (it, n) in [(1u64, 6), (2, 6), (3, 4)] {
-            write_shard(&shard_path(dir.path(), it), &samples(n, 100.0 * it as f32, it));
+            write_shard(
+                &shard_path(dir.path(), it),
+                &samples(n, 100.0 * it as f32, it),
+            );
         }
         // Two iterations of 4 positions (the newest shard's): 8 positions, the newest.
         let (window, _) = ReplayWindow::load(dir.path(), WindowSize::Iterations(2)).unwrap();
         assert_eq!(window.capacity(), 8);
         let tags: Vec<f32> = window.iter().map(|s| s.root_q).collect();
-        assert_eq!(tags, vec![202.0, 203.0, 204.0, 205.0, 300.0, 301.0, 302.0, 303.0]);
+        assert_eq!(
+            tags,
+            vec![202.0, 203.0, 204.0, 205.0, 300.0, 301.0, 302.0, 303.0]
+        );
         assert_eq!(WindowSize::Positions(7).capacity(1000), 7);
         assert_eq!(WindowSize::Iterations(3).capacity(0), 1);
 

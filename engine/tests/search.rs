@@ -375,7 +375,11 @@ fn the_solver_proves_a_mate_in_two_and_plays_it() {
     assert!(s.ranked_children().iter().any(|c| c.decided == 0));
 
     let off = solve(fen, false, 2000);
-    assert_eq!(off.tree().root().proven, 0, "nothing is proven with the solver off");
+    assert_eq!(
+        off.tree().root().proven,
+        0,
+        "nothing is proven with the solver off"
+    );
     assert!(off.ranked_children().iter().all(|c| c.decided == 0));
 }
 

@@ -573,6 +573,20 @@ mod tests {
     }
 
     #[test]
+    fn the_solver_reaches_self_plays_search_only_when_asked() {
+        let off = RunConfig::from_preset(&TrainArgs::default()).unwrap();
+        assert!(!off.selfplay.stage(false, 1, 7, None).config.search.solver);
+        let on = RunConfig::from_preset(&TrainArgs {
+            solver: Some(OnOff::On),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(on.selfplay.solver);
+        let search = on.selfplay.stage(false, 1, 7, None).config.search;
+        assert!(search.solver && search.root_noise, "{search:?}");
+    }
+
+    #[test]
     fn gating_games_round_up_to_even() {
         let args = TrainArgs {
             gating_games: Some(3),
