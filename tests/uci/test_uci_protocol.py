@@ -33,6 +33,7 @@ REQUIRED_OPTIONS = [
     "MoveOverhead",
     "MultiPV",
     "UCI_ShowWDL",
+    "Solver",
     "Ponder",
     "Temperature",
 ]

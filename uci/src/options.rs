@@ -12,6 +12,8 @@
 //!   an entry is about 200 bytes, so the default 200000 is about 40 MB.
 //! - `CPuct` -> `SearchParams::cpuct`, `FpuReduction` -> `SearchParams::fpu_reduction`:
 //!   decimal strings (`1.745`), as lc0 writes them.
+//! - `Solver` -> `SearchParams::solver` (MCTS-solver: mates found in the tree prove
+//!   their lines).
 //! - `MoveOverhead` (ms): kept in reserve from every clock and `movetime`.
 //! - `Temperature`: 0 plays the most visited move; T > 0 samples by visits^(1/T).
 
@@ -51,6 +53,7 @@ pub struct Options {
     pub move_overhead_ms: u64,
     pub multi_pv: usize,
     pub show_wdl: bool,
+    pub solver: bool,
     pub ponder: bool,
     pub temperature: f32,
     /// Limits that depend on the machine, fixed at start-up.
@@ -217,6 +220,16 @@ pub static TABLE: &[OptionSpec] = &[
         },
     },
     OptionSpec {
+        name: "Solver",
+        kind: Kind::Check,
+        changes: Changed::Search,
+        get: |o| Value::Bool(o.solver),
+        set: |o, v| {
+            o.solver = v.bool();
+            Ok(())
+        },
+    },
+    OptionSpec {
         name: "Ponder",
         kind: Kind::Check,
         changes: Changed::Search,
@@ -359,6 +372,7 @@ impl Options {
             move_overhead_ms: 50,
             multi_pv: 1,
             show_wdl: false,
+            solver: params.solver,
             ponder: false,
             temperature: 0.0,
             max_threads: cpus.max(1),
@@ -389,6 +403,7 @@ impl Options {
             fpu_reduction: self.fpu_reduction,
             max_batch: self.minibatch_size,
             cache_entries: self.nn_cache_size,
+            solver: self.solver,
             ..SearchParams::default()
         }
     }
@@ -461,6 +476,9 @@ mod tests {
     #[test]
     fn check_options_take_only_true_or_false() {
         let mut o = options();
+        assert!(o.search_params().solver, "the solver is on by default");
+        o.set("Solver", Some("false")).unwrap();
+        assert!(!o.search_params().solver);
         assert!(o.set("UCI_ShowWDL", Some("maybe")).is_err());
         o.set("UCI_ShowWDL", Some("true")).unwrap();
         assert!(o.show_wdl);
