@@ -456,6 +456,10 @@ impl ReplayWindow {
     /// Sets the capacity, dropping the oldest samples beyond it.
     pub fn set_capacity(&mut self, capacity: usize) {
         self.capacity = capacity.max(1);
+        self.drop_oldest_beyond_capacity();
+    }
+
+    fn drop_oldest_beyond_capacity(&mut self) {
         let excess = self.samples.len().saturating_sub(self.capacity);
         self.samples.drain(..excess);
     }
@@ -476,8 +480,7 @@ impl ReplayWindow {
     pub fn push_samples<'s>(&mut self, samples: impl IntoIterator<Item = &'s Sample>) {
         self.samples
             .extend(samples.into_iter().map(EncodedSample::new));
-        let excess = self.samples.len().saturating_sub(self.capacity);
-        self.samples.drain(..excess);
+        self.drop_oldest_beyond_capacity();
     }
 
     /// Adds the samples of a finished shard file (the newest data).
