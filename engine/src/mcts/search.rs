@@ -213,16 +213,11 @@ impl Search {
         let mut depth = 0u32;
         loop {
             self.tree.nodes[idx].in_flight += 1;
-            let proven = self.tree.nodes[idx].proven;
-            if proven != 0 && idx != 0 {
-                lap(&mut timing.select, t0);
-                self.note_depth(depth);
-                self.stats.terminals += 1;
-                self.backup(idx, proven as f32);
-                return Descent::Terminal;
-            }
-            match self.tree.nodes[idx].state {
-                NodeState::Expanded => {
+            let node = &self.tree.nodes[idx];
+            // Below the root, a node the solver proved is as exact as a terminal one.
+            let proven = (idx != 0 && node.proven != 0).then_some(node.proven as f32);
+            match (node.state, proven) {
+                (NodeState::Expanded, None) => {
                     let child = self.select_child(idx);
                     let mv = self.tree.nodes[child]
                         .mv
@@ -238,20 +233,20 @@ impl Search {
                     idx = child;
                     depth += 1;
                 }
-                NodeState::Terminal(v) => {
+                (NodeState::Terminal(v), _) | (NodeState::Expanded, Some(v)) => {
                     lap(&mut timing.select, t0);
                     self.note_depth(depth);
                     self.stats.terminals += 1;
                     self.backup(idx, v);
                     return Descent::Terminal;
                 }
-                NodeState::Pending => {
+                (NodeState::Pending, _) => {
                     self.revert(idx);
                     self.stats.collisions += 1;
                     lap(&mut timing.select, t0);
                     return Descent::Collision;
                 }
-                NodeState::Unexpanded => {
+                (NodeState::Unexpanded, _) => {
                     let t1 = lap(&mut timing.select, t0);
                     let moves = pos.legal_moves();
                     // Inside the tree a position seen once before on the path is a draw
@@ -335,7 +330,7 @@ impl Search {
                 continue;
             }
             let n = c.visits + c.in_flight as u32;
-            let q = if let (Some(d), true) = (c.decided(), p.solver) {
+            let q = if let Some(d) = c.decided().filter(|_| p.solver) {
                 // A decided child is worth exactly its value to the chooser.
                 -(d as f32)
             } else if n == 0 {
