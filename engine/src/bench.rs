@@ -7,7 +7,7 @@
 use crate::encoding::{encode_position, move_to_index, PLANES_LEN, POLICY_SIZE};
 use crate::game::Game;
 use crate::mcts::{EvalBatch, Evaluator, NetEvaluator, Search, SearchParams, UniformEvaluator};
-use crate::net::{describe_device, NetConfig, Network, Precision};
+use crate::net::{cpu::Conv3x3, describe_device, NetConfig, Network, Precision};
 use crate::phase_times::PhaseTimes;
 use crate::runner::Rules;
 use crate::selfplay::{play_games, Sample, SelfPlayConfig};
@@ -124,6 +124,13 @@ pub fn bench_nn(opts: &BenchOptions) -> anyhow::Result<Vec<Value>> {
         opts.nn_precisions.clone()
     };
     let mut out = Vec::new();
+    // On the CPU, each batch size with the Winograd 3x3 convolutions and with the direct
+    // (im2col) ones, so that the two compare within one run.
+    let convs: &[Option<Conv3x3>] = if opts.device.is_cpu() {
+        &[Some(Conv3x3::Winograd), Some(Conv3x3::Im2col)]
+    } else {
+        &[None]
+    };
     for precision in precisions {
         let mut eval = NetEvaluator::new(&net, precision)?;
         for &b in &opts.batches {
@@ -131,11 +138,20 @@ pub fn bench_nn(opts: &BenchOptions) -> anyhow::Result<Vec<Value>> {
             for (p, chunk) in positions.iter().zip(planes.chunks_exact_mut(PLANES_LEN)) {
                 encode_position(p, chunk);
             }
-            let (policy, _) = eval.forward_planes(&planes, b)?; // warm-up
-            debug_assert_eq!(policy.len(), b * POLICY_SIZE);
-            out.push(throughput_row(opts, "nn", precision, b, || {
-                std::hint::black_box(eval.forward_planes(&planes, b).expect("forward"));
-            }));
+            for &conv in convs {
+                if let Some(conv) = conv {
+                    eval.set_conv3x3(conv);
+                }
+                let (policy, _) = eval.forward_planes(&planes, b)?; // warm-up
+                debug_assert_eq!(policy.len(), b * POLICY_SIZE);
+                let mut row = throughput_row(opts, "nn", precision, b, || {
+                    std::hint::black_box(eval.forward_planes(&planes, b).expect("forward"));
+                });
+                if let Some(conv) = conv {
+                    row["conv"] = conv.as_str().into();
+                }
+                out.push(row);
+            }
         }
         // The search's path: byte planes up, only the legal moves' logits back.
         if !opts.device.is_cpu() {

@@ -5,7 +5,8 @@
 
 use crate::encoding::{encode_position, move_to_index, PLANES_LEN, POLICY_SIZE};
 use crate::net::{
-    cpu::CpuNet, selected_policy_index, wdl_probabilities, DeviceNet, Network, Precision,
+    cpu::{Conv3x3, CpuNet},
+    selected_policy_index, wdl_probabilities, DeviceNet, Network, Precision,
 };
 use crate::phase_times::{lap, PhaseTimes};
 use rayon::prelude::*;
@@ -265,6 +266,13 @@ impl NetEvaluator {
     pub fn set_threads(&mut self, threads: usize) {
         if let Backend::Cpu(net) = &mut self.backend {
             net.set_threads(threads);
+        }
+    }
+
+    /// The CPU's 3x3 convolution algorithm (ignored on other devices).
+    pub fn set_conv3x3(&mut self, conv: Conv3x3) {
+        if let Backend::Cpu(net) = &mut self.backend {
+            net.set_conv3x3(conv);
         }
     }
 

@@ -1,10 +1,15 @@
-//! The folded network on the CPU: every layer is one GEMM (the `gemm` crate that candle
-//! itself uses) over buffers reused from call to call, with bias, skip connection and
-//! ReLU applied in place. No tensor is allocated per call.
+//! The folded network on the CPU: every 3x3 convolution by Winograd's F(4x4, 3x3)
+//! ([`super::winograd`]: 36 small GEMMs per layer), every 1x1 convolution and dense layer
+//! as one GEMM (the `gemm` crate that candle itself uses), over buffers reused from call
+//! to call, with bias, skip connection and ReLU applied in place. No tensor is allocated
+//! per call.
 //!
-//! Boards are processed in chunks so the im2col buffer stays a few megabytes.
+//! [`Conv3x3::Im2col`] keeps the direct form (im2col and one GEMM of 9C per layer) for
+//! comparison in `trainer bench`. Boards are processed in chunks so the buffers stay a
+//! few megabytes.
 
 use super::im2col::{im2col_into, TAPS};
+use super::winograd::{self, WinogradLayer, WinogradScratch};
 use super::{FoldedLayer, FoldedWeights, VALUE_CHANNELS, WDL};
 use crate::encoding::{INPUT_PLANES, PLANES_LEN, POLICY_PLANES, POLICY_SIZE};
 use gemm::Parallelism;
@@ -12,8 +17,45 @@ use rayon::prelude::*;
 
 const CHUNK_BOARDS: usize = 64;
 
+/// How [`CpuNet`] runs its 3x3 convolutions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conv3x3 {
+    /// Winograd F(4x4, 3x3): a quarter of the multiplications (the default).
+    Winograd,
+    /// im2col and one GEMM of (64 B) x 9C by 9C x C_out per layer.
+    Im2col,
+}
+
+impl Conv3x3 {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Conv3x3::Winograd => "winograd",
+            Conv3x3::Im2col => "im2col",
+        }
+    }
+}
+
+/// The 3x3 layers in the Winograd domain, in the order of [`FoldedWeights`].
+struct WinogradWeights {
+    input: WinogradLayer,
+    tower: Vec<[WinogradLayer; 2]>,
+    policy: WinogradLayer,
+}
+
+/// A 3x3 layer of the network: the input convolution, one of a residual block's two,
+/// or the policy head's.
+#[derive(Clone, Copy)]
+enum Layer3x3 {
+    Input,
+    Block(usize, usize),
+    Policy,
+}
+
 pub struct CpuNet {
     weights: FoldedWeights,
+    wino: WinogradWeights,
+    conv: Conv3x3,
+    scratch: WinogradScratch,
     threads: usize,
     x: Vec<f32>,
     h: Vec<f32>,
@@ -86,12 +128,24 @@ impl CpuNet {
     pub fn new(weights: FoldedWeights) -> Self {
         let f = weights.config.filters;
         let rows = CHUNK_BOARDS * 64;
+        let wino = WinogradWeights {
+            input: WinogradLayer::new(&weights.input),
+            tower: weights
+                .tower
+                .iter()
+                .map(|b| [WinogradLayer::new(&b.conv1), WinogradLayer::new(&b.conv2)])
+                .collect(),
+            policy: WinogradLayer::new(&weights.policy.conv),
+        };
         CpuNet {
+            wino,
+            conv: Conv3x3::Winograd,
+            scratch: WinogradScratch::default(),
             threads: rayon::current_num_threads(),
             x: vec![0.0; rows * INPUT_PLANES],
             h: vec![0.0; rows * f],
             t: vec![0.0; rows * f],
-            cols: vec![0.0; rows * TAPS * f.max(INPUT_PLANES)],
+            cols: Vec::new(),
             logits: vec![0.0; rows * POLICY_PLANES],
             v: vec![0.0; rows * VALUE_CHANNELS],
             v1: vec![0.0; CHUNK_BOARDS * weights.value.fc1.cols],
@@ -108,20 +162,67 @@ impl CpuNet {
         self.threads = threads.max(1);
     }
 
-    fn im2col(&mut self, which: Src, channels: usize, boards: usize) {
-        let src = match which {
-            Src::X => &self.x,
-            Src::H => &self.h,
-            Src::T => &self.t,
+    /// Picks the 3x3 convolution algorithm (Winograd unless a benchmark asks otherwise).
+    pub fn set_conv3x3(&mut self, conv: Conv3x3) {
+        self.conv = conv;
+    }
+
+    pub fn conv3x3(&self) -> Conv3x3 {
+        self.conv
+    }
+
+    /// `dst = act(conv3x3(src) + bias [+ dst])` over `boards` boards for one 3x3 layer.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(&mut self, layer: Layer3x3, src: Src, dst: Src, boards: usize, residual: bool) {
+        let CpuNet {
+            weights,
+            wino,
+            conv,
+            scratch,
+            threads,
+            x,
+            h,
+            t,
+            cols,
+            ..
+        } = self;
+        let (src, dst) = match (src, dst) {
+            (Src::X, Src::H) => (&x[..], h),
+            (Src::H, Src::T) => (&h[..], t),
+            (Src::T, Src::H) => (&t[..], h),
+            _ => unreachable!("no layer reads and writes these buffers"),
         };
-        let src = &src[..boards * 64 * channels];
-        let cols = &mut self.cols[..boards * 64 * TAPS * channels];
-        if self.threads > 1 && boards > 1 {
-            src.par_chunks(64 * channels)
-                .zip(cols.par_chunks_mut(64 * TAPS * channels))
-                .for_each(|(s, c)| im2col_into(s, channels, c));
-        } else {
-            im2col_into(src, channels, cols);
+        match conv {
+            Conv3x3::Winograd => {
+                let w = match layer {
+                    Layer3x3::Input => &wino.input,
+                    Layer3x3::Block(i, j) => &wino.tower[i][j],
+                    Layer3x3::Policy => &wino.policy,
+                };
+                winograd::conv3x3(w, src, boards, dst, residual, true, *threads, scratch);
+            }
+            Conv3x3::Im2col => {
+                let w = match layer {
+                    Layer3x3::Input => &weights.input,
+                    Layer3x3::Block(i, 0) => &weights.tower[i].conv1,
+                    Layer3x3::Block(i, _) => &weights.tower[i].conv2,
+                    Layer3x3::Policy => &weights.policy.conv,
+                };
+                let channels = w.rows / TAPS;
+                let src = &src[..boards * 64 * channels];
+                if cols.len() < src.len() * TAPS {
+                    cols.resize(src.len() * TAPS, 0.0);
+                }
+                let cols = &mut cols[..src.len() * TAPS];
+                if *threads > 1 && boards > 1 {
+                    src.par_chunks(64 * channels)
+                        .zip(cols.par_chunks_mut(64 * TAPS * channels))
+                        .for_each(|(s, c)| im2col_into(s, channels, c));
+                } else {
+                    im2col_into(src, channels, cols);
+                }
+                dense(w, cols, boards * 64, dst, residual, true, *threads);
+            }
         }
     }
 
@@ -159,48 +260,12 @@ impl CpuNet {
                 }
             }
         }
-        self.im2col(Src::X, INPUT_PLANES, nb);
-        dense(
-            &self.weights.input,
-            &self.cols[..rows * TAPS * INPUT_PLANES],
-            rows,
-            &mut self.h,
-            false,
-            true,
-            th,
-        );
+        self.conv(Layer3x3::Input, Src::X, Src::H, nb, false);
         for i in 0..self.weights.tower.len() {
-            self.im2col(Src::H, f, nb);
-            dense(
-                &self.weights.tower[i].conv1,
-                &self.cols[..rows * TAPS * f],
-                rows,
-                &mut self.t,
-                false,
-                true,
-                th,
-            );
-            self.im2col(Src::T, f, nb);
-            dense(
-                &self.weights.tower[i].conv2,
-                &self.cols[..rows * TAPS * f],
-                rows,
-                &mut self.h,
-                true,
-                true,
-                th,
-            );
+            self.conv(Layer3x3::Block(i, 0), Src::H, Src::T, nb, false);
+            self.conv(Layer3x3::Block(i, 1), Src::T, Src::H, nb, true);
         }
-        self.im2col(Src::H, f, nb);
-        dense(
-            &self.weights.policy.conv,
-            &self.cols[..rows * TAPS * f],
-            rows,
-            &mut self.t,
-            false,
-            true,
-            th,
-        );
+        self.conv(Layer3x3::Policy, Src::H, Src::T, nb, false);
         dense(
             &self.weights.policy.out,
             &self.t[..rows * f],

@@ -21,6 +21,7 @@ pub mod cpu;
 mod cuda;
 pub mod im2col;
 pub mod layers;
+pub mod winograd;
 
 use crate::encoding::{INPUT_PLANES, POLICY_PLANES, POLICY_SIZE};
 use anyhow::bail;
