@@ -14,9 +14,10 @@
 //!
 //! The kernel transform `U = G g G^T` is done once, when the network is loaded. Per call,
 //! the input transform `V = B^T d B` and the output transform `A^T M A` are loops over
-//! channels (channels are last and contiguous, so they vectorise), and each board's
-//! work is independent: the boards are split over the threads, each running its own
-//! GEMMs single-threaded, with no synchronisation inside a layer.
+//! channels (channels are last and contiguous): AVX2 intrinsics where the CPU has them,
+//! plain loops elsewhere. Each board's work is independent: the boards are split over
+//! the threads, each running its own GEMMs single-threaded, with no synchronisation
+//! inside a layer.
 //!
 //! The F(4x4, 3x3) transforms carry coefficients up to 8 and 1/24, so the result differs
 //! from direct convolution by rounding only, about 1e-6 relative in f32
@@ -118,59 +119,143 @@ pub fn conv3x3(
     threads: usize,
     scratch: &mut WinogradScratch,
 ) {
-    let (ci, co) = (layer.c_in, layer.c_out);
-    let threads = threads.clamp(1, boards.max(1));
-    let per_task = boards.div_ceil(threads).max(1);
-    let (vb, mb, wb) = (
-        TILES * POINTS * ci,
-        TILES * POINTS * co,
-        100 * ci + POINTS * ci.max(co),
-    );
-    grow(&mut scratch.v, boards * vb);
-    grow(&mut scratch.m, boards * mb);
-    grow(&mut scratch.work, threads * wb);
-    let x = &x[..boards * 64 * ci];
-    let out = &mut out[..boards * 64 * co];
-    let v = &mut scratch.v[..boards * vb];
-    let m = &mut scratch.m[..boards * mb];
-    let work = &mut scratch.work[..threads * wb];
-    let run = |x: &[f32], out: &mut [f32], v: &mut [f32], m: &mut [f32], work: &mut [f32]| {
-        let n = x.len() / (64 * ci);
+    let io = TileIo {
+        layer,
+        residual,
+        relu,
+        simd: simd_available(),
+    };
+    io.conv3x3(x, boards, out, threads, scratch);
+}
+
+/// One layer's call: the boards split over the threads, each thread's share transformed
+/// in, multiplied and transformed out. The transforms come in two builds of the same
+/// code: [`Portable`] (plain loops, for any CPU) and, chosen at run time where the CPU has
+/// AVX2 and FMA, [`Avx2`] (intrinsics, inside `target_feature` functions).
+struct TileIo<'a> {
+    layer: &'a WinogradLayer,
+    residual: bool,
+    relu: bool,
+    /// Run the AVX2 build (only where [`simd_available`]).
+    simd: bool,
+}
+
+impl TileIo<'_> {
+    fn conv3x3(
+        &self,
+        x: &[f32],
+        boards: usize,
+        out: &mut [f32],
+        threads: usize,
+        scratch: &mut WinogradScratch,
+    ) {
+        let layer = self.layer;
+        let (ci, co) = (layer.c_in, layer.c_out);
+        let threads = threads.clamp(1, boards.max(1));
+        let per_task = boards.div_ceil(threads).max(1);
+        let (vb, mb, wb) = (
+            TILES * POINTS * ci,
+            TILES * POINTS * co,
+            100 * ci + POINTS * ci.max(co),
+        );
+        grow(&mut scratch.v, boards * vb);
+        grow(&mut scratch.m, boards * mb);
+        grow(&mut scratch.work, threads * wb);
+        let x = &x[..boards * 64 * ci];
+        let out = &mut out[..boards * 64 * co];
+        let v = &mut scratch.v[..boards * vb];
+        let m = &mut scratch.m[..boards * mb];
+        let work = &mut scratch.work[..threads * wb];
+        let io = self;
+        let run = |x: &[f32], out: &mut [f32], v: &mut [f32], m: &mut [f32], work: &mut [f32]| {
+            let n = x.len() / (64 * ci);
+            // SAFETY: `simd` is set only where the CPU has AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            if io.simd {
+                unsafe { io.input_avx2(x, v, work) };
+                point_gemms(layer, v, n * TILES, m);
+                unsafe { io.output_avx2(m, out, work) };
+                return;
+            }
+            io.input::<Portable>(x, v, work);
+            point_gemms(layer, v, n * TILES, m);
+            io.output::<Portable>(m, out, work);
+        };
+        if threads > 1 {
+            x.par_chunks(per_task * 64 * ci)
+                .zip(out.par_chunks_mut(per_task * 64 * co))
+                .zip(v.par_chunks_mut(per_task * vb))
+                .zip(m.par_chunks_mut(per_task * mb))
+                .zip(work.par_chunks_mut(wb))
+                .for_each(|((((x, out), v), m), work)| run(x, out, v, m, work));
+        } else {
+            run(x, out, v, m, work);
+        }
+    }
+
+    /// Pads each board of `x` and writes its four transformed tiles to `v`.
+    #[inline(always)]
+    fn input<K: Kernels>(&self, x: &[f32], v: &mut [f32], work: &mut [f32]) {
+        let ci = self.layer.c_in;
         let (padded, tmp) = work.split_at_mut(100 * ci);
-        for (board_x, board_v) in x.chunks_exact(64 * ci).zip(v.chunks_exact_mut(vb)) {
+        for (board_x, board_v) in x
+            .chunks_exact(64 * ci)
+            .zip(v.chunks_exact_mut(TILES * POINTS * ci))
+        {
             pad_board(board_x, ci, padded);
             for (t, tile) in board_v.chunks_exact_mut(POINTS * ci).enumerate() {
-                input_transform(padded, ci, (t / 2) * 4, (t % 2) * 4, tmp, tile);
+                input_transform::<K>(padded, ci, (t / 2) * 4, (t % 2) * 4, tmp, tile);
             }
         }
-        point_gemms(layer, v, n * TILES, m);
-        for (board_m, board_out) in m.chunks_exact(mb).zip(out.chunks_exact_mut(64 * co)) {
+    }
+
+    /// Transforms each board's four tiles of products in `m` back to squares of `out`.
+    #[inline(always)]
+    fn output<K: Kernels>(&self, m: &[f32], out: &mut [f32], work: &mut [f32]) {
+        let co = self.layer.c_out;
+        let bias = &self.layer.bias;
+        for (board_m, board_out) in m
+            .chunks_exact(TILES * POINTS * co)
+            .zip(out.chunks_exact_mut(64 * co))
+        {
             for (t, tile_m) in board_m.chunks_exact(POINTS * co).enumerate() {
                 let (r0, f0) = ((t / 2) * 4, (t % 2) * 4);
-                output_transform(
+                output_transform::<K>(
                     tile_m,
                     co,
-                    &layer.bias,
-                    r0,
-                    f0,
-                    tmp,
+                    bias,
+                    (r0, f0),
+                    work,
                     board_out,
-                    residual,
-                    relu,
+                    self.residual,
+                    self.relu,
                 );
             }
         }
-    };
-    if threads > 1 {
-        x.par_chunks(per_task * 64 * ci)
-            .zip(out.par_chunks_mut(per_task * 64 * co))
-            .zip(v.par_chunks_mut(per_task * vb))
-            .zip(m.par_chunks_mut(per_task * mb))
-            .zip(work.par_chunks_mut(wb))
-            .for_each(|((((x, out), v), m), work)| run(x, out, v, m, work));
-    } else {
-        run(x, out, v, m, work);
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn input_avx2(&self, x: &[f32], v: &mut [f32], work: &mut [f32]) {
+        self.input::<Avx2>(x, v, work)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn output_avx2(&self, m: &[f32], out: &mut [f32], work: &mut [f32]) {
+        self.output::<Avx2>(m, out, work)
+    }
+}
+
+/// Whether the transforms can run their AVX2 build (checked once).
+fn simd_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVX2.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 fn grow(buf: &mut Vec<f32>, len: usize) {
@@ -216,6 +301,7 @@ fn point_gemms(layer: &WinogradLayer, v: &[f32], rows: usize, m: &mut [f32]) {
 }
 
 /// Copies a board `[64][c]` into the middle of a 10x10 `[100][c]` with a zero border.
+#[inline(always)]
 fn pad_board(board: &[f32], c: usize, padded: &mut [f32]) {
     padded[..11 * c].fill(0.0);
     for r in 0..8 {
@@ -228,48 +314,214 @@ fn pad_board(board: &[f32], c: usize, padded: &mut [f32]) {
 }
 
 /// Six channel vectors of the same length, borrowed from a flat buffer.
+#[inline(always)]
 fn six(buf: &[f32], offsets: [usize; 6], c: usize) -> [&[f32]; 6] {
-    offsets.map(|o| &buf[o..o + c])
+    let [o0, o1, o2, o3, o4, o5] = offsets;
+    [
+        &buf[o0..o0 + c],
+        &buf[o1..o1 + c],
+        &buf[o2..o2 + c],
+        &buf[o3..o3 + c],
+        &buf[o4..o4 + c],
+        &buf[o5..o5 + c],
+    ]
 }
 
-/// `out[i] = sum_a B^T[i][a] d[a]` for the six rows of `B^T`; `out` holds 6 vectors of `c`.
-fn apply_bt(d: [&[f32]; 6], c: usize, out: &mut [f32]) {
-    let [d0, d1, d2, d3, d4, d5] = d.map(|s| &s[..c]);
-    let (o0, rest) = out[..6 * c].split_at_mut(c);
-    let (o1, rest) = rest.split_at_mut(c);
-    let (o2, rest) = rest.split_at_mut(c);
-    let (o3, rest) = rest.split_at_mut(c);
-    let (o4, o5) = rest.split_at_mut(c);
-    for k in 0..c {
-        let (a0, a1, a2, a3, a4, a5) = (d0[k], d1[k], d2[k], d3[k], d4[k], d5[k]);
-        o0[k] = 4.0 * a0 - 5.0 * a2 + a4;
-        o1[k] = -4.0 * (a1 + a2) + a3 + a4;
-        o2[k] = 4.0 * (a1 - a2) - a3 + a4;
-        o3[k] = 2.0 * (a3 - a1) - a2 + a4;
-        o4[k] = 2.0 * (a1 - a3) - a2 + a4;
-        o5[k] = 4.0 * a1 - 5.0 * a3 + a5;
+/// The per-channel arithmetic of the transforms: `out` holds 6 (`bt`) or 4 (`at`)
+/// vectors of `c` channels, `out[i] = sum_a T[i][a] d[a]` for `T` = `B^T` or `A^T`, and
+/// `epilogue` finishes a layer's output square.
+trait Kernels {
+    fn bt(d: [&[f32]; 6], c: usize, out: &mut [f32]);
+    fn at(m: [&[f32]; 6], c: usize, out: &mut [f32]);
+    /// `o = act(y + bias [+ o])`.
+    fn epilogue(y: &[f32], bias: &[f32], o: &mut [f32], residual: bool, relu: bool);
+}
+
+/// Plain loops, for any CPU.
+struct Portable;
+
+impl Kernels for Portable {
+    #[inline(always)]
+    fn bt(d: [&[f32]; 6], c: usize, out: &mut [f32]) {
+        for k in 0..c {
+            let [a0, a1, a2, a3, a4, a5] = [d[0][k], d[1][k], d[2][k], d[3][k], d[4][k], d[5][k]];
+            out[k] = 4.0 * a0 - 5.0 * a2 + a4;
+            out[c + k] = -4.0 * (a1 + a2) + a3 + a4;
+            out[2 * c + k] = 4.0 * (a1 - a2) - a3 + a4;
+            out[3 * c + k] = 2.0 * (a3 - a1) - a2 + a4;
+            out[4 * c + k] = 2.0 * (a1 - a3) - a2 + a4;
+            out[5 * c + k] = 4.0 * a1 - 5.0 * a3 + a5;
+        }
+    }
+
+    #[inline(always)]
+    fn at(m: [&[f32]; 6], c: usize, out: &mut [f32]) {
+        for k in 0..c {
+            let (p, q) = (m[1][k] + m[2][k], m[1][k] - m[2][k]);
+            let (r, s) = (m[3][k] + m[4][k], m[3][k] - m[4][k]);
+            out[k] = m[0][k] + p + r;
+            out[c + k] = q + 2.0 * s;
+            out[2 * c + k] = p + 4.0 * r;
+            out[3 * c + k] = q + 8.0 * s + m[5][k];
+        }
+    }
+
+    #[inline(always)]
+    fn epilogue(y: &[f32], bias: &[f32], o: &mut [f32], residual: bool, relu: bool) {
+        for ((o, y), b) in o.iter_mut().zip(y).zip(bias) {
+            let v = y + b + if residual { *o } else { 0.0 };
+            *o = if relu { v.max(0.0) } else { v };
+        }
     }
 }
 
-/// `out[i] = sum_a A^T[i][a] m[a]` for the four rows of `A^T`; `out` holds 4 vectors of `c`.
-fn apply_at(m: [&[f32]; 6], c: usize, out: &mut [f32]) {
-    let [m0, m1, m2, m3, m4, m5] = m.map(|s| &s[..c]);
-    let (o0, rest) = out[..4 * c].split_at_mut(c);
-    let (o1, rest) = rest.split_at_mut(c);
-    let (o2, o3) = rest.split_at_mut(c);
-    for k in 0..c {
-        let (p, q) = (m1[k] + m2[k], m1[k] - m2[k]);
-        let (r, s) = (m3[k] + m4[k], m3[k] - m4[k]);
-        o0[k] = m0[k] + p + r;
-        o1[k] = q + 2.0 * s;
-        o2[k] = p + 4.0 * r;
-        o3[k] = q + 8.0 * s + m5[k];
+/// AVX2 intrinsics, 8 channels a register, the last partial register masked. Only
+/// reached from the `target_feature(enable = "avx2,fma")` functions of [`TileIo`], after
+/// the CPU was checked.
+#[cfg(target_arch = "x86_64")]
+struct Avx2;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// Lanes `0..n` of a register's mask (`n` < 8).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn tail_mask(n: usize) -> __m256i {
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx)
+    }
+
+    /// Runs `f` over channels `0..c` of six inputs, 8 at a time, storing `M` outputs
+    /// `c` apart from `out`. Every pointer must hold `c` (inputs) or `M * c` (out) floats.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn map6<const M: usize>(
+        d: [*const f32; 6],
+        c: usize,
+        out: *mut f32,
+        f: impl Fn([__m256; 6]) -> [__m256; M],
+    ) {
+        let mut k = 0;
+        while k + 8 <= c {
+            let x = [
+                _mm256_loadu_ps(d[0].add(k)),
+                _mm256_loadu_ps(d[1].add(k)),
+                _mm256_loadu_ps(d[2].add(k)),
+                _mm256_loadu_ps(d[3].add(k)),
+                _mm256_loadu_ps(d[4].add(k)),
+                _mm256_loadu_ps(d[5].add(k)),
+            ];
+            let y = f(x);
+            for (j, yj) in y.iter().enumerate() {
+                _mm256_storeu_ps(out.add(j * c + k), *yj);
+            }
+            k += 8;
+        }
+        if k < c {
+            let mask = tail_mask(c - k);
+            let x = [
+                _mm256_maskload_ps(d[0].add(k), mask),
+                _mm256_maskload_ps(d[1].add(k), mask),
+                _mm256_maskload_ps(d[2].add(k), mask),
+                _mm256_maskload_ps(d[3].add(k), mask),
+                _mm256_maskload_ps(d[4].add(k), mask),
+                _mm256_maskload_ps(d[5].add(k), mask),
+            ];
+            let y = f(x);
+            for (j, yj) in y.iter().enumerate() {
+                _mm256_maskstore_ps(out.add(j * c + k), mask, *yj);
+            }
+        }
+    }
+
+    /// `B^T` applied to six channel vectors (see [`super::Kernels::bt`]).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn bt(d: [&[f32]; 6], c: usize, out: *mut f32) {
+        let ptrs = [
+            d[0].as_ptr(),
+            d[1].as_ptr(),
+            d[2].as_ptr(),
+            d[3].as_ptr(),
+            d[4].as_ptr(),
+            d[5].as_ptr(),
+        ];
+        let (k2, k4, k5) = (
+            _mm256_set1_ps(2.0),
+            _mm256_set1_ps(4.0),
+            _mm256_set1_ps(5.0),
+        );
+        map6(ptrs, c, out, |[a0, a1, a2, a3, a4, a5]| {
+            let a4_a2 = _mm256_sub_ps(a4, a2);
+            [
+                _mm256_fmadd_ps(k4, a0, _mm256_fnmadd_ps(k5, a2, a4)),
+                _mm256_fnmadd_ps(k4, _mm256_add_ps(a1, a2), _mm256_add_ps(a3, a4)),
+                _mm256_fmadd_ps(k4, _mm256_sub_ps(a1, a2), _mm256_sub_ps(a4, a3)),
+                _mm256_fmadd_ps(k2, _mm256_sub_ps(a3, a1), a4_a2),
+                _mm256_fmadd_ps(k2, _mm256_sub_ps(a1, a3), a4_a2),
+                _mm256_fmadd_ps(k4, a1, _mm256_fnmadd_ps(k5, a3, a5)),
+            ]
+        })
+    }
+
+    /// `A^T` applied to six channel vectors (see [`super::Kernels::at`]).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn at(m: [&[f32]; 6], c: usize, out: *mut f32) {
+        let ptrs = [
+            m[0].as_ptr(),
+            m[1].as_ptr(),
+            m[2].as_ptr(),
+            m[3].as_ptr(),
+            m[4].as_ptr(),
+            m[5].as_ptr(),
+        ];
+        let (k2, k4, k8) = (
+            _mm256_set1_ps(2.0),
+            _mm256_set1_ps(4.0),
+            _mm256_set1_ps(8.0),
+        );
+        map6(ptrs, c, out, |[m0, m1, m2, m3, m4, m5]| {
+            let (p, q) = (_mm256_add_ps(m1, m2), _mm256_sub_ps(m1, m2));
+            let (r, s) = (_mm256_add_ps(m3, m4), _mm256_sub_ps(m3, m4));
+            [
+                _mm256_add_ps(_mm256_add_ps(m0, p), r),
+                _mm256_fmadd_ps(k2, s, q),
+                _mm256_fmadd_ps(k4, r, p),
+                _mm256_add_ps(_mm256_fmadd_ps(k8, s, q), m5),
+            ]
+        })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Kernels for Avx2 {
+    #[inline(always)]
+    fn bt(d: [&[f32]; 6], c: usize, out: &mut [f32]) {
+        assert!(d.iter().all(|s| s.len() >= c) && out.len() >= 6 * c);
+        // SAFETY: the lengths are checked above; the caller runs on a CPU with AVX2 and FMA.
+        unsafe { avx2::bt(d, c, out.as_mut_ptr()) }
+    }
+
+    #[inline(always)]
+    fn at(m: [&[f32]; 6], c: usize, out: &mut [f32]) {
+        assert!(m.iter().all(|s| s.len() >= c) && out.len() >= 4 * c);
+        // SAFETY: the lengths are checked above; the caller runs on a CPU with AVX2 and FMA.
+        unsafe { avx2::at(m, c, out.as_mut_ptr()) }
+    }
+
+    #[inline(always)]
+    fn epilogue(y: &[f32], bias: &[f32], o: &mut [f32], residual: bool, relu: bool) {
+        Portable::epilogue(y, bias, o, residual, relu)
     }
 }
 
 /// `V = B^T d B` for the 6x6 tile of `padded` at row `r0`, column `f0`; `tile` is
 /// `[36][c]` in point order (row of the 6x6 outer). `tmp` holds 36 vectors of `c`.
-fn input_transform(
+#[inline(always)]
+fn input_transform<K: Kernels>(
     padded: &[f32],
     c: usize,
     r0: usize,
@@ -280,7 +532,7 @@ fn input_transform(
     // Columns: tmp[b][i] = sum_a B^T[i][a] d[a][b].
     for (b, col) in tmp[..POINTS * c].chunks_exact_mut(6 * c).enumerate() {
         let at = |a: usize| ((r0 + a) * 10 + f0 + b) * c;
-        apply_bt(
+        K::bt(
             six(padded, [at(0), at(1), at(2), at(3), at(4), at(5)], c),
             c,
             col,
@@ -289,7 +541,7 @@ fn input_transform(
     // Rows: V[i][j] = sum_b tmp[b][i] B^T[j][b].
     for (i, row) in tile[..POINTS * c].chunks_exact_mut(6 * c).enumerate() {
         let at = |b: usize| (b * 6 + i) * c;
-        apply_bt(
+        K::bt(
             six(tmp, [at(0), at(1), at(2), at(3), at(4), at(5)], c),
             c,
             row,
@@ -299,13 +551,13 @@ fn input_transform(
 
 /// `Y = A^T M A` for one tile's `[36][c]` products, written with bias, optional skip
 /// connection and ReLU to the 4x4 squares at rank `r0`, file `f0` of `out` `[64][c]`.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn output_transform(
+fn output_transform<K: Kernels>(
     m: &[f32],
     c: usize,
     bias: &[f32],
-    r0: usize,
-    f0: usize,
+    (r0, f0): (usize, usize),
     tmp: &mut [f32],
     out: &mut [f32],
     residual: bool,
@@ -315,7 +567,7 @@ fn output_transform(
     // Columns: cols[j][i] = sum_a A^T[i][a] M[a][j].
     for (j, col) in cols.chunks_exact_mut(4 * c).enumerate() {
         let at = |a: usize| (a * 6 + j) * c;
-        apply_at(
+        K::at(
             six(m, [at(0), at(1), at(2), at(3), at(4), at(5)], c),
             c,
             col,
@@ -325,7 +577,7 @@ fn output_transform(
     let bias = &bias[..c];
     for i in 0..4 {
         let at = |j: usize| (j * 4 + i) * c;
-        apply_at(
+        K::at(
             six(cols, [at(0), at(1), at(2), at(3), at(4), at(5)], c),
             c,
             &mut rows[..4 * c],
@@ -335,14 +587,7 @@ fn output_transform(
             .chunks_exact_mut(c)
             .zip(rows.chunks_exact(c))
         {
-            let (o, y) = (&mut o[..c], &y[..c]);
-            for k in 0..c {
-                let mut v = y[k] + bias[k];
-                if residual {
-                    v += o[k];
-                }
-                o[k] = if relu { v.max(0.0) } else { v };
-            }
+            K::epilogue(y, bias, o, residual, relu);
         }
     }
 }
