@@ -7,7 +7,9 @@
 //! The gather is a candle custom op with a hand-written backward (`col2im`): a plain loop
 //! on the CPU (f32), a CUDA kernel on a GPU (`super::cuda`). Elsewhere (another device, or
 //! the CPU in f16) it is one `index_select` over each board with a zero row appended,
-//! which autograd differentiates.
+//! which autograd differentiates. On the CPU in f32, training's 3x3 convolutions use
+//! [`super::conv3x3`] and inference uses [`super::winograd`]; this form stays the
+//! reference they are tested against, and the weight gradient's gather.
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
@@ -76,7 +78,7 @@ pub fn col2im_into(cols: &[f32], channels: usize, x: &mut [f32]) {
     }
 }
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
+pub(super) fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
     let data = storage.as_slice::<f32>()?;
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),

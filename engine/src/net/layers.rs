@@ -5,7 +5,8 @@
 //! ([`super::DeviceNet`]) inference paths both run.
 //!
 //! Activations are channels-last, `[B, 64, C]`, so every convolution is one GEMM over the
-//! [`super::im2col`] columns. Where the tensors come from is the builder's business
+//! [`super::im2col`] columns; on the CPU in f32, a 3x3 convolution is instead one op with
+//! its own backward ([`super::conv3x3`]: Winograd forward and input gradient). Where the tensors come from is the builder's business
 //! ([`TensorSource`]): a seeded initialisation, or a checkpoint whose every tensor is
 //! checked against the shape the layer asks for before it is read.
 
@@ -347,6 +348,11 @@ impl ConvBn {
     /// times larger columns are built, multiplied and differentiated in that precision.
     pub fn forward(&self, x: &Tensor, train: bool, compute: DType) -> candle_core::Result<Tensor> {
         let (b, _, c) = x.dims3()?;
+        if self.kernel == 3 && x.device().is_cpu() && compute == DType::F32 {
+            // One op with its own backward: Winograd forward and input gradient.
+            let y = super::conv3x3::conv3x3_train(x, self.weight.as_tensor())?;
+            return self.bn.forward(&y, train)?.reshape((b, 64, ()));
+        }
         let x = if compute == DType::F32 || (self.kernel == 3 && x.device().is_cpu()) {
             // The CPU gathers in f32 (its custom op); `matmul_in` casts after.
             x.clone()

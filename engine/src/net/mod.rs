@@ -9,13 +9,15 @@
 //! ```
 //!
 //! Activations are channels-last, `[B, 64, C]`, so that every convolution is one GEMM
-//! (see [`im2col`]). [`Network`] is the training form (batch-norm statistics, f32 master
+//! (see [`im2col`]) or, for 3x3 convolutions on the CPU, 36 small ones by Winograd's
+//! F(4x4, 3x3) (see [`winograd`]). [`Network`] is the training form (batch-norm statistics, f32 master
 //! weights, optional bf16/f16 compute); [`Network::folded`] gives the inference form with
 //! batch norm folded into the convolutions, run either by [`cpu::CpuNet`] (direct GEMMs
 //! on reused buffers) or by [`DeviceNet`] (candle tensors, for CUDA).
 
 mod batchnorm;
 pub mod checkpoint;
+mod conv3x3;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 mod cuda;

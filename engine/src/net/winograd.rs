@@ -59,15 +59,47 @@ impl WinogradLayer {
     pub fn new(layer: &FoldedLayer) -> Self {
         assert_eq!(layer.rows % TAPS, 0, "not a 3x3 layer");
         let (c_in, c_out) = (layer.rows / TAPS, layer.cols);
+        Self::transform(c_in, c_out, layer.bias.clone(), |tap, ci, co| {
+            layer.weight[(tap * c_in + ci) * c_out + co]
+        })
+    }
+
+    /// The layer of a weight `[9 * c_in, c_out]` without bias: the training forward.
+    pub fn from_weight(weight: &[f32], c_in: usize, c_out: usize) -> Self {
+        assert_eq!(weight.len(), TAPS * c_in * c_out);
+        Self::transform(c_in, c_out, vec![0.0; c_out], |tap, ci, co| {
+            weight[(tap * c_in + ci) * c_out + co]
+        })
+    }
+
+    /// The layer that carries a gradient back through the convolution of `weight`
+    /// (`[9 * c_in, c_out]`): `c_out -> c_in` channels, the kernel turned by 180 degrees.
+    /// A 3x3 convolution with zero padding sends `x` at square `s + d` to `y` at `s` through
+    /// tap `d`, so `dx` at `s` gathers `dy` at `s - d`: tap `8 - t` of the same weights.
+    pub fn input_gradient(weight: &[f32], c_in: usize, c_out: usize) -> Self {
+        assert_eq!(weight.len(), TAPS * c_in * c_out);
+        Self::transform(c_out, c_in, vec![0.0; c_in], |tap, co, ci| {
+            weight[((TAPS - 1 - tap) * c_in + ci) * c_out + co]
+        })
+    }
+
+    /// `U = G g G^T` for every (input, output) channel pair, `g(tap, input, output)`.
+    fn transform(
+        c_in: usize,
+        c_out: usize,
+        bias: Vec<f32>,
+        g: impl Fn(usize, usize, usize) -> f32,
+    ) -> Self {
         let mut u = vec![0f32; POINTS * c_in * c_out];
         for ci in 0..c_in {
             for co in 0..c_out {
-                let g = |r: usize, c: usize| layer.weight[((r * 3 + c) * c_in + ci) * c_out + co];
                 // t = G g (6x3), then U = t G^T (6x6), in f64 to keep the transform exact.
                 let mut t = [[0f64; 3]; 6];
                 for (i, row) in t.iter_mut().enumerate() {
                     for (c, v) in row.iter_mut().enumerate() {
-                        *v = (0..3).map(|r| G[i][r] as f64 * g(r, c) as f64).sum();
+                        *v = (0..3)
+                            .map(|r| G[i][r] as f64 * g(r * 3 + c, ci, co) as f64)
+                            .sum();
                     }
                 }
                 for i in 0..6 {
@@ -80,7 +112,7 @@ impl WinogradLayer {
         }
         WinogradLayer {
             u,
-            bias: layer.bias.clone(),
+            bias,
             c_in,
             c_out,
         }

@@ -1,0 +1,228 @@
+//! The 3x3 convolution of training on the CPU (f32) as one candle op with its own
+//! backward, instead of an im2col gather followed by candle's matmul:
+//!
+//! - forward, `y = conv(x, w)`: Winograd F(4x4, 3x3) ([`super::winograd`]), with the
+//!   kernel transformed from the current weights at every call;
+//! - input gradient, `dx = conv(dy, w turned 180 degrees, channels swapped)`: the same
+//!   Winograd convolution ([`WinogradLayer::input_gradient`]);
+//! - weight gradient, `dw = im2col(x)^T dy`: one GEMM over the im2col columns.
+//!
+//! The im2col columns (nine times the activations) and the Winograd buffers live in
+//! per-thread buffers reused from step to step, so a training step no longer allocates
+//! (and the kernel no longer zeroes) hundreds of megabytes of fresh columns and column
+//! gradients. `the_training_convolution_matches_im2col_and_matmul` checks the forward
+//! and both gradients against candle's own ops.
+
+use super::im2col::{contiguous_f32, im2col_into, TAPS};
+use super::winograd::{conv3x3, WinogradLayer, WinogradScratch};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+use std::cell::RefCell;
+
+thread_local! {
+    static WINOGRAD: RefCell<WinogradScratch> = RefCell::default();
+    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+#[derive(Clone, Copy)]
+enum Conv3x3 {
+    /// `(x [B, 64, C_in], w [9 C_in, C_out]) -> y [B * 64, C_out]`.
+    Forward,
+    /// `(dy [B * 64, C_out], w [9 C_in, C_out]) -> dx [B, 64, C_in]`.
+    InputGradient,
+    /// `(x [B, 64, C_in], dy [B * 64, C_out]) -> dw [9 C_in, C_out]`.
+    WeightGradient,
+}
+
+impl CustomOp2 for Conv3x3 {
+    fn name(&self) -> &'static str {
+        match self {
+            Conv3x3::Forward => "ember-conv3x3",
+            Conv3x3::InputGradient => "ember-conv3x3-input-gradient",
+            Conv3x3::WeightGradient => "ember-conv3x3-weight-gradient",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (a, b) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
+        let threads = rayon::current_num_threads();
+        match self {
+            Conv3x3::Forward => {
+                let (boards, c_in) = boards_and_channels(l1)?;
+                let c_out = weight_columns(l2, c_in)?;
+                let layer = WinogradLayer::from_weight(b, c_in, c_out);
+                let mut y = vec![0f32; boards * 64 * c_out];
+                WINOGRAD.with_borrow_mut(|scratch| {
+                    conv3x3(&layer, a, boards, &mut y, false, false, threads, scratch)
+                });
+                Ok((CpuStorage::F32(y), Shape::from((boards * 64, c_out))))
+            }
+            Conv3x3::InputGradient => {
+                let (rows, c_out) = l1.shape().dims2()?;
+                let (k, c_out_w) = l2.shape().dims2()?;
+                if rows % 64 != 0 || k % TAPS != 0 || c_out != c_out_w {
+                    candle_core::bail!(
+                        "conv3x3 input gradient: dy {:?}, w {:?}",
+                        l1.shape(),
+                        l2.shape()
+                    );
+                }
+                let (boards, c_in) = (rows / 64, k / TAPS);
+                let layer = WinogradLayer::input_gradient(b, c_in, c_out);
+                let mut dx = vec![0f32; boards * 64 * c_in];
+                WINOGRAD.with_borrow_mut(|scratch| {
+                    conv3x3(&layer, a, boards, &mut dx, false, false, threads, scratch)
+                });
+                Ok((CpuStorage::F32(dx), Shape::from((boards, 64, c_in))))
+            }
+            Conv3x3::WeightGradient => {
+                let (boards, c_in) = boards_and_channels(l1)?;
+                let (rows, c_out) = l2.shape().dims2()?;
+                if rows != boards * 64 {
+                    candle_core::bail!(
+                        "conv3x3 weight gradient: x {:?}, dy {:?}",
+                        l1.shape(),
+                        l2.shape()
+                    );
+                }
+                let k = TAPS * c_in;
+                let mut dw = vec![0f32; k * c_out];
+                COLUMNS.with_borrow_mut(|cols| {
+                    if cols.len() < rows * k {
+                        cols.resize(rows * k, 0.0);
+                    }
+                    let cols = &mut cols[..rows * k];
+                    a.par_chunks(64 * c_in)
+                        .zip(cols.par_chunks_mut(64 * k))
+                        .for_each(|(x, c)| im2col_into(x, c_in, c));
+                    // dw [k, c_out] = cols^T [k, rows] dy [rows, c_out]: the columns read
+                    // transposed (a column of cols^T is a row of cols).
+                    // SAFETY: cols holds rows*k values, dy rows*c_out, dw k*c_out, with the
+                    // strides given.
+                    unsafe {
+                        gemm::gemm(
+                            k,
+                            c_out,
+                            rows,
+                            dw.as_mut_ptr(),
+                            1,
+                            c_out as isize,
+                            false,
+                            cols.as_ptr(),
+                            k as isize,
+                            1,
+                            b.as_ptr(),
+                            1,
+                            c_out as isize,
+                            0.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            if threads > 1 {
+                                Parallelism::Rayon(threads)
+                            } else {
+                                Parallelism::None
+                            },
+                        );
+                    }
+                });
+                Ok((CpuStorage::F32(dw), Shape::from((k, c_out))))
+            }
+        }
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let dx = dy.apply_op2_no_bwd(w, &Conv3x3::InputGradient)?;
+        let dw = x.apply_op2_no_bwd(&dy, &Conv3x3::WeightGradient)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+fn boards_and_channels(l: &Layout) -> Result<(usize, usize)> {
+    let (boards, squares, c) = l.shape().dims3()?;
+    if squares != 64 {
+        candle_core::bail!("conv3x3 expects [B, 64, C], got {:?}", l.shape());
+    }
+    Ok((boards, c))
+}
+
+fn weight_columns(l: &Layout, c_in: usize) -> Result<usize> {
+    let (k, c_out) = l.shape().dims2()?;
+    if k != TAPS * c_in {
+        candle_core::bail!(
+            "conv3x3 weight {:?} does not fit {c_in} input channels",
+            l.shape()
+        );
+    }
+    Ok(c_out)
+}
+
+/// `x [B, 64, C_in]` convolved with `w [9 C_in, C_out]` (the [`super::im2col`] tap order)
+/// -> `[B * 64, C_out]`, differentiable in both. CPU tensors in f32 only.
+pub fn conv3x3_train(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2(&w.contiguous()?, Conv3x3::Forward)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::im2col::im2col_tensor_ops;
+    use candle_core::{Device, Var};
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+        let (a, b) = (
+            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            b.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        );
+        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        a.iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+            / scale
+    }
+
+    #[test]
+    fn the_training_convolution_matches_im2col_and_matmul() {
+        let dev = Device::Cpu;
+        for (boards, c_in, c_out) in [(3, 5, 4), (2, 18, 32), (5, 32, 32)] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (boards, 64, c_in), &dev).unwrap())
+                .unwrap();
+            let w =
+                Var::from_tensor(&Tensor::randn(0f32, 0.3, (TAPS * c_in, c_out), &dev).unwrap())
+                    .unwrap();
+            // A weight per output element, so that every gradient path is distinct.
+            let r = Tensor::randn(0f32, 1.0, (boards * 64, c_out), &dev).unwrap();
+            let ours = conv3x3_train(x.as_tensor(), w.as_tensor()).unwrap();
+            let reference = im2col_tensor_ops(x.as_tensor())
+                .unwrap()
+                .matmul(w.as_tensor())
+                .unwrap();
+            assert!(max_rel(&ours, &reference) < 1e-5, "forward {c_in}->{c_out}");
+            let loss = |y: &Tensor| (y * &r).unwrap().sqr().unwrap().sum_all().unwrap();
+            let (g1, g2) = (
+                loss(&ours).backward().unwrap(),
+                loss(&reference).backward().unwrap(),
+            );
+            let dx = max_rel(g1.get(&x).unwrap(), g2.get(&x).unwrap());
+            let dw = max_rel(g1.get(&w).unwrap(), g2.get(&w).unwrap());
+            assert!(dx < 1e-4, "input gradient {c_in}->{c_out}: {dx}");
+            assert!(dw < 1e-4, "weight gradient {c_in}->{c_out}: {dw}");
+        }
+    }
+}
