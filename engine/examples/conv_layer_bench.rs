@@ -1,8 +1,9 @@
 //! `cargo run --release -p ember-engine --example conv_layer_bench [C] [BOARDS] [THREADS]`:
 //! one 3x3 layer, C -> C channels, by Winograd and by im2col + GEMM, on one thread by
-//! default: microseconds per board (minimum over 7 rounds) for each.
+//! default: microseconds per board (minimum over 7 rounds) for each, for the forward and
+//! for the weight gradient of training.
 use ember_engine::net::im2col::{im2col_into, TAPS};
-use ember_engine::net::winograd::{conv3x3, WinogradLayer, WinogradScratch};
+use ember_engine::net::winograd::{conv3x3, weight_gradient, WinogradLayer, WinogradScratch};
 use ember_engine::net::FoldedLayer;
 use std::time::Instant;
 
@@ -84,5 +85,23 @@ fn main() {
             )
         }
     });
-    println!("c={c} boards={boards} threads={threads}: winograd {w:.2} us/board, im2col {d:.2} us/board, ratio {:.2}", d / w);
+    println!("c={c} boards={boards} threads={threads}: forward: winograd {w:.2} us/board, im2col {d:.2} us/board, ratio {:.2}", d / w);
+    // The weight gradient: through the Winograd domain, and im2col(x)^T dy.
+    let dy = out.clone();
+    let mut dw = vec![0f32; TAPS * c * c];
+    let gw = time(&mut || {
+        std::hint::black_box(weight_gradient(&x, &dy, boards, c, c, threads, &mut scratch));
+    });
+    let gd = time(&mut || {
+        im2col_into(&x, c, &mut cols);
+        let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        unsafe {
+            gemm::gemm(
+                TAPS * c, c, boards * 64, dw.as_mut_ptr(), 1, c as isize, false, cols.as_ptr(),
+                (TAPS * c) as isize, 1, dy.as_ptr(), 1, c as isize, 0.0, 1.0, false, false,
+                false, par,
+            )
+        }
+    });
+    println!("  weight gradient: winograd {gw:.2} us/board, im2col {gd:.2} us/board, ratio {:.2}", gd / gw);
 }

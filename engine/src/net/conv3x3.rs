@@ -5,24 +5,23 @@
 //!   kernel transformed from the current weights at every call;
 //! - input gradient, `dx = conv(dy, w turned 180 degrees, channels swapped)`: the same
 //!   Winograd convolution ([`WinogradLayer::input_gradient`]);
-//! - weight gradient, `dw = im2col(x)^T dy`: one GEMM over the im2col columns.
+//! - weight gradient: through the Winograd domain as well
+//!   ([`super::winograd::weight_gradient`]), 36 GEMMs over the transformed input tiles and
+//!   output gradients, then the kernel transform's adjoint.
 //!
-//! The im2col columns (nine times the activations) and the Winograd buffers live in
-//! per-thread buffers reused from step to step, so a training step no longer allocates
-//! (and the kernel no longer zeroes) hundreds of megabytes of fresh columns and column
+//! All three do a quarter of the multiplications of im2col and a GEMM, and their buffers
+//! are per-thread and reused from step to step, so a training step no longer allocates
+//! (and the kernel no longer zeroes) hundreds of megabytes of im2col columns and column
 //! gradients. `the_training_convolution_matches_im2col_and_matmul` checks the forward
 //! and both gradients against candle's own ops.
 
-use super::im2col::{contiguous_f32, im2col_into, TAPS};
-use super::winograd::{conv3x3, WinogradLayer, WinogradScratch};
+use super::im2col::{contiguous_f32, TAPS};
+use super::winograd::{conv3x3, weight_gradient, WinogradLayer, WinogradScratch};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
-use gemm::Parallelism;
-use rayon::prelude::*;
 use std::cell::RefCell;
 
 thread_local! {
     static WINOGRAD: RefCell<WinogradScratch> = RefCell::default();
-    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 #[derive(Clone, Copy)]
@@ -93,46 +92,8 @@ impl CustomOp2 for Conv3x3 {
                     );
                 }
                 let k = TAPS * c_in;
-                let mut dw = vec![0f32; k * c_out];
-                COLUMNS.with_borrow_mut(|cols| {
-                    if cols.len() < rows * k {
-                        cols.resize(rows * k, 0.0);
-                    }
-                    let cols = &mut cols[..rows * k];
-                    a.par_chunks(64 * c_in)
-                        .zip(cols.par_chunks_mut(64 * k))
-                        .for_each(|(x, c)| im2col_into(x, c_in, c));
-                    // dw [k, c_out] = cols^T [k, rows] dy [rows, c_out]: the columns read
-                    // transposed (a column of cols^T is a row of cols).
-                    // SAFETY: cols holds rows*k values, dy rows*c_out, dw k*c_out, with the
-                    // strides given.
-                    unsafe {
-                        gemm::gemm(
-                            k,
-                            c_out,
-                            rows,
-                            dw.as_mut_ptr(),
-                            1,
-                            c_out as isize,
-                            false,
-                            cols.as_ptr(),
-                            k as isize,
-                            1,
-                            b.as_ptr(),
-                            1,
-                            c_out as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            if threads > 1 {
-                                Parallelism::Rayon(threads)
-                            } else {
-                                Parallelism::None
-                            },
-                        );
-                    }
+                let dw = WINOGRAD.with_borrow_mut(|scratch| {
+                    weight_gradient(a, b, boards, c_in, c_out, threads, scratch)
                 });
                 Ok((CpuStorage::F32(dw), Shape::from((k, c_out))))
             }

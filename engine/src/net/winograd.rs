@@ -228,17 +228,7 @@ impl TileIo<'_> {
     /// Pads each board of `x` and writes its four transformed tiles to `v`.
     #[inline(always)]
     fn input<K: Kernels>(&self, x: &[f32], v: &mut [f32], work: &mut [f32]) {
-        let ci = self.layer.c_in;
-        let (padded, tmp) = work.split_at_mut(100 * ci);
-        for (board_x, board_v) in x
-            .chunks_exact(64 * ci)
-            .zip(v.chunks_exact_mut(TILES * POINTS * ci))
-        {
-            pad_board(board_x, ci, padded);
-            for (t, tile) in board_v.chunks_exact_mut(POINTS * ci).enumerate() {
-                input_transform::<K>(padded, ci, (t / 2) * 4, (t % 2) * 4, tmp, tile);
-            }
-        }
+        input_tiles::<K>(x, self.layer.c_in, v, work)
     }
 
     /// Transforms each board's four tiles of products in `m` back to squares of `out`.
@@ -288,6 +278,206 @@ fn simd_available() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// Pads each board of `x` (`[boards][64][c]`) and writes its four transformed tiles
+/// `B^T d B` to `v` (`[boards * 4][36][c]`).
+#[inline(always)]
+fn input_tiles<K: Kernels>(x: &[f32], c: usize, v: &mut [f32], work: &mut [f32]) {
+    let (padded, tmp) = work.split_at_mut(100 * c);
+    for (board_x, board_v) in x
+        .chunks_exact(64 * c)
+        .zip(v.chunks_exact_mut(TILES * POINTS * c))
+    {
+        pad_board(board_x, c, padded);
+        for (t, tile) in board_v.chunks_exact_mut(POINTS * c).enumerate() {
+            input_transform::<K>(padded, c, (t / 2) * 4, (t % 2) * 4, tmp, tile);
+        }
+    }
+}
+
+/// The adjoint of the output transform: each 4x4 block of output gradients `dY`
+/// (`dy` `[boards][64][c]`) to the gradient of its 36 products, `dM = A dY A^T`
+/// (`m` `[boards * 4][36][c]`).
+#[inline(always)]
+fn gradient_tiles<K: Kernels>(dy: &[f32], c: usize, m: &mut [f32], work: &mut [f32]) {
+    let tmp = &mut work[..24 * c];
+    for (board_dy, board_m) in dy
+        .chunks_exact(64 * c)
+        .zip(m.chunks_exact_mut(TILES * POINTS * c))
+    {
+        for (t, tile) in board_m.chunks_exact_mut(POINTS * c).enumerate() {
+            let (r0, f0) = ((t / 2) * 4, (t % 2) * 4);
+            // Columns: tmp[j][a] = sum_i A^T[i][a] dY[i][j].
+            for (j, col) in tmp.chunks_exact_mut(6 * c).enumerate() {
+                let at = |i: usize| ((r0 + i) * 8 + f0 + j) * c;
+                let [o0, o1, o2, o3] = [at(0), at(1), at(2), at(3)];
+                let y = [
+                    &board_dy[o0..o0 + c],
+                    &board_dy[o1..o1 + c],
+                    &board_dy[o2..o2 + c],
+                    &board_dy[o3..o3 + c],
+                ];
+                K::a(y, c, col);
+            }
+            // Rows: dM[a][b] = sum_j tmp[j][a] A^T[j][b].
+            for (a, row) in tile.chunks_exact_mut(6 * c).enumerate() {
+                let at = |j: usize| (j * 6 + a) * c;
+                let [o0, o1, o2, o3] = [at(0), at(1), at(2), at(3)];
+                let y = [
+                    &tmp[o0..o0 + c],
+                    &tmp[o1..o1 + c],
+                    &tmp[o2..o2 + c],
+                    &tmp[o3..o3 + c],
+                ];
+                K::a(y, c, row);
+            }
+        }
+    }
+}
+
+/// [`input_tiles`] and [`gradient_tiles`] for one thread's boards.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn weight_gradient_tiles<K: Kernels>(
+    x: &[f32],
+    c_in: usize,
+    dy: &[f32],
+    c_out: usize,
+    v: &mut [f32],
+    m: &mut [f32],
+    work: &mut [f32],
+) {
+    input_tiles::<K>(x, c_in, v, work);
+    gradient_tiles::<K>(dy, c_out, m, work);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_gradient_tiles_avx2(
+    x: &[f32],
+    c_in: usize,
+    dy: &[f32],
+    c_out: usize,
+    v: &mut [f32],
+    m: &mut [f32],
+    work: &mut [f32],
+) {
+    weight_gradient_tiles::<Avx2>(x, c_in, dy, c_out, v, m, work)
+}
+
+/// The gradient of a 3x3 convolution's weight, `[9 * c_in, c_out]` in the tap order of
+/// [`super::im2col`], from its input `x` (`[boards, 64, c_in]`) and output gradient `dy`
+/// (`[boards, 64, c_out]`), through the Winograd domain: with `V = B^T d B` of each input
+/// tile and `dM = A dY A^T` of its output gradient, `dU_k = sum over tiles V_k^T dM_k`
+/// (36 GEMMs, one per point) and `dW = G^T dU G`.
+pub fn weight_gradient(
+    x: &[f32],
+    dy: &[f32],
+    boards: usize,
+    c_in: usize,
+    c_out: usize,
+    threads: usize,
+    scratch: &mut WinogradScratch,
+) -> Vec<f32> {
+    weight_gradient_with(
+        simd_available(),
+        x,
+        dy,
+        boards,
+        (c_in, c_out),
+        threads,
+        scratch,
+    )
+}
+
+/// [`weight_gradient`], its transforms in the AVX2 build if `simd`.
+fn weight_gradient_with(
+    simd: bool,
+    x: &[f32],
+    dy: &[f32],
+    boards: usize,
+    (c_in, c_out): (usize, usize),
+    threads: usize,
+    scratch: &mut WinogradScratch,
+) -> Vec<f32> {
+    let threads = threads.clamp(1, boards.max(1));
+    let per_task = boards.div_ceil(threads).max(1);
+    let (vb, mb, wb) = (
+        TILES * POINTS * c_in,
+        TILES * POINTS * c_out,
+        100 * c_in + POINTS * c_in.max(c_out),
+    );
+    grow(&mut scratch.v, boards * vb);
+    grow(&mut scratch.m, boards * mb);
+    grow(&mut scratch.work, threads * wb);
+    let (x, dy) = (&x[..boards * 64 * c_in], &dy[..boards * 64 * c_out]);
+    let v = &mut scratch.v[..boards * vb];
+    let m = &mut scratch.m[..boards * mb];
+    x.par_chunks(per_task * 64 * c_in)
+        .zip(dy.par_chunks(per_task * 64 * c_out))
+        .zip(v.par_chunks_mut(per_task * vb))
+        .zip(m.par_chunks_mut(per_task * mb))
+        .zip(scratch.work.par_chunks_mut(wb))
+        .for_each(|((((x, dy), v), m), work)| {
+            // SAFETY: `simd` is set only where the CPU has AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                unsafe { weight_gradient_tiles_avx2(x, c_in, dy, c_out, v, m, work) };
+                return;
+            }
+            let _ = simd;
+            weight_gradient_tiles::<Portable>(x, c_in, dy, c_out, v, m, work);
+        });
+    // dU_k [c_in, c_out] = V_k^T dM_k over every tile row p: V_k^T reads v column-wise.
+    let rows = boards * TILES;
+    let (v, m) = (&*v, &*m);
+    let mut du = vec![0f32; POINTS * c_in * c_out];
+    du.par_chunks_mut(c_in * c_out)
+        .enumerate()
+        .for_each(|(k, du_k)| {
+            // SAFETY: row p of point k is v[(p*36 + k)*c_in ..][..c_in] and
+            // m[(p*36 + k)*c_out ..][..c_out], p < rows, inside the slices sized above.
+            unsafe {
+                gemm::gemm(
+                    c_in,
+                    c_out,
+                    rows,
+                    du_k.as_mut_ptr(),
+                    1,
+                    c_out as isize,
+                    false,
+                    v.as_ptr().add(k * c_in),
+                    (POINTS * c_in) as isize,
+                    1,
+                    m.as_ptr().add(k * c_out),
+                    1,
+                    (POINTS * c_out) as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+        });
+    // dW[r][c] = sum_ij G[i][r] dU[i][j] G[j][c], over whole [c_in, c_out] blocks.
+    let block = c_in * c_out;
+    let mut dw = vec![0f32; TAPS * block];
+    for (tap, dw_tap) in dw.chunks_exact_mut(block).enumerate() {
+        let (r, c) = (tap / 3, tap % 3);
+        for (k, du_k) in du.chunks_exact(block).enumerate() {
+            let w = G[k / 6][r] * G[k % 6][c];
+            if w != 0.0 {
+                for (d, u) in dw_tap.iter_mut().zip(du_k) {
+                    *d += w * u;
+                }
+            }
+        }
+    }
+    dw
 }
 
 fn grow(buf: &mut Vec<f32>, len: usize) {
@@ -365,6 +555,8 @@ fn six(buf: &[f32], offsets: [usize; 6], c: usize) -> [&[f32]; 6] {
 trait Kernels {
     fn bt(d: [&[f32]; 6], c: usize, out: &mut [f32]);
     fn at(m: [&[f32]; 6], c: usize, out: &mut [f32]);
+    /// `out[a] = sum_i A^T[i][a] y[i]`: `A^T`'s adjoint, 4 vectors in, 6 out.
+    fn a(y: [&[f32]; 4], c: usize, out: &mut [f32]);
     /// `o = act(y + bias [+ o])`.
     fn epilogue(y: &[f32], bias: &[f32], o: &mut [f32], residual: bool, relu: bool);
 }
@@ -399,6 +591,19 @@ impl Kernels for Portable {
     }
 
     #[inline(always)]
+    fn a(y: [&[f32]; 4], c: usize, out: &mut [f32]) {
+        for k in 0..c {
+            let [y0, y1, y2, y3] = [y[0][k], y[1][k], y[2][k], y[3][k]];
+            out[k] = y0;
+            out[c + k] = y0 + y1 + y2 + y3;
+            out[2 * c + k] = y0 - y1 + y2 - y3;
+            out[3 * c + k] = y0 + 2.0 * y1 + 4.0 * y2 + 8.0 * y3;
+            out[4 * c + k] = y0 - 2.0 * y1 + 4.0 * y2 - 8.0 * y3;
+            out[5 * c + k] = y3;
+        }
+    }
+
+    #[inline(always)]
     fn epilogue(y: &[f32], bias: &[f32], o: &mut [f32], residual: bool, relu: bool) {
         for ((o, y), b) in o.iter_mut().zip(y).zip(bias) {
             let v = y + b + if residual { *o } else { 0.0 };
@@ -425,26 +630,22 @@ mod avx2 {
         _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), idx)
     }
 
-    /// Runs `f` over channels `0..c` of six inputs, 8 at a time, storing `M` outputs
+    /// Runs `f` over channels `0..c` of `N` inputs, 8 at a time, storing `M` outputs
     /// `c` apart from `out`. Every pointer must hold `c` (inputs) or `M * c` (out) floats.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn map6<const M: usize>(
-        d: [*const f32; 6],
+    pub unsafe fn map<const N: usize, const M: usize>(
+        d: [*const f32; N],
         c: usize,
         out: *mut f32,
-        f: impl Fn([__m256; 6]) -> [__m256; M],
+        f: impl Fn([__m256; N]) -> [__m256; M],
     ) {
+        let mut x = [_mm256_setzero_ps(); N];
         let mut k = 0;
         while k + 8 <= c {
-            let x = [
-                _mm256_loadu_ps(d[0].add(k)),
-                _mm256_loadu_ps(d[1].add(k)),
-                _mm256_loadu_ps(d[2].add(k)),
-                _mm256_loadu_ps(d[3].add(k)),
-                _mm256_loadu_ps(d[4].add(k)),
-                _mm256_loadu_ps(d[5].add(k)),
-            ];
+            for (xi, di) in x.iter_mut().zip(d) {
+                *xi = _mm256_loadu_ps(di.add(k));
+            }
             let y = f(x);
             for (j, yj) in y.iter().enumerate() {
                 _mm256_storeu_ps(out.add(j * c + k), *yj);
@@ -453,14 +654,9 @@ mod avx2 {
         }
         if k < c {
             let mask = tail_mask(c - k);
-            let x = [
-                _mm256_maskload_ps(d[0].add(k), mask),
-                _mm256_maskload_ps(d[1].add(k), mask),
-                _mm256_maskload_ps(d[2].add(k), mask),
-                _mm256_maskload_ps(d[3].add(k), mask),
-                _mm256_maskload_ps(d[4].add(k), mask),
-                _mm256_maskload_ps(d[5].add(k), mask),
-            ];
+            for (xi, di) in x.iter_mut().zip(d) {
+                *xi = _mm256_maskload_ps(di.add(k), mask);
+            }
             let y = f(x);
             for (j, yj) in y.iter().enumerate() {
                 _mm256_maskstore_ps(out.add(j * c + k), mask, *yj);
@@ -485,7 +681,7 @@ mod avx2 {
             _mm256_set1_ps(4.0),
             _mm256_set1_ps(5.0),
         );
-        map6(ptrs, c, out, |[a0, a1, a2, a3, a4, a5]| {
+        map(ptrs, c, out, |[a0, a1, a2, a3, a4, a5]| {
             let a4_a2 = _mm256_sub_ps(a4, a2);
             [
                 _mm256_fmadd_ps(k4, a0, _mm256_fnmadd_ps(k5, a2, a4)),
@@ -515,7 +711,7 @@ mod avx2 {
             _mm256_set1_ps(4.0),
             _mm256_set1_ps(8.0),
         );
-        map6(ptrs, c, out, |[m0, m1, m2, m3, m4, m5]| {
+        map(ptrs, c, out, |[m0, m1, m2, m3, m4, m5]| {
             let (p, q) = (_mm256_add_ps(m1, m2), _mm256_sub_ps(m1, m2));
             let (r, s) = (_mm256_add_ps(m3, m4), _mm256_sub_ps(m3, m4));
             [
@@ -523,6 +719,33 @@ mod avx2 {
                 _mm256_fmadd_ps(k2, s, q),
                 _mm256_fmadd_ps(k4, r, p),
                 _mm256_add_ps(_mm256_fmadd_ps(k8, s, q), m5),
+            ]
+        })
+    }
+
+    /// `A` applied to four channel vectors (see [`super::Kernels::a`]).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn a(y: [&[f32]; 4], c: usize, out: *mut f32) {
+        let ptrs = [y[0].as_ptr(), y[1].as_ptr(), y[2].as_ptr(), y[3].as_ptr()];
+        let (k2, k4, k8) = (
+            _mm256_set1_ps(2.0),
+            _mm256_set1_ps(4.0),
+            _mm256_set1_ps(8.0),
+        );
+        map(ptrs, c, out, |[y0, y1, y2, y3]| {
+            let (e, o) = (_mm256_add_ps(y0, y2), _mm256_add_ps(y1, y3));
+            let (e4, o2) = (
+                _mm256_fmadd_ps(k4, y2, y0),
+                _mm256_fmadd_ps(k8, y3, _mm256_mul_ps(k2, y1)),
+            );
+            [
+                y0,
+                _mm256_add_ps(e, o),
+                _mm256_sub_ps(e, o),
+                _mm256_add_ps(e4, o2),
+                _mm256_sub_ps(e4, o2),
+                y3,
             ]
         })
     }
@@ -542,6 +765,13 @@ impl Kernels for Avx2 {
         assert!(m.iter().all(|s| s.len() >= c) && out.len() >= 4 * c);
         // SAFETY: the lengths are checked above; the caller runs on a CPU with AVX2 and FMA.
         unsafe { avx2::at(m, c, out.as_mut_ptr()) }
+    }
+
+    #[inline(always)]
+    fn a(y: [&[f32]; 4], c: usize, out: &mut [f32]) {
+        assert!(y.iter().all(|s| s.len() >= c) && out.len() >= 6 * c);
+        // SAFETY: the lengths are checked above; the caller runs on a CPU with AVX2 and FMA.
+        unsafe { avx2::a(y, c, out.as_mut_ptr()) }
     }
 
     #[inline(always)]
@@ -646,6 +876,48 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn the_weight_gradient_equals_im2col_transposed_times_dy() {
+        let mut rng = StdRng::seed_from_u64(8);
+        for (c_in, c_out, boards, threads) in [(18, 32, 3, 2), (32, 32, 5, 2), (7, 5, 2, 1)] {
+            let x: Vec<f32> = (0..boards * 64 * c_in)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let dy: Vec<f32> = (0..boards * 64 * c_out)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let mut cols = vec![0f32; boards * 64 * TAPS * c_in];
+            im2col_into(&x, c_in, &mut cols);
+            let mut want = vec![0f32; TAPS * c_in * c_out];
+            for (row, g) in cols.chunks_exact(TAPS * c_in).zip(dy.chunks_exact(c_out)) {
+                for (k, a) in row.iter().enumerate() {
+                    for (j, g) in g.iter().enumerate() {
+                        want[k * c_out + j] += a * g;
+                    }
+                }
+            }
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let mut scratch = WinogradScratch::default();
+            for simd in [false, simd_available()] {
+                let got = weight_gradient_with(
+                    simd,
+                    &x,
+                    &dy,
+                    boards,
+                    (c_in, c_out),
+                    threads,
+                    &mut scratch,
+                );
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-5 * scale,
+                        "{c_in}->{c_out} {simd}: {g} vs {w}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
