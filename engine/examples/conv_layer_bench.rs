@@ -90,18 +90,49 @@ fn main() {
     let dy = out.clone();
     let mut dw = vec![0f32; TAPS * c * c];
     let gw = time(&mut || {
-        std::hint::black_box(weight_gradient(&x, &dy, boards, c, c, threads, &mut scratch));
+        std::hint::black_box(weight_gradient(
+            &x,
+            &dy,
+            boards,
+            c,
+            c,
+            threads,
+            &mut scratch,
+        ));
     });
     let gd = time(&mut || {
         im2col_into(&x, c, &mut cols);
-        let par = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+        let par = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
         unsafe {
             gemm::gemm(
-                TAPS * c, c, boards * 64, dw.as_mut_ptr(), 1, c as isize, false, cols.as_ptr(),
-                (TAPS * c) as isize, 1, dy.as_ptr(), 1, c as isize, 0.0, 1.0, false, false,
-                false, par,
+                TAPS * c,
+                c,
+                boards * 64,
+                dw.as_mut_ptr(),
+                1,
+                c as isize,
+                false,
+                cols.as_ptr(),
+                (TAPS * c) as isize,
+                1,
+                dy.as_ptr(),
+                1,
+                c as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
             )
         }
     });
-    println!("  weight gradient: winograd {gw:.2} us/board, im2col {gd:.2} us/board, ratio {:.2}", gd / gw);
+    println!(
+        "  weight gradient: winograd {gw:.2} us/board, im2col {gd:.2} us/board, ratio {:.2}",
+        gd / gw
+    );
 }

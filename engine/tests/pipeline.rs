@@ -79,6 +79,7 @@ fn stages_run_one_after_another_through_files_alone() {
         targets: ember_engine::train::Targets {
             q_ratio: 0.25,
             mask_illegal: true,
+            ..Default::default()
         },
     }
     .run(&mut trainer, &window, &mut Quiet)

@@ -208,6 +208,13 @@ pub struct TrainArgs {
     /// The weight of the root Q at the last iteration, moving linearly from --q-ratio.
     #[arg(long)]
     pub q_ratio_final: Option<f32>,
+    /// Weight of the position's material balance, tanh(pawns / 4) for the side to move, in
+    /// the value target (taken from the game result's share). [default: 0]
+    #[arg(long)]
+    pub material_ratio: Option<f32>,
+    /// The material weight at the last iteration, moving linearly from --material-ratio.
+    #[arg(long)]
+    pub material_ratio_final: Option<f32>,
     /// Times each new position is drawn into a minibatch on average; sets the training
     /// steps of an iteration unless --train-steps is given. [default: 2 development, 4 otherwise]
     #[arg(long)]

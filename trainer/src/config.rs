@@ -193,6 +193,8 @@ impl RunConfig {
                 replay_iterations: p.replay_iterations,
                 q_ratio: 0.0,
                 q_ratio_final: None,
+                material_ratio: 0.0,
+                material_ratio_final: None,
                 mask_illegal: true,
                 sample_reuse: p.sample_reuse,
                 lr_final: p.lr_final,
@@ -289,6 +291,10 @@ impl RunConfig {
         if a.q_ratio_final.is_some() {
             tr.q_ratio_final = a.q_ratio_final;
         }
+        set(&mut tr.material_ratio, &a.material_ratio);
+        if a.material_ratio_final.is_some() {
+            tr.material_ratio_final = a.material_ratio_final;
+        }
         set(&mut tr.sample_reuse, &a.sample_reuse);
         if a.lr_final.is_some() {
             tr.lr_final = a.lr_final;
@@ -339,6 +345,8 @@ impl RunConfig {
                 "full_search_fraction" => args.full_search_fraction.is_some(),
                 "q_ratio" => args.q_ratio.is_some(),
                 "q_ratio_final" => args.q_ratio_final.is_some(),
+                "material_ratio" => args.material_ratio.is_some(),
+                "material_ratio_final" => args.material_ratio_final.is_some(),
                 "strength_games" => args.strength_games.is_some(),
                 "sample_reuse" => args.sample_reuse.is_some(),
                 "lr_final" => args.lr_final.is_some(),
@@ -425,6 +433,11 @@ impl RunConfig {
             ("full_search_fraction", self.selfplay.full_search_fraction),
             ("q_ratio", self.training.q_ratio),
             ("q_ratio_final", self.training.q_ratio_final.unwrap_or(0.0)),
+            ("material_ratio", self.training.material_ratio),
+            (
+                "material_ratio_final",
+                self.training.material_ratio_final.unwrap_or(0.0),
+            ),
         ];
         for (field, v) in fractions {
             if !(0.0..=1.0).contains(&v) {

@@ -646,11 +646,9 @@ cumulative Elo {:+.0}",
         };
         let next = iteration.next_state(&self.state, self.trainer.step());
         let mut m = iteration_metrics(it, sp, tr, gate, &next, start);
-        m.q_ratio = self
-            .cfg
-            .training
-            .targets(it, self.cfg.schedule.iterations)
-            .q_ratio;
+        let targets = self.cfg.training.targets(it, self.cfg.schedule.iterations);
+        m.q_ratio = targets.q_ratio;
+        m.material_ratio = targets.material_ratio;
         if let Some(s) = strength {
             m.strength = s.points.clone();
             m.wall_strength_s = s.wall.as_secs_f64();
@@ -1022,6 +1020,7 @@ fn iteration_metrics(
         policy_excess: tr.policy_excess(),
         policy_kl: tr.policy_kl(),
         q_ratio: 0.0,
+        material_ratio: 0.0,
         resigned: sp.stats.resigned,
         resign_checked: sp.stats.resign_checked,
         resign_false_positives: sp.stats.resign_false_positives,

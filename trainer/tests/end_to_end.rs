@@ -704,6 +704,10 @@ fn a_run_with_the_strength_curve_on_records_each_anchor_and_draws_the_curve() {
             "0.2",
             "--q-ratio-final",
             "0.4",
+            "--material-ratio",
+            "0.3",
+            "--material-ratio-final",
+            "0.1",
         ]
         .map(String::from),
     );
@@ -740,6 +744,9 @@ fn a_run_with_the_strength_curve_on_records_each_anchor_and_draws_the_curve() {
         // The q-ratio moves from 0.2 at the first iteration to 0.4 at the last.
         let q = line["q_ratio"].as_f64().unwrap();
         assert!((q - [0.2, 0.4][i]).abs() < 1e-6, "{q}");
+        // The material weight from 0.3 to 0.1.
+        let m = line["material_ratio"].as_f64().unwrap();
+        assert!((m - [0.3, 0.1][i]).abs() < 1e-6, "{m}");
     }
     let config: Value =
         serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
@@ -747,6 +754,8 @@ fn a_run_with_the_strength_curve_on_records_each_anchor_and_draws_the_curve() {
     assert_eq!(config["cap_material"], 3);
     assert_eq!(config["fast_simulations"], 2);
     assert_eq!(config["mask_illegal"], true);
+    assert!((config["material_ratio"].as_f64().unwrap() - 0.3).abs() < 1e-6);
+    assert!((config["material_ratio_final"].as_f64().unwrap() - 0.1).abs() < 1e-6);
     let svg = std::fs::read_to_string(run.join("progress.svg")).unwrap();
     assert!(svg.contains("Score against fixed anchors"));
     for anchor in ["vs random", "vs greedy", "vs iteration0"] {

@@ -57,6 +57,9 @@ pub struct IterationMetrics {
     /// The weight of the root Q in this iteration's value targets.
     #[serde(default)]
     pub q_ratio: f32,
+    /// The weight of the material balance in this iteration's value targets.
+    #[serde(default)]
+    pub material_ratio: f32,
     /// Self-play games ended by resignation; played-out games in which someone would
     /// have resigned, and those the would-be resigner did not lose.
     #[serde(default)]

@@ -210,6 +210,13 @@ pub struct TrainingSettings {
     /// (`None`: `q_ratio` throughout).
     #[serde(default)]
     pub q_ratio_final: Option<f32>,
+    /// Weight of the material balance in the value target ([`Targets::material_ratio`]).
+    #[serde(default)]
+    pub material_ratio: f32,
+    /// The material weight at the last iteration, moving linearly from `material_ratio`
+    /// (`None`: `material_ratio` throughout).
+    #[serde(default)]
+    pub material_ratio_final: Option<f32>,
     /// The policy's softmax runs over the legal moves only.
     #[serde(default = "yes")]
     pub mask_illegal: bool,
@@ -274,16 +281,17 @@ impl TrainingSettings {
 
     /// The targets of iteration `iteration` of `iterations`.
     pub fn targets(&self, iteration: u64, iterations: u64) -> Targets {
-        let q_ratio = match self.q_ratio_final {
+        let linear = |first: f32, last: Option<f32>| match last {
             Some(last) if iterations > 1 => {
                 let t = (iteration.saturating_sub(1) as f32 / (iterations - 1) as f32).min(1.0);
-                self.q_ratio + t * (last - self.q_ratio)
+                first + t * (last - first)
             }
             Some(last) => last,
-            None => self.q_ratio,
+            None => first,
         };
         Targets {
-            q_ratio,
+            q_ratio: linear(self.q_ratio, self.q_ratio_final),
+            material_ratio: linear(self.material_ratio, self.material_ratio_final),
             mask_illegal: self.mask_illegal,
         }
     }

@@ -15,6 +15,11 @@ pub struct Targets {
     /// Weight of the search's root Q in the value target (lc0's q-ratio): the target is
     /// `(1 - q_ratio) * result + q_ratio * q`, as a scalar and as a WDL distribution.
     pub q_ratio: f32,
+    /// Weight of the position's material balance in the value target, as
+    /// `tanh(material / MATERIAL_SCALE)` (pawn 1, knight and bishop 3, rook 5, queen 9,
+    /// for the side to move): a dense signal that a piece is worth something, taken from
+    /// the rest of the blend (`q_ratio` and this weight together are at most 1).
+    pub material_ratio: f32,
     /// The policy's softmax runs over the legal moves only (the illegal ones are masked
     /// out), so the loss measures move choice, not legality.
     pub mask_illegal: bool,
@@ -24,9 +29,29 @@ impl Default for Targets {
     fn default() -> Self {
         Targets {
             q_ratio: 0.0,
+            material_ratio: 0.0,
             mask_illegal: false,
         }
     }
+}
+
+/// Pawns of material at which the material target is `tanh(1)` = 0.76.
+pub const MATERIAL_SCALE: f32 = 4.0;
+
+/// The material balance for the side to move of encoded planes (ours minus theirs).
+pub fn material_balance(planes: &[u8]) -> f32 {
+    const VALUES: [f32; 5] = [1.0, 3.0, 3.0, 5.0, 9.0];
+    let count = |plane: usize| {
+        planes[plane * 64..(plane + 1) * 64]
+            .iter()
+            .filter(|&&b| b != 0)
+            .count() as f32
+    };
+    VALUES
+        .iter()
+        .enumerate()
+        .map(|(piece, v)| v * (count(piece) - count(6 + piece)))
+        .sum()
 }
 
 /// What a policy loss should be compared with, as batch means.
@@ -47,7 +72,8 @@ pub struct TrainingBatch {
     /// `n * POLICY_SIZE` dense visit distributions (zero off the legal moves).
     pub policy: Vec<f32>,
     /// Value target for the side to move in [-1, 1]: the result (+1 win, 0 draw, -1
-    /// loss), blended with the root Q by [`Targets::q_ratio`].
+    /// loss), blended with the root Q by [`Targets::q_ratio`] and with the material by
+    /// [`Targets::material_ratio`].
     pub results: Vec<f32>,
     /// `n * 3` WDL targets (win, draw, loss for the side to move).
     pub wdl: Vec<f32>,
@@ -108,6 +134,8 @@ impl TrainingBatch {
         let mut wdl = Vec::with_capacity(n * WDL);
         let (mut uniform, mut entropy) = (0.0f64, 0.0f64);
         let r = targets.q_ratio.clamp(0.0, 1.0);
+        let rm = targets.material_ratio.clamp(0.0, 1.0 - r);
+        let rz = 1.0 - r - rm;
         for (i, s) in samples.iter().enumerate() {
             planes.extend(s.planes.iter().map(|&b| f32::from(b)));
             let rows = i * POLICY_SIZE..(i + 1) * POLICY_SIZE;
@@ -132,9 +160,18 @@ impl TrainingBatch {
                 .filter(|(_, p)| *p > 0.0)
                 .map(|&(_, p)| f64::from(p) * f64::from(p).ln())
                 .sum::<f64>();
-            results.push((1.0 - r) * s.result + r * s.root_q);
-            let (z, q) = (one_hot_wdl(s.result), wdl_of_q(s.root_q));
-            wdl.extend((0..WDL).map(|k| (1.0 - r) * z[k] + r * q[k]));
+            let material = if rm > 0.0 {
+                (material_balance(&s.planes) / MATERIAL_SCALE).tanh()
+            } else {
+                0.0
+            };
+            results.push(rz * s.result + r * s.root_q + rm * material);
+            let (z, q, m) = (
+                one_hot_wdl(s.result),
+                wdl_of_q(s.root_q),
+                wdl_of_q(material),
+            );
+            wdl.extend((0..WDL).map(|k| rz * z[k] + r * q[k] + rm * m[k]));
         }
         let per = |x: f64| x / n.max(1) as f64;
         TrainingBatch {

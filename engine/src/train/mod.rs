@@ -22,7 +22,9 @@ mod scaler;
 #[cfg(test)]
 mod tests;
 
-pub use batch::{BatchTensors, PolicyBaselines, Targets, TrainingBatch};
+pub use batch::{
+    material_balance, BatchTensors, PolicyBaselines, Targets, TrainingBatch, MATERIAL_SCALE,
+};
 pub use optim::Optimizer;
 pub use scaler::{all_finite, LossScaler, DEFAULT_GROWTH_INTERVAL, DEFAULT_INITIAL_SCALE};
 

@@ -540,7 +540,7 @@ fn the_q_ratio_blends_the_result_with_the_root_q_in_both_value_targets() {
         &refs,
         Targets {
             q_ratio: 0.25,
-            mask_illegal: false,
+            ..Targets::default()
         },
     );
     let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
@@ -562,13 +562,68 @@ fn the_q_ratio_blends_the_result_with_the_root_q_in_both_value_targets() {
 }
 
 #[test]
+fn the_material_ratio_blends_the_material_balance_for_the_side_to_move_of_either_colour() {
+    use crate::train::{material_balance, MATERIAL_SCALE};
+    // White to move, a queen up (Black's queen is gone); then Black to move, the same
+    // board: a queen down for the side to move.
+    let fens = [
+        "rnb1kbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR w KQkq - 0 1",
+        "rnb1kbnr/pppppppp/8/8/8/8/PPPPPPPP/RNBQKBNR b KQkq - 0 1",
+    ];
+    let mut samples = random_samples(2, 3);
+    for (s, fen) in samples.iter_mut().zip(fens) {
+        s.position = fen
+            .parse::<shakmaty::fen::Fen>()
+            .unwrap()
+            .into_position(shakmaty::CastlingMode::Standard)
+            .unwrap();
+        s.result = -1.0;
+        s.root_q = 0.0;
+    }
+    let encoded: Vec<EncodedSample> = samples.iter().map(EncodedSample::new).collect();
+    assert_eq!(material_balance(&encoded[0].planes), 9.0);
+    assert_eq!(material_balance(&encoded[1].planes), -9.0);
+    let refs: Vec<&EncodedSample> = encoded.iter().collect();
+    let batch = TrainingBatch::build(
+        &refs,
+        Targets {
+            q_ratio: 0.25,
+            material_ratio: 0.5,
+            ..Targets::default()
+        },
+    );
+    let m = (9.0 / MATERIAL_SCALE).tanh();
+    // 0.25 * -1 (result) + 0.25 * 0 (q) + 0.5 * (+-m).
+    let want = [-0.25 + 0.5 * m, -0.25 - 0.5 * m];
+    for (got, want) in batch.results.iter().zip(want) {
+        assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+    }
+    // WDL: 0.25 * [0,0,1] + 0.25 * [0,1,0] + 0.5 * [m, 1-m, 0] for White, mirrored for Black.
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+    let w = [0.5 * m, 0.25 + 0.5 * (1.0 - m), 0.25];
+    let b = [0.0, 0.25 + 0.5 * (1.0 - m), 0.25 + 0.5 * m];
+    assert!(close(&batch.wdl[..3], &w), "{:?}", &batch.wdl[..3]);
+    assert!(close(&batch.wdl[3..], &b), "{:?}", &batch.wdl[3..]);
+    // The weights never exceed 1 together: the material takes what q leaves.
+    let capped = TrainingBatch::build(
+        &refs,
+        Targets {
+            q_ratio: 0.75,
+            material_ratio: 0.5,
+            ..Targets::default()
+        },
+    );
+    assert!((capped.results[0] - 0.25 * m).abs() < 1e-6);
+}
+
+#[test]
 fn the_legal_move_mask_opens_exactly_the_legal_moves_and_its_uniform_loss_is_ln_legal() {
     let samples = full_visit_samples(4, 7);
     let encoded: Vec<EncodedSample> = samples.iter().map(EncodedSample::new).collect();
     let refs: Vec<&EncodedSample> = encoded.iter().collect();
     let targets = Targets {
-        q_ratio: 0.0,
         mask_illegal: true,
+        ..Targets::default()
     };
     let batch = TrainingBatch::build(&refs, targets);
     let mask = batch.mask.as_ref().unwrap();
