@@ -66,7 +66,7 @@ pub enum Command {
 pub enum Preset {
     /// 5 iterations x 5 games x 20 simulations: a smoke run.
     Quick,
-    /// 40 iterations x 80 games x 64 simulations, a 32x3 network: at most 30 minutes on two CPU cores.
+    /// 40 iterations x 144 games x 64 simulations, a 32x3 network, a material share in the value target: at most 30 minutes on two CPU cores.
     Development,
     /// 64 iterations x 1024 games x 64 simulations: the run that trained the shipped network (12 minutes on one H200).
     Production,
@@ -209,10 +209,11 @@ pub struct TrainArgs {
     #[arg(long)]
     pub q_ratio_final: Option<f32>,
     /// Weight of the position's material balance, tanh(pawns / 4) for the side to move, in
-    /// the value target (taken from the game result's share). [default: 0]
+    /// the value target (taken from the game result's share). [default: 0.5 development, 0 otherwise]
     #[arg(long)]
     pub material_ratio: Option<f32>,
     /// The material weight at the last iteration, moving linearly from --material-ratio.
+    /// [default: 0.25 development, none otherwise]
     #[arg(long)]
     pub material_ratio_final: Option<f32>,
     /// Times each new position is drawn into a minibatch on average; sets the training

@@ -56,6 +56,8 @@ struct PresetNumbers {
     net: NetConfig,
     cap_material: u32,
     sample_reuse: f64,
+    /// `--material-ratio` and `--material-ratio-final`.
+    material_ratio: (f32, Option<f32>),
 }
 
 fn preset_numbers(p: Preset) -> PresetNumbers {
@@ -81,12 +83,15 @@ fn preset_numbers(p: Preset) -> PresetNumbers {
             net: NetConfig::default(),
             cap_material: 3,
             sample_reuse: 4.0,
+            material_ratio: (0.0, None),
         },
         // Gating is off (AlphaZero's scheme: self-play uses the newest network); the
-        // strength curve measures progress against fixed anchors instead.
+        // strength curve measures progress against fixed anchors instead. A share of the
+        // value target for material (0.5 falling to 0.25) is what lifted its score against
+        // the greedy player from 0.52 to 0.69 at 800 nodes (docs/strength.md, runs D and E).
         Preset::Development => PresetNumbers {
             iterations: 40,
-            games: 80,
+            games: 144,
             simulations: 64,
             replay_iterations: 20,
             gating_games: 0,
@@ -105,6 +110,7 @@ fn preset_numbers(p: Preset) -> PresetNumbers {
             },
             cap_material: 1,
             sample_reuse: 2.0,
+            material_ratio: (0.5, Some(0.25)),
         },
         // The settings that trained the shipped network (models/README.md): about 12
         // minutes on one H200, 65,536 self-play games. Adjudication stops after
@@ -127,6 +133,7 @@ fn preset_numbers(p: Preset) -> PresetNumbers {
             net: NetConfig::default(),
             cap_material: 3,
             sample_reuse: 4.0,
+            material_ratio: (0.0, None),
         },
         // The same recipe four times longer, with deeper searches; not yet run.
         Preset::Max => PresetNumbers {
@@ -147,6 +154,7 @@ fn preset_numbers(p: Preset) -> PresetNumbers {
             net: NetConfig::default(),
             cap_material: 3,
             sample_reuse: 4.0,
+            material_ratio: (0.0, None),
         },
     }
 }
@@ -193,8 +201,8 @@ impl RunConfig {
                 replay_iterations: p.replay_iterations,
                 q_ratio: 0.0,
                 q_ratio_final: None,
-                material_ratio: 0.0,
-                material_ratio_final: None,
+                material_ratio: p.material_ratio.0,
+                material_ratio_final: p.material_ratio.1,
                 mask_illegal: true,
                 sample_reuse: p.sample_reuse,
                 lr_final: p.lr_final,
@@ -597,6 +605,31 @@ mod tests {
         assert!(on.selfplay.solver);
         let search = on.selfplay.stage(false, 1, 7, None).config.search;
         assert!(search.solver && search.root_noise, "{search:?}");
+    }
+
+    #[test]
+    fn the_development_preset_blends_material_into_the_value_target_and_others_do_not() {
+        let dev = RunConfig::from_preset(&TrainArgs::default()).unwrap();
+        let its = dev.schedule.iterations;
+        let first = dev.training.targets(1, its).material_ratio;
+        let last = dev.training.targets(its, its).material_ratio;
+        assert!(
+            (first - 0.5).abs() < 1e-6 && (last - 0.25).abs() < 1e-6,
+            "{first} {last}"
+        );
+        let production = RunConfig::from_preset(&TrainArgs {
+            preset: Some(Preset::Production),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(production.training.targets(1, 64).material_ratio, 0.0);
+        let off = RunConfig::from_preset(&TrainArgs {
+            material_ratio: Some(0.0),
+            material_ratio_final: Some(0.0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(off.training.targets(1, its).material_ratio, 0.0);
     }
 
     #[test]
