@@ -631,11 +631,11 @@ mod avx2 {
     }
 
     /// Runs `f` over channels `0..c` of `N` inputs, 8 at a time, storing `M` outputs
-    /// `c` apart from `out`. Every pointer must hold `c` (inputs) or `M * c` (out) floats.
+    /// `c` apart from `out`. Every input must hold `c` floats and `out` `M * c`.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn map<const N: usize, const M: usize>(
-        d: [*const f32; N],
+        d: [&[f32]; N],
         c: usize,
         out: *mut f32,
         f: impl Fn([__m256; N]) -> [__m256; M],
@@ -644,7 +644,7 @@ mod avx2 {
         let mut k = 0;
         while k + 8 <= c {
             for (xi, di) in x.iter_mut().zip(d) {
-                *xi = _mm256_loadu_ps(di.add(k));
+                *xi = _mm256_loadu_ps(di.as_ptr().add(k));
             }
             let y = f(x);
             for (j, yj) in y.iter().enumerate() {
@@ -655,7 +655,7 @@ mod avx2 {
         if k < c {
             let mask = tail_mask(c - k);
             for (xi, di) in x.iter_mut().zip(d) {
-                *xi = _mm256_maskload_ps(di.add(k), mask);
+                *xi = _mm256_maskload_ps(di.as_ptr().add(k), mask);
             }
             let y = f(x);
             for (j, yj) in y.iter().enumerate() {
@@ -668,20 +668,12 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn bt(d: [&[f32]; 6], c: usize, out: *mut f32) {
-        let ptrs = [
-            d[0].as_ptr(),
-            d[1].as_ptr(),
-            d[2].as_ptr(),
-            d[3].as_ptr(),
-            d[4].as_ptr(),
-            d[5].as_ptr(),
-        ];
         let (k2, k4, k5) = (
             _mm256_set1_ps(2.0),
             _mm256_set1_ps(4.0),
             _mm256_set1_ps(5.0),
         );
-        map(ptrs, c, out, |[a0, a1, a2, a3, a4, a5]| {
+        map(d, c, out, |[a0, a1, a2, a3, a4, a5]| {
             let a4_a2 = _mm256_sub_ps(a4, a2);
             [
                 _mm256_fmadd_ps(k4, a0, _mm256_fnmadd_ps(k5, a2, a4)),
@@ -698,20 +690,12 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn at(m: [&[f32]; 6], c: usize, out: *mut f32) {
-        let ptrs = [
-            m[0].as_ptr(),
-            m[1].as_ptr(),
-            m[2].as_ptr(),
-            m[3].as_ptr(),
-            m[4].as_ptr(),
-            m[5].as_ptr(),
-        ];
         let (k2, k4, k8) = (
             _mm256_set1_ps(2.0),
             _mm256_set1_ps(4.0),
             _mm256_set1_ps(8.0),
         );
-        map(ptrs, c, out, |[m0, m1, m2, m3, m4, m5]| {
+        map(m, c, out, |[m0, m1, m2, m3, m4, m5]| {
             let (p, q) = (_mm256_add_ps(m1, m2), _mm256_sub_ps(m1, m2));
             let (r, s) = (_mm256_add_ps(m3, m4), _mm256_sub_ps(m3, m4));
             [
@@ -727,13 +711,12 @@ mod avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn a(y: [&[f32]; 4], c: usize, out: *mut f32) {
-        let ptrs = [y[0].as_ptr(), y[1].as_ptr(), y[2].as_ptr(), y[3].as_ptr()];
         let (k2, k4, k8) = (
             _mm256_set1_ps(2.0),
             _mm256_set1_ps(4.0),
             _mm256_set1_ps(8.0),
         );
-        map(ptrs, c, out, |[y0, y1, y2, y3]| {
+        map(y, c, out, |[y0, y1, y2, y3]| {
             let (e, o) = (_mm256_add_ps(y0, y2), _mm256_add_ps(y1, y3));
             let (e4, o2) = (
                 _mm256_fmadd_ps(k4, y2, y0),
