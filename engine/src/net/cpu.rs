@@ -172,7 +172,6 @@ impl CpuNet {
     }
 
     /// `dst = act(conv3x3(src) + bias [+ dst])` over `boards` boards for one 3x3 layer.
-    #[allow(clippy::too_many_arguments)]
     fn conv(&mut self, layer: Layer3x3, src: Src, dst: Src, boards: usize, residual: bool) {
         let CpuNet {
             weights,

@@ -183,21 +183,16 @@ impl TileIo<'_> {
     ) {
         let layer = self.layer;
         let (ci, co) = (layer.c_in, layer.c_out);
-        let threads = threads.clamp(1, boards.max(1));
-        let per_task = boards.div_ceil(threads).max(1);
-        let (vb, mb, wb) = (
-            TILES * POINTS * ci,
-            TILES * POINTS * co,
-            100 * ci + POINTS * ci.max(co),
-        );
-        grow(&mut scratch.v, boards * vb);
-        grow(&mut scratch.m, boards * mb);
-        grow(&mut scratch.work, threads * wb);
+        let (shares, v, m, work) = scratch.shares(boards, ci, co, threads);
+        let Shares {
+            threads,
+            per_task,
+            vb,
+            mb,
+            wb,
+        } = shares;
         let x = &x[..boards * 64 * ci];
         let out = &mut out[..boards * 64 * co];
-        let v = &mut scratch.v[..boards * vb];
-        let m = &mut scratch.m[..boards * mb];
-        let work = &mut scratch.work[..threads * wb];
         let io = self;
         let run = |x: &[f32], out: &mut [f32], v: &mut [f32], m: &mut [f32], work: &mut [f32]| {
             let n = x.len() / (64 * ci);
@@ -209,7 +204,7 @@ impl TileIo<'_> {
                 unsafe { io.output_avx2(m, out, work) };
                 return;
             }
-            io.input::<Portable>(x, v, work);
+            input_tiles::<Portable>(x, ci, v, work);
             point_gemms(layer, v, n * TILES, m);
             io.output::<Portable>(m, out, work);
         };
@@ -223,12 +218,6 @@ impl TileIo<'_> {
         } else {
             run(x, out, v, m, work);
         }
-    }
-
-    /// Pads each board of `x` and writes its four transformed tiles to `v`.
-    #[inline(always)]
-    fn input<K: Kernels>(&self, x: &[f32], v: &mut [f32], work: &mut [f32]) {
-        input_tiles::<K>(x, self.layer.c_in, v, work)
     }
 
     /// Transforms each board's four tiles of products in `m` back to squares of `out`.
@@ -259,7 +248,7 @@ impl TileIo<'_> {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn input_avx2(&self, x: &[f32], v: &mut [f32], work: &mut [f32]) {
-        self.input::<Avx2>(x, v, work)
+        input_tiles::<Avx2>(x, self.layer.c_in, v, work)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -402,24 +391,20 @@ fn weight_gradient_with(
     threads: usize,
     scratch: &mut WinogradScratch,
 ) -> Vec<f32> {
-    let threads = threads.clamp(1, boards.max(1));
-    let per_task = boards.div_ceil(threads).max(1);
-    let (vb, mb, wb) = (
-        TILES * POINTS * c_in,
-        TILES * POINTS * c_out,
-        100 * c_in + POINTS * c_in.max(c_out),
-    );
-    grow(&mut scratch.v, boards * vb);
-    grow(&mut scratch.m, boards * mb);
-    grow(&mut scratch.work, threads * wb);
+    let (shares, v, m, work) = scratch.shares(boards, c_in, c_out, threads);
+    let Shares {
+        per_task,
+        vb,
+        mb,
+        wb,
+        ..
+    } = shares;
     let (x, dy) = (&x[..boards * 64 * c_in], &dy[..boards * 64 * c_out]);
-    let v = &mut scratch.v[..boards * vb];
-    let m = &mut scratch.m[..boards * mb];
     x.par_chunks(per_task * 64 * c_in)
         .zip(dy.par_chunks(per_task * 64 * c_out))
         .zip(v.par_chunks_mut(per_task * vb))
         .zip(m.par_chunks_mut(per_task * mb))
-        .zip(scratch.work.par_chunks_mut(wb))
+        .zip(work.par_chunks_mut(wb))
         .for_each(|((((x, dy), v), m), work)| {
             // SAFETY: `simd` is set only where the CPU has AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
@@ -480,9 +465,50 @@ fn weight_gradient_with(
     dw
 }
 
-fn grow(buf: &mut Vec<f32>, len: usize) {
-    if buf.len() < len {
-        buf.resize(len, 0.0);
+/// How a call over `boards` boards splits its buffers: per board `vb` floats of
+/// transformed input and `mb` of products, per thread `wb` of work space, and `per_task`
+/// boards a thread.
+#[derive(Clone, Copy)]
+struct Shares {
+    threads: usize,
+    per_task: usize,
+    vb: usize,
+    mb: usize,
+    wb: usize,
+}
+
+impl WinogradScratch {
+    /// Grows the buffers for `boards` boards of `c_in` -> `c_out` channels over at most
+    /// `threads` threads and returns the split with the three buffers cut to size.
+    fn shares(
+        &mut self,
+        boards: usize,
+        c_in: usize,
+        c_out: usize,
+        threads: usize,
+    ) -> (Shares, &mut [f32], &mut [f32], &mut [f32]) {
+        let threads = threads.clamp(1, boards.max(1));
+        let shares = Shares {
+            threads,
+            per_task: boards.div_ceil(threads).max(1),
+            vb: TILES * POINTS * c_in,
+            mb: TILES * POINTS * c_out,
+            wb: 100 * c_in + POINTS * c_in.max(c_out),
+        };
+        let grow = |buf: &mut Vec<f32>, len: usize| {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+        };
+        grow(&mut self.v, boards * shares.vb);
+        grow(&mut self.m, boards * shares.mb);
+        grow(&mut self.work, threads * shares.wb);
+        (
+            shares,
+            &mut self.v[..boards * shares.vb],
+            &mut self.m[..boards * shares.mb],
+            &mut self.work[..threads * shares.wb],
+        )
     }
 }
 
