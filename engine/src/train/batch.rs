@@ -3,6 +3,7 @@
 //! tensors on the training device.
 
 use crate::encoding::{PLANES_LEN, POLICY_SIZE};
+use crate::game::piece_value;
 use crate::net::WDL;
 use crate::replay::EncodedSample;
 use crate::selfplay::Sample;
@@ -38,19 +39,19 @@ impl Default for Targets {
 /// Pawns of material at which the material target is `tanh(1)` = 0.76.
 pub const MATERIAL_SCALE: f32 = 4.0;
 
-/// The material balance for the side to move of encoded planes (ours minus theirs).
+/// The material balance for the side to move of encoded planes (ours minus theirs, in
+/// [`piece_value`]s): planes 0-5 hold our pawns to king, 6-11 theirs, in `Role::ALL` order.
 pub fn material_balance(planes: &[u8]) -> f32 {
-    const VALUES: [f32; 5] = [1.0, 3.0, 3.0, 5.0, 9.0];
     let count = |plane: usize| {
         planes[plane * 64..(plane + 1) * 64]
             .iter()
             .filter(|&&b| b != 0)
             .count() as f32
     };
-    VALUES
+    shakmaty::Role::ALL
         .iter()
         .enumerate()
-        .map(|(piece, v)| v * (count(piece) - count(6 + piece)))
+        .map(|(plane, &role)| piece_value(role) as f32 * (count(plane) - count(6 + plane)))
         .sum()
 }
 
