@@ -392,6 +392,12 @@ mod tests {
                 ..MatchConfig::default().rules
             },
             openings: vec!["6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1".to_string()],
+            // The solver would find the mate for either evaluator; without it only the
+            // evaluator's priors lead there.
+            search: SearchParams {
+                solver: false,
+                ..MatchConfig::default().search
+            },
             ..MatchConfig::default()
         };
         let mut games = Vec::new();

@@ -138,6 +138,13 @@ pub fn material(position: &Chess, colour: Color) -> i32 {
         .sum()
 }
 
+/// Whether `mv` (legal in `position`) checkmates.
+pub fn is_mating_move(position: &Chess, mv: Move) -> bool {
+    let mut after = position.clone();
+    after.play_unchecked(mv);
+    after.is_check() && after.legal_moves().is_empty()
+}
+
 /// Outcome decided by the rules alone for a position with its legal-move count known,
 /// the number of earlier occurrences of the same position being supplied by the caller.
 pub fn rules_outcome(

@@ -394,3 +394,69 @@ fn the_solver_proves_a_loss_when_every_move_allows_mate() {
     // The proof is reported as a mate against the side to move.
     assert_eq!(s.proven_mate(None), Some(-2));
 }
+
+/// A network that knows material and nothing of mate: the side with more material is
+/// winning (0.99), and the mating moves get almost no prior.
+struct MateBlindEvaluator;
+
+impl Evaluator for MateBlindEvaluator {
+    fn evaluate(&mut self, batch: &mut EvalBatch, _t: &mut PhaseTimes) -> anyhow::Result<()> {
+        for i in 0..batch.len() {
+            let pos = batch.position(i).clone();
+            let mating: Vec<bool> = batch
+                .moves(i)
+                .iter()
+                .map(|m| {
+                    let mut p = pos.clone();
+                    p.play_unchecked(*m);
+                    p.is_checkmate()
+                })
+                .collect();
+            let quiet = mating.iter().filter(|&&m| !m).count().max(1) as f32;
+            for (p, &m) in batch.priors_mut(i).iter_mut().zip(&mating) {
+                *p = if m { 1e-6 } else { 1.0 / quiet };
+            }
+            let ours = ember_engine::game::material(&pos, pos.turn());
+            let theirs = ember_engine::game::material(&pos, !pos.turn());
+            let v = (ours - theirs).signum() as f32 * 0.99;
+            batch.set_wdl(i, [v.max(0.0), 1.0 - v.abs(), (-v).max(0.0)]);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn the_solver_plays_a_mate_in_one_that_the_network_gives_no_prior() {
+    // Qh1# mates; every move keeps the queen, so the value cannot tell them apart.
+    let fen = "7k/5K2/8/8/8/8/8/1Q6 w - - 0 1";
+    let run = |solver: bool| {
+        let game = Game::from_fen(fen).unwrap();
+        let mut s = Search::new(
+            &game,
+            SearchParams {
+                max_batch: 8,
+                solver,
+                ..SearchParams::default()
+            },
+        );
+        s.run_until_visits(&mut MateBlindEvaluator, 800, &mut PhaseTimes::default())
+            .unwrap();
+        s
+    };
+    let s = run(true);
+    let best = ember_engine::game::move_to_uci(s.best_move().unwrap());
+    assert_eq!(best, "b1h1");
+    assert_eq!(s.ranked_children()[0].mate_plies, 1);
+    // Checks that leave one king move and then Qh1# are proven too, and ranked after it:
+    // a mate in two played for ever would never mate.
+    assert!(s.ranked_children()[1..]
+        .iter()
+        .any(|c| c.decided == 1 && c.mate_plies == 3));
+    assert_eq!(s.tree().root().proven, 1);
+    assert_eq!(s.proven_mate(None), Some(1));
+    // Without the solver the search never tries a move of prior 1e-6 among winning ones:
+    // the mate is found by looking at checks when a node is expanded, not by visits.
+    let off = run(false);
+    let best = ember_engine::game::move_to_uci(off.best_move().unwrap());
+    assert_ne!(best, "b1h1");
+}

@@ -36,6 +36,9 @@ pub struct Node {
     /// -1 it loses by force, 0 not proven. Only checkmates prove anything, so a proof
     /// holds whatever the path to the node.
     pub proven: i8,
+    /// Plies to the checkmate that decides this node, along the fastest win or the
+    /// slowest loss (0 at a checkmated node; meaningful when decided).
+    pub proven_plies: u16,
 }
 
 impl Node {
@@ -51,6 +54,7 @@ impl Node {
             value_sum: 0.0,
             state: NodeState::Unexpanded,
             proven: 0,
+            proven_plies: 0,
         }
     }
 
@@ -61,6 +65,16 @@ impl Node {
             NodeState::Terminal(v) if v > 0.0 => Some(1),
             NodeState::Terminal(v) if v < 0.0 => Some(-1),
             _ if self.proven != 0 => Some(self.proven),
+            _ => None,
+        }
+    }
+
+    /// [`Self::decided`] with the plies to the deciding checkmate.
+    pub fn decided_in(&self) -> Option<(i8, u16)> {
+        match self.state {
+            NodeState::Terminal(v) if v > 0.0 => Some((1, 0)),
+            NodeState::Terminal(v) if v < 0.0 => Some((-1, 0)),
+            _ if self.proven != 0 => Some((self.proven, self.proven_plies)),
             _ => None,
         }
     }

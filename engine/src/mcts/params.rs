@@ -33,9 +33,10 @@ pub struct SearchParams {
     /// uses 0: every root move starts at the root's value, so noise can lift any of them.
     #[serde(default)]
     pub fpu_reduction_root: Option<f32>,
-    /// MCTS-solver: a checkmate found in the tree proves its parent won, a node whose
-    /// moves all lead to proven wins for the opponent is proven lost; proven nodes are
-    /// valued exactly and a proven winning root move is played.
+    /// MCTS-solver: when a node is expanded its mating moves are marked as checkmates
+    /// (whatever their prior), a checkmate proves its parent won, a node whose moves
+    /// all lead to proven wins for the opponent is proven lost; proven nodes are valued
+    /// exactly, and the fastest proven win at the root is played.
     #[serde(default = "yes")]
     pub solver: bool,
 }

@@ -7,7 +7,7 @@ use super::cache::EvalCache;
 use super::evaluator::{EvalBatch, Evaluator};
 use super::node::{Node, NodeState, Tree, NONE};
 use super::params::SearchParams;
-use crate::game::{position_hash, rules_outcome, Game};
+use crate::game::{is_mating_move, position_hash, rules_outcome, Game};
 use crate::phase_times::{lap, PhaseTimes};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use rand_distr::{Distribution, Gamma};
@@ -42,6 +42,8 @@ pub struct ChildStats {
     /// +1 when the move wins by force for the side to move at the root, -1 when it loses
     /// by force, 0 otherwise (with the solver on).
     pub decided: i8,
+    /// Plies from the root to the checkmate that decides the move (when decided).
+    pub mate_plies: u16,
 }
 
 enum Descent {
@@ -59,6 +61,9 @@ pub struct Search {
     cache: EvalCache,
     /// Leaves of the last gather: (node, index in the batch, position hash).
     pending: Vec<(u32, usize, u64)>,
+    /// Mating moves of the last gather's leaves (solver on): (node, index of the move
+    /// among its legal moves), marked as checkmates when the leaf is expanded.
+    pending_mates: Vec<(u32, u16)>,
     path_hashes: Vec<u64>,
     root_noised: bool,
     /// Root moves the search may explore (UCI `searchmoves`); empty means all.
@@ -76,6 +81,7 @@ impl Search {
             history: Vec::new(),
             cache,
             pending: Vec::new(),
+            pending_mates: Vec::new(),
             path_hashes: Vec::new(),
             root_noised: false,
             root_moves: Vec::new(),
@@ -120,6 +126,7 @@ impl Search {
         self.root_noised = false;
         self.root_moves.clear();
         self.pending.clear();
+        self.pending_mates.clear();
         let reused = match game.moves().last() {
             Some(&mv)
                 if game.history().len() >= 2
@@ -164,6 +171,7 @@ impl Search {
         self.root_noised = false;
         self.root_moves.clear();
         self.pending.clear();
+        self.pending_mates.clear();
         self.tree = Tree::new(game.position().clone(), game.hash());
     }
 
@@ -273,10 +281,19 @@ impl Search {
                         lap(&mut timing.backup, t2);
                         return Descent::Terminal;
                     }
+                    let mates_from = self.pending_mates.len();
+                    if self.params.solver {
+                        for (k, &mv) in moves.iter().enumerate() {
+                            if is_mating_move(&pos, mv) {
+                                self.pending_mates.push((idx as u32, k as u16));
+                            }
+                        }
+                    }
                     if let Some(hit) = self.cache.get(hash) {
                         if hit.priors.len() == moves.len() {
                             let (wdl, priors) = (hit.wdl, hit.priors.clone());
                             self.expand(idx, &moves, &priors);
+                            self.mark_mates(mates_from);
                             self.backup(idx, wdl[0] - wdl[2]);
                             self.stats.cache_hits += 1;
                             lap(&mut timing.backup, t2);
@@ -360,27 +377,56 @@ impl Search {
         n.state = NodeState::Expanded;
     }
 
+    /// Marks the expanded nodes' mating moves from `pending_mates[from..]` as checkmates
+    /// (so the solver proves their parents won before any visit) and drops those entries.
+    fn mark_mates(&mut self, from: usize) {
+        for k in from..self.pending_mates.len() {
+            let (idx, m) = self.pending_mates[k];
+            let node = &self.tree.nodes[idx as usize];
+            if node.state != NodeState::Expanded || m >= node.num_children {
+                continue;
+            }
+            let child = node.first_child as usize + m as usize;
+            self.tree.nodes[child].state = NodeState::Terminal(-1.0);
+            self.propagate_proof(child);
+        }
+        self.pending_mates.truncate(from);
+    }
+
     /// After `idx` was decided: its parent is a proven win when one of its children is
-    /// a loss for the side to move there, and a proven loss when all of them are wins;
-    /// a newly proven parent is passed on upwards. The root is marked too (for move
+    /// a loss for the side to move there (in the fewest plies over such children), and a
+    /// proven loss when all of them are wins (in the most plies); a parent whose verdict
+    /// or distance changed is passed on upwards. The root is marked too (for move
     /// choice) but still searched.
     fn propagate_proof(&mut self, idx: usize) {
         let mut cur = self.tree.nodes[idx].parent;
         while cur != NONE {
             let node = &self.tree.nodes[cur as usize];
-            if node.proven != 0 {
+            let children = &self.tree.nodes[node.children()];
+            let mut fastest_win: Option<u16> = None;
+            let mut all_lost = !children.is_empty();
+            let mut slowest_loss = 0u16;
+            for c in children {
+                match c.decided_in() {
+                    Some((-1, p)) => {
+                        let p = p.saturating_add(1);
+                        fastest_win = Some(fastest_win.map_or(p, |w| w.min(p)));
+                    }
+                    Some((_, p)) => slowest_loss = slowest_loss.max(p.saturating_add(1)),
+                    None => all_lost = false,
+                }
+            }
+            let verdict = match (fastest_win, all_lost) {
+                (Some(p), _) => (1, p),
+                (None, true) => (-1, slowest_loss),
+                (None, false) => return,
+            };
+            if (node.proven, node.proven_plies) == verdict {
                 return;
             }
-            let children = &self.tree.nodes[node.children()];
-            let verdict = if children.iter().any(|c| c.decided() == Some(-1)) {
-                1
-            } else if !children.is_empty() && children.iter().all(|c| c.decided() == Some(1)) {
-                -1
-            } else {
-                return;
-            };
             let parent = node.parent;
-            self.tree.nodes[cur as usize].proven = verdict;
+            let n = &mut self.tree.nodes[cur as usize];
+            (n.proven, n.proven_plies) = verdict;
             cur = parent;
         }
     }
@@ -423,6 +469,7 @@ impl Search {
         }
         self.pending = pending;
         self.pending.clear();
+        self.mark_mates(0);
         lap(&mut timing.backup, t0);
     }
 
@@ -487,6 +534,7 @@ impl Search {
                 } else {
                     0
                 },
+                mate_plies: c.decided_in().map_or(0, |(_, p)| p + 1),
             })
             .collect()
     }
@@ -497,12 +545,18 @@ impl Search {
     }
 
     /// Root children from best to worst: moves that win by force (a mate the tree
-    /// proves), then by visits, with moves that lose by force last.
+    /// proves, the fastest first), then by visits, with moves that lose by force last
+    /// (the slowest first).
     pub fn ranked_children(&self) -> Vec<ChildStats> {
         let mut c = self.root_children();
         c.sort_by(|a, b| {
             b.decided
                 .cmp(&a.decided)
+                .then(match a.decided {
+                    1 => a.mate_plies.cmp(&b.mate_plies),
+                    -1 => b.mate_plies.cmp(&a.mate_plies),
+                    _ => std::cmp::Ordering::Equal,
+                })
                 .then(b.visits.cmp(&a.visits))
                 .then(b.q.partial_cmp(&a.q).unwrap_or(std::cmp::Ordering::Equal))
                 .then(
