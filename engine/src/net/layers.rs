@@ -10,7 +10,7 @@
 //! ([`TensorSource`]): a seeded initialisation, or a checkpoint whose every tensor is
 //! checked against the shape the layer asks for before it is read.
 
-use super::batchnorm::batch_norm_train;
+use super::batchnorm::{batch_norm_train, Activation};
 use super::checkpoint::Checkpoint;
 use super::im2col;
 use crate::encoding::{POLICY_PLANES, POLICY_SIZE};
@@ -200,26 +200,56 @@ impl BatchNorm {
     /// gradient of a broadcast) runs on C blocks with strided loads and is the slowest
     /// kernel of a training step on a GPU.
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        if !train {
+        self.forward_act(x, train, Activation::Identity, None)
+    }
+
+    /// [`Self::forward`] followed by `activation`; `skip` (`[N, C]`) is added before the
+    /// ReLU of [`Activation::ResidualRelu`]. In training on the CPU in f32 the three are
+    /// one op.
+    pub fn forward_act(
+        &self,
+        x: &Tensor,
+        train: bool,
+        activation: Activation,
+        skip: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        if train && x.device().is_cpu() && x.dtype() == DType::F32 {
+            return self.forward_train_cpu(x, activation, skip);
+        }
+        let y = if train {
+            self.forward_train_rows(x)?
+        } else {
             let mean = self.running_mean.as_tensor().unsqueeze(0)?;
             let var = self.running_var.as_tensor().unsqueeze(0)?;
             let inv = (var + BN_EPS)?.sqrt()?.recip()?;
-            return x
-                .broadcast_sub(&mean)?
+            x.broadcast_sub(&mean)?
                 .broadcast_mul(&inv.broadcast_mul(&self.gamma.as_tensor().unsqueeze(0)?)?)?
-                .broadcast_add(&self.beta.as_tensor().unsqueeze(0)?);
+                .broadcast_add(&self.beta.as_tensor().unsqueeze(0)?)?
+        };
+        match (activation, skip) {
+            (Activation::Identity, None) => Ok(y),
+            (Activation::Relu, None) => y.relu(),
+            (Activation::ResidualRelu, Some(skip)) => (y + skip)?.relu(),
+            _ => candle_core::bail!("{activation:?} with skip {}", skip.is_some()),
         }
-        if x.device().is_cpu() && x.dtype() == DType::F32 {
-            return self.forward_train_cpu(x);
-        }
-        self.forward_train_rows(x)
     }
 
     /// Training mode on the CPU: the fused op of [`super::batchnorm`].
-    fn forward_train_cpu(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward_train_cpu(
+        &self,
+        x: &Tensor,
+        activation: Activation,
+        skip: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
         let n = x.dim(0)? as f64;
-        let (y, stats) =
-            batch_norm_train(x, self.gamma.as_tensor(), self.beta.as_tensor(), BN_EPS)?;
+        let (y, stats) = batch_norm_train(
+            x,
+            self.gamma.as_tensor(),
+            self.beta.as_tensor(),
+            BN_EPS,
+            activation,
+            skip,
+        )?;
         let m = BN_MOMENTUM as f32;
         let unbiased = (n / (n - 1.0).max(1.0)) as f32;
         let blend = |running: &Var, batch: &[f32], scale: f32| -> candle_core::Result<()> {
@@ -343,15 +373,32 @@ impl ConvBn {
     }
 
     /// `[B, 64, C_in]` -> `[B, 64, C_out]` before the activation.
+    pub fn forward(&self, x: &Tensor, train: bool, compute: DType) -> candle_core::Result<Tensor> {
+        self.forward_act(x, train, compute, Activation::Identity, None)
+    }
+
+    /// `[B, 64, C_in]` -> `[B, 64, C_out]`: the convolution, batch norm and `activation`
+    /// (`skip`, `[B, 64, C_out]`, added before a residual ReLU).
     ///
     /// In reduced precision the input is cast before the im2col gather, so that the nine
     /// times larger columns are built, multiplied and differentiated in that precision.
-    pub fn forward(&self, x: &Tensor, train: bool, compute: DType) -> candle_core::Result<Tensor> {
+    pub fn forward_act(
+        &self,
+        x: &Tensor,
+        train: bool,
+        compute: DType,
+        activation: Activation,
+        skip: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
         let (b, _, c) = x.dims3()?;
+        let skip = skip.map(|s| s.reshape((b * 64, ()))).transpose()?;
         if self.kernel == 3 && x.device().is_cpu() && compute == DType::F32 {
             // One op with its own backward: Winograd forward and input gradient.
             let y = super::conv3x3::conv3x3_train(x, self.weight.as_tensor())?;
-            return self.bn.forward(&y, train)?.reshape((b, 64, ()));
+            return self
+                .bn
+                .forward_act(&y, train, activation, skip.as_ref())?
+                .reshape((b, 64, ()));
         }
         let x = if compute == DType::F32 || (self.kernel == 3 && x.device().is_cpu()) {
             // The CPU gathers in f32 (its custom op); `matmul_in` casts after.
@@ -365,7 +412,7 @@ impl ConvBn {
             x.reshape((b * 64, c))?
         };
         let y = matmul_in(&cols, self.weight.as_tensor(), compute)?;
-        let y = self.bn.forward(&y, train)?;
+        let y = self.bn.forward_act(&y, train, activation, skip.as_ref())?;
         y.reshape((b, 64, ()))
     }
 
@@ -452,8 +499,11 @@ impl ResidualBlock {
     }
 
     pub fn forward(&self, h: &Tensor, train: bool, compute: DType) -> candle_core::Result<Tensor> {
-        let t = self.conv1.forward(h, train, compute)?.relu()?;
-        (self.conv2.forward(&t, train, compute)? + h)?.relu()
+        let t = self
+            .conv1
+            .forward_act(h, train, compute, Activation::Relu, None)?;
+        self.conv2
+            .forward_act(&t, train, compute, Activation::ResidualRelu, Some(h))
     }
 
     pub fn fold(&self) -> candle_core::Result<FoldedBlock> {
@@ -489,7 +539,9 @@ impl PolicyHead {
     /// `[B, 64, F]` -> policy logits `[B, 4672]` in the encoding's plane-major order.
     pub fn forward(&self, h: &Tensor, train: bool, compute: DType) -> candle_core::Result<Tensor> {
         let (b, _, f) = h.dims3()?;
-        let p = self.conv.forward(h, train, compute)?.relu()?;
+        let p = self
+            .conv
+            .forward_act(h, train, compute, Activation::Relu, None)?;
         self.out
             .forward(&p.reshape((b * 64, f))?, compute)?
             .reshape((b, 64, POLICY_PLANES))?
@@ -537,8 +589,7 @@ impl ValueHead {
         let b = h.dim(0)?;
         let v = self
             .conv
-            .forward(h, train, compute)?
-            .relu()?
+            .forward_act(h, train, compute, Activation::Relu, None)?
             .reshape((b, 64 * super::VALUE_CHANNELS))?;
         let v = self.fc1.forward(&v, compute)?.relu()?;
         self.fc2.forward(&v, compute)
@@ -557,55 +608,93 @@ impl ValueHead {
 mod tests {
     use super::*;
 
-    /// The CPU's fused batch norm computes what candle's ops compute: the output, the
-    /// gradients of x, gamma and beta (through a loss that weights every output
-    /// differently), and the running statistics.
+    /// The CPU's fused batch norm computes what candle's ops compute, for each activation
+    /// that can follow it: the output, the gradients of x, gamma, beta and the residual
+    /// skip (through a loss that weights every output differently), and the running
+    /// statistics.
     #[test]
     fn fused_batch_norm_matches_candles_ops_forward_and_backward() {
-        let dev = Device::Cpu;
-        let (n, c) = (300, 7);
-        let store = TensorStore::new(TensorSource::Seeded(3));
-        let vb = store.builder(&dev);
-        let fused = BatchNorm::new(c, vb.pp("a")).unwrap();
-        let plain = BatchNorm::new(c, vb.pp("b")).unwrap();
-        let gamma = Tensor::randn(1f32, 0.5, c, &dev).unwrap();
-        let beta = Tensor::randn(0f32, 0.5, c, &dev).unwrap();
-        for bn in [&fused, &plain] {
-            bn.gamma.set(&gamma).unwrap();
-            bn.beta.set(&beta).unwrap();
-        }
-        let x = Var::from_tensor(&(Tensor::randn(0f32, 2.0, (n, c), &dev).unwrap() + 0.7).unwrap())
-            .unwrap();
-        let w = Tensor::randn(0f32, 1.0, (n, c), &dev).unwrap();
-        let loss = |y: Tensor| (y * &w).unwrap().sum_all().unwrap();
-        let y1 = fused.forward_train_cpu(x.as_tensor()).unwrap();
-        let y2 = plain.forward_train_rows(x.as_tensor()).unwrap();
-        let norm = |t: &Tensor| {
-            t.sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-                .sqrt()
-        };
-        let rel = |a: &Tensor, b: &Tensor| norm(&(a - b).unwrap()) / norm(b).max(1e-12);
-        assert!(rel(&y1, &y2) < 1e-5, "output {}", rel(&y1, &y2));
-        let g1 = loss(y1).backward().unwrap();
-        let g2 = loss(y2).backward().unwrap();
-        for (what, a, b) in [
-            ("x", x.as_tensor(), x.as_tensor()),
-            ("gamma", fused.gamma.as_tensor(), plain.gamma.as_tensor()),
-            ("beta", fused.beta.as_tensor(), plain.beta.as_tensor()),
+        for activation in [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::ResidualRelu,
         ] {
-            let (ga, gb) = (g1.get(a).unwrap(), g2.get(b).unwrap());
-            assert!(rel(ga, gb) < 1e-4, "gradient of {what}: {}", rel(ga, gb));
-        }
-        for (a, b) in [
-            (&fused.running_mean, &plain.running_mean),
-            (&fused.running_var, &plain.running_var),
-        ] {
-            assert!(rel(a.as_tensor(), b.as_tensor()) < 1e-5);
+            let dev = Device::Cpu;
+            // More rows than one parallel task takes, and not a multiple of it.
+            let (n, c) = (1300, 7);
+            let store = TensorStore::new(TensorSource::Seeded(3));
+            let vb = store.builder(&dev);
+            let fused = BatchNorm::new(c, vb.pp("a")).unwrap();
+            let plain = BatchNorm::new(c, vb.pp("b")).unwrap();
+            let gamma = Tensor::randn(1f32, 0.5, c, &dev).unwrap();
+            let beta = Tensor::randn(0f32, 0.5, c, &dev).unwrap();
+            for bn in [&fused, &plain] {
+                bn.gamma.set(&gamma).unwrap();
+                bn.beta.set(&beta).unwrap();
+            }
+            let x =
+                Var::from_tensor(&(Tensor::randn(0f32, 2.0, (n, c), &dev).unwrap() + 0.7).unwrap())
+                    .unwrap();
+            let skip = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c), &dev).unwrap()).unwrap();
+            let skip_arg = (activation == Activation::ResidualRelu).then_some(skip.as_tensor());
+            let w = Tensor::randn(0f32, 1.0, (n, c), &dev).unwrap();
+            let loss = |y: Tensor| (y * &w).unwrap().sum_all().unwrap();
+            let y1 = fused
+                .forward_train_cpu(x.as_tensor(), activation, skip_arg)
+                .unwrap();
+            let z2 = plain.forward_train_rows(x.as_tensor()).unwrap();
+            let y2 = match activation {
+                Activation::Identity => z2,
+                Activation::Relu => z2.relu().unwrap(),
+                Activation::ResidualRelu => (z2 + skip.as_tensor()).unwrap().relu().unwrap(),
+            };
+            let norm = |t: &Tensor| {
+                t.sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    .sqrt()
+            };
+            let rel = |a: &Tensor, b: &Tensor| norm(&(a - b).unwrap()) / norm(b).max(1e-12);
+            assert!(
+                rel(&y1, &y2) < 1e-5,
+                "{activation:?}: output {}",
+                rel(&y1, &y2)
+            );
+            if activation != Activation::Identity {
+                let zeros = y1.eq(0f32).unwrap().to_dtype(DType::F32).unwrap();
+                let share = zeros.mean_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(
+                    share > 0.2 && share < 0.8,
+                    "the ReLU cuts {share} of the outputs"
+                );
+            }
+            let g1 = loss(y1).backward().unwrap();
+            let g2 = loss(y2).backward().unwrap();
+            let mut pairs = vec![
+                ("x", x.as_tensor(), x.as_tensor()),
+                ("gamma", fused.gamma.as_tensor(), plain.gamma.as_tensor()),
+                ("beta", fused.beta.as_tensor(), plain.beta.as_tensor()),
+            ];
+            if activation == Activation::ResidualRelu {
+                pairs.push(("skip", skip.as_tensor(), skip.as_tensor()));
+            }
+            for (what, a, b) in pairs {
+                let (ga, gb) = (g1.get(a).unwrap(), g2.get(b).unwrap());
+                assert!(
+                    rel(ga, gb) < 1e-4,
+                    "{activation:?}: gradient of {what}: {}",
+                    rel(ga, gb)
+                );
+            }
+            for (a, b) in [
+                (&fused.running_mean, &plain.running_mean),
+                (&fused.running_var, &plain.running_var),
+            ] {
+                assert!(rel(a.as_tensor(), b.as_tensor()) < 1e-5);
+            }
         }
     }
 }

@@ -31,6 +31,7 @@ use candle_core::{DType, Device, Tensor, Var, D};
 use layers::{ConvBn, PolicyHead, ResidualBlock, TensorSource, TensorStore, ValueHead};
 use rand::{rngs::StdRng, SeedableRng};
 
+pub use batchnorm::Activation;
 pub use layers::{FoldedBlock, FoldedLayer, FoldedPolicyHead, FoldedValueHead, TensorKind};
 
 pub const VALUE_CHANNELS: usize = 32;
@@ -349,7 +350,9 @@ impl Network {
             .reshape((b, INPUT_PLANES, 64))?
             .transpose(1, 2)?
             .contiguous()?;
-        let mut h = self.input.forward(&x, train, compute)?.relu()?;
+        let mut h = self
+            .input
+            .forward_act(&x, train, compute, Activation::Relu, None)?;
         for block in &self.tower {
             h = block.forward(&h, train, compute)?;
         }
