@@ -48,7 +48,7 @@ fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]>
 }
 
 /// Runs `f` on the f32 values of a CPU tensor.
-fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+pub(super) fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
@@ -90,7 +90,7 @@ fn channel_sums(
 }
 
 /// The forward on slices: `y` and the batch's statistics.
-fn forward(
+pub(super) fn forward(
     x: &[f32],
     gamma: &[f32],
     beta: &[f32],
@@ -180,7 +180,7 @@ fn forward(
 /// output is positive, 0 elsewhere, for the ReLU forms) and `xh = (x - mean) invstd`:
 /// `dbeta = sum g`, `dgamma = sum g xh`, `dx = gamma invstd / N (N g - dbeta - xh dgamma)`,
 /// and the skip's gradient is `g`. Returns `(dx, dgamma, dbeta, dskip)`.
-fn backward(
+pub(super) fn backward(
     x: &[f32],
     y: &[f32],
     dy: &[f32],

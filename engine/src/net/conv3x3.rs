@@ -15,10 +15,12 @@
 //! gradients. `the_training_convolution_matches_im2col_and_matmul` checks the forward
 //! and both gradients against candle's own ops.
 
+use super::batchnorm::{self, with_values, Activation, BatchStats};
 use super::im2col::{contiguous_f32, TAPS};
 use super::winograd::{conv3x3, weight_gradient, WinogradLayer, WinogradScratch};
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
 
 thread_local! {
     static WINOGRAD: RefCell<WinogradScratch> = RefCell::default();
@@ -138,6 +140,216 @@ fn weight_columns(l: &Layout, c_in: usize) -> Result<usize> {
 pub fn conv3x3_train(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     x.contiguous()?
         .apply_op2(&w.contiguous()?, Conv3x3::Forward)
+}
+
+/// A 3x3 convolution, batch norm with the batch's statistics and an activation as one op:
+/// `(x [B, 64, C_in], p [, skip [B, 64, C_out]]) -> y [B, 64, C_out]`, where `p` packs
+/// the weight `[9 C_in, C_out]`, gamma and beta into one vector. Candle's backward adds
+/// every gradient it receives into a zeroed tensor of its own; as one op the
+/// convolution's output and its gradient stay inside, and only `dx`, `dp` and `dskip`
+/// go through candle.
+struct ConvBnTrain {
+    c_in: usize,
+    c_out: usize,
+    eps: f64,
+    activation: Activation,
+    /// The convolution's output (the batch norm's input) and the batch's statistics,
+    /// written by the forward for the backward and the caller.
+    saved: Arc<Mutex<(Vec<f32>, BatchStats)>>,
+}
+
+impl ConvBnTrain {
+    fn unpack<'a>(&self, p: &'a [f32]) -> Result<(&'a [f32], &'a [f32], &'a [f32])> {
+        let k = TAPS * self.c_in * self.c_out;
+        if p.len() != k + 2 * self.c_out {
+            candle_core::bail!(
+                "conv-bn: {} packed values for {} -> {} channels",
+                p.len(),
+                self.c_in,
+                self.c_out
+            );
+        }
+        let (w, gb) = p.split_at(k);
+        let (gamma, beta) = gb.split_at(self.c_out);
+        Ok((w, gamma, beta))
+    }
+
+    fn fwd(
+        &self,
+        x: (&CpuStorage, &Layout),
+        p: (&CpuStorage, &Layout),
+        skip: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (boards, c_in) = boards_and_channels(x.1)?;
+        if c_in != self.c_in {
+            candle_core::bail!("conv-bn: x {:?} for {} channels", x.1.shape(), self.c_in);
+        }
+        let (w, gamma, beta) = self.unpack(contiguous_f32(p.0, p.1)?)?;
+        let out_shape = Shape::from((boards, 64, self.c_out));
+        let skip = match skip {
+            Some((s, l)) if l.shape() == &out_shape => Some(contiguous_f32(s, l)?),
+            Some((_, l)) => candle_core::bail!("conv-bn: skip {:?}, y {out_shape:?}", l.shape()),
+            None => None,
+        };
+        let layer = WinogradLayer::from_weight(w, self.c_in, self.c_out);
+        let mut z = vec![0f32; boards * 64 * self.c_out];
+        let threads = rayon::current_num_threads();
+        WINOGRAD.with_borrow_mut(|scratch| {
+            conv3x3(
+                &layer,
+                contiguous_f32(x.0, x.1)?,
+                boards,
+                &mut z,
+                false,
+                false,
+                threads,
+                scratch,
+            );
+            Ok::<(), candle_core::Error>(())
+        })?;
+        let (y, stats) = batchnorm::forward(&z, gamma, beta, skip, self.activation, self.eps);
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = (z, stats);
+        Ok((CpuStorage::F32(y), out_shape))
+    }
+
+    /// `(dx, dp, dskip)`.
+    fn bwd_all(
+        &self,
+        x: &Tensor,
+        p: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        let boards = x.dim(0)?;
+        let saved = std::mem::take(&mut *self.saved.lock().unwrap_or_else(|e| e.into_inner()));
+        let (z, stats) = saved;
+        if z.len() != boards * 64 * self.c_out {
+            candle_core::bail!("conv-bn: backward without its forward");
+        }
+        let p_values = p.to_vec1::<f32>()?;
+        let (w, gamma, _) = self.unpack(&p_values)?;
+        let (dz, dgamma, dbeta, dskip) = with_values(y, |y| {
+            with_values(dy, |dy| {
+                batchnorm::backward(&z, y, dy, gamma, &stats, self.activation)
+            })
+        })??;
+        let threads = rayon::current_num_threads();
+        let back = WinogradLayer::input_gradient(w, self.c_in, self.c_out);
+        let mut dx = vec![0f32; boards * 64 * self.c_in];
+        let dw = with_values(x, |x| {
+            WINOGRAD.with_borrow_mut(|scratch| {
+                conv3x3(&back, &dz, boards, &mut dx, false, false, threads, scratch);
+                weight_gradient(x, &dz, boards, self.c_in, self.c_out, threads, scratch)
+            })
+        })?;
+        let mut dp = dw;
+        dp.extend_from_slice(&dgamma);
+        dp.extend_from_slice(&dbeta);
+        let dev = x.device();
+        let n = dp.len();
+        Ok((
+            Tensor::from_vec(dx, (boards, 64, self.c_in), dev)?,
+            Tensor::from_vec(dp, n, dev)?,
+            dskip
+                .map(|d| Tensor::from_vec(d, (boards, 64, self.c_out), dev))
+                .transpose()?,
+        ))
+    }
+}
+
+impl CustomOp2 for ConvBnTrain {
+    fn name(&self) -> &'static str {
+        "ember-conv3x3-bn"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.fwd((s1, l1), (s2, l2), None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        p: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dp, _) = self.bwd_all(x, p, y, dy)?;
+        Ok((Some(dx), Some(dp)))
+    }
+}
+
+impl CustomOp3 for ConvBnTrain {
+    fn name(&self) -> &'static str {
+        "ember-conv3x3-bn-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.fwd((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        p: &Tensor,
+        _skip: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dp, dskip) = self.bwd_all(x, p, y, dy)?;
+        Ok((Some(dx), Some(dp), dskip))
+    }
+}
+
+/// `act(bn(conv(x, w)) [+ skip])` for `x [B, 64, C_in]`, `w [9 C_in, C_out]`, batch norm
+/// with the batch's statistics (returned for the running averages), `skip [B, 64, C_out]`
+/// with [`Activation::ResidualRelu`] only: `[B, 64, C_out]`, differentiable in `x`, `w`,
+/// `gamma`, `beta` and `skip`. CPU tensors in f32 only.
+pub fn conv_bn_train(
+    x: &Tensor,
+    w: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    activation: Activation,
+    skip: Option<&Tensor>,
+) -> Result<(Tensor, BatchStats)> {
+    let (c_in, c_out) = (x.dim(2)?, w.dim(1)?);
+    let saved = Arc::new(Mutex::new((Vec::new(), BatchStats::default())));
+    let op = ConvBnTrain {
+        c_in,
+        c_out,
+        eps,
+        activation,
+        saved: saved.clone(),
+    };
+    let p = Tensor::cat(&[&w.flatten_all()?, gamma, beta], 0)?;
+    let x = x.contiguous()?;
+    let y = match (activation, skip) {
+        (Activation::ResidualRelu, Some(skip)) => {
+            x.apply_op3_arc(&p, &skip.contiguous()?, Arc::new(Box::new(op)))?
+        }
+        (Activation::ResidualRelu, None) => {
+            candle_core::bail!("a residual conv-bn needs its skip tensor")
+        }
+        (_, Some(_)) => candle_core::bail!("only the residual conv-bn takes a skip tensor"),
+        (_, None) => x.apply_op2_arc(&p, Arc::new(Box::new(op)))?,
+    };
+    let stats = saved.lock().unwrap_or_else(|e| e.into_inner()).1.clone();
+    Ok((y, stats))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //! ([`TensorSource`]): a seeded initialisation, or a checkpoint whose every tensor is
 //! checked against the shape the layer asks for before it is read.
 
-use super::batchnorm::{batch_norm_train, Activation};
+use super::batchnorm::{batch_norm_train, Activation, BatchStats};
 use super::checkpoint::Checkpoint;
 use super::im2col;
 use crate::encoding::{POLICY_PLANES, POLICY_SIZE};
@@ -241,7 +241,6 @@ impl BatchNorm {
         activation: Activation,
         skip: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
-        let n = x.dim(0)? as f64;
         let (y, stats) = batch_norm_train(
             x,
             self.gamma.as_tensor(),
@@ -250,6 +249,13 @@ impl BatchNorm {
             activation,
             skip,
         )?;
+        self.update_running(&stats, x.dim(0)?)?;
+        Ok(y)
+    }
+
+    /// Moves the running statistics towards a batch's (of `n` rows).
+    fn update_running(&self, stats: &BatchStats, n: usize) -> candle_core::Result<()> {
+        let n = n as f64;
         let m = BN_MOMENTUM as f32;
         let unbiased = (n / (n - 1.0).max(1.0)) as f32;
         let blend = |running: &Var, batch: &[f32], scale: f32| -> candle_core::Result<()> {
@@ -259,11 +265,10 @@ impl BatchNorm {
                 .zip(batch)
                 .map(|(r, b)| (1.0 - m) * r + m * b * scale)
                 .collect();
-            running.set(&Tensor::from_vec(new, old.len(), x.device())?)
+            running.set(&Tensor::from_vec(new, old.len(), running.device())?)
         };
         blend(&self.running_mean, &stats.mean, 1.0)?;
-        blend(&self.running_var, &stats.var, unbiased)?;
-        Ok(y)
+        blend(&self.running_var, &stats.var, unbiased)
     }
 
     /// Training mode with candle's ops, every sum and broadcast a product with a column
@@ -391,8 +396,23 @@ impl ConvBn {
         skip: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
         let (b, _, c) = x.dims3()?;
+        let skip_full = skip;
         let skip = skip.map(|s| s.reshape((b * 64, ()))).transpose()?;
         if self.kernel == 3 && x.device().is_cpu() && compute == DType::F32 {
+            if train {
+                // Convolution, batch norm and activation as one op with its own backward.
+                let (y, stats) = super::conv3x3::conv_bn_train(
+                    x,
+                    self.weight.as_tensor(),
+                    self.bn.gamma.as_tensor(),
+                    self.bn.beta.as_tensor(),
+                    BN_EPS,
+                    activation,
+                    skip_full,
+                )?;
+                self.bn.update_running(&stats, b * 64)?;
+                return Ok(y);
+            }
             // One op with its own backward: Winograd forward and input gradient.
             let y = super::conv3x3::conv3x3_train(x, self.weight.as_tensor())?;
             return self
@@ -607,6 +627,104 @@ impl ValueHead {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 3x3 convolution layer in training on the CPU (convolution, batch norm and
+    /// activation as one op) computes what im2col, candle's matmul, candle's batch-norm
+    /// ops, ReLU and addition compute: output, running statistics, and the gradients of
+    /// the input, weight, gamma, beta and skip.
+    #[test]
+    fn the_fused_convolution_layer_matches_candles_ops_forward_and_backward() {
+        let dev = Device::Cpu;
+        let (boards, cin, cout) = (21, 5, 6);
+        for activation in [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::ResidualRelu,
+        ] {
+            let store = TensorStore::new(TensorSource::Seeded(5));
+            let vb = store.builder(&dev);
+            let fused = ConvBn::new(3, cin, cout, vb.pp("a")).unwrap();
+            let plain = ConvBn::new(3, cin, cout, vb.pp("b")).unwrap();
+            plain.weight.set(fused.weight.as_tensor()).unwrap();
+            let gamma = Tensor::randn(1f32, 0.5, cout, &dev).unwrap();
+            let beta = Tensor::randn(0f32, 0.5, cout, &dev).unwrap();
+            for layer in [&fused, &plain] {
+                layer.bn.gamma.set(&gamma).unwrap();
+                layer.bn.beta.set(&beta).unwrap();
+            }
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (boards, 64, cin), &dev).unwrap())
+                .unwrap();
+            let skip =
+                Var::from_tensor(&Tensor::randn(0f32, 1.0, (boards, 64, cout), &dev).unwrap())
+                    .unwrap();
+            let skip_arg = (activation == Activation::ResidualRelu).then_some(skip.as_tensor());
+            let y1 = fused
+                .forward_act(x.as_tensor(), true, DType::F32, activation, skip_arg)
+                .unwrap();
+            let z2 = plain
+                .bn
+                .forward_train_rows(
+                    &im2col::im2col_tensor_ops(x.as_tensor())
+                        .unwrap()
+                        .matmul(plain.weight.as_tensor())
+                        .unwrap(),
+                )
+                .unwrap()
+                .reshape((boards, 64, cout))
+                .unwrap();
+            let y2 = match activation {
+                Activation::Identity => z2,
+                Activation::Relu => z2.relu().unwrap(),
+                Activation::ResidualRelu => (z2 + skip.as_tensor()).unwrap().relu().unwrap(),
+            };
+            let norm = |t: &Tensor| {
+                t.sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    .sqrt()
+            };
+            let rel = |a: &Tensor, b: &Tensor| norm(&(a - b).unwrap()) / norm(b).max(1e-12);
+            assert_eq!(y1.dims(), y2.dims());
+            assert!(
+                rel(&y1, &y2) < 1e-5,
+                "{activation:?}: output {}",
+                rel(&y1, &y2)
+            );
+            let w = Tensor::randn(0f32, 1.0, (boards, 64, cout), &dev).unwrap();
+            let loss = |y: Tensor| (y * &w).unwrap().sum_all().unwrap();
+            let (g1, g2) = (loss(y1).backward().unwrap(), loss(y2).backward().unwrap());
+            let mut pairs = vec![
+                ("x", x.as_tensor(), x.as_tensor()),
+                ("weight", fused.weight.as_tensor(), plain.weight.as_tensor()),
+                (
+                    "gamma",
+                    fused.bn.gamma.as_tensor(),
+                    plain.bn.gamma.as_tensor(),
+                ),
+                ("beta", fused.bn.beta.as_tensor(), plain.bn.beta.as_tensor()),
+            ];
+            if activation == Activation::ResidualRelu {
+                pairs.push(("skip", skip.as_tensor(), skip.as_tensor()));
+            }
+            for (what, a, b) in pairs {
+                let (ga, gb) = (g1.get(a).unwrap(), g2.get(b).unwrap());
+                assert!(
+                    rel(ga, gb) < 1e-4,
+                    "{activation:?}: gradient of {what}: {}",
+                    rel(ga, gb)
+                );
+            }
+            for (a, b) in [
+                (&fused.bn.running_mean, &plain.bn.running_mean),
+                (&fused.bn.running_var, &plain.bn.running_var),
+            ] {
+                assert!(rel(a.as_tensor(), b.as_tensor()) < 1e-5);
+            }
+        }
+    }
 
     /// The CPU's fused batch norm computes what candle's ops compute, for each activation
     /// that can follow it: the output, the gradients of x, gamma, beta and the residual
