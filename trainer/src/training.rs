@@ -399,7 +399,7 @@ nothing of iteration {it} was saved, and the run resumes after iteration {}",
         )?;
         info!(
             "iteration {it}/{total} done in {:.1}s: self-play {:.1}s | training {:.1}s | gating {:.1}s | checkpoints {:.2}s; \
-cumulative Elo {:+.0}",
+gating Elo summed over promotions {:+.0} (not a strength measure)",
             m.wall_total_s,
             m.wall_selfplay_s,
             m.wall_train_s,
@@ -849,7 +849,7 @@ fn log_start(
     );
     if existing && state.iteration > 0 {
         info!(
-            "Resuming {} after iteration {} of {} (best network from iteration {}, cumulative Elo {:+.0})",
+            "Resuming {} after iteration {} of {} (best network from iteration {}, gating Elo summed over promotions {:+.0})",
             dir.root.display(),
             state.iteration,
             cfg.schedule.iterations,

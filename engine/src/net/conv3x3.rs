@@ -14,6 +14,10 @@
 //! (and the kernel no longer zeroes) hundreds of megabytes of im2col columns and column
 //! gradients. `the_training_convolution_matches_im2col_and_matmul` checks the forward
 //! and both gradients against candle's own ops.
+//!
+//! A layer in training uses [`conv_bn_train`]: the convolution, its batch norm and
+//! activation ([`super::batchnorm`]) as one op, checked against candle's ops by
+//! `the_fused_convolution_layer_matches_candles_ops_forward_and_backward`.
 
 use super::batchnorm::{self, with_values, Activation, BatchStats};
 use super::im2col::{contiguous_f32, TAPS};

@@ -6,9 +6,12 @@
 //!
 //! Activations are channels-last, `[B, 64, C]`, so every convolution is one GEMM over the
 //! [`super::im2col`] columns; on the CPU in f32, a 3x3 convolution is instead one op with
-//! its own backward ([`super::conv3x3`]: Winograd forward and input gradient). Where the tensors come from is the builder's business
-//! ([`TensorSource`]): a seeded initialisation, or a checkpoint whose every tensor is
-//! checked against the shape the layer asks for before it is read.
+//! its own backward ([`super::conv3x3`]: Winograd forward and gradients), and in training
+//! the same op also applies the batch norm and the activation that follow it.
+//!
+//! Where the tensors come from is the builder's business ([`TensorSource`]): a seeded
+//! initialisation, or a checkpoint whose every tensor is checked against the shape the
+//! layer asks for before it is read.
 
 use super::batchnorm::{batch_norm_train, Activation, BatchStats};
 use super::checkpoint::Checkpoint;
@@ -396,8 +399,8 @@ impl ConvBn {
         skip: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
         let (b, _, c) = x.dims3()?;
-        let skip_full = skip;
-        let skip = skip.map(|s| s.reshape((b * 64, ()))).transpose()?;
+        // The skip as `[B * 64, C_out]` rows, for the separate batch norm.
+        let rows = |skip: Option<&Tensor>| skip.map(|s| s.reshape((b * 64, ()))).transpose();
         if self.kernel == 3 && x.device().is_cpu() && compute == DType::F32 {
             if train {
                 // Convolution, batch norm and activation as one op with its own backward.
@@ -408,7 +411,7 @@ impl ConvBn {
                     self.bn.beta.as_tensor(),
                     BN_EPS,
                     activation,
-                    skip_full,
+                    skip,
                 )?;
                 self.bn.update_running(&stats, b * 64)?;
                 return Ok(y);
@@ -417,7 +420,7 @@ impl ConvBn {
             let y = super::conv3x3::conv3x3_train(x, self.weight.as_tensor())?;
             return self
                 .bn
-                .forward_act(&y, train, activation, skip.as_ref())?
+                .forward_act(&y, train, activation, rows(skip)?.as_ref())?
                 .reshape((b, 64, ()));
         }
         let x = if compute == DType::F32 || (self.kernel == 3 && x.device().is_cpu()) {
@@ -432,7 +435,9 @@ impl ConvBn {
             x.reshape((b * 64, c))?
         };
         let y = matmul_in(&cols, self.weight.as_tensor(), compute)?;
-        let y = self.bn.forward_act(&y, train, activation, skip.as_ref())?;
+        let y = self
+            .bn
+            .forward_act(&y, train, activation, rows(skip)?.as_ref())?;
         y.reshape((b, 64, ()))
     }
 
