@@ -346,6 +346,10 @@ fn a_restricted_root_explores_only_the_allowed_moves() {
 }
 
 fn solve(fen: &str, solver: bool, visits: u32) -> Search {
+    solve_with(&mut UniformEvaluator, fen, solver, visits)
+}
+
+fn solve_with(evaluator: &mut dyn Evaluator, fen: &str, solver: bool, visits: u32) -> Search {
     let game = Game::from_fen(fen).unwrap();
     let mut s = Search::new(
         &game,
@@ -355,7 +359,7 @@ fn solve(fen: &str, solver: bool, visits: u32) -> Search {
             ..SearchParams::default()
         },
     );
-    s.run_until_visits(&mut UniformEvaluator, visits, &mut PhaseTimes::default())
+    s.run_until_visits(evaluator, visits, &mut PhaseTimes::default())
         .unwrap();
     s
 }
@@ -429,20 +433,7 @@ impl Evaluator for MateBlindEvaluator {
 fn the_solver_plays_a_mate_in_one_that_the_network_gives_no_prior() {
     // Qh1# mates; every move keeps the queen, so the value cannot tell them apart.
     let fen = "7k/5K2/8/8/8/8/8/1Q6 w - - 0 1";
-    let run = |solver: bool| {
-        let game = Game::from_fen(fen).unwrap();
-        let mut s = Search::new(
-            &game,
-            SearchParams {
-                max_batch: 8,
-                solver,
-                ..SearchParams::default()
-            },
-        );
-        s.run_until_visits(&mut MateBlindEvaluator, 800, &mut PhaseTimes::default())
-            .unwrap();
-        s
-    };
+    let run = |solver: bool| solve_with(&mut MateBlindEvaluator, fen, solver, 800);
     let s = run(true);
     let best = ember_engine::game::move_to_uci(s.best_move().unwrap());
     assert_eq!(best, "b1h1");

@@ -410,17 +410,44 @@ pub fn batch_norm_train(
         stats: stats.clone(),
     };
     let gb = Tensor::stack(&[gamma, beta], 0)?;
-    let x = x.contiguous()?;
-    let y = match (activation, skip) {
-        (Activation::ResidualRelu, Some(skip)) => {
-            x.apply_op3_arc(&gb, &skip.contiguous()?, Arc::new(Box::new(op)))?
-        }
-        (Activation::ResidualRelu, None) => {
-            candle_core::bail!("a residual batch norm needs its skip tensor")
-        }
-        (_, Some(_)) => candle_core::bail!("only the residual batch norm takes a skip tensor"),
-        (_, None) => x.apply_op2_arc(&gb, Arc::new(Box::new(op)))?,
-    };
+    let y = apply_activated(op, x, &gb, activation, skip)?;
     let stats = stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Ok((y, stats))
+}
+
+/// Applies an op on `(x, p)`, or on `(x, p, skip)` for [`Activation::ResidualRelu`] (which
+/// must have its skip, and the only activation that takes one).
+pub(super) fn apply_activated<O>(
+    op: O,
+    x: &Tensor,
+    p: &Tensor,
+    activation: Activation,
+    skip: Option<&Tensor>,
+) -> Result<Tensor>
+where
+    O: CustomOp2 + CustomOp3 + Send + Sync + 'static,
+{
+    let x = x.contiguous()?;
+    match (activation, skip) {
+        (Activation::ResidualRelu, Some(skip)) => {
+            let op: Box<dyn CustomOp3 + Send + Sync> = Box::new(op);
+            x.apply_op3_arc(p, &skip.contiguous()?, Arc::new(op))
+        }
+        (Activation::ResidualRelu, None) => {
+            candle_core::bail!(
+                "{}: a residual ReLU needs its skip tensor",
+                CustomOp2::name(&op)
+            )
+        }
+        (_, Some(_)) => {
+            candle_core::bail!(
+                "{}: only a residual ReLU takes a skip tensor",
+                CustomOp2::name(&op)
+            )
+        }
+        (_, None) => {
+            let op: Box<dyn CustomOp2 + Send + Sync> = Box::new(op);
+            x.apply_op2_arc(p, Arc::new(op))
+        }
+    }
 }

@@ -341,17 +341,7 @@ pub fn conv_bn_train(
         saved: saved.clone(),
     };
     let p = Tensor::cat(&[&w.flatten_all()?, gamma, beta], 0)?;
-    let x = x.contiguous()?;
-    let y = match (activation, skip) {
-        (Activation::ResidualRelu, Some(skip)) => {
-            x.apply_op3_arc(&p, &skip.contiguous()?, Arc::new(Box::new(op)))?
-        }
-        (Activation::ResidualRelu, None) => {
-            candle_core::bail!("a residual conv-bn needs its skip tensor")
-        }
-        (_, Some(_)) => candle_core::bail!("only the residual conv-bn takes a skip tensor"),
-        (_, None) => x.apply_op2_arc(&p, Arc::new(Box::new(op)))?,
-    };
+    let y = batchnorm::apply_activated(op, x, &p, activation, skip)?;
     let stats = saved.lock().unwrap_or_else(|e| e.into_inner()).1.clone();
     Ok((y, stats))
 }

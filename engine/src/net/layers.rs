@@ -633,6 +633,37 @@ impl ValueHead {
 mod tests {
     use super::*;
 
+    /// `|a - b| / |b|` over all elements.
+    fn rel(a: &Tensor, b: &Tensor) -> f32 {
+        let norm = |t: &Tensor| {
+            t.sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                .sqrt()
+        };
+        norm(&(a - b).unwrap()) / norm(b).max(1e-12)
+    }
+
+    /// Each `(name, a, b)`: the gradient of `a` in `g1` is within 1e-4 of `b`'s in `g2`.
+    fn assert_gradients_match(
+        case: &str,
+        g1: &candle_core::backprop::GradStore,
+        g2: &candle_core::backprop::GradStore,
+        pairs: &[(&str, &Tensor, &Tensor)],
+    ) {
+        for (what, a, b) in pairs {
+            let (ga, gb) = (g1.get(a).unwrap(), g2.get(b).unwrap());
+            assert!(
+                rel(ga, gb) < 1e-4,
+                "{case}: gradient of {what}: {}",
+                rel(ga, gb)
+            );
+        }
+    }
+
     /// A 3x3 convolution layer in training on the CPU (convolution, batch norm and
     /// activation as one op) computes what im2col, candle's matmul, candle's batch-norm
     /// ops, ReLU and addition compute: output, running statistics, and the gradients of
@@ -682,16 +713,6 @@ mod tests {
                 Activation::Relu => z2.relu().unwrap(),
                 Activation::ResidualRelu => (z2 + skip.as_tensor()).unwrap().relu().unwrap(),
             };
-            let norm = |t: &Tensor| {
-                t.sqr()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-                    .sqrt()
-            };
-            let rel = |a: &Tensor, b: &Tensor| norm(&(a - b).unwrap()) / norm(b).max(1e-12);
             assert_eq!(y1.dims(), y2.dims());
             assert!(
                 rel(&y1, &y2) < 1e-5,
@@ -714,14 +735,7 @@ mod tests {
             if activation == Activation::ResidualRelu {
                 pairs.push(("skip", skip.as_tensor(), skip.as_tensor()));
             }
-            for (what, a, b) in pairs {
-                let (ga, gb) = (g1.get(a).unwrap(), g2.get(b).unwrap());
-                assert!(
-                    rel(ga, gb) < 1e-4,
-                    "{activation:?}: gradient of {what}: {}",
-                    rel(ga, gb)
-                );
-            }
+            assert_gradients_match(&format!("{activation:?}"), &g1, &g2, &pairs);
             for (a, b) in [
                 (&fused.bn.running_mean, &plain.bn.running_mean),
                 (&fused.bn.running_var, &plain.bn.running_var),
@@ -771,16 +785,6 @@ mod tests {
                 Activation::Relu => z2.relu().unwrap(),
                 Activation::ResidualRelu => (z2 + skip.as_tensor()).unwrap().relu().unwrap(),
             };
-            let norm = |t: &Tensor| {
-                t.sqr()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-                    .sqrt()
-            };
-            let rel = |a: &Tensor, b: &Tensor| norm(&(a - b).unwrap()) / norm(b).max(1e-12);
             assert!(
                 rel(&y1, &y2) < 1e-5,
                 "{activation:?}: output {}",
@@ -804,14 +808,7 @@ mod tests {
             if activation == Activation::ResidualRelu {
                 pairs.push(("skip", skip.as_tensor(), skip.as_tensor()));
             }
-            for (what, a, b) in pairs {
-                let (ga, gb) = (g1.get(a).unwrap(), g2.get(b).unwrap());
-                assert!(
-                    rel(ga, gb) < 1e-4,
-                    "{activation:?}: gradient of {what}: {}",
-                    rel(ga, gb)
-                );
-            }
+            assert_gradients_match(&format!("{activation:?}"), &g1, &g2, &pairs);
             for (a, b) in [
                 (&fused.running_mean, &plain.running_mean),
                 (&fused.running_var, &plain.running_var),
