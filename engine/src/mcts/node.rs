@@ -61,12 +61,7 @@ impl Node {
     /// The exact value for the side to move here, when the rules or the tree decide it
     /// as a win or a loss.
     pub fn decided(&self) -> Option<i8> {
-        match self.state {
-            NodeState::Terminal(v) if v > 0.0 => Some(1),
-            NodeState::Terminal(v) if v < 0.0 => Some(-1),
-            _ if self.proven != 0 => Some(self.proven),
-            _ => None,
-        }
+        self.decided_in().map(|(verdict, _)| verdict)
     }
 
     /// [`Self::decided`] with the plies to the deciding checkmate.

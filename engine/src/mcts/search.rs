@@ -524,17 +524,16 @@ impl Search {
             .filter(|c| {
                 self.root_moves.is_empty() || c.mv.is_some_and(|m| self.root_moves.contains(&m))
             })
-            .map(|c| ChildStats {
-                mv: c.mv.expect("child move"),
-                visits: c.visits,
-                q: c.q(),
-                prior: c.prior,
-                decided: if self.params.solver {
-                    c.decided().map_or(0, |d| -d)
-                } else {
-                    0
-                },
-                mate_plies: c.decided_in().map_or(0, |(_, p)| p + 1),
+            .map(|c| {
+                let decided = c.decided_in().filter(|_| self.params.solver);
+                ChildStats {
+                    mv: c.mv.expect("child move"),
+                    visits: c.visits,
+                    q: c.q(),
+                    prior: c.prior,
+                    decided: decided.map_or(0, |(d, _)| -d),
+                    mate_plies: decided.map_or(0, |(_, p)| p + 1),
+                }
             })
             .collect()
     }
