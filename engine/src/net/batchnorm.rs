@@ -275,6 +275,10 @@ impl BatchNormTrain {
         }
         Ok((n, c))
     }
+}
+
+impl ActivatedOp for BatchNormTrain {
+    const NAMES: [&'static str; 2] = ["ember-batchnorm-train", "ember-batchnorm-residual-train"];
 
     fn fwd(
         &self,
@@ -334,63 +338,6 @@ impl BatchNormTrain {
     }
 }
 
-impl CustomOp2 for BatchNormTrain {
-    fn name(&self) -> &'static str {
-        "ember-batchnorm-train"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.fwd((s1, l1), (s2, l2), None)
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        gb: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dgb, _) = self.bwd_all(x, gb, res, grad)?;
-        Ok((Some(dx), Some(dgb)))
-    }
-}
-
-impl CustomOp3 for BatchNormTrain {
-    fn name(&self) -> &'static str {
-        "ember-batchnorm-residual-train"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.fwd((s1, l1), (s2, l2), Some((s3, l3)))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        gb: &Tensor,
-        _skip: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dgb, dskip) = self.bwd_all(x, gb, res, grad)?;
-        Ok((Some(dx), Some(dgb), dskip))
-    }
-}
-
 /// Batch norm of `x` `[N, C]` (CPU, f32) with the batch's statistics, followed by
 /// `activation` (`skip`, `[N, C]`, is added before the ReLU of
 /// [`Activation::ResidualRelu`]): `y` and the statistics. Gamma and beta enter the op as
@@ -415,38 +362,112 @@ pub fn batch_norm_train(
     Ok((y, stats))
 }
 
-/// Applies an op on `(x, p)`, or on `(x, p, skip)` for [`Activation::ResidualRelu`] (which
+/// An op on `(x, p)`, or `(x, p, skip)` for [`Activation::ResidualRelu`], with its own
+/// backward: the batch norm here and the convolution with it ([`super::conv3x3`]).
+/// [`Activated`] makes it candle's two- and three-input op.
+pub(super) trait ActivatedOp: Send + Sync + 'static {
+    /// The op's names without and with the skip.
+    const NAMES: [&'static str; 2];
+
+    fn fwd(
+        &self,
+        x: (&CpuStorage, &Layout),
+        p: (&CpuStorage, &Layout),
+        skip: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)>;
+
+    /// `(dx, dp, dskip)` from the inputs, the output `y` and its gradient `dy`.
+    fn bwd_all(
+        &self,
+        x: &Tensor,
+        p: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Tensor, Tensor, Option<Tensor>)>;
+}
+
+struct Activated<O>(O);
+
+impl<O: ActivatedOp> CustomOp2 for Activated<O> {
+    fn name(&self) -> &'static str {
+        O::NAMES[0]
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.0.fwd((s1, l1), (s2, l2), None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        p: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dp, _) = self.0.bwd_all(x, p, y, dy)?;
+        Ok((Some(dx), Some(dp)))
+    }
+}
+
+impl<O: ActivatedOp> CustomOp3 for Activated<O> {
+    fn name(&self) -> &'static str {
+        O::NAMES[1]
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.0.fwd((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        p: &Tensor,
+        _skip: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dp, dskip) = self.0.bwd_all(x, p, y, dy)?;
+        Ok((Some(dx), Some(dp), dskip))
+    }
+}
+
+/// Applies `op` on `(x, p)`, or on `(x, p, skip)` for [`Activation::ResidualRelu`] (which
 /// must have its skip, and the only activation that takes one).
-pub(super) fn apply_activated<O>(
+pub(super) fn apply_activated<O: ActivatedOp>(
     op: O,
     x: &Tensor,
     p: &Tensor,
     activation: Activation,
     skip: Option<&Tensor>,
-) -> Result<Tensor>
-where
-    O: CustomOp2 + CustomOp3 + Send + Sync + 'static,
-{
+) -> Result<Tensor> {
     let x = x.contiguous()?;
     match (activation, skip) {
         (Activation::ResidualRelu, Some(skip)) => {
-            let op: Box<dyn CustomOp3 + Send + Sync> = Box::new(op);
+            let op: Box<dyn CustomOp3 + Send + Sync> = Box::new(Activated(op));
             x.apply_op3_arc(p, &skip.contiguous()?, Arc::new(op))
         }
         (Activation::ResidualRelu, None) => {
-            candle_core::bail!(
-                "{}: a residual ReLU needs its skip tensor",
-                CustomOp2::name(&op)
-            )
+            candle_core::bail!("{}: a residual ReLU needs its skip tensor", O::NAMES[1])
         }
         (_, Some(_)) => {
-            candle_core::bail!(
-                "{}: only a residual ReLU takes a skip tensor",
-                CustomOp2::name(&op)
-            )
+            candle_core::bail!("{}: only a residual ReLU takes a skip tensor", O::NAMES[0])
         }
         (_, None) => {
-            let op: Box<dyn CustomOp2 + Send + Sync> = Box::new(op);
+            let op: Box<dyn CustomOp2 + Send + Sync> = Box::new(Activated(op));
             x.apply_op2_arc(p, Arc::new(op))
         }
     }

@@ -19,10 +19,10 @@
 //! activation ([`super::batchnorm`]) as one op, checked against candle's ops by
 //! `the_fused_convolution_layer_matches_candles_ops_forward_and_backward`.
 
-use super::batchnorm::{self, with_values, Activation, BatchStats};
+use super::batchnorm::{self, with_values, ActivatedOp, Activation, BatchStats};
 use super::im2col::{contiguous_f32, TAPS};
 use super::winograd::{conv3x3, weight_gradient, WinogradLayer, WinogradScratch};
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
@@ -57,16 +57,11 @@ impl CustomOp2 for Conv3x3 {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (a, b) = (contiguous_f32(s1, l1)?, contiguous_f32(s2, l2)?);
-        let threads = rayon::current_num_threads();
         match self {
             Conv3x3::Forward => {
                 let (boards, c_in) = boards_and_channels(l1)?;
                 let c_out = weight_columns(l2, c_in)?;
-                let layer = WinogradLayer::from_weight(b, c_in, c_out);
-                let mut y = vec![0f32; boards * 64 * c_out];
-                WINOGRAD.with_borrow_mut(|scratch| {
-                    conv3x3(&layer, a, boards, &mut y, false, false, threads, scratch)
-                });
+                let y = convolve(&WinogradLayer::from_weight(b, c_in, c_out), a, boards);
                 Ok((CpuStorage::F32(y), Shape::from((boards * 64, c_out))))
             }
             Conv3x3::InputGradient => {
@@ -80,11 +75,7 @@ impl CustomOp2 for Conv3x3 {
                     );
                 }
                 let (boards, c_in) = (rows / 64, k / TAPS);
-                let layer = WinogradLayer::input_gradient(b, c_in, c_out);
-                let mut dx = vec![0f32; boards * 64 * c_in];
-                WINOGRAD.with_borrow_mut(|scratch| {
-                    conv3x3(&layer, a, boards, &mut dx, false, false, threads, scratch)
-                });
+                let dx = convolve(&WinogradLayer::input_gradient(b, c_in, c_out), a, boards);
                 Ok((CpuStorage::F32(dx), Shape::from((boards, 64, c_in))))
             }
             Conv3x3::WeightGradient => {
@@ -97,11 +88,8 @@ impl CustomOp2 for Conv3x3 {
                         l2.shape()
                     );
                 }
-                let k = TAPS * c_in;
-                let dw = WINOGRAD.with_borrow_mut(|scratch| {
-                    weight_gradient(a, b, boards, c_in, c_out, threads, scratch)
-                });
-                Ok((CpuStorage::F32(dw), Shape::from((k, c_out))))
+                let dw = weight_gradient_of(a, b, boards, c_in, c_out);
+                Ok((CpuStorage::F32(dw), Shape::from((TAPS * c_in, c_out))))
             }
         }
     }
@@ -118,6 +106,25 @@ impl CustomOp2 for Conv3x3 {
         let dw = x.apply_op2_no_bwd(&dy, &Conv3x3::WeightGradient)?;
         Ok((Some(dx), Some(dw)))
     }
+}
+
+/// `layer`'s convolution of `boards` boards of `x` (`[B, 64, c_in]` of the layer), with
+/// this thread's scratch buffers: `[B * 64, c_out]`.
+fn convolve(layer: &WinogradLayer, x: &[f32], boards: usize) -> Vec<f32> {
+    let mut y = vec![0f32; boards * 64 * layer.c_out()];
+    let threads = rayon::current_num_threads();
+    WINOGRAD.with_borrow_mut(|scratch| {
+        conv3x3(layer, x, boards, &mut y, false, false, threads, scratch)
+    });
+    y
+}
+
+/// The weight gradient `[9 c_in, c_out]` of a convolution of `x [B, 64, c_in]` with
+/// output gradient `dy [B * 64, c_out]`, with this thread's scratch buffers.
+fn weight_gradient_of(x: &[f32], dy: &[f32], boards: usize, c_in: usize, c_out: usize) -> Vec<f32> {
+    let threads = rayon::current_num_threads();
+    WINOGRAD
+        .with_borrow_mut(|scratch| weight_gradient(x, dy, boards, c_in, c_out, threads, scratch))
 }
 
 fn boards_and_channels(l: &Layout) -> Result<(usize, usize)> {
@@ -177,6 +184,10 @@ impl ConvBnTrain {
         let (gamma, beta) = gb.split_at(self.c_out);
         Ok((w, gamma, beta))
     }
+}
+
+impl ActivatedOp for ConvBnTrain {
+    const NAMES: [&'static str; 2] = ["ember-conv3x3-bn", "ember-conv3x3-bn-residual"];
 
     fn fwd(
         &self,
@@ -196,27 +207,12 @@ impl ConvBnTrain {
             None => None,
         };
         let layer = WinogradLayer::from_weight(w, self.c_in, self.c_out);
-        let mut z = vec![0f32; boards * 64 * self.c_out];
-        let threads = rayon::current_num_threads();
-        WINOGRAD.with_borrow_mut(|scratch| {
-            conv3x3(
-                &layer,
-                contiguous_f32(x.0, x.1)?,
-                boards,
-                &mut z,
-                false,
-                false,
-                threads,
-                scratch,
-            );
-            Ok::<(), candle_core::Error>(())
-        })?;
+        let z = convolve(&layer, contiguous_f32(x.0, x.1)?, boards);
         let (y, stats) = batchnorm::forward(&z, gamma, beta, skip, self.activation, self.eps);
         *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = (z, stats);
         Ok((CpuStorage::F32(y), out_shape))
     }
 
-    /// `(dx, dp, dskip)`.
     fn bwd_all(
         &self,
         x: &Tensor,
@@ -237,14 +233,13 @@ impl ConvBnTrain {
                 batchnorm::backward(&z, y, dy, gamma, &stats, self.activation)
             })
         })??;
-        let threads = rayon::current_num_threads();
-        let back = WinogradLayer::input_gradient(w, self.c_in, self.c_out);
-        let mut dx = vec![0f32; boards * 64 * self.c_in];
+        let dx = convolve(
+            &WinogradLayer::input_gradient(w, self.c_in, self.c_out),
+            &dz,
+            boards,
+        );
         let dw = with_values(x, |x| {
-            WINOGRAD.with_borrow_mut(|scratch| {
-                conv3x3(&back, &dz, boards, &mut dx, false, false, threads, scratch);
-                weight_gradient(x, &dz, boards, self.c_in, self.c_out, threads, scratch)
-            })
+            weight_gradient_of(x, &dz, boards, self.c_in, self.c_out)
         })?;
         let mut dp = dw;
         dp.extend_from_slice(&dgamma);
@@ -258,63 +253,6 @@ impl ConvBnTrain {
                 .map(|d| Tensor::from_vec(d, (boards, 64, self.c_out), dev))
                 .transpose()?,
         ))
-    }
-}
-
-impl CustomOp2 for ConvBnTrain {
-    fn name(&self) -> &'static str {
-        "ember-conv3x3-bn"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.fwd((s1, l1), (s2, l2), None)
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        p: &Tensor,
-        y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dp, _) = self.bwd_all(x, p, y, dy)?;
-        Ok((Some(dx), Some(dp)))
-    }
-}
-
-impl CustomOp3 for ConvBnTrain {
-    fn name(&self) -> &'static str {
-        "ember-conv3x3-bn-residual"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.fwd((s1, l1), (s2, l2), Some((s3, l3)))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        p: &Tensor,
-        _skip: &Tensor,
-        y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dp, dskip) = self.bwd_all(x, p, y, dy)?;
-        Ok((Some(dx), Some(dp), dskip))
     }
 }
 
