@@ -32,6 +32,7 @@ def test_driver_restarts_a_killed_worker_and_the_learner_counts_each_game_once(t
     learn_args = (
         "--preset quick --filters 8 --blocks 1 --simulations 8 --max-plies 40 --games 4 "
         "--batch-size 32 --publish-steps 4 --gating-games 0 --iterations 1000 "
+        "--publish-games 4 --strength-nodes 4 "
         f"--device cpu --seed 5 --models-dir {tmp_path / 'models'}"
     )
     driver = subprocess.Popen(

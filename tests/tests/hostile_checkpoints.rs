@@ -214,8 +214,8 @@ fn ember_says_in_info_string_why_a_corrupt_published_network_is_not_used() {
         "{lines:?}"
     );
     assert!(
-        info.iter()
-            .any(|l| l.starts_with("info string network") && l.contains("<embedded>")),
+        info.iter().any(|l| *l
+            == "info string network 64x3 (training iteration 64, run gpu) from <embedded> on cpu"),
         "{lines:?}"
     );
     ember.quit();
@@ -228,6 +228,29 @@ fn ember_says_in_info_string_why_a_corrupt_published_network_is_not_used() {
     assert!(
         lines.iter().any(|l| l
             == "info string network 64x3 (training iteration 7) from models/latest.safetensors on cpu"),
+        "{lines:?}"
+    );
+    ember.quit();
+
+    // A network a run trained is named with its run too; a run name cannot break the line.
+    let mut net = Network::new(NetConfig::default(), &Device::Cpu, 3).unwrap();
+    net.iteration = 12;
+    net.run = Some("dev\nbestmove a2a3".into());
+    std::fs::write(
+        dir.path().join("models/latest.safetensors"),
+        net.to_bytes().unwrap(),
+    )
+    .unwrap();
+    let mut ember = Ember::start(dir.path());
+    ember.send("uci");
+    let lines = ember.until("uciok");
+    assert!(
+        lines.iter().any(|l| l
+            == "info string network 64x3 (training iteration 12, run devbestmove a2a3) from models/latest.safetensors on cpu"),
+        "{lines:?}"
+    );
+    assert!(
+        !lines.iter().any(|l| l.starts_with("bestmove")),
         "{lines:?}"
     );
     ember.quit();

@@ -17,9 +17,13 @@ use std::path::PathBuf;
     version,
     about = "Ember's trainer: self-play, training, gating, matches and benchmarks",
     long_about = "Trains an Ember network from zero by self-play. `trainer` with no subcommand is \
-`trainer train`. Each iteration plays self-play games with the best network, trains a candidate on \
-the replay window, and promotes the candidate when it scores at least 55% in a gating match. \
-Everything lands in runs/NAME/; a promoted network is also written to models/latest.safetensors.\n\n\
+`trainer train`. Each iteration plays self-play games with the best network and trains a candidate on \
+the replay window. With --gating-games above 0 the candidate replaces the best network only when it \
+reaches --promotion-score in a gating match; the default preset promotes every candidate and measures \
+progress against fixed anchors instead (the strength curve, --strength-every). Everything lands in \
+runs/NAME/. At the strength curve's iterations and at the end, the best network plays the network \
+`ember` would otherwise play (MODELS/latest.safetensors, or the one built into the binaries) and \
+replaces it only if it wins (--publish-games, --models-dir, --no-publish).\n\n\
 Start again with the same --run to resume a run from its last complete iteration.",
     args_conflicts_with_subcommands = true,
     args_override_self = true
@@ -127,9 +131,23 @@ pub struct TrainArgs {
     /// Folder holding the runs.
     #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
-    /// Folder a promoted network is written to, as latest.safetensors (the UCI engine reads it).
+    /// Folder the run publishes to, as latest.safetensors (the network `ember` plays): only a
+    /// network that won the publishing match against the one there (or, when none is there,
+    /// against the network built into the binaries) replaces it.
     #[arg(long, default_value = "models")]
     pub models_dir: PathBuf,
+    /// Publish nothing to --models-dir and play no publishing match; the run's networks stay in
+    /// its folder, and `trainer export` publishes one deliberately.
+    #[arg(long)]
+    pub no_publish: bool,
+    /// Games of the publishing match, at --strength-nodes visits a move; the run publishes when
+    /// the lower end of the 95% Elo interval (over game pairs) is above 0. [default: 40]
+    #[arg(long)]
+    pub publish_games: Option<usize>,
+    /// A new run starts from this checkpoint's weights instead of random ones (its iteration 0);
+    /// the checkpoint's architecture sets --filters and --blocks. Ignored when resuming.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
     /// Seed of every random choice in the run (network initialisation, games, minibatches). [default: from the clock]
     #[arg(long)]
     pub seed: Option<u64>,

@@ -157,9 +157,6 @@ fn table_row(v: &Value) -> String {
     row
 }
 
-/// The network built into the binaries (`ember:embedded`).
-static EMBEDDED_NETWORK: &[u8] = include_bytes!("../../models/default.safetensors");
-
 /// What a match or gauntlet needs from its flags: the Ember setup, the match spec, and
 /// the limit stated for the table.
 fn match_setup(play: &GameArgs) -> Result<(EmberSetup, MatchSpec)> {
@@ -172,7 +169,7 @@ fn match_setup(play: &GameArgs) -> Result<(EmberSetup, MatchSpec)> {
         .max(1);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let setup = EmberSetup {
-        embedded: Some(EMBEDDED_NETWORK),
+        embedded: Some(ember_engine::net::EMBEDDED_NETWORK),
         device,
         precision,
         threads: (cpus / concurrency).max(1),

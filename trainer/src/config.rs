@@ -36,6 +36,9 @@ pub struct RunConfig {
     /// As given (`auto`, `f32`, `bf16`, `f16`); `auto` resolves on the opened device.
     pub precision: String,
     pub seed: u64,
+    /// The checkpoint the run's iteration 0 was taken from (`--init`); none: random weights.
+    #[serde(default)]
+    pub init: Option<String>,
 }
 
 struct PresetNumbers {
@@ -220,13 +223,42 @@ impl RunConfig {
             device: "auto".into(),
             precision: "auto".into(),
             seed,
+            init: None,
         };
         if let Some(opt) = args.optimizer {
             cfg.training.lr = opt.kind().default_lr();
         }
         cfg.apply(args);
+        if let Some(path) = &args.init {
+            cfg.init_from(path, args)?;
+        }
         cfg.validate(args, None)?;
         Ok(cfg)
+    }
+
+    /// `--init FILE`: the run's architecture is the checkpoint's (the flags, if given, must
+    /// agree with it); its weights are loaded when the run's networks are created.
+    fn init_from(&mut self, path: &std::path::Path, args: &TrainArgs) -> Result<()> {
+        use ember_engine::net::checkpoint::{declared_config, read_file, read_metadata};
+        let shown = path.display().to_string();
+        let net = read_file(path)
+            .and_then(|bytes| read_metadata(&bytes, &shown))
+            .and_then(|meta| declared_config(&meta, &shown))
+            .with_context(|| format!("--init {shown}"))?;
+        for (flag, given, have) in [
+            ("--filters", args.filters, net.filters),
+            ("--blocks", args.blocks, net.blocks),
+        ] {
+            if given.is_some_and(|g| g != have) {
+                bail!(
+                    "--init {shown} holds a {net} network, and {flag} {} asks for another",
+                    given.unwrap_or_default()
+                );
+            }
+        }
+        self.net = net;
+        self.init = Some(shown);
+        Ok(())
     }
 
     /// A resumed run's configuration: the saved one (read from `file`) with the flags
@@ -244,6 +276,12 @@ impl RunConfig {
             if opt != cfg.training.optimizer {
                 cfg.training.lr = opt.kind().default_lr();
             }
+        }
+        if let Some(path) = &args.init {
+            log::warn!(
+                "--init {} ignored: a resumed run keeps its own networks",
+                path.display()
+            );
         }
         cfg.apply(args);
         cfg.validate(args, Some(file))?;
@@ -316,6 +354,7 @@ impl RunConfig {
         set(&mut st.strength_games, &a.strength_games);
         set(&mut st.strength_nodes, &a.strength_nodes);
         set(&mut st.strength_anchors, &a.strength_anchors);
+        set(&mut st.publish_games, &a.publish_games);
         let g = &mut self.gating;
         set(&mut g.gating_games, &a.gating_games);
         set(&mut g.promotion_score, &a.promotion_score);
@@ -360,6 +399,7 @@ impl RunConfig {
                 "lr_final" => args.lr_final.is_some(),
                 "strength_nodes" => args.strength_nodes.is_some(),
                 "strength_anchors" => args.strength_anchors.is_some(),
+                "publish_games" => args.publish_games.is_some(),
                 _ => false,
             }
         };
@@ -452,19 +492,26 @@ impl RunConfig {
                 bail!("{} must be between 0 and 1, got {v}", source(field));
             }
         }
+        if self.strength.publish_games < 2 {
+            bail!(
+                "{} must be at least 2 (each opening is played with both colours), got {}",
+                source("publish_games"),
+                self.strength.publish_games
+            );
+        }
+        if self.strength.strength_nodes < 2 {
+            bail!(
+                "{} must be at least 2, got {}",
+                source("strength_nodes"),
+                self.strength.strength_nodes
+            );
+        }
         if self.strength.strength_every > 0 {
             if self.strength.strength_games < 2 {
                 bail!(
                     "{} must be at least 2 (each opening is played with both colours), got {}",
                     source("strength_games"),
                     self.strength.strength_games
-                );
-            }
-            if self.strength.strength_nodes < 2 {
-                bail!(
-                    "{} must be at least 2, got {}",
-                    source("strength_nodes"),
-                    self.strength.strength_nodes
                 );
             }
             for a in &self.strength.strength_anchors {

@@ -1,40 +1,51 @@
 //! Publishing: putting a network where the UCI engine `ember` finds it,
 //! `MODELS/latest.safetensors` (`--models-dir`, default `models/`).
 //!
-//! A GUI user's network is never replaced by accident. A training run publishes a
-//! promoted network only when the published file is absent or was published by the same
-//! run (checkpoints carry the run's name in the metadata field [`RUN_FIELD`]); a network
-//! of another run, or a file that does not read as a checkpoint, stays, and the log says
-//! how to replace it deliberately (`trainer export`). The folder is checked to be
-//! writable when the run starts, not at the first promotion.
+//! A run never gives a GUI user a weaker network. It offers its best network at the
+//! strength curve's iterations and at its end: the network plays the one `ember` would
+//! otherwise play (the published file, or the network built into the binaries when none
+//! is published) in a publishing match ([`PublishStage`]), and replaces it only when the
+//! lower end of the 95% Elo interval is above 0. A published file that does not read as
+//! a network is never replaced by a run. `trainer export` publishes anything
+//! deliberately, and `--no-publish` turns publishing off. The folder is checked to be
+//! writable when the run starts, not at the first offer.
 
 use anyhow::{anyhow, Context, Result};
 use ember_engine::files::{sweep_temporaries, write_atomic, Sweep};
-use ember_engine::net::checkpoint::{declared_config, read_file, read_metadata};
-use ember_engine::pipeline::run::RunDir;
+use ember_engine::net::checkpoint::read_file;
+use ember_engine::net::Network;
+use ember_engine::pipeline::publish_stage::PublishStage;
+use ember_engine::pipeline::Observer;
+use ember_engine::players::{EmberSetup, Prepared};
+use ember_engine::stats::format_elo;
 use log::{info, warn};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// Checkpoint metadata field naming the run that trained the network.
-pub const RUN_FIELD: &str = "run";
+pub use ember_engine::net::checkpoint::RUN_FIELD;
 
 /// The file `ember` plays with, inside a models folder.
 pub const PUBLISHED: &str = "latest.safetensors";
 
 pub struct Publisher {
     models_dir: PathBuf,
-    /// The run whose promotions this publisher may publish.
+    /// The run whose networks this publisher offers.
     pub run: String,
+    /// False with `--no-publish`.
+    pub enabled: bool,
 }
 
 impl Publisher {
     /// Checks that `models_dir` can be written (creating it), and removes the temporary
-    /// files that interrupted writes left there.
-    pub fn open(models_dir: &Path, run: &str) -> Result<Publisher> {
-        prepare(models_dir, "--models-dir")?;
+    /// files that interrupted writes left there. With `enabled` false nothing is touched.
+    pub fn open(models_dir: &Path, run: &str, enabled: bool) -> Result<Publisher> {
+        if enabled {
+            prepare(models_dir, "--models-dir")?;
+        }
         Ok(Publisher {
             models_dir: models_dir.to_path_buf(),
             run: run.to_string(),
+            enabled,
         })
     }
 
@@ -42,54 +53,114 @@ impl Publisher {
         self.models_dir.join(PUBLISHED)
     }
 
-    /// Publishes the checkpoint `bytes` (of `iteration` of this run) unless the published
-    /// file belongs to something else; says which in the log.
-    pub fn publish(&self, bytes: &[u8], iteration: u64, dir: &RunDir) -> Result<bool> {
+    /// The start-up line: where this run publishes, and on what condition.
+    pub fn describe(&self, games: usize, nodes: u32) -> String {
+        if !self.enabled {
+            return "publishing: off (--no-publish); `trainer export` publishes a network deliberately"
+                .to_string();
+        }
+        format!(
+            "publishing: to {} (the network `ember` plays), only when the run's best network beats the network \
+there, or the one built into the binaries when none is there, in a match of {games} games at {nodes} nodes a \
+move (the lower end of the 95% Elo interval above 0)",
+            self.target().display()
+        )
+    }
+
+    /// Offers the checkpoint `bytes` (the best network `best`, iteration `iteration` of
+    /// this run): plays the publishing match and publishes it if it won. Returns whether
+    /// the published file now holds it.
+    pub fn offer(
+        &self,
+        bytes: &[u8],
+        best: &Network,
+        iteration: u64,
+        stage: &PublishStage,
+        setup: &EmberSetup,
+        observer: &mut dyn Observer,
+    ) -> Result<bool> {
         let to = self.target();
-        if let Some(other) = self.foreign_owner(&to) {
-            warn!(
-                "{} not replaced: it holds {other}. This run's best network stays in {}; \
-`trainer export --run {} --to {}` publishes it",
-                to.display(),
-                dir.best().display(),
-                self.run,
-                to.display()
+        let shown = to.display().to_string();
+        let export = format!(
+            "`trainer export --run {} --to {shown}` publishes it deliberately",
+            self.run
+        );
+        let incumbent = if to.exists() {
+            let found = read_file(&to).and_then(|b| {
+                if b == bytes {
+                    return Ok(None);
+                }
+                Network::from_bytes(&b, None, &setup.device, &shown).map(Some)
+            });
+            match found {
+                Ok(None) => {
+                    info!("publishing: {shown} already holds iteration {iteration} of this run");
+                    return Ok(true);
+                }
+                Ok(Some(net)) => {
+                    let label = format!("the published {}", describe(&net));
+                    Prepared::from_network(Arc::new(net), label)
+                }
+                Err(e) => {
+                    warn!(
+                        "publishing: {shown} not replaced: it does not read as a network ({e:#}); {export}"
+                    );
+                    return Ok(false);
+                }
+            }
+        } else {
+            let bytes = setup
+                .embedded
+                .ok_or_else(|| anyhow!("no network is built into this program"))?;
+            let net = Network::from_bytes(bytes, None, &setup.device, "the built-in network")?;
+            let label = format!("the built-in {}", describe(&net));
+            Prepared::from_network(Arc::new(net), label)
+        };
+        let label = format!("iteration {iteration} of run {}", self.run);
+        info!(
+            "publishing match: {label} vs {}, {} games at {} nodes a move",
+            incumbent.label(),
+            stage.games + stage.games % 2,
+            stage.nodes
+        );
+        let out = stage.run(best, &label, &incumbent, setup, observer)?;
+        let t = out.report.trinomial;
+        let e = out.estimate;
+        let result = format!(
+            "+{} ={} -{}, Elo {} [95%: {}, {}] over {} pairs, {:.1}s",
+            t.wins,
+            t.draws,
+            t.losses,
+            format_elo(e.elo),
+            format_elo(e.elo_low),
+            format_elo(e.elo_high),
+            e.units,
+            out.wall.as_secs_f64()
+        );
+        if !out.stronger {
+            info!(
+                "not published: {label} did not beat {} ({result}); {shown} is unchanged. {export}",
+                incumbent.label()
             );
             return Ok(false);
         }
-        write_atomic(&to, bytes)
-            .with_context(|| format!("publishing the best network to {}", to.display()))?;
+        write_atomic(&to, bytes).with_context(|| format!("publishing {label} to {shown}"))?;
         info!(
-            "published the best network (iteration {iteration}) to {}",
-            to.display()
+            "published {label} to {shown}: it beat {} ({result})",
+            incumbent.label()
         );
         Ok(true)
     }
+}
 
-    /// What the published file is, when it is not a network of this run.
-    fn foreign_owner(&self, path: &Path) -> Option<String> {
-        if !path.exists() {
-            return None;
-        }
-        let shown = path.display().to_string();
-        let bytes = match read_file(path) {
-            Ok(b) => b,
-            Err(e) => return Some(format!("a file that cannot be read as a network ({e:#})")),
-        };
-        let meta = match read_metadata(&bytes, &shown) {
-            Ok(m) => m,
-            Err(e) => return Some(format!("a file that is not a network ({e:#})")),
-        };
-        let arch = declared_config(&meta, &shown)
-            .map_or_else(|_| "network".to_string(), |c| format!("{c} network"));
-        let iteration = meta.get("iteration").map_or("?", String::as_str);
-        match meta.get(RUN_FIELD) {
-            Some(run) if *run == self.run => None,
-            Some(run) => Some(format!("a {arch} of run {run:?} (iteration {iteration})")),
-            None => Some(format!(
-                "a {arch} exported from outside a run (iteration {iteration})"
-            )),
-        }
+/// "64x3 network of run gpu (iteration 64)".
+fn describe(net: &Network) -> String {
+    match &net.run {
+        Some(run) => format!(
+            "{} network of run {run} (iteration {})",
+            net.config, net.iteration
+        ),
+        None => format!("{} network (iteration {})", net.config, net.iteration),
     }
 }
 

@@ -41,6 +41,7 @@ const STREAM_FIRST_GAME: u64 = 2;
 const STREAM_MINIBATCH: u64 = 3;
 const STREAM_GATING: u64 = 4;
 const STREAM_STRENGTH: u64 = 5;
+const STREAM_PUBLISH: u64 = 6;
 const STREAM_EXTRA_SELFPLAY: u64 = 100;
 
 pub struct Session {
@@ -110,7 +111,7 @@ impl Session {
         };
         let device = cfg.device.parse::<DeviceChoice>()?.open()?;
         let precision = cfg.precision_on(&device)?;
-        let publisher = Publisher::open(&args.models_dir, &name)?;
+        let publisher = Publisher::open(&args.models_dir, &name, !args.no_publish)?;
         let lock = dir.lock()?;
         for removed in dir.sweep_temporaries(&lock) {
             info!("removed {removed}, left by an interrupted write");
@@ -122,8 +123,15 @@ impl Session {
             }
         }
         let state = recover_state(&dir, &mut cfg)?;
-        let (best, trainer) =
-            open_networks(&dir, &cfg, &state, &device, precision, saved.as_ref())?;
+        let (best, trainer) = open_networks(
+            &dir,
+            &cfg,
+            &state,
+            &device,
+            precision,
+            saved.as_ref(),
+            &name,
+        )?;
         let metrics = metrics::load_and_trim(&dir.metrics(), state.iteration)?;
         // A trainer's window holds its own shards; a learner's, the workers' (loaded from
         // the exchange by `open_learner`).
@@ -147,6 +155,10 @@ impl Session {
             existing,
             !device.is_cpu(),
         )?;
+        info!(
+            "{}",
+            publisher.describe(cfg.strength.publish_games, cfg.strength.strength_nodes)
+        );
         dir.write_config(&cfg)?;
         let session = Session {
             _lock: lock,
@@ -164,7 +176,6 @@ impl Session {
             first_game_shown: false,
             learner: None,
         };
-        session.reexport_if_interrupted()?;
         Ok(session)
     }
 
@@ -247,18 +258,57 @@ impl Session {
         }
     }
 
-    /// A kill between an iteration's commit and its export leaves models/ behind the run.
-    fn reexport_if_interrupted(&self) -> Result<()> {
-        if self.state.best_iteration == 0 || self.state.best_iteration != self.state.iteration {
+    /// Offers the best network for publishing ([`Publisher::offer`]) unless it was
+    /// offered before, publishing is off, or it is still the run's initial network, and
+    /// records the offer in `state.json`.
+    fn offer_best(&mut self) -> Result<()> {
+        let it = self.state.best_iteration;
+        if !self.publisher.enabled || it == 0 || self.state.offered == Some(it) {
             return Ok(());
         }
-        let best = std::fs::read(self.dir.best())
-            .with_context(|| format!("reading {}", self.dir.best().display()))?;
-        if std::fs::read(self.publisher.target()).ok().as_deref() != Some(&best[..]) {
-            self.publisher
-                .publish(&best, self.state.best_iteration, &self.dir)?;
-        }
+        let bytes = std::fs::read(self.best_path())
+            .with_context(|| format!("reading {}", self.best_path().display()))?;
+        let stage = self.cfg.strength.publish_stage(
+            self.cfg.selfplay.max_plies.max(200),
+            self.match_concurrency(),
+            derive_seed(self.state.seed, it, STREAM_PUBLISH),
+        );
+        let setup = EmberSetup {
+            embedded: Some(ember_engine::net::EMBEDDED_NETWORK),
+            ..self.ember_setup()
+        };
+        self.publisher.offer(
+            &bytes,
+            &self.best,
+            it,
+            &stage,
+            &setup,
+            &mut self.progress.observer(),
+        )?;
+        let mut state = self.state.clone();
+        state.offered = Some(it);
+        self.dir.write_state(&state)?;
+        self.state = state;
         Ok(())
+    }
+
+    /// Games in flight in the strength and publishing matches.
+    fn match_concurrency(&self) -> usize {
+        self.cfg
+            .selfplay
+            .games_in_flight(!self.device.is_cpu())
+            .clamp(1, 16)
+    }
+
+    /// How the strength and publishing matches build Ember players.
+    fn ember_setup(&self) -> EmberSetup {
+        EmberSetup {
+            embedded: None,
+            device: self.device.clone(),
+            precision: self.precision,
+            threads: 1,
+            solver: true,
+        }
     }
 
     /// Runs iterations until the configured count.
@@ -271,7 +321,7 @@ impl Session {
                 self.dir.root.display(),
                 self.cfg.schedule.iterations
             );
-            return Ok(());
+            return self.offer_best();
         }
         for it in self.state.iteration + 1..=self.cfg.schedule.iterations {
             if !self.iteration(it)? {
@@ -287,6 +337,7 @@ impl Session {
                 break;
             }
         }
+        self.offer_best()?;
         let strength = self
             .metrics
             .iter()
@@ -408,6 +459,9 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
             m.cumulative_elo
         );
         info!("metrics: {}", serde_json::to_string(&m)?);
+        if strength.is_some() {
+            self.offer_best()?;
+        }
         Ok(true)
     }
 
@@ -570,10 +624,7 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
         let stage = s.stage(
             &self.dir.snapshot(0),
             self.cfg.selfplay.max_plies.max(200),
-            self.cfg
-                .selfplay
-                .games_in_flight(!self.device.is_cpu())
-                .clamp(1, 16),
+            self.match_concurrency(),
             derive_seed(self.state.seed, it, STREAM_STRENGTH),
         )?;
         let (network, label) = if gate.promoted {
@@ -584,13 +635,7 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
                 format!("best (iteration {})", self.state.best_iteration),
             )
         };
-        let setup = EmberSetup {
-            embedded: None,
-            device: self.device.clone(),
-            precision: self.precision,
-            threads: 1,
-            solver: true,
-        };
+        let setup = self.ember_setup();
         let out = stage.run(network, &label, &setup, &mut self.progress.observer())?;
         for p in &out.points {
             info!(
@@ -669,7 +714,6 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
                 "the promoted candidate",
             )?;
             info!("promoted network written to {}", self.dir.best().display());
-            self.publisher.publish(&bytes, it, &self.dir)?;
             if let Some(learner) = &self.learner {
                 with_retry("publishing the network", LEARNER_RETRIES, || {
                     learner.exchange.publish(it, &bytes)
@@ -798,10 +842,17 @@ fn open_networks(
     device: &Device,
     precision: Precision,
     saved: Option<&RunConfig>,
+    run: &str,
 ) -> Result<(Network, Trainer)> {
     let initial = state.iteration == 0 && !dir.best().exists();
     let best = if initial {
-        let net = Network::new(cfg.net, device, derive_seed(cfg.seed, 0, STREAM_INIT))?;
+        let mut net = match &cfg.init {
+            Some(path) => Network::load(Path::new(path), Some(cfg.net), device)
+                .with_context(|| format!("--init {path}"))?,
+            None => Network::new(cfg.net, device, derive_seed(cfg.seed, 0, STREAM_INIT))?,
+        };
+        net.iteration = 0;
+        net.run = Some(run.to_string());
         // The first network is kept, so later ones can be matched against it.
         net.save(&dir.snapshot(0))?;
         net.save(&dir.best())?;

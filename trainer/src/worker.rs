@@ -84,6 +84,11 @@ pub fn run(args: &WorkerArgs) -> Result<()> {
         describe_device(&device),
         shard_name(&id, seq)
     );
+    info!(
+        "publishing: none from a worker (it writes no models folder); its learner, `trainer learn --run-dir {}`, \
+publishes to its --models-dir",
+        exchange.describe()
+    );
 
     let shard_games = args.shard_games.unwrap_or(cfg.selfplay.games).max(1);
     let mut network: Option<(u64, Network)> = None;

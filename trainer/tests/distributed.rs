@@ -68,6 +68,10 @@ fn learner_with(run: &Path, root: &Path, log: &str, extra: &[&str]) -> Child {
         "cpu",
         "--seed",
         "3",
+        "--publish-games",
+        "4",
+        "--strength-nodes",
+        "4",
     ];
     args.extend_from_slice(extra);
     spawn(&args, &root.join(log))

@@ -56,6 +56,10 @@ fn tiny_args(root: &Path, run: &str, iterations: u32) -> Vec<String> {
         "cpu",
         "--seed",
         "7",
+        "--publish-games",
+        "10",
+        "--strength-nodes",
+        "8",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -217,23 +221,141 @@ fn tiny_run_leaves_checkpoints_metrics_plot_and_pgn() {
 }
 
 #[test]
-fn promoted_candidate_becomes_best_and_is_exported_to_the_models_dir() {
+fn promoted_candidate_becomes_best_and_a_tiny_run_does_not_replace_the_built_in_network() {
     let root = scratch("promote");
     let run = root.join("runs/promote");
     let mut args = tiny_args(&root, "promote", 2);
     args.extend(["--promotion-score", "0"].map(String::from));
-    run_ok(trainer().args(&args));
+    let out = run_ok(trainer().args(&args));
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(metrics_lines(&run).iter().all(|l| l["promoted"] == true));
     assert_eq!(state(&run)["best_iteration"], 2);
     let best = std::fs::read(run.join("best.safetensors")).unwrap();
     assert_eq!(best, std::fs::read(run.join("latest.safetensors")).unwrap());
-    let exported = root.join("models/latest.safetensors");
-    assert_eq!(best, std::fs::read(&exported).unwrap());
-    let net = Network::load(&exported, Some(TINY_NET), &Device::Cpu).unwrap();
+    let net = Network::load(&run.join("best.safetensors"), Some(TINY_NET), &Device::Cpu).unwrap();
     assert_eq!(
-        net.iteration, 2,
-        "the checkpoint records the iteration that made it"
+        (net.iteration, net.run.as_deref()),
+        (2, Some("promote")),
+        "the checkpoint records the iteration and the run that made it"
     );
+    // The models folder is fresh, so the network to beat is the one built into the
+    // binaries, and the tiny network loses to it.
+    assert!(
+        stderr.contains("publishing: to ")
+            && stderr.contains("only when the run's best network beats"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "publishing match: iteration 2 of run promote vs the built-in 64x3 network of run gpu (iteration 64), 10 games at 8 nodes a move"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("not published: iteration 2 of run promote did not beat the built-in"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("trainer export --run promote"), "{stderr}");
+    assert!(!root.join("models/latest.safetensors").exists());
+    assert_eq!(state(&run)["offered"], 2);
+
+    // Offered once: going on with the finished run plays no second publishing match.
+    let out = run_ok(trainer().args(&args));
+    let again = String::from_utf8_lossy(&out.stderr);
+    assert!(!again.contains("publishing match"), "{again}");
+
+    // --no-publish: no match, and the models folder is not touched.
+    let quiet = scratch("no-publish");
+    let mut args = tiny_args(&quiet, "quiet", 1);
+    args.extend(["--promotion-score", "0", "--no-publish"].map(String::from));
+    let out = run_ok(trainer().args(&args));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("publishing: off (--no-publish)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("publishing match"), "{stderr}");
+    assert!(!quiet.join("models").exists());
+}
+
+/// `tiny_args` with the architecture flags left out (for `--init`, which sets them).
+fn tiny_args_without_architecture(root: &Path, run: &str, iterations: u32) -> Vec<String> {
+    let args = tiny_args(root, run, iterations);
+    let mut out = Vec::new();
+    let mut it = args.into_iter();
+    while let Some(a) = it.next() {
+        if a == "--filters" || a == "--blocks" {
+            it.next();
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_run_whose_network_wins_the_publishing_match_replaces_the_published_one() {
+    let root = scratch("publish-wins");
+    // Published: the untrained network of another run.
+    let t = tiny_run();
+    let published = root.join("models/latest.safetensors");
+    std::fs::create_dir_all(root.join("models")).unwrap();
+    std::fs::copy(t.run.join("iter-000000.safetensors"), &published).unwrap();
+    // This run starts from the trained network in the repository and barely moves it.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default.safetensors");
+    let mut args = tiny_args_without_architecture(&root, "strong", 1);
+    args.extend(
+        [
+            "--gating-games",
+            "0",
+            "--lr",
+            "1e-7",
+            "--publish-games",
+            "20",
+        ]
+        .map(String::from),
+    );
+    args.extend(["--strength-nodes", "16", "--init"].map(String::from));
+    args.push(shipped.display().to_string());
+    let out = run_ok(trainer().args(&args));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let run = root.join("runs/strong");
+    assert!(
+        stderr.contains("publishing match: iteration 1 of run strong vs the published 16x1 network of run tiny (iteration 0)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("published iteration 1 of run strong to"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&published).unwrap(),
+        std::fs::read(run.join("best.safetensors")).unwrap()
+    );
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (&config["filters"], &config["blocks"], &config["init"]),
+        (
+            &Value::from(64),
+            &Value::from(3),
+            &Value::from(shipped.display().to_string())
+        )
+    );
+    let first = Network::load(&run.join("iter-000000.safetensors"), None, &Device::Cpu).unwrap();
+    assert_eq!((first.iteration, first.run.as_deref()), (0, Some("strong")));
+
+    // An --init whose architecture the flags contradict is refused before anything is written.
+    let mut args = tiny_args(&root, "contradicted", 1);
+    args.extend(["--init".into(), shipped.display().to_string()]);
+    let out = trainer().args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("holds a 64x3 network, and --filters 16 asks for another"),
+        "{stderr}"
+    );
+    assert!(!root.join("runs/contradicted").exists());
 }
 
 #[test]
@@ -645,25 +767,37 @@ fn results_written_to_a_full_device_are_an_error_not_a_panic() {
 }
 
 #[test]
-fn a_run_does_not_replace_a_network_another_run_published() {
+fn a_run_does_not_replace_a_stronger_network_another_run_published() {
     let root = scratch("publish");
     let published = root.join("models/latest.safetensors");
-    for run in ["first", "second"] {
-        let mut args = tiny_args(&root, run, 1);
-        args.extend(["--promotion-score", "0"].map(String::from));
-        let out = run_ok(trainer().args(&args));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let meta = ember_engine::net::checkpoint::read_metadata(
-            &std::fs::read(&published).unwrap(),
-            "published",
-        )
-        .unwrap();
-        assert_eq!(meta["run"], "first", "{run}: {stderr}");
-        if run == "second" {
-            assert!(stderr.contains("not replaced"), "{stderr}");
-            assert!(stderr.contains("trainer export --run second"), "{stderr}");
-        }
-    }
+    std::fs::create_dir_all(root.join("models")).unwrap();
+    // Published: the trained network of the repository.
+    let shipped =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default.safetensors"))
+            .unwrap();
+    std::fs::write(&published, &shipped).unwrap();
+    let mut args = tiny_args(&root, "second", 1);
+    args.extend(["--promotion-score", "0"].map(String::from));
+    let out = run_ok(trainer().args(&args));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("vs the published 64x3 network of run gpu (iteration 64)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("not published"), "{stderr}");
+    assert!(stderr.contains("trainer export --run second"), "{stderr}");
+    assert_eq!(std::fs::read(&published).unwrap(), shipped);
+
+    // A file there that is not a network is never replaced by a run.
+    std::fs::write(&published, b"someone's notes").unwrap();
+    let mut args = tiny_args(&root, "third", 1);
+    args.extend(["--promotion-score", "0"].map(String::from));
+    let out = run_ok(trainer().args(&args));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not read as a network"), "{stderr}");
+    assert!(!stderr.contains("publishing match"), "{stderr}");
+    assert_eq!(std::fs::read(&published).unwrap(), b"someone's notes");
+
     // Exporting is the deliberate way.
     run_ok(
         trainer()

@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::options::EMBEDDED;
 
-/// The embedded default network (safetensors bytes).
-pub static EMBEDDED_NETWORK: &[u8] = include_bytes!("../../models/default.safetensors");
+pub use ember_engine::net::EMBEDDED_NETWORK;
 
 /// The checkpoint the trainer promotes, relative to the working directory.
 const LATEST: &str = "models/latest.safetensors";
@@ -20,7 +19,8 @@ const LATEST: &str = "models/latest.safetensors";
 /// A loaded network, ready to evaluate.
 pub struct LoadedNet {
     pub evaluator: NetEvaluator,
-    /// "64x3 (training iteration 12) from models/latest.safetensors on cpu", for `info string`.
+    /// "64x3 (training iteration 12, run gpu) from models/latest.safetensors on cpu", for
+    /// `info string`.
     pub description: String,
     pub on_gpu: bool,
 }
@@ -67,8 +67,12 @@ pub fn load(weights: &str, device: DeviceChoice, threads: usize) -> Result<Loade
     } else {
         "cpu".to_string()
     };
+    let run = network
+        .run
+        .as_ref()
+        .map_or(String::new(), |r| format!(", run {r}"));
     let description = format!(
-        "{} (training iteration {}) from {weights} on {place}",
+        "{} (training iteration {}{run}) from {weights} on {place}",
         network.config, network.iteration
     );
     Ok(LoadedNet {

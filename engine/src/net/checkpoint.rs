@@ -25,6 +25,12 @@ pub const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
 /// Metadata field holding the checksum of the tensors (see [`tensor_checksum`]).
 pub const CHECKSUM_FIELD: &str = "checksum";
 
+/// Metadata field naming the run that trained the network (`runs/NAME`).
+pub const RUN_FIELD: &str = "run";
+
+/// Longest run name a loaded network keeps; the rest of a longer field is dropped.
+const MAX_RUN_NAME: usize = 64;
+
 /// Reads a checkpoint file, refusing what is not a regular file or is larger than
 /// [`MAX_CHECKPOINT_BYTES`] (a directory, `/dev/zero`, a FIFO) with an error naming it.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
@@ -245,7 +251,11 @@ impl Network {
             .into_iter()
             .map(|(n, v, _)| (n, v.as_tensor().clone()))
             .collect();
-        serialize(&tensors, metadata(self.config, self.iteration))
+        let mut meta = metadata(self.config, self.iteration);
+        if let Some(run) = &self.run {
+            meta.insert(RUN_FIELD.to_string(), run.clone());
+        }
+        serialize(&tensors, meta)
     }
 
     /// Saves atomically to `path`.
@@ -310,6 +320,14 @@ impl Network {
             bail!("{origin}: tensor `{extra}` is not part of a {config} network");
         }
         net.iteration = iteration;
+        // Shown in `info string` lines and logs: printable characters only, so a hostile
+        // field cannot break a line of the UCI protocol.
+        net.run = ckpt.meta.get(RUN_FIELD).map(|r| {
+            r.chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_RUN_NAME)
+                .collect()
+        });
         Ok(net)
     }
 }

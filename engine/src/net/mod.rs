@@ -34,6 +34,11 @@ use rand::{rngs::StdRng, SeedableRng};
 pub use batchnorm::Activation;
 pub use layers::{FoldedBlock, FoldedLayer, FoldedPolicyHead, FoldedValueHead, TensorKind};
 
+/// The trained network built into the binaries (`models/default.safetensors`, described in
+/// models/README.md): what `ember` plays with when no network is published, and the
+/// player `ember:embedded`.
+pub static EMBEDDED_NETWORK: &[u8] = include_bytes!("../../../models/default.safetensors");
+
 pub const VALUE_CHANNELS: usize = 32;
 pub const VALUE_HIDDEN: usize = 128;
 pub const WDL: usize = 3;
@@ -225,6 +230,8 @@ pub struct Network {
     vars: Vec<(String, Var)>,
     /// Training iteration that produced these weights (checkpoint metadata).
     pub iteration: u64,
+    /// The run that trained these weights (checkpoint metadata field `run`), when known.
+    pub run: Option<String>,
 }
 
 /// Network outputs: policy logits `[B, 4672]` and WDL logits `[B, 3]` (win/draw/loss
@@ -264,6 +271,7 @@ impl Network {
             value,
             vars: store.into_vars(),
             iteration: 0,
+            run: None,
         })
     }
 

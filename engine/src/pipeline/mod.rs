@@ -18,6 +18,8 @@
 //! - [`gating_stage`] plays the candidate against the best network and decides promotion.
 //! - [`strength_stage`] plays the network against fixed anchors (random, greedy, the
 //!   run's iteration-0 network, UCI engines): the run's strength curve.
+//! - [`publish_stage`] plays the run's best network against the one `ember` would
+//!   otherwise play; only a network that wins replaces it.
 //! - [`exchange`] is the run folder seen by distributed self-play: workers take the
 //!   published network from it and put shards into it, and a learner trains on them.
 //! - [`commit`] makes an iteration durable in the run folder ([`run`]), whose
@@ -30,6 +32,7 @@ pub mod commit;
 pub mod exchange;
 pub mod gating_stage;
 pub mod metrics;
+pub mod publish_stage;
 pub mod run;
 pub mod selfplay_stage;
 pub mod settings;

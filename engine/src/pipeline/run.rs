@@ -55,6 +55,10 @@ pub struct RunState {
     pub cumulative_elo: f64,
     /// Iteration whose candidate is the best network (0: the initial network).
     pub best_iteration: u64,
+    /// The best network last offered for publishing (the iteration that made it), whether
+    /// or not it won its publishing match; a network is offered once.
+    #[serde(default)]
+    pub offered: Option<u64>,
 }
 
 impl RunState {
@@ -71,6 +75,7 @@ impl RunState {
             trainer_steps: 0,
             cumulative_elo: 0.0,
             best_iteration: 0,
+            offered: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! each stage is built from. Every default is stated once, in the presets of the trainer.
 
 use super::gating_stage::GatingStage;
+use super::publish_stage::PublishStage;
 use super::selfplay_stage::SelfPlayStage;
 use super::strength_stage::{Anchor, StrengthStage};
 use crate::arena::MatchConfig;
@@ -363,6 +364,10 @@ pub struct StrengthSettings {
     /// any player spec (`uci:/usr/games/stockfish;Skill Level=0`).
     #[serde(default = "default_anchors")]
     pub strength_anchors: Vec<String>,
+    /// Games of the publishing match (the run's best network against the network `ember`
+    /// would otherwise play), at `strength_nodes` visits a move.
+    #[serde(default = "default_publish_games")]
+    pub publish_games: usize,
 }
 
 fn default_strength_games() -> usize {
@@ -371,6 +376,10 @@ fn default_strength_games() -> usize {
 
 fn default_strength_nodes() -> u32 {
     64
+}
+
+fn default_publish_games() -> usize {
+    40
 }
 
 fn default_anchors() -> Vec<String> {
@@ -384,6 +393,7 @@ impl Default for StrengthSettings {
             strength_games: default_strength_games(),
             strength_nodes: default_strength_nodes(),
             strength_anchors: default_anchors(),
+            publish_games: default_publish_games(),
         }
     }
 }
@@ -392,6 +402,17 @@ impl StrengthSettings {
     /// Whether iteration `it` of `iterations` is measured.
     pub fn due(&self, it: u64, iterations: u64) -> bool {
         self.strength_every > 0 && (it.is_multiple_of(self.strength_every) || it == iterations)
+    }
+
+    /// The publishing match, at the strength curve's visits a move.
+    pub fn publish_stage(&self, max_plies: u32, concurrency: usize, seed: u64) -> PublishStage {
+        PublishStage {
+            games: self.publish_games,
+            nodes: self.strength_nodes,
+            max_plies,
+            concurrency,
+            seed,
+        }
     }
 
     /// The stage, `iteration0` resolved to the checkpoint `first`.
