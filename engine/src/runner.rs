@@ -50,6 +50,7 @@
 
 use crate::encoding::move_to_index;
 use crate::game::{fen_of, material, Game, GameOutcome, Termination};
+use crate::mcts::params::tree_nodes_for_visits;
 use crate::mcts::{CachedEvaluator, EvalBatch, Evaluator, Search, SearchParams};
 use crate::phase_times::PhaseTimes;
 use crate::players::{Failure, MoveLimit, Player};
@@ -890,12 +891,17 @@ pub fn play(
         }
     }
     // One evaluation cache per network, in front of its evaluator and shared by all its
-    // games (`cache_entries` of its side); the searches themselves keep none.
+    // games (`cache_entries` of its side); the searches themselves keep none. Each tree is
+    // bounded by the visits its moves get ([`tree_nodes_for_visits`]).
     let mut params: [Option<SearchParams>; 2] = [None, None];
     let mut evaluators: Vec<CachedEvaluator<&mut dyn Evaluator>> = Vec::new();
     for (tree, s) in networks.into_iter().enumerate() {
         params[tree] = Some(SearchParams {
             cache_entries: 0,
+            max_nodes: s
+                .params
+                .max_nodes
+                .min(tree_nodes_for_visits(u64::from(s.nodes))),
             ..s.params.clone()
         });
         evaluators.push(CachedEvaluator::new(s.evaluator, s.params.cache_entries));

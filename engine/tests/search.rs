@@ -451,3 +451,60 @@ fn the_solver_plays_a_mate_in_one_that_the_network_gives_no_prior() {
     let best = ember_engine::game::move_to_uci(off.best_move().unwrap());
     assert_ne!(best, "b1h1");
 }
+
+/// A search of `visits` visits from `fen` with a node bound, material as the value.
+fn bounded_search(fen: &str, visits: u32, max_nodes: usize) -> Search {
+    let game = Game::from_fen(fen).unwrap();
+    let mut s = Search::new(
+        &game,
+        SearchParams {
+            max_batch: 8,
+            max_nodes,
+            ..SearchParams::default()
+        },
+    );
+    let mut eval = ValueEvaluator {
+        value: |p: &Chess| (ember_engine::game::material(p, p.turn()) as f32 / 10.0).tanh(),
+        calls: 0,
+    };
+    s.run_until_visits(&mut eval, visits, &mut PhaseTimes::default())
+        .unwrap();
+    s
+}
+
+const MIDDLEGAME: &str = "r1bqkb1r/pppp1ppp/2n2n2/4p3/2B1P3/5N2/PPPP1PPP/RNBQK2R w KQkq - 4 4";
+
+#[test]
+fn below_its_node_bound_a_search_is_the_same_as_without_one() {
+    let free = bounded_search(MIDDLEGAME, 2000, usize::MAX);
+    assert_eq!(free.stats.not_expanded, 0);
+    let nodes = free.tree().nodes.len();
+    let bounded = bounded_search(MIDDLEGAME, 2000, nodes);
+    assert_eq!(bounded.stats.not_expanded, 0);
+    let stats = |s: &Search| -> Vec<(String, u32, f32)> {
+        s.root_children()
+            .iter()
+            .map(|c| (ember_engine::game::move_to_uci(c.mv), c.visits, c.q))
+            .collect()
+    };
+    assert_eq!(stats(&free), stats(&bounded));
+    assert_eq!(free.best_move(), bounded.best_move());
+}
+
+#[test]
+fn at_its_node_bound_a_search_goes_on_refining_the_tree_it_has() {
+    let bound = 3000;
+    let s = bounded_search(MIDDLEGAME, 20_000, bound);
+    let tree = s.tree();
+    assert!(tree.nodes.len() <= bound, "{} nodes", tree.nodes.len());
+    assert!(tree.allocated_bytes() <= bound * ember_engine::mcts::node::NODE_BYTES);
+    assert!(s.stats.not_expanded > 0);
+    assert_eq!(s.tree_permille(), (tree.nodes.len() * 1000 / bound) as u32);
+    assert!(s.tree_permille() > 900, "{}", s.tree_permille());
+    // Every visit asked for was made, and the visits sum up over the root's children.
+    assert_eq!(s.root_visits(), 20_000);
+    let children: u32 = s.root_children().iter().map(|c| c.visits).sum();
+    assert_eq!(children + 1, s.root_visits());
+    let legal = Game::from_fen(MIDDLEGAME).unwrap().position().legal_moves();
+    assert!(legal.contains(&s.best_move().unwrap()));
+}

@@ -28,6 +28,7 @@ REQUIRED_OPTIONS = [
     "Threads",
     "MinibatchSize",
     "NNCacheSize",
+    "RamLimitMb",
     "CPuct",
     "FpuReduction",
     "MoveOverhead",

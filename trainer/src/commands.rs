@@ -274,6 +274,16 @@ fn one_match(
         spec.openings.len(),
         spec.concurrency
     );
+    match spec.limit {
+        Limit::Nodes(n) => info!(
+            "{}",
+            ember_engine::mcts::params::describe_tree_bound(n, 2 * spec.concurrency)
+        ),
+        _ => info!(
+            "search trees: at most {} MB each for an Ember player under a clock (its RAM limit)",
+            ember_engine::mcts::params::DEFAULT_TREE_MB
+        ),
+    }
     let live = std::io::stderr().is_terminal();
     let every = (spec.games / 10).max(1);
     let report = run_match(&pa, &pb, setup, spec, |r| {

@@ -898,6 +898,13 @@ fn log_start(
         best.parameter_count(),
         precision.as_str()
     );
+    info!(
+        "self-play {}",
+        ember_engine::mcts::params::describe_tree_bound(
+            u64::from(cfg.selfplay.simulations),
+            cfg.selfplay.games_in_flight(gpu)
+        )
+    );
     if existing && state.iteration > 0 {
         info!(
             "Resuming {} after iteration {} of {} (best network from iteration {}, gating Elo summed over promotions {:+.0})",

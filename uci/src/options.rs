@@ -8,6 +8,10 @@
 //!   tree search itself is one thread).
 //! - `MinibatchSize` -> `SearchParams::max_batch` (leaves per network call; small on the
 //!   CPU so that `stop` is answered within one batch).
+//! - `RamLimitMb` -> `SearchParams::max_nodes`: the search tree's memory in MB (lc0's
+//!   option). At the bound the search expands no more nodes and goes on refining the
+//!   lines it has, so `go infinite` runs for as long as it is left; `hashfull` reports the
+//!   fuller of the tree and the evaluation cache.
 //! - `NNCacheSize` -> `SearchParams::cache_entries`, in **entries** (positions), not MB;
 //!   an entry is about 200 bytes, so the default 200000 is about 40 MB.
 //! - `CPuct` -> `SearchParams::cpuct`, `FpuReduction` -> `SearchParams::fpu_reduction`:
@@ -18,10 +22,17 @@
 //! - `Temperature`: 0 plays the most visited move; T > 0 samples by visits^(1/T).
 
 use anyhow::{bail, Context, Result};
+use ember_engine::mcts::node::nodes_for_mb;
+use ember_engine::mcts::params::DEFAULT_TREE_MB;
 use ember_engine::{DeviceChoice, SearchParams};
 
 /// The value of `WeightsFile` that names the network built into the binary.
 pub const EMBEDDED: &str = "<embedded>";
+
+/// `RamLimitMb` bounds: a tree of 16 MB holds about 350,000 nodes; 262,144 MB reaches the
+/// most nodes a tree can index.
+const MIN_RAM_LIMIT_MB: i64 = 16;
+const MAX_RAM_LIMIT_MB: i64 = 262_144;
 
 /// Largest `NNCacheSize` in entries (about 2 GB).
 pub const MAX_CACHE_ENTRIES: i64 = 10_000_000;
@@ -56,6 +67,8 @@ pub struct Options {
     pub solver: bool,
     pub ponder: bool,
     pub temperature: f32,
+    /// `RamLimitMb`: the search tree's memory.
+    pub ram_limit_mb: usize,
     /// Limits that depend on the machine, fixed at start-up.
     pub max_threads: usize,
 }
@@ -141,6 +154,19 @@ pub static TABLE: &[OptionSpec] = &[
         get: |o| Value::Int(o.minibatch_size as i64),
         set: |o, v| {
             o.minibatch_size = v.int() as usize;
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "RamLimitMb",
+        kind: Kind::Spin {
+            min: MIN_RAM_LIMIT_MB,
+            max: Some(MAX_RAM_LIMIT_MB),
+        },
+        changes: Changed::Search,
+        get: |o| Value::Int(o.ram_limit_mb as i64),
+        set: |o, v| {
+            o.ram_limit_mb = v.int() as usize;
             Ok(())
         },
     },
@@ -375,6 +401,7 @@ impl Options {
             solver: params.solver,
             ponder: false,
             temperature: 0.0,
+            ram_limit_mb: DEFAULT_TREE_MB,
             max_threads: cpus.max(1),
         }
     }
@@ -404,6 +431,7 @@ impl Options {
             max_batch: self.minibatch_size,
             cache_entries: self.nn_cache_size,
             solver: self.solver,
+            max_nodes: nodes_for_mb(self.ram_limit_mb),
             ..SearchParams::default()
         }
     }
@@ -547,5 +575,17 @@ mod tests {
             (p.max_batch, p.cache_entries, p.fpu_reduction),
             (64, 1000, 0.5)
         );
+    }
+
+    #[test]
+    fn ram_limit_bounds_the_tree_in_megabytes() {
+        let mut o = options();
+        assert_eq!(o.search_params().max_nodes, nodes_for_mb(DEFAULT_TREE_MB));
+        o.set("RamLimitMb", Some("64")).unwrap();
+        let nodes = o.search_params().max_nodes;
+        let bytes = nodes * ember_engine::mcts::node::NODE_BYTES;
+        assert!(bytes <= 64 << 20 && bytes > 63 << 20, "{nodes} nodes");
+        assert!(o.set("RamLimitMb", Some("8")).is_err());
+        assert_eq!(o.ram_limit_mb, 64, "a refused value changes nothing");
     }
 }

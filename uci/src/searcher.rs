@@ -16,6 +16,7 @@ use crate::report::{
     info_lines, mate_in_moves, q_to_cp, wdl_permille, PvLine, Score, SearchFigures,
 };
 use ember_engine::game::{move_to_uci, parse_uci_move};
+use ember_engine::mcts::node::NODE_BYTES;
 use ember_engine::mcts::{EvalBatch, Search, SearchStats};
 use ember_engine::phase_times::PhaseTimes;
 use ember_engine::timeman::{self, Budget, Clock};
@@ -168,10 +169,11 @@ impl Limits {
 /// one or two plies from the last search's root.
 fn prepare_tree(core: &mut Core, job: &Job) -> Search {
     let params = job.options.search_params();
-    let reusable = core
-        .search
-        .take()
-        .filter(|s| s.cache().capacity() == params.cache_entries);
+    // A tree larger than a lowered RAM limit is dropped, so that its memory goes too.
+    let reusable = core.search.take().filter(|s| {
+        s.cache().capacity() == params.cache_entries
+            && s.tree().allocated_bytes() <= params.max_nodes * NODE_BYTES
+    });
     let Some(mut search) = reusable else {
         return Search::new(&job.game, params);
     };
@@ -304,6 +306,10 @@ fn think(
                 if pondering && control.ponderhit.load(Ordering::Acquire) {
                     break;
                 }
+                if last_info.elapsed() >= INFO_INTERVAL {
+                    last_info = Instant::now();
+                    report(&mut search, &job.options, start, base_visits);
+                }
                 std::thread::sleep(IDLE_POLL);
                 continue;
             }
@@ -422,7 +428,7 @@ fn report(search: &mut Search, options: &Options, start: Instant, base_visits: u
         seldepth: stats.max_depth,
         nodes: (search.root_visits() - base_visits) as u64,
         elapsed,
-        hashfull: search.cache().permille_full(),
+        hashfull: search.tree_permille().max(search.cache().permille_full()),
     };
     let root_hash = search.tree().root_hash;
     let draw = search.cache_mut().get(root_hash).map_or(0.0, |e| e.wdl[1]);

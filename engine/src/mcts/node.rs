@@ -6,6 +6,20 @@ use shakmaty::{Chess, Move};
 
 pub const NONE: u32 = u32::MAX;
 
+/// Bytes of one node in the arena.
+pub const NODE_BYTES: usize = std::mem::size_of::<Node>();
+
+/// Most nodes an arena holds: every index stays below [`NONE`].
+pub const MAX_TREE_NODES: usize = NONE as usize - 1;
+
+/// Fewest nodes a tree bound allows: the root and the most moves a position can have.
+pub const MIN_TREE_NODES: usize = 256;
+
+/// The node bound of a tree that may use `mb` megabytes (MiB) of memory.
+pub fn nodes_for_mb(mb: usize) -> usize {
+    (mb.saturating_mul(1 << 20) / NODE_BYTES).clamp(MIN_TREE_NODES, MAX_TREE_NODES)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum NodeState {
     /// Not yet evaluated.
@@ -111,6 +125,26 @@ impl Tree {
 
     pub fn root(&self) -> &Node {
         &self.nodes[0]
+    }
+
+    /// Makes room for `n` more nodes if the arena stays within `limit` nodes, growing its
+    /// allocation (doubling, but never past the limit); false, changing nothing, if not.
+    pub fn make_room(&mut self, n: usize, limit: usize) -> bool {
+        let limit = limit.clamp(MIN_TREE_NODES, MAX_TREE_NODES);
+        let len = self.nodes.len();
+        if len + n > limit {
+            return false;
+        }
+        if len + n > self.nodes.capacity() {
+            let capacity = (self.nodes.capacity() * 2).max(len + n).max(64).min(limit);
+            self.nodes.reserve_exact(capacity - len);
+        }
+        true
+    }
+
+    /// Bytes the arena has allocated.
+    pub fn allocated_bytes(&self) -> usize {
+        self.nodes.capacity() * NODE_BYTES
     }
 
     /// Makes the child reached by `mv` the new root, keeping its subtree (compacted, the

@@ -39,10 +39,46 @@ pub struct SearchParams {
     /// exactly, and the fastest proven win at the root is played.
     #[serde(default = "yes")]
     pub solver: bool,
+    /// Nodes the tree may hold (its memory bound; see [`super::node::nodes_for_mb`]). At
+    /// the bound the search expands nothing more and goes on refining the lines it has:
+    /// a leaf it reaches is evaluated (or found in the cache) and backed up again.
+    #[serde(default = "default_max_nodes")]
+    pub max_nodes: usize,
 }
 
 fn yes() -> bool {
     true
+}
+
+/// Memory of a tree unless its owner bounds it otherwise: the UCI engine's `RamLimitMb`
+/// default.
+pub const DEFAULT_TREE_MB: usize = 1024;
+
+fn default_max_nodes() -> usize {
+    super::node::nodes_for_mb(DEFAULT_TREE_MB)
+}
+
+/// Nodes of a tree allowed per visit a move, for trees searched to a known number of
+/// visits (self-play, matches): an expansion adds about 35 nodes in the middlegame, and a
+/// reused subtree keeps up to the last move's visits, so the bound is rarely reached.
+pub const TREE_NODES_PER_VISIT: usize = 128;
+
+/// The log line stating the memory bound of `trees` trees searched `visits` visits a move.
+pub fn describe_tree_bound(visits: u64, trees: usize) -> String {
+    let nodes = tree_nodes_for_visits(visits);
+    let mb = |n: usize| n as f64 * super::node::NODE_BYTES as f64 / (1u64 << 20) as f64;
+    format!(
+        "search trees: at most {nodes} nodes ({:.1} MB) each at {visits} visits a move; {trees} in flight: at most {:.0} MB",
+        mb(nodes),
+        mb(nodes * trees)
+    )
+}
+
+/// The node bound of a tree searched `visits` visits a move.
+pub fn tree_nodes_for_visits(visits: u64) -> usize {
+    (visits as usize)
+        .saturating_mul(TREE_NODES_PER_VISIT)
+        .clamp(super::node::MIN_TREE_NODES, default_max_nodes())
 }
 
 impl Default for SearchParams {
@@ -62,6 +98,7 @@ impl Default for SearchParams {
             tree_twofold_draw: true,
             fpu_reduction_root: None,
             solver: true,
+            max_nodes: default_max_nodes(),
         }
     }
 }

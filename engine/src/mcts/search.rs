@@ -5,7 +5,7 @@
 
 use super::cache::EvalCache;
 use super::evaluator::{EvalBatch, Evaluator};
-use super::node::{Node, NodeState, Tree, NONE};
+use super::node::{Node, NodeState, Tree, MAX_TREE_NODES, MIN_TREE_NODES, NONE};
 use super::params::SearchParams;
 use crate::game::{is_mating_move, position_hash, rules_outcome, Game};
 use crate::phase_times::{lap, PhaseTimes};
@@ -29,6 +29,8 @@ pub struct SearchStats {
     pub max_depth: u32,
     /// Sum of descent depths (for the mean depth).
     pub depth_sum: u64,
+    /// Leaves left unexpanded because the tree was at its node bound.
+    pub not_expanded: u64,
 }
 
 /// A root child's statistics, for move choice and reporting.
@@ -45,6 +47,10 @@ pub struct ChildStats {
     /// Plies from the root to the checkmate that decides the move (when decided).
     pub mate_plies: u16,
 }
+
+/// Root visits after which a search takes no more (a `go infinite` at its node bound
+/// revisits its leaves for as long as it is left running).
+pub const MAX_ROOT_VISITS: u32 = u32::MAX / 2;
 
 enum Descent {
     Leaf,
@@ -100,6 +106,12 @@ impl Search {
 
     pub fn tree(&self) -> &Tree {
         &self.tree
+    }
+
+    /// How full the tree is against its node bound, in permille.
+    pub fn tree_permille(&self) -> u32 {
+        let limit = self.params.max_nodes.clamp(MIN_TREE_NODES, MAX_TREE_NODES);
+        (self.tree.nodes.len() as u64 * 1000 / limit as u64).min(1000) as u32
     }
 
     pub fn cache(&self) -> &EvalCache {
@@ -186,6 +198,10 @@ impl Search {
             let mut rng = std::mem::replace(&mut self.noise_rng, StdRng::seed_from_u64(0));
             self.add_root_noise(&mut rng);
             self.noise_rng = rng;
+        }
+        // Visits stay far from u32's end, whatever a search at its node bound runs for.
+        if self.tree.root().visits >= MAX_ROOT_VISITS {
+            return 0;
         }
         let mut added = 0;
         let mut visits = 0;
@@ -364,7 +380,13 @@ impl Search {
         node.first_child as usize + best
     }
 
-    fn expand(&mut self, idx: usize, moves: &[Move], priors: &[f32]) {
+    /// Gives `idx` its children; false, leaving it a leaf, when the tree is at its bound.
+    fn expand(&mut self, idx: usize, moves: &[Move], priors: &[f32]) -> bool {
+        if !self.tree.make_room(moves.len(), self.params.max_nodes) {
+            self.tree.nodes[idx].state = NodeState::Unexpanded;
+            self.stats.not_expanded += 1;
+            return false;
+        }
         let first = self.tree.nodes.len();
         for (mv, &prior) in moves.iter().zip(priors) {
             self.tree
@@ -375,6 +397,7 @@ impl Search {
         n.first_child = first as u32;
         n.num_children = moves.len() as u16;
         n.state = NodeState::Expanded;
+        true
     }
 
     /// Marks the expanded nodes' mating moves from `pending_mates[from..]` as checkmates
