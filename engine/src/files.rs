@@ -109,6 +109,22 @@ pub fn sweep_temporaries(dir: &Path, sweep: Sweep) -> Vec<String> {
     removed
 }
 
+/// Largest opening book (`--openings`) read: 64 MB is about a million EPD positions.
+pub const MAX_BOOK_BYTES: u64 = 64 << 20;
+/// Largest JSON file of a run folder read (`config.json`, `state.json`, the exchange's
+/// records).
+pub const MAX_JSON_BYTES: u64 = 16 << 20;
+/// Largest `metrics.jsonl` read: a line is about 2 KB, so millions of iterations.
+pub const MAX_METRICS_BYTES: u64 = 1 << 30;
+/// Largest replay shard, or object of the exchange, read.
+pub const MAX_SHARD_BYTES: u64 = 4 << 30;
+
+/// [`read_bounded`] as UTF-8 text.
+pub fn read_bounded_text(path: &Path, limit: u64, what: &str) -> Result<String> {
+    String::from_utf8(read_bounded(path, limit, what)?)
+        .map_err(|_| anyhow!("{} is not UTF-8 text, not {what}", path.display()))
+}
+
 /// Reads `what` (e.g. "a checkpoint") from `path`, refusing what is not a regular file
 /// (a directory, `/dev/zero`, a FIFO) or is larger than `limit` bytes, with an error
 /// naming the file.

@@ -125,8 +125,9 @@ fn parse_pgn_openings(text: &str, origin: &str) -> Result<Vec<Opening>> {
 
 /// Reads an opening file (`.epd` or `.pgn`).
 pub fn read_openings(path: &Path) -> Result<Vec<Opening>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading openings from {}", path.display()))?;
+    let text =
+        crate::files::read_bounded_text(path, crate::files::MAX_BOOK_BYTES, "an opening book")
+            .context("reading openings")?;
     parse_openings(&text, &path.display().to_string())
 }
 

@@ -316,8 +316,8 @@ pub fn parse_shard(bytes: &[u8], origin: &str) -> (Vec<Sample>, LoadStats) {
 /// Reads one shard file. Only an unreadable file is an error; bad records are skipped
 /// and counted.
 pub fn read_shard(path: &Path) -> Result<(Vec<Sample>, LoadStats)> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading replay shard {}", path.display()))?;
+    let bytes = crate::files::read_bounded(path, crate::files::MAX_SHARD_BYTES, "a replay shard")
+        .context("reading a replay shard")?;
     Ok(parse_shard(&bytes, &path.display().to_string()))
 }
 

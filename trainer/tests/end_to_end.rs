@@ -896,3 +896,43 @@ fn a_run_with_the_strength_curve_on_records_each_anchor_and_draws_the_curve() {
         assert!(svg.contains(anchor), "{anchor} missing from the plot");
     }
 }
+
+#[test]
+fn files_a_user_names_are_read_within_bounds_with_one_line_errors() {
+    let start = Instant::now();
+    let out = trainer()
+        .args(["match", "--a", "random", "--b", "greedy", "--games", "2"])
+        .args(["--openings", "/dev/zero"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("/dev/zero is not a regular file") && stderr.contains("opening book"),
+        "{stderr}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(30));
+
+    // A run folder whose config.json, state.json or metrics.jsonl is a device.
+    let root = scratch("bounded");
+    run_ok(trainer().args(tiny_args(&root, "b", 1)));
+    let run = root.join("runs/b");
+    for name in ["config.json", "state.json", "metrics.jsonl"] {
+        let path = run.join(name);
+        let kept = std::fs::read(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let out = trainer().args(tiny_args(&root, "b", 2)).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{name} is not a regular file")),
+            "{name}: {stderr}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, kept).unwrap();
+    }
+    run_ok(trainer().args(tiny_args(&root, "b", 2)));
+    assert_eq!(state(&run)["iteration"], 2);
+}

@@ -62,10 +62,14 @@ pub struct LocalStorage {
 impl Storage for LocalStorage {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         let path = self.root.join(key);
-        match std::fs::read(&path) {
-            Ok(b) => Ok(Some(b)),
+        match std::fs::symlink_metadata(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+            _ => crate::files::read_bounded(
+                &path,
+                crate::files::MAX_SHARD_BYTES,
+                "an exchange object",
+            )
+            .map(Some),
         }
     }
 

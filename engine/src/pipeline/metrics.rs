@@ -88,7 +88,7 @@ pub fn load_and_trim(path: &Path, complete: u64) -> Result<Vec<IterationMetrics>
         return Ok(Vec::new());
     }
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        crate::files::read_bounded_text(path, crate::files::MAX_METRICS_BYTES, "a metrics file")?;
     let mut kept: Vec<IterationMetrics> = Vec::new();
     let mut unreadable = String::new();
     let mut dropped = false;
@@ -125,7 +125,12 @@ pub fn load_and_trim(path: &Path, complete: u64) -> Result<Vec<IterationMetrics>
     }
     if !unreadable.is_empty() {
         let aside = unreadable_path(path);
-        let mut all = std::fs::read_to_string(&aside).unwrap_or_default();
+        let mut all = crate::files::read_bounded_text(
+            &aside,
+            crate::files::MAX_METRICS_BYTES,
+            "a metrics file",
+        )
+        .unwrap_or_default();
         all.push_str(&unreadable);
         write_atomic(&aside, all.as_bytes())
             .with_context(|| format!("writing {}", aside.display()))?;

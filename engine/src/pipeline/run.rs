@@ -375,7 +375,7 @@ fn file_name(p: &Path) -> String {
 }
 
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = crate::files::read_bounded(path, crate::files::MAX_JSON_BYTES, "a JSON record")?;
     serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
 }
 
