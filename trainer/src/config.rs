@@ -801,6 +801,35 @@ mod tests {
         assert_eq!(back, cfg);
     }
 
+    proptest::proptest! {
+        #![proptest_config({
+            let mut c = proptest::prelude::ProptestConfig::default();
+            if std::env::var_os("PROPTEST_CASES").is_none() {
+                c.cases = 512;
+            }
+            c
+        })]
+
+        /// A config.json with bytes overwritten or cut off is read, checked and refused
+        /// with an error, never a panic.
+        #[test]
+        fn a_mangled_config_json_is_read_or_refused(
+            edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()), 0..6),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let valid = serde_json::to_vec(&RunConfig::from_preset(&TrainArgs::default()).unwrap()).unwrap();
+            let mut bytes = valid.clone();
+            for (at, byte) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = byte;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1).max(bytes.len() * 3 / 4));
+            if let Ok(saved) = serde_json::from_slice::<RunConfig>(&bytes) {
+                let _ = RunConfig::resumed(saved, &TrainArgs::default(), "config.json");
+            }
+        }
+    }
+
     #[test]
     fn timestamp_has_date_and_time() {
         let t = timestamp();

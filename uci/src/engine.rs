@@ -306,6 +306,79 @@ mod tests {
     use crate::input::parse_line;
     use shakmaty::Position;
 
+    /// Fuzzing of what a GUI sends: arbitrary bytes and mutated real lines go through
+    /// the line decoder and parser, `position` commands are built into games, and
+    /// `setoption` lines are applied, without a panic (512 cases unless `PROPTEST_CASES`).
+    mod fuzz {
+        use super::*;
+        use crate::input::sanitize;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            let mut c = ProptestConfig::default();
+            if std::env::var_os("PROPTEST_CASES").is_none() {
+                c.cases = 512;
+            }
+            c
+        }
+
+        const LINES: &[&str] = &[
+            "position startpos moves e2e4 e7e5 g1f3 b8c6 f1b5",
+            "position fen r1bqkb1r/pppp1ppp/2n2n2/4p3/2B1P3/5N2/PPPP1PPP/RNBQK2R w KQkq - 4 4 moves e1g1",
+            "position fen 8/P7/8/8/8/8/8/k6K w - - 0 1 moves a7a8q",
+            "go wtime 1000 btime 1000 winc 10 binc 10 movestogo 20 searchmoves e2e4 d2d4",
+            "setoption name RamLimitMb value 64",
+            "setoption name WeightsFile value /dev/zero",
+            "go nodes 100 depth 5 mate 3 movetime 10 infinite ponder",
+        ];
+
+        fn line() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..160),
+                (
+                    prop::sample::select(LINES),
+                    prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+                    any::<prop::sample::Index>(),
+                )
+                    .prop_map(|(l, edits, cut)| {
+                        let mut b = l.as_bytes().to_vec();
+                        for (at, byte) in edits {
+                            let i = at.index(b.len());
+                            b[i] = byte;
+                        }
+                        b.truncate(cut.index(b.len() + 1).max(b.len() / 2));
+                        b
+                    }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn any_line_parses_and_a_position_is_built_or_refused(raw in line()) {
+                let text = sanitize(&raw);
+                prop_assert!(!text.contains('\n') && !text.contains('\r'));
+                match parse_line(&text) {
+                    Command::Position(p) => {
+                        if let Ok(game) = build_game(&p) {
+                            let fen = ember_engine::game::fen_of(game.position());
+                            prop_assert!(Game::from_fen(&fen).is_ok(), "{}", fen);
+                        }
+                    }
+                    Command::SetOption { name, value } => {
+                        let mut o = Options::new(crate::options::EMBEDDED.to_string(), 2, false);
+                        let before = o.clone();
+                        if o.set(&name, value.as_deref()).is_err() {
+                            prop_assert_eq!(o, before);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
     fn game_of(line: &str) -> Result<Game> {
         match parse_line(line) {
             Command::Position(p) => build_game(&p),
