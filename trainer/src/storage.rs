@@ -9,11 +9,35 @@
 //! HTTP, `AWS_ALLOW_HTTP=true`. A put to object storage is atomic, so there is nothing
 //! unfinished to clean up there.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ember_engine::pipeline::exchange::Exchange;
+use ember_engine::pipeline::faults::{Faults, FaultyStorage};
 use std::path::Path;
+use std::sync::Arc;
+
+/// Set to a [`Faults`] spec (`read=0.1,write=0.1,...`), the exchange fails on purpose:
+/// the distributed tests' storage faults.
+pub const FAULTS_VARIABLE: &str = "EMBER_STORAGE_FAULTS";
 
 pub fn open_exchange(spec: &Path) -> Result<Exchange> {
+    let exchange = open_plain(spec)?;
+    let Some(faults) = std::env::var_os(FAULTS_VARIABLE) else {
+        return Ok(exchange);
+    };
+    let faults: Faults = faults
+        .to_string_lossy()
+        .parse()
+        .with_context(|| format!("{FAULTS_VARIABLE}"))?;
+    log::warn!(
+        "{FAULTS_VARIABLE} is set: the exchange in {} fails on purpose ({faults:?})",
+        exchange.describe()
+    );
+    Ok(Exchange {
+        storage: Arc::new(FaultyStorage::new(exchange.storage, faults)),
+    })
+}
+
+fn open_plain(spec: &Path) -> Result<Exchange> {
     let text = spec.to_string_lossy();
     if let Some(rest) = text.strip_prefix("s3://") {
         return s3::open(rest);

@@ -77,6 +77,10 @@ pub struct Learner {
 
 /// Tries of each storage operation of the learner.
 const LEARNER_RETRIES: u32 = 8;
+/// Tries of reading a shard's record before it is left for a later iteration.
+const RECORD_TRIES: u32 = 4;
+/// Reads of a shard that came back short before its readable part is used.
+const SHARD_READS: u32 = 4;
 /// How often a waiting learner looks for new shards.
 const SHARD_POLL: Duration = Duration::from_millis(500);
 /// Unfinished files in `shards/` older than this are left by a worker that is gone.
@@ -489,7 +493,11 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
                 if taken.contains(&name) || known.contains_key(&name) || refused.contains(&name) {
                     continue;
                 }
-                match learner.exchange.read_meta(&name) {
+                // A record read cut short does not parse: it is read again before it is
+                // refused (for this iteration; a later one tries it afresh).
+                match with_retry("reading a shard's record", RECORD_TRIES, || {
+                    learner.exchange.read_meta(&name)
+                }) {
                     Ok(meta) => {
                         known.insert(name, meta);
                         last_arrival = Instant::now();
@@ -529,8 +537,11 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
         };
         let mut versions = std::collections::BTreeSet::new();
         for (name, meta) in &known {
-            sp.samples
-                .extend(read_worker_shard(&learner.exchange, name)?);
+            sp.samples.extend(read_worker_shard(
+                &learner.exchange,
+                name,
+                Some(meta.samples),
+            )?);
             sp.plies.extend(&meta.plies);
             for (k, n) in &meta.terminations {
                 *sp.terminations.entry(k.clone()).or_default() += n;
@@ -764,15 +775,38 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
     }
 }
 
-/// The samples of a worker's shard; corrupt records are skipped with a warning.
+/// The samples of a worker's shard; corrupt records are skipped with a warning. A read
+/// that came back short (fewer samples than its record says, `expected`, or a torn last
+/// record) is read again, [`SHARD_READS`] times at most, before what it holds is used.
 fn read_worker_shard(
     exchange: &Exchange,
     name: &str,
+    expected: Option<usize>,
 ) -> Result<Vec<ember_engine::selfplay::Sample>> {
-    let bytes = with_retry("reading a shard", LEARNER_RETRIES, || {
-        exchange.read_shard(name)
-    })?;
-    let (samples, stats) = ember_engine::replay::parse_shard(&bytes, name);
+    let mut reads = 0;
+    let (samples, stats) = loop {
+        reads += 1;
+        let bytes = with_retry("reading a shard", LEARNER_RETRIES, || {
+            exchange.read_shard(name)
+        })?;
+        let (samples, stats) = ember_engine::replay::parse_shard(&bytes, name);
+        let short = expected.map_or(stats.torn_tail > 0, |n| samples.len() < n);
+        if !short || reads >= SHARD_READS {
+            break (samples, stats);
+        }
+        warn!(
+            "shard {name}: read {} of {} samples, reading it again",
+            samples.len(),
+            expected.map_or("?".to_string(), |n| n.to_string())
+        );
+    };
+    if expected.is_some_and(|n| samples.len() < n) {
+        warn!(
+            "shard {name}: {} of its {} samples could be read",
+            samples.len(),
+            expected.unwrap_or_default()
+        );
+    }
     if stats.skipped_corrupt > 0 || stats.torn_tail > 0 {
         warn!(
             "shard {name}: skipped {} corrupt record(s) and {} torn tail(s)",
@@ -786,7 +820,7 @@ fn read_worker_shard(
 /// first in `names`), read from the exchange until the window is full.
 fn worker_window(exchange: &Exchange, names: &[String], size: WindowSize) -> Result<ReplayWindow> {
     let (window, _) = ReplayWindow::fill_newest(names, size, |name| {
-        read_worker_shard(exchange, name)
+        read_worker_shard(exchange, name, None)
             .map(|samples| Some((samples, LoadStats::default())))
             .with_context(|| format!("loading the replay window from {}", exchange.describe()))
     })?;

@@ -102,10 +102,11 @@ publishes to its --models-dir",
             .as_ref()
             .is_none_or(|(v, _)| *v != published.version)
         {
-            let bytes = with_retry("reading the published network", args.retries, || {
-                exchange.read_network(&published)
+            // A torn read fails the checksum and is read again.
+            let net = with_retry("reading the published network", args.retries, || {
+                let bytes = exchange.read_network(&published)?;
+                Network::from_bytes(&bytes, Some(cfg.net), &device, &published.network)
             })?;
-            let net = Network::from_bytes(&bytes, Some(cfg.net), &device, &published.network)?;
             info!(
                 "worker {id}: playing with network version {}",
                 published.version

@@ -22,8 +22,14 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn spawn(args: &[&str], log: &Path) -> Child {
+    spawn_with(args, log, &[])
+}
+
+/// `spawn` with environment variables set.
+fn spawn_with(args: &[&str], log: &Path, env: &[(&str, &str)]) -> Child {
     let log = std::fs::File::create(log).unwrap();
     Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .envs(env.iter().copied())
         .args(args)
         .stdout(Stdio::null())
         .stderr(log)
@@ -36,9 +42,9 @@ fn learner(run: &Path, root: &Path, log: &str) -> Child {
 }
 
 /// A tiny learner on the CPU (8x1 network, 4 steps a publication, no gating), with `extra` flags.
-fn learner_with(run: &Path, root: &Path, log: &str, extra: &[&str]) -> Child {
+fn learner_args(run: &Path, root: &Path) -> Vec<String> {
     let models = root.join("models");
-    let mut args = vec![
+    let args = vec![
         "learn",
         "--run-dir",
         run.to_str().unwrap(),
@@ -73,8 +79,14 @@ fn learner_with(run: &Path, root: &Path, log: &str, extra: &[&str]) -> Child {
         "--strength-nodes",
         "4",
     ];
-    args.extend_from_slice(extra);
-    spawn(&args, &root.join(log))
+    args.into_iter().map(String::from).collect()
+}
+
+fn learner_with(run: &Path, root: &Path, log: &str, extra: &[&str]) -> Child {
+    let mut args = learner_args(run, root);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    spawn(&refs, &root.join(log))
 }
 
 fn worker(run: &Path, root: &Path, id: &str, games: usize, shard_games: usize) -> Child {
@@ -318,4 +330,99 @@ fn workers_and_a_learner_meet_in_object_storage() {
     assert_eq!(after.worker_shards.len(), 6, "a shard taken twice");
     assert_eq!(after.games_total, 24);
     assert!(log_of(&root, "learn.log").contains(&format!("for the workers in {url}")));
+}
+
+/// Storage that fails: a tenth of the reads, writes and listings fail (half the failed
+/// writes after the object was written), a tenth of the reads come back cut short, and
+/// some calls are slow, for the learner and for every worker. Every game is still counted
+/// exactly once, every sample of every shard reaches the learner, and a second learner
+/// on the same run folder is refused while the first runs.
+#[test]
+fn under_storage_faults_every_game_is_counted_exactly_once() {
+    let root = scratch("faults");
+    let run = root.join("run");
+    let exchange = Exchange::new(&run);
+    let faults =
+        |seed: u32| format!("read=0.1,write=0.1,list=0.1,truncate=0.1,slow=0.05,seed={seed}");
+    let learner_faults = faults(1);
+    let env = [("EMBER_STORAGE_FAULTS", learner_faults.as_str())];
+    let mut args = learner_args(&run, &root);
+    args.extend(["--idle-exit", "10"].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut learn = spawn_with(&refs, &root.join("learn.log"), &env);
+    wait_until(
+        "the learner's first network",
+        Duration::from_secs(120),
+        || exchange.published().ok().flatten().is_some(),
+    );
+
+    // A second learner on the same run folder is refused at once.
+    let second = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("in use by another trainer"), "{stderr}");
+
+    let scratch_dir = root.join("scratch");
+    let mut workers: Vec<Child> = ["f1", "f2", "f3"]
+        .iter()
+        .enumerate()
+        .map(|(k, id)| {
+            let spec = faults(10 + k as u32);
+            spawn_with(
+                &[
+                    "worker",
+                    "--run-dir",
+                    run.to_str().unwrap(),
+                    "--scratch",
+                    scratch_dir.to_str().unwrap(),
+                    "--worker-id",
+                    id,
+                    "--games",
+                    "12",
+                    "--shard-games",
+                    "4",
+                    "--device",
+                    "cpu",
+                ],
+                &root.join(format!("{id}.log")),
+                &[("EMBER_STORAGE_FAULTS", spec.as_str())],
+            )
+        })
+        .collect();
+    for (w, id) in workers.iter_mut().zip(["f1", "f2", "f3"]) {
+        assert!(
+            w.wait().unwrap().success(),
+            "{}",
+            log_of(&root, &format!("{id}.log"))
+        );
+    }
+    assert!(
+        learn.wait().unwrap().success(),
+        "{}",
+        log_of(&root, "learn.log")
+    );
+    let log = log_of(&root, "learn.log");
+    assert!(log.contains("injected fault"), "the faults happened: {log}");
+
+    let after = state(&run).unwrap();
+    let complete = exchange.complete_shards().unwrap();
+    assert_eq!(complete.len(), 9, "{complete:?}");
+    let taken: BTreeSet<&String> = after.worker_shards.iter().collect();
+    assert_eq!(
+        taken.len(),
+        after.worker_shards.len(),
+        "a shard taken twice"
+    );
+    assert_eq!(taken, complete.iter().collect::<BTreeSet<_>>());
+    let metas: Vec<_> = complete
+        .iter()
+        .map(|n| exchange.read_meta(n).unwrap())
+        .collect();
+    assert_eq!(metas.iter().map(|m| m.games).sum::<usize>(), 36);
+    assert_eq!(after.games_total, 36);
+    let samples: usize = metas.iter().map(|m| m.samples).sum();
+    assert_eq!(after.positions_total, samples as u64, "every sample read");
 }

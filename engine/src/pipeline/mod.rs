@@ -30,6 +30,7 @@
 
 pub mod commit;
 pub mod exchange;
+pub mod faults;
 pub mod gating_stage;
 pub mod metrics;
 pub mod publish_stage;
