@@ -68,7 +68,7 @@ pub fn describe_tree_bound(visits: u64, trees: usize) -> String {
     let nodes = tree_nodes_for_visits(visits);
     let mb = |n: usize| n as f64 * super::node::NODE_BYTES as f64 / (1u64 << 20) as f64;
     format!(
-        "search trees: at most {nodes} nodes ({:.1} MB) each at {visits} visits a move; {trees} in flight: at most {:.0} MB",
+        "search trees: at most {nodes} nodes ({:.2} MB) each at {visits} visits a move; {trees} in flight: at most {:.1} MB",
         mb(nodes),
         mb(nodes * trees)
     )
