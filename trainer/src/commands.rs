@@ -274,13 +274,18 @@ fn one_match(
         spec.openings.len(),
         spec.concurrency
     );
+    let embers = [a, b]
+        .iter()
+        .filter(|p| matches!(p, PlayerSpec::Ember(_)))
+        .count();
     match spec.limit {
+        _ if embers == 0 => {}
         Limit::Nodes(n) => info!(
             "{}",
-            ember_engine::mcts::params::describe_tree_bound(n, 2 * spec.concurrency)
+            ember_engine::mcts::params::describe_tree_bound(n, embers * spec.concurrency)
         ),
         _ => info!(
-            "search trees: at most {} MB each for an Ember player under a clock (its RAM limit)",
+            "search trees: at most {} MB each for an Ember player under a clock or move time",
             ember_engine::mcts::params::DEFAULT_TREE_MB
         ),
     }

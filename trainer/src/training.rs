@@ -69,10 +69,49 @@ pub struct Session {
 /// A learner's side of the exchange (see [`ember_engine::pipeline::exchange`]).
 pub struct Learner {
     pub exchange: Exchange,
+    /// `HOST:RUN_DIR`: this learner's claim on the exchange ([`Exchange::claim_learner`]).
+    pub owner: String,
+    /// When the claim was last renewed.
+    pub claimed: std::cell::Cell<Instant>,
     /// Training steps per published network.
     pub publish_steps: usize,
     /// Stop once no new shard has come for this long.
     pub idle_exit: Option<Duration>,
+}
+
+/// How often a learner renews its claim on the exchange (it expires after
+/// `LEASE_EXPIRY`, 10 minutes).
+const CLAIM_RENEWAL: Duration = Duration::from_secs(60);
+
+/// `HOST:RUN_DIR`, the run folder made absolute.
+fn learner_owner(root: &Path) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let dir = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+    format!("{host}:{}", dir.display())
+}
+
+/// Claims (or renews the claim on) the exchange for `owner`; refused while another
+/// learner holds it.
+fn claim(exchange: &Exchange, owner: &str) -> Result<()> {
+    if let Some(why) = with_retry("claiming the exchange", LEARNER_RETRIES, || {
+        exchange.claim_learner(owner)
+    })? {
+        bail!("{why}");
+    }
+    Ok(())
+}
+
+impl Learner {
+    /// Renews the claim when it is due.
+    fn renew(&self) -> Result<()> {
+        if self.claimed.get().elapsed() >= CLAIM_RENEWAL {
+            claim(&self.exchange, &self.owner)?;
+            self.claimed.set(Instant::now());
+        }
+        Ok(())
+    }
 }
 
 /// Tries of each storage operation of the learner.
@@ -200,6 +239,10 @@ impl Session {
             run: Some(name),
             ..args.train.clone()
         };
+        // One learner per exchange: claimed before anything is written.
+        let exchange = crate::storage::open_exchange(args.exchange.as_deref().unwrap_or(root))?;
+        let owner = learner_owner(root);
+        claim(&exchange, &owner)?;
         let mut session = Session::open(&train, progress)?;
         if !session.state.shards.is_empty() {
             bail!(
@@ -207,7 +250,6 @@ impl Session {
                 root.display()
             );
         }
-        let exchange = crate::storage::open_exchange(args.exchange.as_deref().unwrap_or(root))?;
         with_retry("storing config.json", LEARNER_RETRIES, || {
             exchange.put_config(&session.cfg)
         })?;
@@ -235,6 +277,8 @@ impl Session {
             );
         }
         session.learner = Some(Learner {
+            owner,
+            claimed: std::cell::Cell::new(Instant::now()),
             exchange,
             publish_steps: args.publish_steps.max(1),
             idle_exit: args.idle_exit.map(Duration::from_secs_f64),
@@ -486,6 +530,7 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
         let mut last_arrival = Instant::now();
         let mut announced = false;
         loop {
+            learner.renew()?;
             let names = with_retry("listing the shards", LEARNER_RETRIES, || {
                 learner.exchange.complete_shards()
             })?;

@@ -336,7 +336,8 @@ fn workers_and_a_learner_meet_in_object_storage() {
 /// writes after the object was written), a tenth of the reads come back cut short, and
 /// some calls are slow, for the learner and for every worker. Every game is still counted
 /// exactly once, every sample of every shard reaches the learner, and a second learner
-/// on the same run folder is refused while the first runs.
+/// on the same run folder, or on the same exchange from a folder of its own, is refused
+/// while the first runs.
 #[test]
 fn under_storage_faults_every_game_is_counted_exactly_once() {
     let root = scratch("faults");
@@ -364,6 +365,20 @@ fn under_storage_faults_every_game_is_counted_exactly_once() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("in use by another trainer"), "{stderr}");
+
+    // So is a learner with a run folder of its own that points at the same exchange (as
+    // learners on several machines would share one S3 prefix), before it writes anything.
+    let other = root.join("other-run");
+    let mut args = learner_args(&other, &root);
+    args.extend(["--exchange".into(), run.display().to_string()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(&args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is in use by another learner"), "{stderr}");
+    assert!(!other.exists(), "the refused learner wrote its run folder");
 
     let scratch_dir = root.join("scratch");
     let mut workers: Vec<Child> = ["f1", "f2", "f3"]

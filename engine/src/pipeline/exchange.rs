@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! RUN/config.json                      the run's configuration (the learner writes it)
+//!     learner.json                     the learner's claim: one learner per exchange
 //!     published.json                   which network to play with: {"version": V, "network": "networks/net-V.safetensors"}
 //!     networks/net-NNNNNN.safetensors  published networks, never rewritten
 //!     shards/WORKER-SEQ.shard          a batch of finished games' training samples
@@ -174,6 +175,29 @@ pub struct ShardMeta {
     pub wall_s: f64,
 }
 
+/// The claim of the learner that owns an exchange (`learner.json`): one learner per
+/// exchange, also when learners with separate local run folders point at one S3 prefix.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LearnerLease {
+    pub format: String,
+    /// `HOST:RUN_DIR` of the learner: the same learner started again keeps its claim.
+    pub owner: String,
+    /// Seconds since the Unix epoch of the last renewal.
+    pub renewed_unix_s: f64,
+}
+
+const LEASE_FORMAT: &str = "ember-learner";
+
+/// A claim not renewed for this long belongs to a learner that is gone.
+pub const LEASE_EXPIRY: Duration = Duration::from_secs(600);
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
 /// A run folder seen as the exchange between workers and the learner.
 #[derive(Clone)]
 pub struct Exchange {
@@ -198,6 +222,37 @@ impl Exchange {
 
     pub fn describe(&self) -> String {
         self.storage.describe()
+    }
+
+    /// Claims the exchange for the learner `owner`, or renews its claim. Refused (the
+    /// reason returned) while another learner's claim is younger than [`LEASE_EXPIRY`]; a
+    /// storage failure or a claim that does not parse is an error (a torn read is retried
+    /// by the caller; a corrupt file is named).
+    pub fn claim_learner(&self, owner: &str) -> Result<Option<String>> {
+        if let Some(bytes) = self.storage.get("learner.json")? {
+            let lease: LearnerLease = serde_json::from_slice(&bytes)
+                .context("parsing learner.json (remove it if no learner uses this exchange)")?;
+            let age = unix_now() - lease.renewed_unix_s;
+            if lease.owner != owner && age < LEASE_EXPIRY.as_secs_f64() {
+                return Ok(Some(format!(
+                    "{} is in use by another learner ({}, its claim renewed {:.0}s ago); a learner that is gone \
+frees it {} s after its last renewal",
+                    self.describe(),
+                    lease.owner,
+                    age.max(0.0),
+                    LEASE_EXPIRY.as_secs()
+                )));
+            }
+        }
+        self.storage.put(
+            "learner.json",
+            &json(&LearnerLease {
+                format: LEASE_FORMAT.into(),
+                owner: owner.to_string(),
+                renewed_unix_s: unix_now(),
+            })?,
+        )?;
+        Ok(None)
     }
 
     /// The run's configuration as the learner stored it, if it has yet.
@@ -423,6 +478,36 @@ mod tests {
             .sweep_unfinished(None, Duration::from_secs(3600))
             .is_empty());
         assert_eq!(x.sweep_unfinished(None, Duration::ZERO).len(), 1);
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn one_learner_claims_an_exchange_until_its_claim_expires() {
+        let (x, root) = temp("claim");
+        assert_eq!(x.claim_learner("h:/a").unwrap(), None);
+        assert_eq!(
+            x.claim_learner("h:/a").unwrap(),
+            None,
+            "renewed by its owner"
+        );
+        let refused = x.claim_learner("h:/b").unwrap().unwrap();
+        assert!(
+            refused.contains("in use by another learner (h:/a"),
+            "{refused}"
+        );
+        // A claim not renewed for LEASE_EXPIRY belongs to a learner that is gone.
+        std::fs::write(
+            root.join("learner.json"),
+            br#"{"format":"ember-learner","owner":"h:/a","renewed_unix_s":0.0}"#,
+        )
+        .unwrap();
+        assert_eq!(x.claim_learner("h:/b").unwrap(), None);
+        assert!(x.claim_learner("h:/a").unwrap().is_some());
+        std::fs::write(root.join("learner.json"), b"{\"format\"").unwrap();
+        assert!(
+            x.claim_learner("h:/b").is_err(),
+            "a torn claim is an error to retry"
+        );
         std::fs::remove_dir_all(&root).ok();
     }
 
