@@ -63,6 +63,7 @@ mod s3 {
 #[cfg(feature = "s3")]
 mod s3 {
     use anyhow::{bail, Context, Result};
+    use ember_engine::files::MAX_SHARD_BYTES;
     use ember_engine::pipeline::exchange::{Exchange, Storage};
     use object_store::aws::AmazonS3Builder;
     use object_store::path::Path as ObjectPath;
@@ -113,16 +114,23 @@ mod s3 {
     impl Storage for S3Storage {
         fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
             let path = self.path(key);
+            // The object's size is checked before its body is read (the bound of every
+            // file the exchange holds, as for a folder).
             let got = self.runtime.block_on(async {
                 match self.store.get(&path).await {
-                    Ok(r) => r.bytes().await.map(Some),
-                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Ok(r) if r.meta.size as u64 > MAX_SHARD_BYTES => Ok(Err(r.meta.size as u64)),
+                    Ok(r) => r.bytes().await.map(|b| Ok(Some(b))),
+                    Err(object_store::Error::NotFound { .. }) => Ok(Ok(None)),
                     Err(e) => Err(e),
                 }
             });
-            Ok(got
-                .with_context(|| format!("reading {}/{key}", self.url))?
-                .map(|b| b.to_vec()))
+            match got.with_context(|| format!("reading {}/{key}", self.url))? {
+                Ok(bytes) => Ok(bytes.map(|b| b.to_vec())),
+                Err(size) => bail!(
+                    "{}/{key} is {size} bytes, more than the {MAX_SHARD_BYTES} an exchange object may have",
+                    self.url
+                ),
+            }
         }
 
         fn put(&self, key: &str, bytes: &[u8]) -> Result<()> {

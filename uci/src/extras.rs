@@ -194,6 +194,55 @@ mod tests {
         assert!(lines.iter().any(|l| l.contains("| P |")));
     }
 
+    /// Below its RAM limit the search plays as it did without one: on every bench
+    /// position, the same root statistics and move at the default limit, at 16 MB, and at
+    /// a limit of exactly the nodes the unbounded search used.
+    #[test]
+    fn the_ram_limit_leaves_bench_play_unchanged_below_it() {
+        let mut net =
+            crate::network::load(crate::options::EMBEDDED, ember_engine::DeviceChoice::Cpu, 1)
+                .unwrap();
+        let run =
+            |fen: &str, params: ember_engine::SearchParams, net: &mut crate::network::LoadedNet| {
+                let mut s = Search::new(&Game::from_fen(fen).unwrap(), params);
+                s.run_until_visits(&mut net.evaluator, 400, &mut PhaseTimes::default())
+                    .unwrap();
+                let stats: Vec<(u32, u32)> = s
+                    .root_children()
+                    .iter()
+                    .map(|c| (c.visits, c.q.to_bits()))
+                    .collect();
+                (
+                    s.best_move(),
+                    stats,
+                    s.tree().nodes.len(),
+                    s.stats.not_expanded,
+                )
+            };
+        let mut options = crate::options::Options::new(crate::options::EMBEDDED.into(), 1, false);
+        for fen in BENCH_POSITIONS {
+            let free = run(fen, options.search_params(), &mut net);
+            options.set("RamLimitMb", Some("16")).unwrap();
+            let small = run(fen, options.search_params(), &mut net);
+            let exact = run(
+                fen,
+                ember_engine::SearchParams {
+                    max_nodes: free.2,
+                    ..options.search_params()
+                },
+                &mut net,
+            );
+            options.set("RamLimitMb", Some("1024")).unwrap();
+            assert_eq!(free.3, 0, "{fen}");
+            assert_eq!((&free.0, &free.1), (&small.0, &small.1), "{fen}");
+            assert_eq!(
+                (&free.0, &free.1, exact.3),
+                (&exact.0, &exact.1, 0),
+                "{fen}"
+            );
+        }
+    }
+
     #[test]
     fn bench_positions_are_valid() {
         for fen in BENCH_POSITIONS {
