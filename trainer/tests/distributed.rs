@@ -90,8 +90,20 @@ fn learner_with(run: &Path, root: &Path, log: &str, extra: &[&str]) -> Child {
 }
 
 fn worker(run: &Path, root: &Path, id: &str, games: usize, shard_games: usize) -> Child {
+    worker_with(run, root, id, games, shard_games, &[])
+}
+
+/// `worker` with environment variables set.
+fn worker_with(
+    run: &Path,
+    root: &Path,
+    id: &str,
+    games: usize,
+    shard_games: usize,
+    env: &[(&str, &str)],
+) -> Child {
     let scratch = root.join("scratch");
-    spawn(
+    spawn_with(
         &[
             "worker",
             "--run-dir",
@@ -108,6 +120,7 @@ fn worker(run: &Path, root: &Path, id: &str, games: usize, shard_games: usize) -
             "cpu",
         ],
         &root.join(format!("{id}.log")),
+        env,
     )
 }
 
@@ -380,29 +393,17 @@ fn under_storage_faults_every_game_is_counted_exactly_once() {
     assert!(stderr.contains("is in use by another learner"), "{stderr}");
     assert!(!other.exists(), "the refused learner wrote its run folder");
 
-    let scratch_dir = root.join("scratch");
     let mut workers: Vec<Child> = ["f1", "f2", "f3"]
         .iter()
         .enumerate()
         .map(|(k, id)| {
             let spec = faults(10 + k as u32);
-            spawn_with(
-                &[
-                    "worker",
-                    "--run-dir",
-                    run.to_str().unwrap(),
-                    "--scratch",
-                    scratch_dir.to_str().unwrap(),
-                    "--worker-id",
-                    id,
-                    "--games",
-                    "12",
-                    "--shard-games",
-                    "4",
-                    "--device",
-                    "cpu",
-                ],
-                &root.join(format!("{id}.log")),
+            worker_with(
+                &run,
+                &root,
+                id,
+                12,
+                4,
                 &[("EMBER_STORAGE_FAULTS", spec.as_str())],
             )
         })

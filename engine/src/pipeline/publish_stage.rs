@@ -4,13 +4,13 @@
 //! match code as `trainer match` and the strength curve. The run publishes only a network
 //! that won: the lower end of the 95% Elo interval over game pairs is above 0.
 
+use super::strength_stage::{book_match, own_player};
 use super::Observer;
-use crate::matches::{parse_openings, run_match, Limit, MatchReport, MatchSpec, DEFAULT_BOOK};
+use crate::matches::{run_match, MatchReport};
 use crate::net::Network;
 use crate::players::{EmberSetup, Prepared};
 use crate::stats::Estimate;
 use anyhow::{Context, Result};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct PublishStage {
@@ -45,17 +45,14 @@ impl PublishStage {
         observer: &mut dyn Observer,
     ) -> Result<PublishOutcome> {
         let start = Instant::now();
-        let copy = Network::from_bytes(&candidate.to_bytes()?, None, &setup.device, label)?;
-        let player = Prepared::from_network(Arc::new(copy), label.to_string());
-        let spec = MatchSpec {
-            games: self.games.max(2) + self.games % 2,
-            limit: Limit::Nodes(self.nodes.max(2) as u64),
-            openings: parse_openings(DEFAULT_BOOK, "book")?,
-            max_plies: self.max_plies,
-            concurrency: self.concurrency.max(1),
-            sprt: None,
-            seed: self.seed,
-        };
+        let player = own_player(candidate, label, setup)?;
+        let spec = book_match(
+            self.games,
+            self.nodes,
+            self.max_plies,
+            self.concurrency,
+            self.seed,
+        )?;
         observer.start("publish", spec.games as u64, "games");
         let report = run_match(&player, incumbent, setup, &spec, |r| {
             let t = r.trinomial;
@@ -86,6 +83,7 @@ mod tests {
     use crate::players::PlayerSpec;
     use crate::stats::Pentanomial;
     use candle_core::Device;
+    use std::sync::Arc;
 
     fn pairs(counts: [u64; 5]) -> Estimate {
         let mut p = Pentanomial::default();

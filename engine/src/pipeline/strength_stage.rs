@@ -52,6 +52,32 @@ pub struct StrengthOutcome {
     pub wall: Duration,
 }
 
+/// A player of its own copy of `network` (so the caller's network can go on training).
+pub(super) fn own_player(network: &Network, label: &str, setup: &EmberSetup) -> Result<Prepared> {
+    let copy = Network::from_bytes(&network.to_bytes()?, None, &setup.device, label)?;
+    Ok(Prepared::from_network(Arc::new(copy), label.to_string()))
+}
+
+/// A match from the repository's book at `nodes` visits a move, `games` rounded up to
+/// even so that each opening is played with both colours.
+pub(super) fn book_match(
+    games: usize,
+    nodes: u32,
+    max_plies: u32,
+    concurrency: usize,
+    seed: u64,
+) -> Result<MatchSpec> {
+    Ok(MatchSpec {
+        games: games.max(2) + games % 2,
+        limit: Limit::Nodes(nodes.max(2) as u64),
+        openings: parse_openings(DEFAULT_BOOK, "book")?,
+        max_plies,
+        concurrency: concurrency.max(1),
+        sprt: None,
+        seed,
+    })
+}
+
 impl StrengthStage {
     /// Plays `network` (named `label`) against every anchor.
     pub fn run(
@@ -62,17 +88,14 @@ impl StrengthStage {
         observer: &mut dyn Observer,
     ) -> Result<StrengthOutcome> {
         let start = Instant::now();
-        let copy = Network::from_bytes(&network.to_bytes()?, None, &setup.device, label)?;
-        let player = Prepared::from_network(Arc::new(copy), label.to_string());
-        let spec = MatchSpec {
-            games: self.games.max(2) + self.games % 2,
-            limit: Limit::Nodes(self.nodes.max(2) as u64),
-            openings: parse_openings(DEFAULT_BOOK, "book")?,
-            max_plies: self.max_plies,
-            concurrency: self.concurrency.max(1),
-            sprt: None,
-            seed: self.seed,
-        };
+        let player = own_player(network, label, setup)?;
+        let spec = book_match(
+            self.games,
+            self.nodes,
+            self.max_plies,
+            self.concurrency,
+            self.seed,
+        )?;
         observer.start(
             "strength",
             (spec.games * self.anchors.len()) as u64,
