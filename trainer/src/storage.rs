@@ -27,7 +27,7 @@ pub fn open_exchange(spec: &Path) -> Result<Exchange> {
     let faults: Faults = faults
         .to_string_lossy()
         .parse()
-        .with_context(|| format!("{FAULTS_VARIABLE}"))?;
+        .context(FAULTS_VARIABLE)?;
     log::warn!(
         "{FAULTS_VARIABLE} is set: the exchange in {} fails on purpose ({faults:?})",
         exchange.describe()
