@@ -120,8 +120,8 @@ move (the lower end of the 95% Elo interval above 0)",
         info!(
             "publishing match: {label} vs {}, {} games at {} nodes a move",
             incumbent.label(),
-            stage.games + stage.games % 2,
-            stage.nodes
+            stage.book.games + stage.book.games % 2,
+            stage.book.nodes
         );
         let out = stage.run(best, &label, &incumbent, setup, observer)?;
         let t = out.report.trinomial;

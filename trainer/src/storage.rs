@@ -24,10 +24,7 @@ pub fn open_exchange(spec: &Path) -> Result<Exchange> {
     let Some(faults) = std::env::var_os(FAULTS_VARIABLE) else {
         return Ok(exchange);
     };
-    let faults: Faults = faults
-        .to_string_lossy()
-        .parse()
-        .context(FAULTS_VARIABLE)?;
+    let faults: Faults = faults.to_string_lossy().parse().context(FAULTS_VARIABLE)?;
     log::warn!(
         "{FAULTS_VARIABLE} is set: the exchange in {} fails on purpose ({faults:?})",
         exchange.describe()

@@ -124,6 +124,17 @@ fn worker_with(
     )
 }
 
+/// Runs the trainer with `args`, which must exit 1; its stderr.
+fn refused(args: &[String]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    stderr
+}
+
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -371,12 +382,7 @@ fn under_storage_faults_every_game_is_counted_exactly_once() {
     );
 
     // A second learner on the same run folder is refused at once.
-    let second = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(&args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    let stderr = refused(&args);
     assert!(stderr.contains("in use by another trainer"), "{stderr}");
 
     // So is a learner with a run folder of its own that points at the same exchange (as
@@ -384,12 +390,7 @@ fn under_storage_faults_every_game_is_counted_exactly_once() {
     let other = root.join("other-run");
     let mut args = learner_args(&other, &root);
     args.extend(["--exchange".into(), run.display().to_string()]);
-    let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
-        .args(&args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = refused(&args);
     assert!(stderr.contains("is in use by another learner"), "{stderr}");
     assert!(!other.exists(), "the refused learner wrote its run folder");
 

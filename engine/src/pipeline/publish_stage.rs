@@ -4,7 +4,7 @@
 //! match code as `trainer match` and the strength curve. The run publishes only a network
 //! that won: the lower end of the 95% Elo interval over game pairs is above 0.
 
-use super::strength_stage::{book_match, own_player};
+use super::strength_stage::{own_player, BookMatch};
 use super::Observer;
 use crate::matches::{run_match, MatchReport};
 use crate::net::Network;
@@ -14,14 +14,8 @@ use anyhow::{Context, Result};
 use std::time::{Duration, Instant};
 
 pub struct PublishStage {
-    /// Games (even: each book opening with both colours).
-    pub games: usize,
-    /// Root visits a move for both networks.
-    pub nodes: u32,
-    pub max_plies: u32,
-    /// Games in flight.
-    pub concurrency: usize,
-    pub seed: u64,
+    /// The match, at the same visits a move for both networks.
+    pub book: BookMatch,
 }
 
 pub struct PublishOutcome {
@@ -46,13 +40,7 @@ impl PublishStage {
     ) -> Result<PublishOutcome> {
         let start = Instant::now();
         let player = own_player(candidate, label, setup)?;
-        let spec = book_match(
-            self.games,
-            self.nodes,
-            self.max_plies,
-            self.concurrency,
-            self.seed,
-        )?;
+        let spec = self.book.spec()?;
         observer.start("publish", spec.games as u64, "games");
         let report = run_match(&player, incumbent, setup, &spec, |r| {
             let t = r.trinomial;
@@ -118,11 +106,13 @@ mod tests {
 
     fn stage() -> PublishStage {
         PublishStage {
-            games: 20,
-            nodes: 16,
-            max_plies: 160,
-            concurrency: 10,
-            seed: 3,
+            book: BookMatch {
+                games: 20,
+                nodes: 16,
+                max_plies: 160,
+                concurrency: 10,
+                seed: 3,
+            },
         }
     }
 

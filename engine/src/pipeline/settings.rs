@@ -5,7 +5,7 @@
 use super::gating_stage::GatingStage;
 use super::publish_stage::PublishStage;
 use super::selfplay_stage::SelfPlayStage;
-use super::strength_stage::{Anchor, StrengthStage};
+use super::strength_stage::{Anchor, BookMatch, StrengthStage};
 use crate::arena::MatchConfig;
 use crate::mcts::SearchParams;
 use crate::net::Precision;
@@ -407,11 +407,13 @@ impl StrengthSettings {
     /// The publishing match, at the strength curve's visits a move.
     pub fn publish_stage(&self, max_plies: u32, concurrency: usize, seed: u64) -> PublishStage {
         PublishStage {
-            games: self.publish_games,
-            nodes: self.strength_nodes,
-            max_plies,
-            concurrency,
-            seed,
+            book: BookMatch {
+                games: self.publish_games,
+                nodes: self.strength_nodes,
+                max_plies,
+                concurrency,
+                seed,
+            },
         }
     }
 
@@ -440,11 +442,13 @@ impl StrengthSettings {
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(StrengthStage {
             anchors,
-            games: self.strength_games,
-            nodes: self.strength_nodes,
-            max_plies,
-            concurrency,
-            seed,
+            book: BookMatch {
+                games: self.strength_games,
+                nodes: self.strength_nodes,
+                max_plies,
+                concurrency,
+                seed,
+            },
         })
     }
 }

@@ -35,16 +35,37 @@ pub struct Anchor {
     pub spec: PlayerSpec,
 }
 
-pub struct StrengthStage {
-    pub anchors: Vec<Anchor>,
-    /// Games per anchor (even: each book opening with both colours).
+/// A match from the repository's book, as the strength and publishing stages play it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BookMatch {
+    /// Games (rounded up to even: each book opening with both colours).
     pub games: usize,
-    /// Root visits a move for Ember (and `go nodes` for UCI anchors).
+    /// Root visits a move for Ember (and `go nodes` for UCI players).
     pub nodes: u32,
     pub max_plies: u32,
     /// Games in flight.
     pub concurrency: usize,
     pub seed: u64,
+}
+
+impl BookMatch {
+    pub fn spec(&self) -> Result<MatchSpec> {
+        Ok(MatchSpec {
+            games: self.games.max(2) + self.games % 2,
+            limit: Limit::Nodes(self.nodes.max(2) as u64),
+            openings: parse_openings(DEFAULT_BOOK, "book")?,
+            max_plies: self.max_plies,
+            concurrency: self.concurrency.max(1),
+            sprt: None,
+            seed: self.seed,
+        })
+    }
+}
+
+pub struct StrengthStage {
+    pub anchors: Vec<Anchor>,
+    /// Games per anchor.
+    pub book: BookMatch,
 }
 
 pub struct StrengthOutcome {
@@ -58,26 +79,6 @@ pub(super) fn own_player(network: &Network, label: &str, setup: &EmberSetup) -> 
     Ok(Prepared::from_network(Arc::new(copy), label.to_string()))
 }
 
-/// A match from the repository's book at `nodes` visits a move, `games` rounded up to
-/// even so that each opening is played with both colours.
-pub(super) fn book_match(
-    games: usize,
-    nodes: u32,
-    max_plies: u32,
-    concurrency: usize,
-    seed: u64,
-) -> Result<MatchSpec> {
-    Ok(MatchSpec {
-        games: games.max(2) + games % 2,
-        limit: Limit::Nodes(nodes.max(2) as u64),
-        openings: parse_openings(DEFAULT_BOOK, "book")?,
-        max_plies,
-        concurrency: concurrency.max(1),
-        sprt: None,
-        seed,
-    })
-}
-
 impl StrengthStage {
     /// Plays `network` (named `label`) against every anchor.
     pub fn run(
@@ -89,13 +90,7 @@ impl StrengthStage {
     ) -> Result<StrengthOutcome> {
         let start = Instant::now();
         let player = own_player(network, label, setup)?;
-        let spec = book_match(
-            self.games,
-            self.nodes,
-            self.max_plies,
-            self.concurrency,
-            self.seed,
-        )?;
+        let spec = self.book.spec()?;
         observer.start(
             "strength",
             (spec.games * self.anchors.len()) as u64,
@@ -125,7 +120,7 @@ impl StrengthStage {
                 elo: finite(e.elo),
                 elo_low: finite(e.elo_low),
                 elo_high: finite(e.elo_high),
-                nodes: self.nodes,
+                nodes: self.book.nodes,
             });
         }
         observer.finish();
