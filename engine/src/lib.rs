@@ -1,13 +1,15 @@
 //! Ember's engine core: everything the trainer and the UCI engine share.
 //!
 //! Data flow (see `docs/architecture.md` and `docs/conventions.md`): every game is played
-//! by the game runner ([`runner`]); self-play games ([`selfplay`]) run batched searches ([`mcts`]) whose leaves are encoded ([`encoding`])
-//! into one batch and evaluated by one network call ([`net`]); finished games become
-//! training samples in replay shards ([`replay`]), which train the candidate ([`train`]),
-//! which a match against the best network gates ([`arena`]). [`pipeline`] holds these
-//! steps as stages over a run folder. The binaries are thin wrappers around this crate.
+//! by the game runner ([`runner`]); every search is run by one driver
+//! ([`mcts::driver`]). Self-play games ([`selfplay`]) run batched searches ([`mcts`])
+//! whose leaves are encoded ([`encoding`]) into one batch and evaluated by one network
+//! call ([`net`]); finished games become training samples in replay shards ([`replay`]),
+//! which train the candidate ([`train`]). Every match, gating and the strength curve
+//! included, goes through one match driver ([`matches`]) between [`players`], on the
+//! clock of [`timeman`]. [`pipeline`] holds these steps as stages over a run folder.
+//! The binaries are thin wrappers around this crate.
 
-pub mod arena;
 pub mod bench;
 pub mod devicecheck;
 pub mod encoding;

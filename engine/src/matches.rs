@@ -140,6 +140,11 @@ pub struct MatchSpec {
     pub openings: Vec<Opening>,
     /// Plies after which a game is adjudicated a draw.
     pub max_plies: u32,
+    /// Uniformly random plies after each opening, the same for both games of a pair.
+    pub random_opening_plies: u32,
+    /// The search of Ember's sides (searched in rounds at a node limit, or alone under
+    /// a clock); the solver is the setup's, as for every Ember player.
+    pub search: SearchParams,
     /// Games played at once.
     pub concurrency: usize,
     pub sprt: Option<Sprt>,
@@ -229,10 +234,8 @@ pub fn run_match(
                 name: p.label().to_string(),
                 evaluator: e,
                 params: SearchParams {
-                    max_batch: MATCH_LEAVES_PER_ROUND,
-                    cache_entries: MATCH_CACHE_ENTRIES,
                     solver: setup.solver,
-                    ..SearchParams::default()
+                    ..spec.search.clone()
                 },
                 nodes: n.clamp(2, u32::MAX as u64) as u32,
                 record_samples: false,
@@ -245,7 +248,7 @@ pub fn run_match(
         });
     }
     let sides: [Side; 2] = sides.try_into().map_err(|_| anyhow!("two sides"))?;
-    let rules = Rules::plain(spec.max_plies, 0, 0);
+    let rules = Rules::plain(spec.max_plies, spec.random_opening_plies, 0);
     let schedule = Schedule {
         games: spec.games.div_ceil(2).max(1) * 2,
         in_flight: spec.concurrency.max(1),
@@ -299,11 +302,6 @@ pub fn run_match(
     report.wall = start.elapsed();
     Ok(report)
 }
-
-/// Leaves each game adds to a round's batch for an Ember search side in a match.
-const MATCH_LEAVES_PER_ROUND: usize = 16;
-/// Positions in the evaluation cache of each network in a match.
-const MATCH_CACHE_ENTRIES: usize = 200_000;
 
 #[cfg(test)]
 mod tests {
@@ -377,6 +375,8 @@ mod tests {
             limit: Limit::Nodes(1),
             openings: parse_openings(DEFAULT_BOOK, "book").unwrap(),
             max_plies: 300,
+            random_opening_plies: 0,
+            search: SearchParams::for_matches(),
             concurrency,
             sprt,
             seed: 5,

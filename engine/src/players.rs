@@ -9,9 +9,10 @@
 //! engine afresh for the next one.
 
 use crate::game::{move_to_uci, parse_uci_move, piece_value, Game};
-use crate::mcts::{NetEvaluator, Search, SearchParams};
+use crate::mcts::{CachedEvaluator, Driver, Limits, NetEvaluator, Search, SearchParams};
 use crate::net::{Network, Precision};
 use crate::phase_times::PhaseTimes;
+use crate::timeman;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Device;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -258,11 +259,16 @@ impl Prepared {
                 let net = self.network.as_ref().expect("ember players hold a network");
                 let mut evaluator = NetEvaluator::new(net, setup.precision)?;
                 evaluator.set_threads(setup.threads);
+                let params = SearchParams {
+                    max_batch: EMBER_BATCH,
+                    solver: setup.solver,
+                    ..SearchParams::default()
+                };
                 Box::new(EmberPlayer {
                     label: self.label.clone(),
-                    evaluator,
+                    evaluator: CachedEvaluator::new(evaluator, params.cache_entries),
+                    params,
                     search: None,
-                    solver: setup.solver,
                 })
             }
             PlayerSpec::Uci { command, options } => Box::new(
@@ -324,14 +330,39 @@ impl Player for GreedyPlayer {
 /// Ember: a search with a network, its tree kept from move to move within a game.
 pub struct EmberPlayer {
     label: String,
-    evaluator: NetEvaluator,
+    /// The network behind the player's own evaluation cache.
+    evaluator: CachedEvaluator<NetEvaluator>,
+    params: SearchParams,
     search: Option<Search>,
-    solver: bool,
 }
 
 /// Leaves per network call of an Ember player's search; under a clock or a move time it
 /// searches batch after batch until the time is spent.
 const EMBER_BATCH: usize = 32;
+
+impl EmberPlayer {
+    /// The search limits of `limit`: nodes as playouts, a move time or a clock through
+    /// the time manager `ember` uses in a GUI (with its default move overhead).
+    fn limits(limit: MoveLimit) -> Limits {
+        let overhead = timeman::DEFAULT_MOVE_OVERHEAD;
+        match limit {
+            MoveLimit::Nodes(n) => Limits::playouts(n.max(1)),
+            MoveLimit::MoveTime(ms) => {
+                Limits::time(timeman::for_movetime(Duration::from_millis(ms), overhead))
+            }
+            MoveLimit::Clock {
+                own_ms, own_inc_ms, ..
+            } => Limits::time(timeman::for_clock(
+                timeman::Clock {
+                    remaining: Duration::from_millis(own_ms),
+                    increment: Duration::from_millis(own_inc_ms),
+                    moves_to_go: None,
+                },
+                overhead,
+            )),
+        }
+    }
+}
 
 impl Player for EmberPlayer {
     fn name(&self) -> String {
@@ -339,68 +370,29 @@ impl Player for EmberPlayer {
     }
     fn new_game(&mut self) -> Result<(), Failure> {
         self.search = None;
+        self.evaluator.clear_cache();
         Ok(())
     }
     fn choose(&mut self, game: &Game, limit: MoveLimit) -> Result<Move, Failure> {
-        let params = SearchParams {
-            max_batch: EMBER_BATCH,
-            cache_entries: 50_000,
-            solver: self.solver,
-            ..SearchParams::default()
-        };
         let search = match &mut self.search {
             Some(s) => {
                 s.advance_to(game);
                 s
             }
-            None => self.search.insert(Search::new(game, params)),
+            None => self.search.insert(Search::new(game, self.params.clone())),
         };
-        let mut timing = PhaseTimes::default();
-        let err = |e: anyhow::Error| Failure::Other(format!("{e:#}"));
-        match limit {
-            MoveLimit::Nodes(n) => {
-                let target = search
-                    .root_visits()
-                    .saturating_add(n.min(u32::MAX as u64) as u32);
-                search
-                    .run_until_visits(&mut self.evaluator, target.max(2), &mut timing)
-                    .map_err(err)?;
-            }
-            MoveLimit::MoveTime(ms) => {
-                spend(
-                    search,
-                    &mut self.evaluator,
-                    Duration::from_millis(ms) * 9 / 10,
-                )
-                .map_err(err)?;
-            }
-            MoveLimit::Clock {
-                own_ms, own_inc_ms, ..
-            } => {
-                // A fortieth of the time left plus most of the increment, never more than
-                // a third of what is left.
-                let budget = (own_ms / 40 + own_inc_ms * 3 / 4).min(own_ms / 3);
-                spend(search, &mut self.evaluator, Duration::from_millis(budget)).map_err(err)?;
-            }
-        }
+        Driver::new(search, Self::limits(limit))
+            .run(
+                search,
+                &mut self.evaluator,
+                &mut PhaseTimes::default(),
+                &mut (),
+            )
+            .map_err(|e| Failure::Other(format!("{e:#}")))?;
         search
             .best_move()
             .or_else(|| game.position().legal_moves().first().copied())
             .ok_or_else(|| Failure::Other("no legal move".into()))
-    }
-}
-
-/// Searches in batches until `budget` is spent (at least one batch).
-fn spend(search: &mut Search, evaluator: &mut NetEvaluator, budget: Duration) -> Result<()> {
-    let start = Instant::now();
-    let mut timing = PhaseTimes::default();
-    loop {
-        let visits = search.root_visits().saturating_add(EMBER_BATCH as u32);
-        let before = search.root_visits();
-        search.run_until_visits(evaluator, visits, &mut timing)?;
-        if start.elapsed() >= budget || search.root_visits() == before {
-            return Ok(());
-        }
     }
 }
 

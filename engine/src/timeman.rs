@@ -25,6 +25,9 @@
 
 use std::time::Duration;
 
+/// Time kept back from every move for what the search does not control (the UCI
+/// engine's `MoveOverhead` default, and Ember players in matches).
+pub const DEFAULT_MOVE_OVERHEAD: Duration = Duration::from_millis(50);
 /// Moves the remaining time is spread over when the GUI gives no `movestogo`.
 pub const DEFAULT_HORIZON: u32 = 30;
 /// Largest share of the remaining time (after the overhead) one move may use.

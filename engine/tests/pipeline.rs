@@ -3,7 +3,7 @@
 //! gating match, and a commit that a fresh reader of the run folder sees.
 
 use candle_core::Device;
-use ember_engine::arena::MatchConfig;
+use ember_engine::matches::{Limit, MatchSpec, Opening};
 use ember_engine::net::{NetConfig, Network, Precision};
 use ember_engine::pipeline::commit::{commit, Iteration};
 use ember_engine::pipeline::gating_stage::GatingStage;
@@ -90,21 +90,24 @@ fn stages_run_one_after_another_through_files_alone() {
 
     // Gating: two games, promoted at a promotion score of 0.
     let gate = GatingStage {
-        config: MatchConfig {
+        spec: MatchSpec {
             games: 2,
-            games_in_flight: 2,
-            simulations: 4,
-            rules: ember_engine::runner::Rules {
-                max_plies: 20,
-                ..MatchConfig::default().rules
-            },
-            ..MatchConfig::default()
+            limit: Limit::Nodes(4),
+            openings: vec![Opening::start()],
+            max_plies: 20,
+            random_opening_plies: 4,
+            search: ember_engine::SearchParams::for_matches(),
+            concurrency: 2,
+            sprt: None,
+            seed: 1,
         },
+        names: ("candidate".into(), "best".into()),
         promotion_score: 0.0,
     }
     .run(trainer.network(), &best, Precision::F32, &mut Quiet)
     .unwrap();
-    assert_eq!(gate.result.games, 2);
+    assert_eq!(gate.games(), 2);
+    assert!(gate.pgn().contains("[White \"candidate\"]"));
     assert!(gate.promoted);
 
     // The commit: a fresh reader sees iteration 1 with its shard and the new best.

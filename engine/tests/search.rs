@@ -2,7 +2,9 @@
 //! reuse and the evaluation cache.
 
 use ember_engine::game::{fen_of, parse_uci_move, position_hash, Game};
-use ember_engine::mcts::{EvalBatch, Evaluator, Search, SearchParams, UniformEvaluator};
+use ember_engine::mcts::{
+    CachedEvaluator, EvalBatch, Evaluator, Search, SearchParams, UniformEvaluator,
+};
 use ember_engine::phase_times::PhaseTimes;
 use shakmaty::{Chess, Position};
 use std::collections::HashSet;
@@ -234,15 +236,21 @@ fn eval_cache_is_hit_on_a_transposition() {
         value: |_: &Chess| 0.0,
         calls: 0,
     };
+    // The search keeps no cache: the evaluator's owner puts one in front of it.
+    let mut cached = CachedEvaluator::new(&mut eval, 1000);
+    let mut timing = PhaseTimes::default();
     let mut s = Search::new(&a, SearchParams::default());
-    s.run_until_visits(&mut eval, 1, &mut PhaseTimes::default())
-        .unwrap();
-    assert_eq!(eval.calls, 1);
+    s.run_until_visits(&mut cached, 1, &mut timing).unwrap();
+    assert_eq!(cached.inner_mut().calls, 1);
     assert!(!s.advance_to(&b), "another move order: a fresh tree");
-    s.run_until_visits(&mut eval, 1, &mut PhaseTimes::default())
-        .unwrap();
-    assert_eq!(eval.calls, 1, "the transposed root came from the cache");
-    assert_eq!(s.stats.cache_hits, 1);
+    s.run_until_visits(&mut cached, 1, &mut timing).unwrap();
+    assert_eq!(
+        cached.inner_mut().calls,
+        1,
+        "the transposed root came from the cache"
+    );
+    assert_eq!(timing.cached, 1);
+    assert_eq!(s.root_visits(), 1);
 }
 
 #[test]

@@ -13,7 +13,7 @@ use ember_engine::net::checkpoint::read_file;
 use ember_engine::net::{describe_device, NetConfig, Network, Precision};
 use ember_engine::players::{EmberSetup, PlayerSpec, Prepared};
 use ember_engine::stats::{format_elo, Sprt};
-use ember_engine::DeviceChoice;
+use ember_engine::{DeviceChoice, SearchParams};
 use log::{info, warn};
 use serde_json::Value;
 use std::io::IsTerminal;
@@ -189,6 +189,8 @@ fn match_setup(play: &GameArgs) -> Result<(EmberSetup, MatchSpec)> {
         limit,
         openings,
         max_plies: play.max_plies,
+        random_opening_plies: 0,
+        search: SearchParams::for_matches(),
         concurrency,
         sprt: play.sprt,
         seed: play.seed,

@@ -663,7 +663,7 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
             self.precision,
             &mut self.progress.observer(),
         )?;
-        if out.result.games > 0 {
+        if out.games() > 0 {
             write_atomic(&self.dir.gating_pgn(it), out.pgn().as_bytes())?;
             log_gating(self.state.best_iteration, &out);
         }
@@ -1090,7 +1090,7 @@ policy {} + value {} + l2 {}; policy over a uniform guess among the legal moves 
 }
 
 fn log_gating(best_iteration: u64, g: &GatingOutcome) {
-    let r = &g.result;
+    let r = &g.report.trinomial;
     let ends: Vec<String> = g
         .terminations
         .iter()
@@ -1099,17 +1099,17 @@ fn log_gating(best_iteration: u64, g: &GatingOutcome) {
     info!(
         "gating: candidate vs best (iteration {best_iteration}) +{} ={} -{}: score {:.3}, Elo {} [95%: {}, {}] -> {} \
 in {:.1}s ({:.2} games/s, mean {:.1} plies; ended by {})",
-        r.wins_a,
+        r.wins,
         r.draws,
-        r.losses_a,
+        r.losses,
         g.score,
         fmt_elo(g.elo),
         fmt_elo(g.interval.0),
         fmt_elo(g.interval.1),
         if g.promoted { "promoted" } else { "kept the best network" },
         g.wall.as_secs_f64(),
-        r.games as f64 / g.wall.as_secs_f64().max(1e-9),
-        g.plies as f64 / r.games.max(1) as f64,
+        g.games() as f64 / g.wall.as_secs_f64().max(1e-9),
+        g.plies as f64 / g.games().max(1) as f64,
         ends.join(", ")
     );
 }
@@ -1146,7 +1146,7 @@ fn iteration_metrics(
         train_steps: tr.steps,
         train_batch: tr.batch,
         train_samples_per_s: (tr.steps * tr.batch) as f64 / tr.wall.as_secs_f64().max(1e-9),
-        gating_games: gate.result.games,
+        gating_games: gate.games(),
         gating_score: gate.score,
         gating_elo: gate.elo,
         gating_elo_low: gate.interval.0,

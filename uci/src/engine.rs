@@ -208,7 +208,10 @@ impl Engine {
             core.clear();
             self.cache_changed = false;
         }
-        core.net.evaluator.set_threads(self.options.threads);
+        core.net
+            .evaluator
+            .inner_mut()
+            .set_threads(self.options.threads);
         Some(core)
     }
 

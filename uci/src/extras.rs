@@ -8,7 +8,7 @@ use crate::output::emit;
 use crate::report::q_to_cp;
 use crate::searcher::{Control, Core};
 use ember_engine::game::{fen_of, move_to_uci};
-use ember_engine::mcts::{EvalBatch, Search};
+use ember_engine::mcts::{Driver, EvalBatch, Limits, Search, Watch};
 use ember_engine::phase_times::PhaseTimes;
 use ember_engine::{Evaluator, Game};
 use shakmaty::{Color, Position, Square};
@@ -136,23 +136,17 @@ pub fn bench(
         }
         let game = Game::from_fen(fen)?;
         let mut search = Search::new(&game, options.search_params());
+        core.net.evaluator.resize(search.params.cache_entries);
+        core.net.evaluator.clear_cache();
         let t0 = Instant::now();
-        let mut timing = PhaseTimes::default();
-        let mut batch = EvalBatch::new();
-        while (search.root_visits() as u64) < nodes && !control.stopped() {
-            let before = search.root_visits();
-            batch.clear();
-            let want = (nodes - before as u64)
-                .min(search.params.max_batch as u64)
-                .max(1) as usize;
-            search.gather(want, &mut batch, &mut timing);
-            if !batch.is_empty() {
-                core.net.evaluator.evaluate(&mut batch, &mut timing)?;
-                search.apply(&batch, 0, &mut timing);
-            }
-            if search.root_visits() == before {
-                break;
-            }
+        let limit = Limits::visits(nodes.min(u32::MAX as u64) as u32);
+        if !control.stopped() {
+            Driver::new(&mut search, limit).run(
+                &mut search,
+                &mut core.net.evaluator,
+                &mut PhaseTimes::default(),
+                &mut StopOnly(control),
+            )?;
         }
         let n = search.root_visits() as u64;
         let ms = t0.elapsed().as_millis().max(1) as u64;
@@ -178,6 +172,15 @@ pub fn bench(
         core.net.description
     ));
     Ok(())
+}
+
+/// Watches a search for `stop` alone.
+struct StopOnly<'a>(&'a Control);
+
+impl<E: ?Sized> Watch<E> for StopOnly<'_> {
+    fn stopped(&mut self) -> bool {
+        self.0.stopped()
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use ember_engine::mcts::NetEvaluator;
+use ember_engine::mcts::params::DEFAULT_CACHE_ENTRIES;
+use ember_engine::mcts::{CachedEvaluator, NetEvaluator};
 use ember_engine::net::describe_device;
 use ember_engine::{DeviceChoice, Network, Precision};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,9 @@ const LATEST: &str = "models/latest.safetensors";
 
 /// A loaded network, ready to evaluate.
 pub struct LoadedNet {
-    pub evaluator: NetEvaluator,
+    /// The network behind the engine's evaluation cache (`NNCacheSize`, set before each
+    /// search).
+    pub evaluator: CachedEvaluator<NetEvaluator>,
     /// "64x3 (training iteration 12, run gpu) from models/latest.safetensors on cpu", for
     /// `info string`.
     pub description: String,
@@ -76,7 +79,7 @@ pub fn load(weights: &str, device: DeviceChoice, threads: usize) -> Result<Loade
         network.config, network.iteration
     );
     Ok(LoadedNet {
-        evaluator,
+        evaluator: CachedEvaluator::new(evaluator, DEFAULT_CACHE_ENTRIES),
         description,
         on_gpu,
     })

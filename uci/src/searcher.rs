@@ -1,10 +1,10 @@
-//! One `go`, run on a worker thread: the search loop (`gather` -> network -> `apply`,
-//! one small batch at a time so that `stop` is seen within one network call), its limits
-//! (nodes, depth, mate, clock, movetime, smart pruning), the periodic `info` lines, and
-//! the single `bestmove`.
+//! One `go`, run on a worker thread: the `go` command's limits for the engine's search
+//! driver ([`ember_engine::mcts::driver`], which runs the search one small batch at a
+//! time so that `stop` is seen within one network call, and applies the clock from
+//! `timeman`), ponder, the periodic `info` lines, and the single `bestmove`.
 //!
-//! [`Core`] is everything a search needs that outlives it: the network, the tree (kept
-//! between moves) and its evaluation cache. The input thread hands the core to the
+//! [`Core`] is everything a search needs that outlives it: the network behind its
+//! evaluation cache, and the tree (kept between moves). The input thread hands the core to the
 //! worker for the duration of one `go` and gets it back when the worker ends; it talks to
 //! a running search only through [`Control`]'s flags.
 
@@ -17,9 +17,10 @@ use crate::report::{
 };
 use ember_engine::game::{move_to_uci, parse_uci_move};
 use ember_engine::mcts::node::NODE_BYTES;
-use ember_engine::mcts::{EvalBatch, Search, SearchStats};
+use ember_engine::mcts::{CachedEvaluator, Driver, EvalBatch, NetEvaluator, Search, SearchStats};
+use ember_engine::mcts::{Limits as SearchLimits, Watch};
 use ember_engine::phase_times::PhaseTimes;
-use ember_engine::timeman::{self, Budget, Clock};
+use ember_engine::timeman::{self, Clock};
 use ember_engine::{Evaluator, Game};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -29,15 +30,17 @@ use std::time::{Duration, Instant};
 
 /// How often a running search prints `info`.
 const INFO_INTERVAL: Duration = Duration::from_secs(1);
-/// A search trusts its own playouts-per-second figure once it has run this long.
+/// Searches trust the playouts-per-second figure of earlier ones once they have run
+/// this long in all.
 const NPS_MIN_SAMPLE: Duration = Duration::from_millis(50);
-/// How long an unlimited search with nothing left to search sleeps between checks.
+/// How long `go infinite` or `go ponder` with no legal move sleeps between checks.
 const IDLE_POLL: Duration = Duration::from_millis(2);
 
 /// What outlives a search.
 pub struct Core {
+    /// The network; its evaluator has the engine's evaluation cache in front of it.
     pub net: LoadedNet,
-    /// The tree of the last search (reused when the game continues) and its cache.
+    /// The tree of the last search (reused when the game continues).
     pub search: Option<Search>,
     /// Playouts and thinking time of every search so far: the speed estimate (for smart
     /// pruning and for sizing the last batch of a short budget) until the current search
@@ -71,6 +74,7 @@ impl Core {
     /// Forgets the tree and the cache (`ucinewgame`, a new network, a new cache size).
     pub fn clear(&mut self) {
         self.search = None;
+        self.net.evaluator.clear_cache();
     }
 }
 
@@ -126,41 +130,63 @@ fn fallback_move(job: &Job) -> Option<Move> {
     job.game.position().legal_moves().first().copied()
 }
 
-/// The limits of one `go`.
-struct Limits {
-    /// Runs until `stop` (`go infinite`, or `go` with no limit at all).
-    infinite: bool,
-    nodes: Option<u64>,
-    depth: Option<u32>,
-    mate: Option<u32>,
-    /// Thinking time, counted from `go` (or from `ponderhit` when pondering).
-    budget: Option<Budget>,
+/// The search limits of one `go`: `go infinite` (or `go` with no limit at all) runs
+/// until `stop`; `movetime`, or the clock of the side to move, gives a time budget.
+fn limits_of(go: &GoCommand, side: Color, overhead: Duration) -> SearchLimits {
+    let (time, inc) = match side {
+        Color::White => (go.wtime, go.winc),
+        Color::Black => (go.btime, go.binc),
+    };
+    let budget = match (go.movetime, time) {
+        (Some(t), _) => Some(timeman::for_movetime(t, overhead)),
+        (None, Some(remaining)) => Some(timeman::for_clock(
+            Clock {
+                remaining,
+                increment: inc.unwrap_or_default(),
+                moves_to_go: go.movestogo,
+            },
+            overhead,
+        )),
+        (None, None) => None,
+    };
+    SearchLimits {
+        infinite: go.infinite || go.is_unlimited(),
+        playouts: go.nodes,
+        depth: go.depth,
+        mate: go.mate,
+        budget,
+        visits: None,
+    }
 }
 
-impl Limits {
-    fn of(go: &GoCommand, side: Color, overhead: Duration) -> Limits {
-        let (time, inc) = match side {
-            Color::White => (go.wtime, go.winc),
-            Color::Black => (go.btime, go.binc),
-        };
-        let budget = match (go.movetime, time) {
-            (Some(t), _) => Some(timeman::for_movetime(t, overhead)),
-            (None, Some(remaining)) => Some(timeman::for_clock(
-                Clock {
-                    remaining,
-                    increment: inc.unwrap_or_default(),
-                    moves_to_go: go.movestogo,
-                },
-                overhead,
-            )),
-            (None, None) => None,
-        };
-        Limits {
-            infinite: go.infinite || go.is_unlimited(),
-            nodes: go.nodes,
-            depth: go.depth,
-            mate: go.mate,
-            budget,
+/// What the driver asks the UCI engine while it searches: `stop`, `ponderhit`, and the
+/// `info` lines once a second.
+struct UciWatch<'a> {
+    control: &'a Control,
+    options: &'a Options,
+    pondering: bool,
+    last_info: Instant,
+}
+
+impl Watch<CachedEvaluator<NetEvaluator>> for UciWatch<'_> {
+    fn stopped(&mut self) -> bool {
+        self.control.stopped()
+    }
+    fn pondering(&mut self) -> bool {
+        if self.pondering && self.control.ponderhit.load(Ordering::Acquire) {
+            self.pondering = false;
+        }
+        self.pondering
+    }
+    fn round(
+        &mut self,
+        search: &mut Search,
+        driver: &Driver,
+        evaluator: &mut CachedEvaluator<NetEvaluator>,
+    ) {
+        if self.last_info.elapsed() >= INFO_INTERVAL {
+            self.last_info = Instant::now();
+            report(search, driver, evaluator, self.options);
         }
     }
 }
@@ -170,10 +196,11 @@ impl Limits {
 fn prepare_tree(core: &mut Core, job: &Job) -> Search {
     let params = job.options.search_params();
     // A tree larger than a lowered RAM limit is dropped, so that its memory goes too.
-    let reusable = core.search.take().filter(|s| {
-        s.cache().capacity() == params.cache_entries
-            && s.tree().allocated_bytes() <= params.max_nodes * NODE_BYTES
-    });
+    core.net.evaluator.resize(params.cache_entries);
+    let reusable = core
+        .search
+        .take()
+        .filter(|s| s.tree().allocated_bytes() <= params.max_nodes * NODE_BYTES);
     let Some(mut search) = reusable else {
         return Search::new(&job.game, params);
     };
@@ -214,8 +241,7 @@ fn think(
     let start = Instant::now();
     let position = job.game.position().clone();
     let legal = position.legal_moves();
-    let mut pondering = job.go.ponder;
-    let limits = Limits::of(
+    let limits = limits_of(
         &job.go,
         position.turn(),
         Duration::from_millis(job.options.move_overhead_ms),
@@ -234,7 +260,7 @@ fn think(
             "stalemate"
         };
         emit(&format!("info string no legal moves ({why})"));
-        wait_for_release(control, limits.infinite, pondering);
+        wait_for_release(control, limits.infinite, job.go.ponder);
         return Ok((None, None));
     }
     let mut search = prepare_tree(core, job);
@@ -242,90 +268,26 @@ fn think(
     search.restrict_root(&parse_searchmoves(&position, &job.go.searchmoves));
     let allowed = search.allowed_root_moves();
     search.stats = SearchStats::default();
-    let base_visits = search.root_visits();
-    let mut batch = EvalBatch::new();
-    let mut timing = PhaseTimes::default();
-    let mut clock_start = start;
-    let mut last_info = start;
-    let mut batches = 0u64;
+    let mut driver = Driver::new(&mut search, limits)
+        .started_at(start)
+        .with_speed_estimate(core.nps_estimate())
+        .pondering(job.go.ponder);
+    let mut watch = UciWatch {
+        control,
+        options: &job.options,
+        pondering: job.go.ponder,
+        last_info: start,
+    };
+    driver.run(
+        &mut search,
+        &mut core.net.evaluator,
+        &mut PhaseTimes::default(),
+        &mut watch,
+    )?;
 
-    loop {
-        let playouts = (search.root_visits() - base_visits) as u64;
-        // The first batch always runs: it expands the root, so even an instant `stop`
-        // answers with a searched move.
-        if batches > 0 {
-            if control.stopped() {
-                break;
-            }
-            if pondering && control.ponderhit.load(Ordering::Acquire) {
-                pondering = false;
-                clock_start = Instant::now();
-            }
-            if !limits.infinite
-                && !pondering
-                && limit_reached(
-                    &search,
-                    &limits,
-                    &allowed,
-                    playouts,
-                    clock_start,
-                    start,
-                    core.nps_estimate(),
-                )
-            {
-                break;
-            }
-        }
-        let mut want = search.params.max_batch.max(1);
-        if let (Some(n), false) = (limits.nodes, limits.infinite) {
-            want = want.min(n.saturating_sub(playouts).max(1) as usize);
-        }
-        if let (Some(budget), false, false) = (limits.budget, limits.infinite, pondering) {
-            // Near the end of a short budget a full batch would overrun it: ask only for
-            // the leaves that fit in the time left at the measured speed.
-            let nps = current_nps(playouts, start, core.nps_estimate());
-            let left = budget.target.saturating_sub(clock_start.elapsed());
-            if nps > 0.0 {
-                want = want.min((nps * left.as_secs_f64()).ceil().max(1.0) as usize);
-            }
-        }
-        batch.clear();
-        let before = search.root_visits();
-        search.gather(want, &mut batch, &mut timing);
-        if !batch.is_empty() {
-            core.net.evaluator.evaluate(&mut batch, &mut timing)?;
-            search.apply(&batch, 0, &mut timing);
-        }
-        batches += 1;
-        if search.root_visits() == before {
-            // Every line is decided: only `stop` (or `ponderhit`) can end an unlimited search.
-            if limits.infinite || pondering {
-                if control.stopped() {
-                    break;
-                }
-                if pondering && control.ponderhit.load(Ordering::Acquire) {
-                    break;
-                }
-                if last_info.elapsed() >= INFO_INTERVAL {
-                    last_info = Instant::now();
-                    report(&mut search, &job.options, start, base_visits);
-                }
-                std::thread::sleep(IDLE_POLL);
-                continue;
-            }
-            break;
-        }
-        if last_info.elapsed() >= INFO_INTERVAL {
-            last_info = Instant::now();
-            report(&mut search, &job.options, start, base_visits);
-        }
-    }
-
-    let elapsed = start.elapsed();
-    let playouts = (search.root_visits() - base_visits) as f64;
-    core.searched_playouts += playouts as u64;
-    core.searched_time += elapsed;
-    report(&mut search, &job.options, start, base_visits);
+    core.searched_playouts += driver.playouts(&search);
+    core.searched_time += start.elapsed();
+    report(&mut search, &driver, &mut core.net.evaluator, &job.options);
     let best = search
         .choose_move(job.options.temperature, &mut core.rng)
         .or_else(|| best_prior_move(core, &position, &allowed))
@@ -358,80 +320,25 @@ fn parse_searchmoves(position: &shakmaty::Chess, searchmoves: &[String]) -> Vec<
     chosen
 }
 
-fn limit_reached(
-    search: &Search,
-    limits: &Limits,
-    allowed: &[Move],
-    playouts: u64,
-    clock_start: Instant,
-    start: Instant,
-    nps_estimate: f64,
-) -> bool {
-    if let Some(n) = limits.nodes {
-        if playouts >= n {
-            return true;
-        }
-    }
-    if let Some(d) = limits.depth {
-        if (search.mean_depth().round() as u32) >= d {
-            return true;
-        }
-    }
-    if let Some(m) = limits.mate {
-        if let Some(p) = search.proven_mate(None) {
-            if p > 0 && mate_in_moves(p) as u32 <= m.max(1) {
-                return true;
-            }
-        }
-    }
-    let Some(budget) = limits.budget else {
-        return false;
-    };
-    let elapsed = clock_start.elapsed();
-    if allowed.len() == 1 {
-        return true;
-    }
-    let ranked = search.ranked_children();
-    if elapsed >= budget.target {
-        let unsettled = match ranked.as_slice() {
-            [a, b, ..] => timeman::should_extend(a.visits, a.q, b.visits, b.q),
-            _ => false,
-        };
-        return !unsettled || elapsed >= timeman::extended_limit(budget);
-    }
-    let nps = current_nps(playouts, start, nps_estimate);
-    let (best, second) = match ranked.as_slice() {
-        [a, b, ..] => (a.visits, b.visits),
-        [a] => (a.visits, 0),
-        [] => return false,
-    };
-    nps > 0.0 && timeman::can_stop_early(best, second, elapsed, budget.target, nps)
-}
-
-/// Playouts per second: this search's own once it has run long enough, else the last
-/// search's (0 when there was none).
-fn current_nps(playouts: u64, start: Instant, nps_estimate: f64) -> f64 {
-    let since_go = start.elapsed();
-    if since_go >= NPS_MIN_SAMPLE && playouts > 0 {
-        playouts as f64 / since_go.as_secs_f64()
-    } else {
-        nps_estimate
-    }
-}
-
 /// Prints the `info` lines for the current state of the search.
-fn report(search: &mut Search, options: &Options, start: Instant, base_visits: u32) {
-    let elapsed = start.elapsed();
+fn report(
+    search: &mut Search,
+    driver: &Driver,
+    evaluator: &mut CachedEvaluator<NetEvaluator>,
+    options: &Options,
+) {
     let stats = search.stats;
     let figures = SearchFigures {
         depth: search.mean_depth().round() as u32,
         seldepth: stats.max_depth,
-        nodes: (search.root_visits() - base_visits) as u64,
-        elapsed,
-        hashfull: search.tree_permille().max(search.cache().permille_full()),
+        nodes: driver.playouts(search),
+        elapsed: driver.elapsed(),
+        hashfull: search
+            .tree_permille()
+            .max(evaluator.cache().permille_full()),
     };
     let root_hash = search.tree().root_hash;
-    let draw = search.cache_mut().get(root_hash).map_or(0.0, |e| e.wdl[1]);
+    let draw = evaluator.cached(root_hash).map_or(0.0, |e| e.wdl[1]);
     let root_q = search.root_q();
     let lines: Vec<PvLine> = search
         .ranked_children()
@@ -491,10 +398,10 @@ mod tests {
     #[test]
     fn clock_of_the_side_to_move_sets_the_budget() {
         let go = parse_go(&["wtime", "1000", "btime", "600000"]);
-        let white = Limits::of(&go, Color::White, Duration::from_millis(50))
+        let white = limits_of(&go, Color::White, Duration::from_millis(50))
             .budget
             .unwrap();
-        let black = Limits::of(&go, Color::Black, Duration::from_millis(50))
+        let black = limits_of(&go, Color::Black, Duration::from_millis(50))
             .budget
             .unwrap();
         assert!(white.target < black.target);
@@ -504,7 +411,7 @@ mod tests {
     #[test]
     fn movetime_wins_over_the_clock() {
         let go = parse_go(&["movetime", "500", "wtime", "100000"]);
-        let b = Limits::of(&go, Color::White, Duration::from_millis(50))
+        let b = limits_of(&go, Color::White, Duration::from_millis(50))
             .budget
             .unwrap();
         assert_eq!(b.target, Duration::from_millis(450));
@@ -512,8 +419,8 @@ mod tests {
 
     #[test]
     fn plain_go_is_infinite_and_go_nodes_is_not() {
-        assert!(Limits::of(&parse_go(&[]), Color::White, Duration::ZERO).infinite);
-        assert!(!Limits::of(&parse_go(&["nodes", "5"]), Color::White, Duration::ZERO).infinite);
+        assert!(limits_of(&parse_go(&[]), Color::White, Duration::ZERO).infinite);
+        assert!(!limits_of(&parse_go(&["nodes", "5"]), Color::White, Duration::ZERO).infinite);
     }
 
     #[test]

@@ -151,6 +151,23 @@ impl<E: Evaluator> CachedEvaluator<E> {
     pub fn inner_mut(&mut self) -> &mut E {
         &mut self.inner
     }
+
+    /// Forgets every cached position (a new game, a new network).
+    pub fn clear_cache(&mut self) {
+        self.cache.clear();
+    }
+
+    /// A cache of about `capacity` positions from now on (emptied when it changes).
+    pub fn resize(&mut self, capacity: usize) {
+        if capacity != self.cache.capacity() {
+            self.cache = EvalCache::new(capacity);
+        }
+    }
+
+    /// The cached answer for a position, if any (the UCI engine's draw share of the root).
+    pub fn cached(&mut self, key: u64) -> Option<&CachedEval> {
+        self.cache.get(key)
+    }
 }
 
 impl<E: Evaluator> Evaluator for CachedEvaluator<E> {

@@ -1,10 +1,11 @@
 //! Batched Monte-Carlo tree search: PUCT selection with virtual loss so one batch holds
 //! distinct leaves, one evaluator call per batch, exact terminal values, tree reuse and
-//! an evaluation cache keyed by Zobrist hash.
+//! an evaluation cache keyed by Zobrist hash in front of the evaluator.
 //!
-//! `params` holds every tunable, `node` the arena, `search` the loop, `evaluator` the
+//! `params` holds every tunable, `node` the arena, `search` the tree's descents and
+//! backups, `driver` the one loop that runs a search to its limits, `evaluator` the
 //! trait the search calls without knowing whether a network, a batching server or a
-//! test double is behind it.
+//! test double is behind it, `cache` the evaluation cache put in front of an evaluator.
 //!
 //! Sign convention: each node stores the visits `N` and value sum `W` of the edge that
 //! leads into it, from the point of view of the player who chose that edge. A leaf value
@@ -12,13 +13,15 @@
 //! parent, alternating up to the root.
 
 pub mod cache;
+pub mod driver;
 pub mod evaluator;
 pub mod node;
 pub mod params;
 pub mod search;
 
 pub use cache::{CachedEvaluator, EvalCache};
+pub use driver::{Driver, Limits, Watch};
 pub use evaluator::{EvalBatch, Evaluator, NetEvaluator, UniformEvaluator};
 pub use node::{Node, NodeState, Tree};
 pub use params::SearchParams;
-pub use search::{ChildStats, Search, SearchStats};
+pub use search::{ChildStats, RootRule, Search, SearchStats};

@@ -1,6 +1,8 @@
 //! Every search tunable with its default and one line on what it does. A UCI option
 //! or a trainer flag maps onto one field here.
 
+use super::search::RootRule;
+
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SearchParams {
     /// Exploration constant at the start; PUCT's weight on the prior.
@@ -23,7 +25,8 @@ pub struct SearchParams {
     pub root_noise: bool,
     pub dirichlet_alpha: f32,
     pub dirichlet_epsilon: f32,
-    /// Evaluations kept in the cache (0 disables it).
+    /// Positions in the evaluation cache that the evaluator's owner puts in front of it
+    /// ([`super::CachedEvaluator`]; 0: none). The search itself keeps no cache.
     pub cache_entries: usize,
     /// Inside the tree, a position that repeats one on its path is a draw (lc0's rule
     /// for play); against the game's history it always takes two earlier occurrences.
@@ -44,7 +47,13 @@ pub struct SearchParams {
     /// a leaf it reaches is evaluated (or found in the cache) and backed up again.
     #[serde(default = "default_max_nodes")]
     pub max_nodes: usize,
+    /// How the root's children are chosen, the move played and the policy target.
+    #[serde(default)]
+    pub root_rule: RootRule,
 }
+
+/// The evaluation cache's size unless its owner sets another (UCI `NNCacheSize`).
+pub const DEFAULT_CACHE_ENTRIES: usize = 200_000;
 
 fn yes() -> bool {
     true
@@ -94,11 +103,12 @@ impl Default for SearchParams {
             root_noise: false,
             dirichlet_alpha: 0.3,
             dirichlet_epsilon: 0.25,
-            cache_entries: 200_000,
+            cache_entries: DEFAULT_CACHE_ENTRIES,
             tree_twofold_draw: true,
             fpu_reduction_root: None,
             solver: true,
             max_nodes: default_max_nodes(),
+            root_rule: RootRule::Puct,
         }
     }
 }
@@ -112,6 +122,15 @@ impl SearchParams {
             fpu_reduction_root: Some(0.0),
             // Self-play keeps the plain search: the presets were measured without it.
             solver: false,
+            ..Self::default()
+        }
+    }
+
+    /// Defaults for matches at a node limit: each game adds 16 leaves to a round's batch,
+    /// so that many games in flight fill one network call.
+    pub fn for_matches() -> Self {
+        SearchParams {
+            max_batch: 16,
             ..Self::default()
         }
     }

@@ -1,9 +1,14 @@
 //! The search loop: `gather` descends the tree up to a batch's worth of times (virtual
 //! loss steering each descent away from leaves already in flight), `apply` expands the
-//! evaluated leaves and backs their values up. A driver calls the evaluator in between,
-//! so one call can serve many searches (self-play) or one (the UCI engine).
+//! evaluated leaves and backs their values up. The driver ([`super::driver`]) calls the
+//! evaluator in between, so one call can serve many searches (self-play) or one (the UCI
+//! engine). The search keeps no evaluation cache: whoever owns the evaluator puts a
+//! [`super::CachedEvaluator`] in front of it.
+//!
+//! How the root's children are chosen, which move is played and what the policy target
+//! is are the root rule's ([`RootRule`]); below the root every node uses PUCT.
 
-use super::cache::EvalCache;
+use super::driver::{Driver, Limits};
 use super::evaluator::{EvalBatch, Evaluator};
 use super::node::{Node, NodeState, Tree, MAX_TREE_NODES, MIN_TREE_NODES, NONE};
 use super::params::SearchParams;
@@ -23,8 +28,6 @@ pub struct SearchStats {
     pub collisions: u64,
     /// Descents that ended on a position decided by the rules.
     pub terminals: u64,
-    /// Leaves answered by the evaluation cache.
-    pub cache_hits: u64,
     /// Deepest descent, in plies from the root.
     pub max_depth: u32,
     /// Sum of descent depths (for the mean depth).
@@ -56,7 +59,17 @@ enum Descent {
     Leaf,
     Terminal,
     Collision,
-    CacheHit,
+}
+
+/// How the root's children are chosen for descents, which move a finished search plays
+/// and what it teaches the policy. Recorded with the search parameters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootRule {
+    /// PUCT as everywhere in the tree; the most visited move is played (or one sampled
+    /// by visits at a temperature), and the policy target is the visit distribution.
+    #[default]
+    Puct,
 }
 
 pub struct Search {
@@ -64,9 +77,8 @@ pub struct Search {
     tree: Tree,
     /// Hashes of the game's positions before the root (for threefold repetition).
     history: Vec<u64>,
-    cache: EvalCache,
-    /// Leaves of the last gather: (node, index in the batch, position hash).
-    pending: Vec<(u32, usize, u64)>,
+    /// Leaves of the last gather: (node, index in the batch).
+    pending: Vec<(u32, usize)>,
     /// Mating moves of the last gather's leaves (solver on): (node, index of the move
     /// among its legal moves), marked as checkmates when the leaf is expanded.
     pending_mates: Vec<(u32, u16)>,
@@ -76,22 +88,23 @@ pub struct Search {
     root_moves: Vec<Move>,
     /// Draws the root's Dirichlet noise: seeded, so that a seeded game is reproducible.
     noise_rng: StdRng,
+    /// Visits the current search will add, when its limits say (see [`Self::begin`]).
+    planned: Option<u32>,
     pub stats: SearchStats,
 }
 
 impl Search {
     pub fn new(game: &Game, params: SearchParams) -> Search {
-        let cache = EvalCache::new(params.cache_entries);
         let mut s = Search {
             tree: Tree::new(game.position().clone(), game.hash()),
             history: Vec::new(),
-            cache,
             pending: Vec::new(),
             pending_mates: Vec::new(),
             path_hashes: Vec::new(),
             root_noised: false,
             root_moves: Vec::new(),
             noise_rng: StdRng::seed_from_u64(0),
+            planned: None,
             stats: SearchStats::default(),
             params,
         };
@@ -114,12 +127,16 @@ impl Search {
         (self.tree.nodes.len() as u64 * 1000 / limit as u64).min(1000) as u32
     }
 
-    pub fn cache(&self) -> &EvalCache {
-        &self.cache
+    /// A search of this root begins: `planned` is the visits it will add if its limits
+    /// say (the driver calls this before the first round; a root rule that plans its
+    /// simulations reads it).
+    pub fn begin(&mut self, planned: Option<u32>) {
+        self.planned = planned;
     }
 
-    pub fn cache_mut(&mut self) -> &mut EvalCache {
-        &mut self.cache
+    /// The visits the current search plans to add ([`Self::begin`]).
+    pub fn planned_playouts(&self) -> Option<u32> {
+        self.planned
     }
 
     pub fn root_position(&self) -> &Chess {
@@ -132,7 +149,7 @@ impl Search {
 
     /// Moves the root to `game`'s current position. If that is the old root plus one
     /// played move whose child exists, the child's subtree is kept (tree reuse);
-    /// otherwise the tree starts afresh. The cache is kept either way.
+    /// otherwise the tree starts afresh.
     pub fn advance_to(&mut self, game: &Game) -> bool {
         self.history = game.history()[..game.history().len() - 1].to_vec();
         self.root_noised = false;
@@ -177,7 +194,7 @@ impl Search {
         }
     }
 
-    /// Drops the tree (not the cache) and starts again at `game`'s position.
+    /// Drops the tree and starts again at `game`'s position.
     pub fn reset_tree(&mut self, game: &Game) {
         self.history = game.history()[..game.history().len() - 1].to_vec();
         self.root_noised = false;
@@ -188,8 +205,8 @@ impl Search {
     }
 
     /// Makes up to `want` descents that end in a visit: leaves needing the evaluator go
-    /// into `batch`, terminal leaves and cache hits are backed up at once. Collisions
-    /// do not count. Returns the leaves added to `batch`.
+    /// into `batch`, terminal leaves are backed up at once. Collisions do not count.
+    /// Returns the leaves added to `batch`.
     pub fn gather(&mut self, want: usize, batch: &mut EvalBatch, timing: &mut PhaseTimes) -> usize {
         if self.params.root_noise
             && !self.root_noised
@@ -216,7 +233,7 @@ impl Search {
                     visits += 1;
                 }
                 Descent::Collision => collisions += 1,
-                Descent::Terminal | Descent::CacheHit => {
+                Descent::Terminal => {
                     visits += 1;
                     // A decided root has nothing left to search.
                     if matches!(self.tree.root().state, NodeState::Terminal(_)) {
@@ -242,7 +259,11 @@ impl Search {
             let proven = (idx != 0 && node.proven != 0).then_some(node.proven as f32);
             match (node.state, proven) {
                 (NodeState::Expanded, None) => {
-                    let child = self.select_child(idx);
+                    let child = if idx == 0 {
+                        self.select_root_child()
+                    } else {
+                        self.select_child(idx)
+                    };
                     let mv = self.tree.nodes[child]
                         .mv
                         .expect("non-root nodes carry their move");
@@ -297,7 +318,6 @@ impl Search {
                         lap(&mut timing.backup, t2);
                         return Descent::Terminal;
                     }
-                    let mates_from = self.pending_mates.len();
                     if self.params.solver {
                         for (k, &mv) in moves.iter().enumerate() {
                             if is_mating_move(&pos, mv) {
@@ -305,20 +325,9 @@ impl Search {
                             }
                         }
                     }
-                    if let Some(hit) = self.cache.get(hash) {
-                        if hit.priors.len() == moves.len() {
-                            let (wdl, priors) = (hit.wdl, hit.priors.clone());
-                            self.expand(idx, &moves, &priors);
-                            self.mark_mates(mates_from);
-                            self.backup(idx, wdl[0] - wdl[2]);
-                            self.stats.cache_hits += 1;
-                            lap(&mut timing.backup, t2);
-                            return Descent::CacheHit;
-                        }
-                    }
                     self.tree.nodes[idx].state = NodeState::Pending;
                     let bi = batch.push(&pos, &moves);
-                    self.pending.push((idx as u32, bi, hash));
+                    self.pending.push((idx as u32, bi));
                     self.stats.leaves += 1;
                     lap(&mut timing.movegen, t2);
                     return Descent::Leaf;
@@ -330,6 +339,13 @@ impl Search {
     fn note_depth(&mut self, depth: u32) {
         self.stats.max_depth = self.stats.max_depth.max(depth);
         self.stats.depth_sum += depth as u64;
+    }
+
+    /// The root child a descent takes, by the root rule.
+    fn select_root_child(&self) -> usize {
+        match self.params.root_rule {
+            RootRule::Puct => self.select_child(0),
+        }
     }
 
     /// PUCT with virtual loss and first-play urgency; returns the chosen child's index.
@@ -483,11 +499,10 @@ impl Search {
     pub fn apply(&mut self, batch: &EvalBatch, offset: usize, timing: &mut PhaseTimes) {
         let t0 = Instant::now();
         let pending = std::mem::take(&mut self.pending);
-        for &(idx, bi, hash) in &pending {
+        for &(idx, bi) in &pending {
             let i = bi + offset;
             let wdl = batch.wdl(i);
             self.expand(idx as usize, batch.moves(i), batch.priors(i));
-            self.cache.insert(hash, wdl, batch.priors(i));
             self.backup(idx as usize, wdl[0] - wdl[2]);
         }
         self.pending = pending;
@@ -496,30 +511,15 @@ impl Search {
         lap(&mut timing.backup, t0);
     }
 
-    /// Runs batches until the root has `visits` visits (or is decided).
+    /// Runs the driver until the root has `visits` visits (or nothing is left to
+    /// search).
     pub fn run_until_visits(
         &mut self,
         evaluator: &mut dyn Evaluator,
         visits: u32,
         timing: &mut PhaseTimes,
     ) -> anyhow::Result<()> {
-        let mut batch = EvalBatch::new();
-        while self.tree.root().visits < visits {
-            batch.clear();
-            let want = ((visits - self.tree.root().visits) as usize)
-                .min(self.params.max_batch)
-                .max(1);
-            let before = self.tree.root().visits;
-            self.gather(want, &mut batch, timing);
-            if !batch.is_empty() {
-                evaluator.evaluate(&mut batch, timing)?;
-                self.apply(&batch, 0, timing);
-            }
-            if self.tree.root().visits == before {
-                break; // nothing left to search (every line decided)
-            }
-        }
-        Ok(())
+        Driver::new(self, Limits::visits(visits)).run(self, evaluator, timing, &mut ())
     }
 
     /// Mixes Dirichlet noise into the root priors.
@@ -590,9 +590,24 @@ impl Search {
         c
     }
 
-    /// Chooses a root move: the most visited at temperature 0, else sampled with
-    /// probability proportional to visits^(1/temperature).
+    /// The move a finished search plays, by its root rule. PUCT: the most visited at
+    /// temperature 0, else sampled with probability proportional to
+    /// visits^(1/temperature).
     pub fn choose_move<R: Rng>(&self, temperature: f32, rng: &mut R) -> Option<Move> {
+        match self.params.root_rule {
+            RootRule::Puct => self.sample_by_visits(temperature, rng),
+        }
+    }
+
+    /// What a finished search teaches the policy, by its root rule, over the root's
+    /// allowed moves (PUCT: the visit distribution).
+    pub fn policy_target(&self) -> Vec<(Move, f32)> {
+        match self.params.root_rule {
+            RootRule::Puct => self.visit_distribution(),
+        }
+    }
+
+    fn sample_by_visits<R: Rng>(&self, temperature: f32, rng: &mut R) -> Option<Move> {
         if temperature <= 1e-3 {
             return self.best_move();
         }
@@ -712,7 +727,7 @@ impl Search {
 
     /// Mean depth of the descents so far.
     pub fn mean_depth(&self) -> f32 {
-        let d = self.stats.leaves + self.stats.terminals + self.stats.cache_hits;
+        let d = self.stats.leaves + self.stats.terminals;
         if d == 0 {
             0.0
         } else {

@@ -1,18 +1,21 @@
-//! The gating stage: the candidate plays the best network; it is promoted when it scores
-//! at least the promotion score.
+//! The gating stage: the candidate plays the best network through the match driver
+//! ([`crate::matches::run_match`], the code of `trainer match` and the strength curve);
+//! it is promoted when it scores at least the promotion score.
 
 use super::{termination_key, Observer};
-use crate::arena::{play_match, MatchConfig, MatchResult};
-use crate::mcts::NetEvaluator;
+use crate::matches::{run_match, MatchReport, MatchSpec};
 use crate::net::{Network, Precision};
+use crate::players::{EmberSetup, Prepared};
 use anyhow::Result;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The match and its verdict.
 #[derive(Clone, Debug)]
 pub struct GatingOutcome {
-    pub result: MatchResult,
+    /// The candidate is side A.
+    pub report: MatchReport,
     /// The candidate's score (1 when no games were played).
     pub score: f64,
     /// The candidate's Elo over the best network and its 95% interval; `None` where not
@@ -26,8 +29,11 @@ pub struct GatingOutcome {
 }
 
 pub struct GatingStage {
-    /// `name_a` is the candidate, `name_b` the best network. No games: promote at once.
-    pub config: MatchConfig,
+    /// Paired games from the openings (the standard position and random plies); no
+    /// games: promote at once.
+    pub spec: MatchSpec,
+    /// The candidate's and the best network's names in the PGN.
+    pub names: (String, String),
     pub promotion_score: f64,
 }
 
@@ -40,10 +46,10 @@ impl GatingStage {
         observer: &mut dyn Observer,
     ) -> Result<GatingOutcome> {
         let start = Instant::now();
-        let games = self.config.games;
+        let games = self.spec.games;
         if games == 0 {
             return Ok(GatingOutcome {
-                result: MatchResult::default(),
+                report: MatchReport::default(),
                 score: 1.0,
                 elo: None,
                 interval: (None, None),
@@ -53,43 +59,64 @@ impl GatingStage {
                 wall: Duration::ZERO,
             });
         }
-        let mut a = NetEvaluator::new(candidate, precision)?;
-        let mut b = NetEvaluator::new(best, precision)?;
+        let setup = EmberSetup {
+            embedded: None,
+            device: candidate.device.clone(),
+            precision,
+            threads: rayon::current_num_threads(),
+            solver: self.spec.search.solver,
+        };
+        let player = |net: &Network, name: &str| -> Result<Prepared> {
+            let copy = Network::from_bytes(&net.to_bytes()?, None, &setup.device, name)?;
+            Ok(Prepared::from_network(Arc::new(copy), name.to_string()))
+        };
+        let a = player(candidate, &self.names.0)?;
+        let b = player(best, &self.names.1)?;
         observer.start("gating", games as u64, "games");
-        let mut plies = 0usize;
-        let mut terminations: BTreeMap<String, usize> = BTreeMap::new();
-        let result = play_match(&self.config, &mut a, &mut b, |g| {
-            plies += g.plies;
-            *terminations
-                .entry(termination_key(g.outcome.termination))
-                .or_default() += 1;
-            let (n, ended) = (g.plies, g.outcome.termination.as_str());
-            observer.advance(&|| format!("last: {n} plies, {ended}"));
+        let mut seen = 0;
+        let report = run_match(&a, &b, &setup, &self.spec, |r| {
+            let fresh = &r.games[seen..];
+            seen = r.games.len();
+            for g in fresh {
+                let (n, ended) = (g.plies, g.termination.as_str());
+                observer.advance(&|| format!("last: {n} plies, {ended}"));
+            }
         })?;
         observer.finish();
-        let score = result.score_a();
+        let mut terminations: BTreeMap<String, usize> = BTreeMap::new();
+        for g in &report.games {
+            *terminations
+                .entry(termination_key(g.termination))
+                .or_default() += 1;
+        }
+        let estimate = report.trinomial.estimate();
         let finite = |x: f64| x.is_finite().then_some(x);
-        let (lo, hi) = result.elo_interval();
         Ok(GatingOutcome {
-            score,
-            elo: finite(result.elo_diff()),
-            interval: (finite(lo), finite(hi)),
-            promoted: score >= self.promotion_score,
-            plies,
+            score: estimate.score,
+            elo: finite(estimate.elo),
+            interval: (finite(estimate.elo_low), finite(estimate.elo_high)),
+            promoted: estimate.score >= self.promotion_score,
+            plies: report.games.iter().map(|g| g.plies).sum(),
             terminations,
             wall: start.elapsed(),
-            result,
+            report,
         })
     }
 }
 
 impl GatingOutcome {
-    /// The games as one PGN text.
+    /// Games played.
+    pub fn games(&self) -> usize {
+        self.report.games.len()
+    }
+
+    /// The games as one PGN text, in game order.
     pub fn pgn(&self) -> String {
-        self.result
-            .pgns
+        let mut games: Vec<_> = self.report.games.iter().collect();
+        games.sort_by_key(|g| g.number);
+        games
             .iter()
-            .map(|p| format!("{}\n", p.trim_end()))
+            .map(|g| format!("{}\n", g.pgn.trim_end()))
             .collect::<Vec<_>>()
             .join("\n")
     }

@@ -6,7 +6,7 @@ use super::gating_stage::GatingStage;
 use super::publish_stage::PublishStage;
 use super::selfplay_stage::SelfPlayStage;
 use super::strength_stage::{Anchor, BookMatch, StrengthStage};
-use crate::arena::MatchConfig;
+use crate::matches::{Limit, MatchSpec, Opening};
 use crate::mcts::SearchParams;
 use crate::net::Precision;
 use crate::players::PlayerSpec;
@@ -318,7 +318,8 @@ pub struct GatingSettings {
 }
 
 impl GatingSettings {
-    /// The gating stage: games at self-play's visits a move, ply cap and games in flight.
+    /// The gating stage: games at self-play's visits a move, ply cap, leaves per game and
+    /// games in flight, from the standard position and `gating_opening_plies` random plies.
     pub fn stage(
         &self,
         selfplay: &SelfPlaySettings,
@@ -326,22 +327,22 @@ impl GatingSettings {
         seed: u64,
         names: (String, String),
     ) -> GatingStage {
-        let defaults = MatchConfig::default();
         GatingStage {
-            config: MatchConfig {
+            spec: MatchSpec {
                 games: self.gating_games,
-                games_in_flight: selfplay.games_in_flight(gpu).min(self.gating_games.max(1)),
-                simulations: selfplay.simulations,
-                rules: Rules::plain(selfplay.max_plies, self.gating_opening_plies, 0),
+                limit: Limit::Nodes(u64::from(selfplay.simulations.max(2))),
+                openings: vec![Opening::start()],
+                max_plies: selfplay.max_plies,
+                random_opening_plies: self.gating_opening_plies,
                 search: SearchParams {
                     max_batch: selfplay.leaves_per_game,
-                    ..defaults.search
+                    ..SearchParams::for_matches()
                 },
+                concurrency: selfplay.games_in_flight(gpu).min(self.gating_games.max(1)),
+                sprt: None,
                 seed,
-                name_a: names.0,
-                name_b: names.1,
-                ..MatchConfig::default()
             },
+            names,
             promotion_score: self.promotion_score,
         }
     }

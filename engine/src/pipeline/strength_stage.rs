@@ -5,6 +5,7 @@
 
 use super::Observer;
 use crate::matches::{parse_openings, run_match, Limit, MatchSpec, DEFAULT_BOOK};
+use crate::mcts::SearchParams;
 use crate::net::Network;
 use crate::players::{EmberSetup, PlayerSpec, Prepared};
 use anyhow::{Context, Result};
@@ -55,6 +56,8 @@ impl BookMatch {
             limit: Limit::Nodes(self.nodes.max(2) as u64),
             openings: parse_openings(DEFAULT_BOOK, "book")?,
             max_plies: self.max_plies,
+            random_opening_plies: 0,
+            search: SearchParams::for_matches(),
             concurrency: self.concurrency.max(1),
             sprt: None,
             seed: self.seed,
