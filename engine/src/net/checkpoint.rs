@@ -6,11 +6,10 @@
 //! can make a process allocate more than the file itself holds. Writing is atomic
 //! ([`crate::files::write_atomic`]), so a kill at any moment leaves the previous file intact.
 
-use super::layers::TensorSource;
-use super::{NetConfig, Network, VALUE_CHANNELS, VALUE_HIDDEN};
+use super::{NetConfig, VALUE_CHANNELS, VALUE_HIDDEN};
 use crate::encoding::{INPUT_PLANES, POLICY_SIZE};
-use crate::files::{read_bounded, write_atomic};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::files::read_bounded;
+use anyhow::{anyhow, bail, Result};
 use candle_core::{Device, Tensor};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -29,7 +28,7 @@ pub const CHECKSUM_FIELD: &str = "checksum";
 pub const RUN_FIELD: &str = "run";
 
 /// Longest run name a loaded network keeps; the rest of a longer field is dropped.
-const MAX_RUN_NAME: usize = 64;
+pub const MAX_RUN_NAME: usize = 64;
 
 /// Reads a checkpoint file, refusing what is not a regular file or is larger than
 /// [`MAX_CHECKPOINT_BYTES`] (a directory, `/dev/zero`, a FIFO) with an error naming it.
@@ -241,93 +240,4 @@ pub fn declared_config(meta: &HashMap<String, String>, origin: &str) -> Result<N
         filters: num("filters", filters)?,
         blocks: num("blocks", blocks)?,
     })
-}
-
-impl Network {
-    /// Serialises the network (all tensors, f32) with its metadata.
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let tensors: Vec<(String, Tensor)> = self
-            .named_tensors()
-            .into_iter()
-            .map(|(n, v, _)| (n, v.as_tensor().clone()))
-            .collect();
-        let mut meta = metadata(self.config, self.iteration);
-        if let Some(run) = &self.run {
-            meta.insert(RUN_FIELD.to_string(), run.clone());
-        }
-        serialize(&tensors, meta)
-    }
-
-    /// Saves atomically to `path`.
-    pub fn save(&self, path: &Path) -> Result<()> {
-        write_atomic(path, &self.to_bytes()?)
-            .with_context(|| format!("saving network to {}", path.display()))
-    }
-
-    /// Loads a checkpoint file. With `expected`, a checkpoint of another architecture
-    /// is an error naming the fields that differ.
-    pub fn load(path: &Path, expected: Option<NetConfig>, device: &Device) -> Result<Network> {
-        let bytes = read_file(path).context("reading a checkpoint")?;
-        Network::from_bytes(&bytes, expected, device, &path.display().to_string())
-    }
-
-    /// Loads a checkpoint from bytes (`origin` names them in errors). Every tensor's
-    /// name, dtype and shape is checked against the declared architecture as the layers
-    /// are built from it, and a tensor no layer asks for is an error.
-    pub fn from_bytes(
-        bytes: &[u8],
-        expected: Option<NetConfig>,
-        device: &Device,
-        origin: &str,
-    ) -> Result<Network> {
-        let ckpt = Checkpoint::parse(bytes, origin)?;
-        let config = declared_config(&ckpt.meta, origin)?;
-        if let Some(want) = expected {
-            let mut diffs = Vec::new();
-            if want.filters != config.filters {
-                diffs.push(format!(
-                    "filters is {} (expected {})",
-                    config.filters, want.filters
-                ));
-            }
-            if want.blocks != config.blocks {
-                diffs.push(format!(
-                    "blocks is {} (expected {})",
-                    config.blocks, want.blocks
-                ));
-            }
-            if !diffs.is_empty() {
-                bail!("{origin} holds another architecture: {}", diffs.join(", "));
-            }
-        }
-        let iteration = match ckpt.meta.get("iteration") {
-            None => 0,
-            Some(s) => s.parse().map_err(|_| {
-                anyhow!("{origin}: metadata field `iteration` is {s:?}, expected a whole number")
-            })?,
-        };
-        // The layers ask the checkpoint for each tensor with the shape they need: a tensor
-        // of another shape or dtype is refused before it is read, so nothing larger than
-        // the file itself is ever allocated.
-        let mut net = Network::build(config, device, TensorSource::Checkpoint(&ckpt))
-            .map_err(|e| anyhow!("{e}"))?;
-        let expected: std::collections::HashSet<&str> = net.tensor_names().collect();
-        if let Some((extra, _)) = ckpt
-            .shapes()
-            .into_iter()
-            .find(|(name, _)| !expected.contains(name.as_str()))
-        {
-            bail!("{origin}: tensor `{extra}` is not part of a {config} network");
-        }
-        net.iteration = iteration;
-        // Shown in `info string` lines and logs: printable characters only, so a hostile
-        // field cannot break a line of the UCI protocol.
-        net.run = ckpt.meta.get(RUN_FIELD).map(|r| {
-            r.chars()
-                .filter(|c| !c.is_control())
-                .take(MAX_RUN_NAME)
-                .collect()
-        });
-        Ok(net)
-    }
 }
