@@ -405,7 +405,7 @@ pub fn bench_selfplay(opts: &BenchOptions) -> anyhow::Result<Value> {
         "seconds": (wall * 10.0).round() / 10.0,
         "positions": stats.positions,
         "positions_per_s": (stats.positions_per_s() * 10.0).round() / 10.0,
-        "games_finished": stats.games,
+        "games_finished": stats.tally.games,
         "games_per_s_second_half": (late as f64 / half.max(1e-9) * 1000.0).round() / 1000.0,
         "mean_plies": (stats.mean_plies() * 10.0).round() / 10.0,
         "evals_per_s": (stats.evaluations as f64 / wall.max(1e-9)).round(),

@@ -7,7 +7,9 @@
 use crate::game::{Game, Termination};
 use crate::mcts::{NetEvaluator, SearchParams};
 use crate::players::{EmberSetup, Prepared};
-use crate::runner::{self, Contest, PlayerSide, Rules, Schedule, SearchSide, Side, StartPlayer};
+use crate::runner::{
+    self, Contest, GameTally, PlayerSide, Rules, Schedule, SearchSide, Side, StartPlayer,
+};
 use crate::stats::{Pentanomial, Sprt, SprtVerdict, Trinomial};
 use anyhow::{anyhow, bail, Context, Result};
 use std::ops::ControlFlow;
@@ -174,6 +176,8 @@ pub struct MatchReport {
     pub name_b: String,
     pub trinomial: Trinomial,
     pub pentanomial: Pentanomial,
+    /// The finished games' results for White and Black, ends and plies.
+    pub tally: GameTally,
     /// Finished games, in the order they finished.
     pub games: Vec<GameResult>,
     pub llr: Option<f64>,
@@ -263,6 +267,7 @@ pub fn run_match(
     };
     let mut halves: std::collections::HashMap<usize, f64> = Default::default();
     runner::play(Contest::Match(sides), &rules, &schedule, |record| {
+        report.tally.add(&record);
         let game = GameResult {
             number: record.index + 1,
             a_white: record.white == 0,

@@ -598,6 +598,40 @@ pub fn parse_players(list: &str) -> Result<Vec<PlayerSpec>> {
 mod tests {
     use super::*;
 
+    /// An Ember player under a clock or a move time thinks as `ember` does in a GUI: the
+    /// budget is timeman's, with ember's default move overhead.
+    #[test]
+    fn an_ember_player_under_a_clock_uses_the_engines_time_manager() {
+        let clock = EmberPlayer::limits(MoveLimit::Clock {
+            own_ms: 60_000,
+            own_inc_ms: 500,
+            other_ms: 1,
+            other_inc_ms: 0,
+        });
+        let want = timeman::for_clock(
+            timeman::Clock {
+                remaining: Duration::from_secs(60),
+                increment: Duration::from_millis(500),
+                moves_to_go: None,
+            },
+            Duration::from_millis(50),
+        );
+        assert_eq!(clock, Limits::time(want));
+        // Not the old rule (a fortieth of the clock plus three quarters of the increment).
+        assert_ne!(want.target, Duration::from_millis(60_000 / 40 + 375));
+        assert_eq!(
+            EmberPlayer::limits(MoveLimit::MoveTime(300)),
+            Limits::time(timeman::for_movetime(
+                Duration::from_millis(300),
+                Duration::from_millis(50)
+            ))
+        );
+        assert_eq!(
+            EmberPlayer::limits(MoveLimit::Nodes(64)),
+            Limits::playouts(64)
+        );
+    }
+
     #[test]
     fn specs_parse_and_print_back() {
         for text in [

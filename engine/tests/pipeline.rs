@@ -45,7 +45,7 @@ fn stages_run_one_after_another_through_files_alone() {
     }
     .run(&best, Precision::F32, &shard, &pgn, &mut Quiet)
     .unwrap();
-    assert_eq!(sp.stats.games, 3);
+    assert_eq!(sp.stats.tally.games, 3);
     assert!(sp.first_game.is_some());
     let text = std::fs::read_to_string(&pgn).unwrap();
     let mut rounds: Vec<&str> = text
@@ -120,7 +120,7 @@ fn stages_run_one_after_another_through_files_alone() {
         shard: Some(RunDir::shard_name(1)),
         worker_shards: Vec::new(),
         positions: sp.stats.positions as u64,
-        games: sp.stats.games as u64,
+        games: sp.stats.tally.games as u64,
         elo: gate.elo,
     };
     let state = RunState::new(5);

@@ -37,7 +37,7 @@ fn samples_hold_a_visit_distribution_over_legal_moves_and_the_movers_result() {
     let mut records: Vec<GameRecord> = Vec::new();
     let stats = play_games(&config(4), &mut eval, |r| records.push(r)).unwrap();
     assert_eq!(records.len(), 4);
-    assert_eq!(stats.games, 4);
+    assert_eq!(stats.tally.games, 4);
     for r in &records {
         assert_eq!(r.samples.len(), r.plies, "one sample per searched move");
         for s in &r.samples {
@@ -91,7 +91,7 @@ fn pipelined_self_play_plays_the_same_games_as_the_plain_loop() {
         };
         let mut records: Vec<GameRecord> = Vec::new();
         let stats = play_games(&cfg, &mut UniformEvaluator, |r| records.push(r)).unwrap();
-        assert_eq!(stats.games, 9);
+        assert_eq!(stats.tally.games, 9);
         assert_eq!(
             stats.positions,
             records.iter().map(|r| r.samples.len()).sum::<usize>()

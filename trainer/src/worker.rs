@@ -140,17 +140,9 @@ publishes to its --models-dir",
             worker: id.clone(),
             seq,
             network_version: *version,
-            games: out.stats.games,
+            tally: out.stats.tally.clone(),
             positions: out.stats.positions,
             samples: out.samples.len(),
-            plies: out.plies.clone(),
-            terminations: out.terminations.clone(),
-            white_wins: out.stats.white_wins,
-            black_wins: out.stats.black_wins,
-            draws: out.stats.draws,
-            resigned: out.stats.resigned,
-            resign_checked: out.stats.resign_checked,
-            resign_false_positives: out.stats.resign_false_positives,
             evaluations: out.stats.evaluations,
             wall_s: start.elapsed().as_secs_f64(),
             ..Default::default()
@@ -163,7 +155,7 @@ publishes to its --models-dir",
         let _ = std::fs::remove_file(&pgn);
         info!(
             "worker {id}: shard {name}: {} games, {} samples with network version {version}, {:.0} positions/s",
-            meta.games,
+            meta.tally.games,
             meta.samples,
             meta.positions as f64 / meta.wall_s.max(1e-9)
         );

@@ -27,9 +27,9 @@
 //!   kill of the learner.
 
 use crate::files::write_atomic;
+use crate::runner::GameTally;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -157,19 +157,13 @@ pub struct ShardMeta {
     pub seq: u64,
     /// The published network version the games were played with.
     pub network_version: u64,
-    pub games: usize,
+    /// The games of the batch: results, ends, plies, resignations.
+    #[serde(flatten)]
+    pub tally: GameTally,
     /// Moves searched (every move of every game, recorded or not).
     pub positions: usize,
     /// Training samples in the shard.
     pub samples: usize,
-    pub plies: Vec<usize>,
-    pub terminations: BTreeMap<String, usize>,
-    pub white_wins: usize,
-    pub black_wins: usize,
-    pub draws: usize,
-    pub resigned: usize,
-    pub resign_checked: usize,
-    pub resign_false_positives: usize,
     pub evaluations: u64,
     /// Seconds the worker spent playing the batch.
     pub wall_s: f64,
@@ -452,12 +446,17 @@ mod tests {
         let meta = ShardMeta {
             worker: "w1".into(),
             seq: 1,
-            games: 3,
+            tally: GameTally {
+                games: 3,
+                plies: 120,
+                ..Default::default()
+            },
             ..Default::default()
         };
         assert_eq!(x.put_shard(&meta, b"data", b"pgn").unwrap(), "w1-000001");
         assert_eq!(x.complete_shards().unwrap(), vec!["w1-000001".to_string()]);
-        assert_eq!(x.read_meta("w1-000001").unwrap().games, 3);
+        let read = x.read_meta("w1-000001").unwrap();
+        assert_eq!((read.tally.games, read.tally.plies), (3, 120));
         assert_eq!(x.read_shard("w1-000001").unwrap(), b"data");
         assert_eq!(x.next_seq("w1").unwrap(), 2);
         assert_eq!(x.next_seq("w2").unwrap(), 1);

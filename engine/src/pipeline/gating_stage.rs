@@ -2,12 +2,12 @@
 //! ([`crate::matches::run_match`], the code of `trainer match` and the strength curve);
 //! it is promoted when it scores at least the promotion score.
 
-use super::{termination_key, Observer};
+use super::Observer;
 use crate::matches::{run_match, MatchReport, MatchSpec};
 use crate::net::{Network, Precision};
 use crate::players::{EmberSetup, Prepared};
+use crate::runner::GameTally;
 use anyhow::Result;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,8 @@ pub struct GatingOutcome {
     pub elo: Option<f64>,
     pub interval: (Option<f64>, Option<f64>),
     pub promoted: bool,
-    pub plies: usize,
-    pub terminations: BTreeMap<String, usize>,
+    /// The games' results (for White and Black), ends and plies.
+    pub tally: GameTally,
     pub wall: Duration,
 }
 
@@ -54,8 +54,7 @@ impl GatingStage {
                 elo: None,
                 interval: (None, None),
                 promoted: true,
-                plies: 0,
-                terminations: BTreeMap::new(),
+                tally: GameTally::default(),
                 wall: Duration::ZERO,
             });
         }
@@ -83,12 +82,6 @@ impl GatingStage {
             }
         })?;
         observer.finish();
-        let mut terminations: BTreeMap<String, usize> = BTreeMap::new();
-        for g in &report.games {
-            *terminations
-                .entry(termination_key(g.termination))
-                .or_default() += 1;
-        }
         let estimate = report.trinomial.estimate();
         let finite = |x: f64| x.is_finite().then_some(x);
         Ok(GatingOutcome {
@@ -96,8 +89,7 @@ impl GatingStage {
             elo: finite(estimate.elo),
             interval: (finite(estimate.elo_low), finite(estimate.elo_high)),
             promoted: estimate.score >= self.promotion_score,
-            plies: report.games.iter().map(|g| g.plies).sum(),
-            terminations,
+            tally: report.tally.clone(),
             wall: start.elapsed(),
             report,
         })
@@ -107,7 +99,7 @@ impl GatingStage {
 impl GatingOutcome {
     /// Games played.
     pub fn games(&self) -> usize {
-        self.report.games.len()
+        self.tally.games
     }
 
     /// The games as one PGN text, in game order.

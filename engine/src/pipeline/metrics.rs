@@ -4,9 +4,9 @@
 
 use super::strength_stage::StrengthPoint;
 use crate::files::write_atomic;
+use crate::runner::GameTally;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -22,13 +22,10 @@ pub struct IterationMetrics {
     pub skipped_steps: usize,
     /// Positions recorded for training (with a playout cap, the fully searched moves).
     pub positions: usize,
-    pub games: usize,
+    /// The iteration's self-play games: results, ends, plies, resignations.
+    #[serde(flatten)]
+    pub tally: GameTally,
     pub mean_plies: f64,
-    /// Finished games by how they ended (`checkmate`, `max_plies`, ...).
-    pub terminations: BTreeMap<String, usize>,
-    pub white_wins: usize,
-    pub black_wins: usize,
-    pub draws: usize,
     /// Moves searched per second of self-play (fast and full ones).
     pub selfplay_positions_per_s: f64,
     pub evals_per_position: f64,
@@ -60,14 +57,6 @@ pub struct IterationMetrics {
     /// The weight of the material balance in this iteration's value targets.
     #[serde(default)]
     pub material_ratio: f32,
-    /// Self-play games ended by resignation; played-out games in which someone would
-    /// have resigned, and those the would-be resigner did not lose.
-    #[serde(default)]
-    pub resigned: usize,
-    #[serde(default)]
-    pub resign_checked: usize,
-    #[serde(default)]
-    pub resign_false_positives: usize,
     /// The network after this iteration against fixed anchors (when measured).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub strength: Vec<StrengthPoint>,

@@ -58,17 +58,7 @@ impl Observer for Quiet {
 }
 
 /// `Termination::MaxPlies` -> `max_plies`: the key games are counted under in metrics.
-pub fn termination_key(t: crate::Termination) -> String {
-    let name = format!("{t:?}");
-    let mut key = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            key.push('_');
-        }
-        key.push(c.to_ascii_lowercase());
-    }
-    key
-}
+pub use crate::runner::termination_key;
 
 #[cfg(test)]
 mod tests {

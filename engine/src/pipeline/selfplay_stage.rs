@@ -1,14 +1,13 @@
 //! The self-play stage: games with one network, written as a replay shard and a PGN file.
 //! Everything a self-play worker needs; it touches no other file of the run.
 
-use super::{termination_key, Observer};
+use super::Observer;
 use crate::files::write_atomic;
 use crate::mcts::NetEvaluator;
 use crate::net::{Network, Precision};
 use crate::replay::ShardWriter;
 use crate::selfplay::{play_games, GameRecord, PlayStats, Sample, SelfPlayConfig};
 use anyhow::{Context, Result};
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// What self-play made.
@@ -16,10 +15,6 @@ pub struct SelfPlayOutcome {
     pub stats: PlayStats,
     /// The samples written to the shard, for the in-memory replay window.
     pub samples: Vec<Sample>,
-    /// Plies of each finished game.
-    pub plies: Vec<usize>,
-    /// Finished games by how they ended (`checkmate`, `max_plies`, ...).
-    pub terminations: BTreeMap<String, usize>,
     /// The first game, when it was played alone ([`SelfPlayStage::first_alone`]).
     pub first_game: Option<PlayStats>,
 }
@@ -49,8 +44,6 @@ impl SelfPlayStage {
         let mut out = SelfPlayOutcome {
             stats: PlayStats::default(),
             samples: Vec::new(),
-            plies: Vec::new(),
-            terminations: BTreeMap::new(),
             first_game: None,
         };
         observer.start("self-play", cfg.games as u64, "games");
@@ -65,10 +58,6 @@ impl SelfPlayStage {
             }
             pgn_text.push_str(rec.pgn.trim_end());
             pgn_text.push_str("\n\n");
-            out.plies.push(rec.plies);
-            *out.terminations
-                .entry(termination_key(rec.outcome.termination))
-                .or_default() += 1;
             let (plies, ended) = (rec.plies, rec.outcome.termination.as_str());
             out.samples.extend(rec.samples);
             observer.advance(&|| format!("last: {plies} plies, {ended}"));

@@ -61,7 +61,7 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-pub use record::{GameRecord, MoveStats, PlayStats, Sample};
+pub use record::{termination_key, GameRecord, GameTally, MoveStats, PlayStats, Sample};
 pub use rules::{CapRule, FastMoves, Limit, Opening, Resign, Rules, Schedule};
 
 use crate::game::Termination;
@@ -72,7 +72,7 @@ use crate::players::{Failure, Player};
 use anyhow::{anyhow, bail, Result};
 use game::{derive_seed, InPlay, Seat};
 use rayon::prelude::*;
-use shakmaty::{Color, KnownOutcome, Move};
+use shakmaty::Move;
 use std::ops::ControlFlow;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -303,23 +303,8 @@ impl Runner<'_> {
             stats.collisions += s.stats.collisions;
         }
         let record = game.finish(&self.names, self.schedule);
-        stats.games += 1;
+        stats.tally.add(&record);
         stats.positions += record.searched.iter().filter(|s| s.is_some()).count();
-        stats.finished_plies += record.plies;
-        match record.outcome.result {
-            KnownOutcome::Decisive {
-                winner: Color::White,
-            } => stats.white_wins += 1,
-            KnownOutcome::Decisive { .. } => stats.black_wins += 1,
-            KnownOutcome::Draw => stats.draws += 1,
-        }
-        if record.outcome.termination == Termination::Resignation {
-            stats.resigned += 1;
-        }
-        if let Some(wrong) = record.resign_false_positive() {
-            stats.resign_checked += 1;
-            stats.resign_false_positives += usize::from(wrong);
-        }
         if on_game(record).is_break() {
             self.stopped = true;
         }

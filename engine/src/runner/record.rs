@@ -2,9 +2,10 @@
 //! statistics, training samples, PGN) and the counters of a runner call ([`PlayStats`]).
 
 use super::rules::Opening;
-use crate::game::GameOutcome;
+use crate::game::{GameOutcome, Termination};
 use crate::phase_times::PhaseTimes;
-use shakmaty::{Chess, Color, Move};
+use shakmaty::{Chess, Color, KnownOutcome, Move};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// One training sample: the position, the visit distribution over its legal moves (by
@@ -75,14 +76,128 @@ impl GameRecord {
     }
 }
 
+/// Counts of finished games: results, how they ended, their plies and resignations.
+/// Every report of games embeds one (a runner call's [`PlayStats`], a worker's shard
+/// record, an iteration's metrics line, the gating match): add a [`GameRecord`] with
+/// [`GameTally::add`], another tally with `+=`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GameTally {
+    #[serde(default)]
+    pub games: usize,
+    #[serde(default)]
+    pub white_wins: usize,
+    #[serde(default)]
+    pub black_wins: usize,
+    #[serde(default)]
+    pub draws: usize,
+    /// Games ended by resignation.
+    #[serde(default)]
+    pub resigned: usize,
+    /// Played-out games in which someone would have resigned, and those in which that
+    /// side did not lose (resignation's false positives).
+    #[serde(default)]
+    pub resign_checked: usize,
+    #[serde(default)]
+    pub resign_false_positives: usize,
+    /// Games by how they ended (`checkmate`, `max_plies`, ...).
+    #[serde(default)]
+    pub terminations: BTreeMap<String, usize>,
+    /// Plies of the games, summed (read also from a list of each game's plies).
+    #[serde(default, deserialize_with = "plies_sum")]
+    pub plies: usize,
+}
+
+/// The plies field as a sum, or as a list of each game's plies (summed).
+fn plies_sum<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Plies {
+        Sum(usize),
+        Each(Vec<usize>),
+    }
+    Ok(match <Plies as serde::Deserialize>::deserialize(d)? {
+        Plies::Sum(n) => n,
+        Plies::Each(v) => v.iter().sum(),
+    })
+}
+
+impl GameTally {
+    /// Counts one finished game.
+    pub fn add(&mut self, record: &GameRecord) {
+        self.games += 1;
+        self.plies += record.plies;
+        match record.outcome.result {
+            KnownOutcome::Decisive {
+                winner: Color::White,
+            } => self.white_wins += 1,
+            KnownOutcome::Decisive { .. } => self.black_wins += 1,
+            KnownOutcome::Draw => self.draws += 1,
+        }
+        if record.outcome.termination == Termination::Resignation {
+            self.resigned += 1;
+        }
+        if let Some(wrong) = record.resign_false_positive() {
+            self.resign_checked += 1;
+            self.resign_false_positives += usize::from(wrong);
+        }
+        *self
+            .terminations
+            .entry(termination_key(record.outcome.termination))
+            .or_default() += 1;
+    }
+
+    pub fn mean_plies(&self) -> f64 {
+        self.plies as f64 / self.games.max(1) as f64
+    }
+
+    /// "checkmate 3, max_plies 2", for logs.
+    pub fn describe_terminations(&self) -> String {
+        let ends: Vec<String> = self
+            .terminations
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        ends.join(", ")
+    }
+}
+
+impl std::ops::AddAssign<&GameTally> for GameTally {
+    fn add_assign(&mut self, t: &GameTally) {
+        self.games += t.games;
+        self.white_wins += t.white_wins;
+        self.black_wins += t.black_wins;
+        self.draws += t.draws;
+        self.resigned += t.resigned;
+        self.resign_checked += t.resign_checked;
+        self.resign_false_positives += t.resign_false_positives;
+        for (k, n) in &t.terminations {
+            *self.terminations.entry(k.clone()).or_default() += n;
+        }
+        self.plies += t.plies;
+    }
+}
+
+/// The snake-case name of a termination, as tallies and metrics key it.
+pub fn termination_key(t: Termination) -> String {
+    let name = format!("{t:?}");
+    let mut key = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            key.push('_');
+        }
+        key.push(c.to_ascii_lowercase());
+    }
+    key
+}
+
 /// Counters of a runner call.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct PlayStats {
-    pub games: usize,
+    /// The finished games.
+    #[serde(flatten)]
+    pub tally: GameTally,
     /// Moves played by search sides (finished games, and unfinished ones at a time limit).
     pub positions: usize,
-    /// Plies of the finished games.
-    pub finished_plies: usize,
     /// Positions sent to a network.
     pub evaluations: u64,
     pub collisions: u64,
@@ -90,33 +205,17 @@ pub struct PlayStats {
     pub cache_hits: u64,
     pub wall: Duration,
     pub timing: PhaseTimes,
-    pub white_wins: usize,
-    pub black_wins: usize,
-    pub draws: usize,
-    /// Games ended by resignation.
-    pub resigned: usize,
-    /// Played-out games in which someone would have resigned, and those in which that
-    /// side did not lose (resignation's false positives).
-    pub resign_checked: usize,
-    pub resign_false_positives: usize,
 }
 
 impl std::ops::AddAssign<&PlayStats> for PlayStats {
     fn add_assign(&mut self, s: &PlayStats) {
-        self.games += s.games;
+        self.tally += &s.tally;
         self.positions += s.positions;
-        self.finished_plies += s.finished_plies;
         self.evaluations += s.evaluations;
         self.collisions += s.collisions;
         self.cache_hits += s.cache_hits;
         self.wall += s.wall;
         self.timing += s.timing;
-        self.white_wins += s.white_wins;
-        self.black_wins += s.black_wins;
-        self.draws += s.draws;
-        self.resigned += s.resigned;
-        self.resign_checked += s.resign_checked;
-        self.resign_false_positives += s.resign_false_positives;
     }
 }
 
@@ -126,10 +225,10 @@ impl PlayStats {
     }
     /// Finished games per wall-clock second.
     pub fn games_per_s(&self) -> f64 {
-        self.games as f64 / self.wall.as_secs_f64().max(1e-9)
+        self.tally.games as f64 / self.wall.as_secs_f64().max(1e-9)
     }
     pub fn mean_plies(&self) -> f64 {
-        self.finished_plies as f64 / self.games.max(1) as f64
+        self.tally.mean_plies()
     }
     pub fn evals_per_position(&self) -> f64 {
         self.evaluations as f64 / self.positions.max(1) as f64

@@ -3,7 +3,7 @@ use crate::game::{Game, GameOutcome};
 use crate::mcts::UniformEvaluator;
 use crate::players::MoveLimit;
 use crate::players::RandomPlayer;
-use shakmaty::{Chess, Position};
+use shakmaty::{Chess, Color, KnownOutcome, Position};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Uniform priors, a drawn value, and a count of the positions it was sent.
@@ -245,7 +245,7 @@ fn breaking_from_on_game_stops_the_schedule() {
         },
     )
     .unwrap();
-    assert_eq!((seen, stats.games), (3, 3));
+    assert_eq!((seen, stats.tally.games), (3, 3));
 }
 
 #[test]
@@ -393,7 +393,7 @@ fn a_hopeless_side_resigns_and_played_out_games_count_false_positives() {
         assert_eq!(g.plies, 0, "White resigns at its first move");
         assert!(g.samples.iter().all(|s| s.result == -1.0));
     }
-    assert_eq!((stats.resigned, stats.resign_checked), (4, 0));
+    assert_eq!((stats.tally.resigned, stats.tally.resign_checked), (4, 0));
 
     // Played out, White would have resigned, but the game reaches the cap and is
     // drawn: every such resignation would have been wrong.
@@ -403,8 +403,14 @@ fn a_hopeless_side_resigns_and_played_out_games_count_false_positives() {
         assert_eq!(g.outcome.result, KnownOutcome::Draw);
         assert_eq!(g.resign_false_positive(), Some(true));
     }
-    assert_eq!(stats.resigned, 0);
-    assert_eq!((stats.resign_checked, stats.resign_false_positives), (4, 4));
+    assert_eq!(stats.tally.resigned, 0);
+    assert_eq!(
+        (
+            stats.tally.resign_checked,
+            stats.tally.resign_false_positives
+        ),
+        (4, 4)
+    );
 }
 
 #[test]
@@ -520,4 +526,39 @@ fn the_leaves_of_each_side_reach_that_sides_evaluator() {
             }
         }
     }
+}
+
+#[test]
+fn a_tally_counts_each_record_once_adds_up_and_reads_plies_as_a_sum_or_a_list() {
+    let mut eval = UniformEvaluator;
+    let schedule = Schedule {
+        games: 6,
+        in_flight: 3,
+        ..Schedule::default()
+    };
+    let (games, stats) = play_all(
+        Contest::SelfPlay(search_side(&mut eval, 8)),
+        &rules(30),
+        &schedule,
+    );
+    let mut tally = GameTally::default();
+    for g in &games {
+        tally.add(g);
+    }
+    assert_eq!(tally, stats.tally);
+    assert_eq!(tally.games, 6);
+    assert_eq!(tally.white_wins + tally.black_wins + tally.draws, 6);
+    assert_eq!(tally.terminations.values().sum::<usize>(), 6);
+    assert_eq!(tally.plies, games.iter().map(|g| g.plies).sum::<usize>());
+    let mut twice = tally.clone();
+    twice += &tally;
+    assert_eq!((twice.games, twice.plies), (12, 2 * tally.plies));
+    assert_eq!(
+        twice.terminations.values().sum::<usize>(),
+        2 * tally.terminations.values().sum::<usize>()
+    );
+    let json = serde_json::to_string(&tally).unwrap();
+    assert_eq!(serde_json::from_str::<GameTally>(&json).unwrap(), tally);
+    let listed: GameTally = serde_json::from_str(r#"{"games": 2, "plies": [30, 12]}"#).unwrap();
+    assert_eq!((listed.games, listed.plies, listed.draws), (2, 42, 0));
 }
