@@ -83,7 +83,7 @@ pub enum Preset {
 /// `name: Option<T> => path` is a setting: `--name` overrides the [`RunConfig`] field at
 /// `path`, in a new run's preset as in a resumed run's saved configuration. The other
 /// entries say which run, and where its files go. From the list come the struct (its doc
-/// comments are the help), [`TrainArgs::SETTINGS`], [`TrainArgs::given`] and
+/// comments are the help), `TrainArgs::SETTINGS`, [`TrainArgs::given`] and
 /// [`TrainArgs::override_settings`].
 macro_rules! train_args {
     ($( $(#[$attr:meta])* $name:ident : $ty:ty $(=> $($path:ident).+)? ,)*) => {
@@ -93,7 +93,9 @@ macro_rules! train_args {
         }
 
         impl TrainArgs {
-            /// Every setting: its flag's field name and the [`RunConfig`] field it sets.
+            /// Every setting: its flag's field name and the [`RunConfig`] field it sets (the
+            /// tests check each against `config.json`).
+            #[cfg(test)]
             pub const SETTINGS: &[(&str, &str)] = &[
                 $( $( (stringify!($name), stringify!($($path).+)), )? )*
             ];
