@@ -16,16 +16,21 @@ use std::path::PathBuf;
 #[command(
     name = "trainer",
     version,
-    about = "Ember's trainer: self-play, training, gating, matches and benchmarks",
+    about = "Ember's trainer: training by self-play (on one machine or distributed), strength curve, \
+publishing, matches and benchmarks",
     long_about = "Trains an Ember network from zero by self-play. `trainer` with no subcommand is \
 `trainer train`. Each iteration plays self-play games with the best network and trains a candidate on \
-the replay window. With --gating-games above 0 the candidate replaces the best network only when it \
-reaches --promotion-score in a gating match; the default preset promotes every candidate and measures \
-progress against fixed anchors instead (the strength curve, --strength-every). Everything lands in \
-runs/NAME/. At the strength curve's iterations and at the end, the best network plays the network \
-`ember` would otherwise play (MODELS/latest.safetensors, or the one built into the binaries) and \
-replaces it only if it wins (--publish-games, --models-dir, --no-publish).\n\n\
-Start again with the same --run to resume a run from its last complete iteration.",
+the replay window. By default there is no gating: every candidate becomes the best network, and the \
+strength curve measures progress against fixed anchors (--strength-every, --strength-anchors). With \
+--gating-games above 0 (the quick preset's 10) the candidate replaces the best network only when it \
+reaches --promotion-score in a gating match. Everything lands in runs/NAME/.\n\n\
+Publishing: at the strength curve's iterations and at the end of the run, the best network (once it is \
+no longer the run's initial one) plays the network `ember` would otherwise play (MODELS/latest.safetensors, \
+or the one built into the binaries when none is there) in a publishing match of --publish-games games, \
+and replaces it only when the lower end of the 95% Elo interval is above 0 (--models-dir, --no-publish; \
+`trainer export` publishes a network deliberately).\n\n\
+Start again with the same --run to resume a run from its last complete iteration. `trainer worker` and \
+`trainer learn` split the same iterations over machines: workers play, the learner trains.",
     args_conflicts_with_subcommands = true,
     args_override_self = true
 )]
@@ -43,7 +48,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Train: self-play, training and gating, iteration after iteration (the default).
+    /// Train: self-play, training, the strength curve and publishing (gating with
+    /// --gating-games), iteration after iteration (the default).
     Train(TrainArgs),
     /// Only play self-play games with the run's best network and add them to its replay data.
     Selfplay(TrainArgs),
@@ -56,7 +62,8 @@ pub enum Command {
     Match(MatchArgs),
     /// Play one player against a list of fixed opponents; one table out.
     Gauntlet(GauntletArgs),
-    /// Copy a run's best network (or any checkpoint) to models/latest.safetensors, atomically.
+    /// Copy a run's best network (or any checkpoint) to models/latest.safetensors, atomically,
+    /// without a publishing match.
     Export(ExportArgs),
     /// Distributed self-play: play games with the run folder's published network and write
     /// them into it as shards, until stopped (or for --games). Needs nothing but the folder.
@@ -69,7 +76,7 @@ pub enum Command {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
-    /// 5 iterations x 5 games x 20 simulations: a smoke run.
+    /// 5 iterations x 5 games x 20 simulations, a 10-game gating match each: a smoke run.
     Quick,
     /// 40 iterations x 144 games x 64 simulations, a 32x3 network, a material share in the value target: at most 30 minutes on two CPU cores.
     Development,
@@ -162,7 +169,8 @@ train_args! {
     /// Sizes of the run; flags below override single numbers. [default: development]
     #[arg(value_enum)]
     preset: Option<Preset>,
-    /// Training iterations (self-play, training, gating). Resuming with a larger number extends a run.
+    /// Training iterations (self-play, training, then gating and the strength curve where they are
+    /// on). Resuming with a larger number extends a run.
     iterations: Option<u64> => schedule.iterations,
     /// Self-play games per iteration.
     games: Option<usize> => selfplay.games,
