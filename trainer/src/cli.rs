@@ -3,6 +3,7 @@
 //! Every training number a preset sets can be overridden by a flag; a flag left out
 //! keeps the preset's value, or the saved run's value when a run is resumed.
 
+use crate::config::RunConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ember_engine::matches::Limit;
 use ember_engine::pipeline::settings::OptimizerName;
@@ -15,16 +16,21 @@ use std::path::PathBuf;
 #[command(
     name = "trainer",
     version,
-    about = "Ember's trainer: self-play, training, gating, matches and benchmarks",
+    about = "Ember's trainer: training by self-play (on one machine or distributed), strength curve, \
+publishing, matches and benchmarks",
     long_about = "Trains an Ember network from zero by self-play. `trainer` with no subcommand is \
 `trainer train`. Each iteration plays self-play games with the best network and trains a candidate on \
-the replay window. With --gating-games above 0 the candidate replaces the best network only when it \
-reaches --promotion-score in a gating match; the default preset promotes every candidate and measures \
-progress against fixed anchors instead (the strength curve, --strength-every). Everything lands in \
-runs/NAME/. At the strength curve's iterations and at the end, the best network plays the network \
-`ember` would otherwise play (MODELS/latest.safetensors, or the one built into the binaries) and \
-replaces it only if it wins (--publish-games, --models-dir, --no-publish).\n\n\
-Start again with the same --run to resume a run from its last complete iteration.",
+the replay window. By default there is no gating: every candidate becomes the best network, and the \
+strength curve measures progress against fixed anchors (--strength-every, --strength-anchors). With \
+--gating-games above 0 (the quick preset's 10) the candidate replaces the best network only when it \
+reaches --promotion-score in a gating match. Everything lands in runs/NAME/.\n\n\
+Publishing: at the strength curve's iterations and at the end of the run, the best network (once it is \
+no longer the run's initial one) plays the network `ember` would otherwise play (MODELS/latest.safetensors, \
+or the one built into the binaries when none is there) in a publishing match of --publish-games games, \
+and replaces it only when the lower end of the 95% Elo interval is above 0 (--models-dir, --no-publish; \
+`trainer export` publishes a network deliberately).\n\n\
+Start again with the same --run to resume a run from its last complete iteration. `trainer worker` and \
+`trainer learn` split the same iterations over machines: workers play, the learner trains.",
     args_conflicts_with_subcommands = true,
     args_override_self = true
 )]
@@ -42,7 +48,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Train: self-play, training and gating, iteration after iteration (the default).
+    /// Train: self-play, training, the strength curve and publishing (gating with
+    /// --gating-games), iteration after iteration (the default).
     Train(TrainArgs),
     /// Only play self-play games with the run's best network and add them to its replay data.
     Selfplay(TrainArgs),
@@ -55,7 +62,8 @@ pub enum Command {
     Match(MatchArgs),
     /// Play one player against a list of fixed opponents; one table out.
     Gauntlet(GauntletArgs),
-    /// Copy a run's best network (or any checkpoint) to models/latest.safetensors, atomically.
+    /// Copy a run's best network (or any checkpoint) to models/latest.safetensors, atomically,
+    /// without a publishing match.
     Export(ExportArgs),
     /// Distributed self-play: play games with the run folder's published network and write
     /// them into it as shards, until stopped (or for --games). Needs nothing but the folder.
@@ -68,7 +76,7 @@ pub enum Command {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Preset {
-    /// 5 iterations x 5 games x 20 simulations: a smoke run.
+    /// 5 iterations x 5 games x 20 simulations, a 10-game gating match each: a smoke run.
     Quick,
     /// 40 iterations x 144 games x 64 simulations, a 32x3 network, a material share in the value target: at most 30 minutes on two CPU cores.
     Development,
@@ -78,191 +86,223 @@ pub enum Preset {
     Max,
 }
 
-#[derive(Args, Debug, Clone, Default)]
-pub struct TrainArgs {
+/// Declares [`TrainArgs`], the flags of `train`, `selfplay` and `learn`, each once. An entry
+/// `name: Option<T> => path` is a setting: `--name` overrides the [`RunConfig`] field at
+/// `path`, in a new run's preset as in a resumed run's saved configuration. The other
+/// entries say which run, and where its files go. From the list come the struct (its doc
+/// comments are the help), `TrainArgs::SETTINGS`, [`TrainArgs::given`] and
+/// [`TrainArgs::override_settings`].
+macro_rules! train_args {
+    ($( $(#[$attr:meta])* $name:ident : $ty:ty $(=> $($path:ident).+)? ,)*) => {
+        #[derive(Args, Debug, Clone, Default)]
+        pub struct TrainArgs {
+            $( $(#[$attr])* #[arg(long)] pub $name: $ty, )*
+        }
+
+        impl TrainArgs {
+            /// Every setting: its flag's field name and the [`RunConfig`] field it sets (the
+            /// tests check each against `config.json`).
+            #[cfg(test)]
+            pub const SETTINGS: &[(&str, &str)] = &[
+                $( $( (stringify!($name), stringify!($($path).+)), )? )*
+            ];
+
+            /// Whether the setting `name` (a field name, as in [`Self::SETTINGS`]) was given
+            /// on the command line.
+            ///
+            /// # Panics
+            /// When `name` is not a setting.
+            pub fn given(&self, name: &str) -> bool {
+                $( $(
+                    if name == stringify!($name) {
+                        let _ = stringify!($($path).+);
+                        return self.$name.is_some();
+                    }
+                )? )*
+                panic!("{name} is not a trainer setting")
+            }
+
+            /// Every setting given replaces its value in `cfg`.
+            pub fn override_settings(&self, cfg: &mut RunConfig) {
+                $( $( FromFlag::set(&mut cfg.$($path).+, &self.$name); )? )*
+            }
+        }
+    };
+}
+
+/// A configuration field that a flag's value can set: the value itself, `Some` of it for
+/// an optional field, `on`/`off` for a switch.
+pub trait FromFlag<T> {
+    fn from_flag(value: T) -> Self;
+
+    /// Replaces `slot` when the flag was given.
+    fn set(slot: &mut Self, flag: &Option<T>)
+    where
+        Self: Sized,
+        T: Clone,
+    {
+        if let Some(v) = flag {
+            *slot = Self::from_flag(v.clone());
+        }
+    }
+}
+
+impl<T> FromFlag<T> for T {
+    fn from_flag(value: T) -> T {
+        value
+    }
+}
+
+impl<T> FromFlag<T> for Option<T> {
+    fn from_flag(value: T) -> Option<T> {
+        Some(value)
+    }
+}
+
+impl FromFlag<OnOff> for bool {
+    fn from_flag(value: OnOff) -> bool {
+        value == OnOff::On
+    }
+}
+
+train_args! {
     /// Sizes of the run; flags below override single numbers. [default: development]
-    #[arg(long, value_enum)]
-    pub preset: Option<Preset>,
-    /// Training iterations (self-play, training, gating). Resuming with a larger number extends a run.
-    #[arg(long)]
-    pub iterations: Option<u64>,
+    #[arg(value_enum)]
+    preset: Option<Preset>,
+    /// Training iterations (self-play, training, then gating and the strength curve where they are
+    /// on). Resuming with a larger number extends a run.
+    iterations: Option<u64> => schedule.iterations,
     /// Self-play games per iteration.
-    #[arg(long)]
-    pub games: Option<usize>,
+    games: Option<usize> => selfplay.games,
     /// MCTS visits per move in self-play and gating.
-    #[arg(long)]
-    pub simulations: Option<u32>,
+    simulations: Option<u32> => selfplay.simulations,
     /// Network width (convolution filters). [default: 32 development, 64 otherwise]
-    #[arg(long)]
-    pub filters: Option<usize>,
+    filters: Option<usize> => net.filters,
     /// Residual blocks. [default: 3]
-    #[arg(long)]
-    pub blocks: Option<usize>,
+    blocks: Option<usize> => net.blocks,
     /// Training minibatch size; never more than the replay data on hand. [default: 256]
-    #[arg(long)]
-    pub batch_size: Option<usize>,
+    batch_size: Option<usize> => training.batch_size,
     /// Training steps per iteration. [default: ceil(--sample-reuse x new positions / batch size),
     /// within 8..=2000, so each new position is drawn about --sample-reuse times]
-    #[arg(long)]
-    pub train_steps: Option<usize>,
+    train_steps: Option<usize> => training.train_steps,
     /// Learning rate. [default: 0.002 development, production and max; otherwise 0.001 with adamw,
     /// 0.02 with sgd]
-    #[arg(long)]
-    pub lr: Option<f64>,
+    lr: Option<f64> => training.lr,
     /// Optimiser: sgd or adamw. [default: adamw]
-    #[arg(long)]
-    pub optimizer: Option<OptimizerName>,
+    optimizer: Option<OptimizerName> => training.optimizer,
     /// L2 regularisation weight on convolution and dense weights. [default: 0.0001]
-    #[arg(long)]
-    pub weight_decay: Option<f64>,
+    weight_decay: Option<f64> => training.weight_decay,
     /// Value loss: wdl (cross-entropy of the win/draw/loss head) or mse (squared error of
     /// win - loss). [default: wdl]
-    #[arg(long)]
-    pub value_loss: Option<ValueLoss>,
+    value_loss: Option<ValueLoss> => training.value_loss,
     /// auto (CUDA when built with it and present, else CPU), cpu, cuda or cuda:N. [default: auto]
-    #[arg(long)]
-    pub device: Option<String>,
+    device: Option<String> => device,
     /// Training compute precision: auto (bf16 on CUDA, f32 on CPU), f32, bf16 or f16. [default: auto]
-    #[arg(long)]
-    pub precision: Option<String>,
+    precision: Option<String> => precision,
     /// Run name: the folder under --runs-dir. An existing run is resumed. [default: PRESET-YYYYmmdd-HHMMSS]
-    #[arg(long)]
-    pub run: Option<String>,
+    run: Option<String>,
     /// Folder holding the runs.
-    #[arg(long, default_value = "runs")]
-    pub runs_dir: PathBuf,
+    #[arg(default_value = "runs")]
+    runs_dir: PathBuf,
     /// Folder the run publishes to, as latest.safetensors (the network `ember` plays): only a
     /// network that won the publishing match against the one there (or, when none is there,
     /// against the network built into the binaries) replaces it.
-    #[arg(long, default_value = "models")]
-    pub models_dir: PathBuf,
+    #[arg(default_value = "models")]
+    models_dir: PathBuf,
     /// Publish nothing to --models-dir and play no publishing match; the run's networks stay in
     /// its folder, and `trainer export` publishes one deliberately.
-    #[arg(long)]
-    pub no_publish: bool,
+    no_publish: bool,
     /// Games of the publishing match, at --strength-nodes visits a move; the run publishes when
     /// the lower end of the 95% Elo interval (over game pairs) is above 0. [default: 40]
-    #[arg(long)]
-    pub publish_games: Option<usize>,
+    publish_games: Option<usize> => strength.publish_games,
     /// A new run starts from this checkpoint's weights instead of random ones (its iteration 0);
     /// the checkpoint's architecture sets --filters and --blocks. Ignored when resuming.
-    #[arg(long)]
-    pub init: Option<PathBuf>,
+    init: Option<PathBuf>,
     /// Seed of every random choice in the run (network initialisation, games, minibatches). [default: from the clock]
-    #[arg(long)]
-    pub seed: Option<u64>,
+    seed: Option<u64> => seed,
     /// Replay window: a fixed number of newest positions training samples from. [default:
     /// derived, see --replay-iterations]
-    #[arg(long)]
-    pub replay_window: Option<usize>,
+    replay_window: Option<usize> => training.replay_window,
     /// The replay window holds the positions of the newest this many iterations (it follows
     /// the positions each iteration makes) unless --replay-window fixes it. [default: 5 quick,
     /// 20 development, 8 production, 16 max]
-    #[arg(long)]
-    pub replay_iterations: Option<usize>,
+    replay_iterations: Option<usize> => training.replay_iterations,
     /// Gating games, candidate vs best, colours alternated (rounded up to even; 0 promotes every
     /// candidate without a match). [default: 10 quick, 0 otherwise]
-    #[arg(long)]
-    pub gating_games: Option<usize>,
+    gating_games: Option<usize> => gating.gating_games,
     /// Gating score (0 to 1) the candidate needs to be promoted; 0 promotes every candidate.
     /// [default: 0.55]
-    #[arg(long)]
-    pub promotion_score: Option<f64>,
+    promotion_score: Option<f64> => gating.promotion_score,
     /// Self-play games played at once (their leaves share one network call). [default: min(games, 64) on
     /// CPU, min(games, 512) on CUDA]
-    #[arg(long)]
-    pub games_in_flight: Option<usize>,
+    games_in_flight: Option<usize> => selfplay.games_in_flight,
     /// Keep a numbered checkpoint runs/NAME/iter-NNNNNN.safetensors every K iterations. [default: 1 quick,
     /// 10 development, 4 production, 8 max]
-    #[arg(long)]
-    pub checkpoint_every: Option<u64>,
+    checkpoint_every: Option<u64> => schedule.checkpoint_every,
     /// Plies after which a game is stopped and adjudicated (see --cap-material, --cap-value).
     /// [default: 150 quick, 100 development, 200 production and max]
-    #[arg(long)]
-    pub max_plies: Option<u32>,
+    max_plies: Option<u32> => selfplay.max_plies,
     /// Uniformly random legal moves at the start of each self-play game. [default: 2]
-    #[arg(long)]
-    pub random_opening_plies: Option<u32>,
+    random_opening_plies: Option<u32> => selfplay.random_opening_plies,
     /// Plies during which self-play samples its moves by visit count. [default: 30]
-    #[arg(long)]
-    pub temperature_plies: Option<u32>,
+    temperature_plies: Option<u32> => selfplay.temperature_plies,
     /// A self-play game at the ply cap is won by the side ahead by this many pawns of
     /// material (0: off). [default: 1 development, 3 otherwise]
-    #[arg(long)]
-    pub cap_material: Option<u32>,
+    cap_material: Option<u32> => selfplay.cap_material,
     /// ... otherwise by the side whose search valued the position at least this root Q
     /// (0: off). [default: 0]
-    #[arg(long)]
-    pub cap_value: Option<f32>,
+    cap_value: Option<f32> => selfplay.cap_value,
     /// Stop adjudicating at the ply cap after this iteration (0: never stop). [default: 40
     /// production, 160 max, 0 otherwise]
-    #[arg(long)]
-    pub adjudicate_until: Option<u64>,
+    adjudicate_until: Option<u64> => selfplay.adjudicate_until,
     /// Resign when the root Q is below minus this (0: never resign). [default: 0]
-    #[arg(long)]
-    pub resign_threshold: Option<f32>,
+    resign_threshold: Option<f32> => selfplay.resign_threshold,
     /// Fraction of self-play games played out to count resignation's false positives.
     /// [default: 0.1]
-    #[arg(long)]
-    pub resign_playthrough: Option<f32>,
+    resign_playthrough: Option<f32> => selfplay.resign_playthrough,
     /// Playout cap: visits of the self-play moves that are not recorded (0: every move
     /// gets --simulations and is recorded). [default: 16 development and production, 32 max, 0 quick]
-    #[arg(long)]
-    pub fast_simulations: Option<u32>,
+    fast_simulations: Option<u32> => selfplay.fast_simulations,
     /// Playout cap: the chance that a move gets --simulations and is recorded. [default: 0.25]
-    #[arg(long)]
-    pub full_search_fraction: Option<f32>,
+    full_search_fraction: Option<f32> => selfplay.full_search_fraction,
     /// Treat a position repeated once inside the search tree as a draw in self-play. [default: off]
-    #[arg(long)]
-    pub tree_twofold_draw: Option<OnOff>,
+    tree_twofold_draw: Option<OnOff> => selfplay.tree_twofold_draw,
     /// The MCTS-solver in self-play's search: a mate found in the tree proves its line.
     /// Matches and the UCI engine always use it. [default: off]
-    #[arg(long)]
-    pub solver: Option<OnOff>,
+    solver: Option<OnOff> => selfplay.solver,
     /// Weight of the search's root Q in the value target (the rest is the game result).
     /// [default: 0]
-    #[arg(long)]
-    pub q_ratio: Option<f32>,
+    q_ratio: Option<f32> => training.q_ratio,
     /// The weight of the root Q at the last iteration, moving linearly from --q-ratio.
-    #[arg(long)]
-    pub q_ratio_final: Option<f32>,
+    q_ratio_final: Option<f32> => training.q_ratio_final,
     /// Weight of the position's material balance, tanh(pawns / 4) for the side to move, in
     /// the value target (taken from the game result's share). [default: 0.5 development, 0 otherwise]
-    #[arg(long)]
-    pub material_ratio: Option<f32>,
+    material_ratio: Option<f32> => training.material_ratio,
     /// The material weight at the last iteration, moving linearly from --material-ratio.
     /// [default: 0.25 development, none otherwise]
-    #[arg(long)]
-    pub material_ratio_final: Option<f32>,
+    material_ratio_final: Option<f32> => training.material_ratio_final,
     /// Times each new position is drawn into a minibatch on average; sets the training
     /// steps of an iteration unless --train-steps is given. [default: 2 development, 4 otherwise]
-    #[arg(long)]
-    pub sample_reuse: Option<f64>,
+    sample_reuse: Option<f64> => training.sample_reuse,
     /// Learning rate at the last iteration, reached by half a cosine from --lr (none: --lr
     /// throughout). [default: 0.0002 development and production, 0.0001 max, none quick]
-    #[arg(long)]
-    pub lr_final: Option<f64>,
+    lr_final: Option<f64> => training.lr_final,
     /// Steps at the start of the run over which the learning rate rises from near 0. [default: 30
     /// development, 50 production and max, 0 quick]
-    #[arg(long)]
-    pub warmup_steps: Option<u64>,
+    warmup_steps: Option<u64> => training.warmup_steps,
     /// Softmax of the policy over the legal moves only. [default: on]
-    #[arg(long)]
-    pub mask_illegal: Option<OnOff>,
+    mask_illegal: Option<OnOff> => training.mask_illegal,
     /// Measure the network against fixed anchors every K iterations and at the last one
     /// (0: never). [default: 20 development, 8 production, 16 max, 0 quick]
-    #[arg(long)]
-    pub strength_every: Option<u64>,
+    strength_every: Option<u64> => strength.strength_every,
     /// Games per anchor in those measurements. [default: 20]
-    #[arg(long)]
-    pub strength_games: Option<usize>,
+    strength_games: Option<usize> => strength.strength_games,
     /// Visits a move in those measurements. [default: 64]
-    #[arg(long)]
-    pub strength_nodes: Option<u32>,
+    strength_nodes: Option<u32> => strength.strength_nodes,
     /// Anchors, comma-separated: random, greedy, iteration0 (the run's untrained network)
     /// or any player (uci:/usr/games/stockfish;Skill Level=0). [default: random,greedy,iteration0]
-    #[arg(long, value_delimiter = ',')]
-    pub strength_anchors: Option<Vec<String>>,
+    #[arg(value_delimiter = ',')]
+    strength_anchors: Option<Vec<String>> => strength.strength_anchors,
 }
 
 #[derive(Args, Debug, Clone)]

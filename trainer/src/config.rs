@@ -2,7 +2,7 @@
 //! and the defaults that depend on the device. Saved as `runs/NAME/config.json`; a
 //! resumed run starts from the saved file and applies only the flags given again.
 
-use crate::cli::{OnOff, Preset, TrainArgs};
+use crate::cli::{Preset, TrainArgs};
 use anyhow::{bail, Context, Result};
 use ember_engine::net::{NetConfig, Precision};
 use ember_engine::pipeline::settings::{
@@ -41,189 +41,203 @@ pub struct RunConfig {
     pub init: Option<String>,
 }
 
-struct PresetNumbers {
-    iterations: u64,
-    games: usize,
-    simulations: u32,
-    replay_iterations: usize,
-    gating_games: usize,
-    checkpoint_every: u64,
-    max_plies: u32,
-    fast_simulations: u32,
-    strength_every: u64,
-    batch_size: usize,
-    lr: Option<f64>,
-    lr_final: Option<f64>,
-    warmup_steps: u64,
-    adjudicate_until: u64,
-    net: NetConfig,
-    cap_material: u32,
-    sample_reuse: f64,
-    /// `--material-ratio` and `--material-ratio-final`.
-    material_ratio: (f32, Option<f32>),
-}
-
-fn preset_numbers(p: Preset) -> PresetNumbers {
-    // Quick keeps the original's numbers (a smoke run); development is sized to at most
-    // 30 minutes of two CPU cores (docs/learning.md has the measurements behind its
-    // numbers); production is the run that trained the shipped network.
-    match p {
-        Preset::Quick => PresetNumbers {
-            iterations: 5,
-            games: 5,
-            simulations: 20,
-            replay_iterations: 5,
-            gating_games: 10,
-            checkpoint_every: 1,
-            max_plies: 150,
-            fast_simulations: 0,
-            strength_every: 0,
-            batch_size: 256,
-            lr: None,
-            lr_final: None,
-            warmup_steps: 0,
-            adjudicate_until: 0,
-            net: NetConfig::default(),
-            cap_material: 3,
-            sample_reuse: 4.0,
-            material_ratio: (0.0, None),
-        },
-        // Gating is off (AlphaZero's scheme: self-play uses the newest network); the
-        // strength curve measures progress against fixed anchors instead. A share of the
-        // value target for material (0.5 falling to 0.25) is what lifted its score against
-        // the greedy player from 0.52 to 0.69 at 800 nodes (docs/strength.md, runs D and E).
-        Preset::Development => PresetNumbers {
+/// The default preset, sized to at most 30 minutes of two CPU cores (docs/learning.md has
+/// the measurements behind its numbers). Every default of a new run is stated here; the
+/// other presets change what differs from it.
+///
+/// Gating is off (AlphaZero's scheme: self-play uses the newest network); the strength
+/// curve measures progress against fixed anchors instead. A share of the value target for
+/// material (0.5 falling to 0.25) is what lifted its score against the greedy player from
+/// 0.52 to 0.69 at 800 nodes (docs/strength.md, runs D and E).
+fn development() -> RunConfig {
+    RunConfig {
+        preset: Preset::Development,
+        schedule: Schedule {
             iterations: 40,
+            checkpoint_every: 10,
+        },
+        net: NetConfig {
+            filters: 32,
+            blocks: 3,
+        },
+        selfplay: SelfPlaySettings {
             games: 144,
             simulations: 64,
-            replay_iterations: 20,
-            gating_games: 0,
-            checkpoint_every: 10,
+            games_in_flight: None,
             max_plies: 100,
+            temperature_plies: 30,
+            leaves_per_game: 4,
+            random_opening_plies: 2,
+            cap_material: 1,
+            cap_value: 0.0,
+            adjudicate_until: 0,
+            resign_threshold: 0.0,
+            resign_playthrough: 0.1,
             fast_simulations: 16,
-            strength_every: 20,
+            full_search_fraction: 0.25,
+            tree_twofold_draw: false,
+            solver: false,
+        },
+        training: TrainingSettings {
             batch_size: 256,
-            lr: Some(2e-3),
+            train_steps: None,
+            lr: 2e-3,
+            optimizer: OptimizerName::Adamw,
+            weight_decay: 1e-4,
+            value_loss: ValueLoss::Wdl,
+            replay_window: None,
+            replay_iterations: 20,
+            q_ratio: 0.0,
+            q_ratio_final: None,
+            material_ratio: 0.5,
+            material_ratio_final: Some(0.25),
+            mask_illegal: true,
+            sample_reuse: 2.0,
             lr_final: Some(2e-4),
             warmup_steps: 30,
-            adjudicate_until: 0,
-            net: NetConfig {
-                filters: 32,
-                blocks: 3,
-            },
-            cap_material: 1,
-            sample_reuse: 2.0,
-            material_ratio: (0.5, Some(0.25)),
         },
-        // The settings that trained the shipped network (models/README.md): about 12
-        // minutes on one H200, 65,536 self-play games. Adjudication stops after
-        // iteration 40, so that the last iterations learn to mate.
-        Preset::Production => PresetNumbers {
+        gating: GatingSettings {
+            gating_games: 0,
+            gating_opening_plies: 4,
+            promotion_score: PROMOTION_SCORE,
+        },
+        strength: StrengthSettings {
+            strength_every: 20,
+            strength_games: 20,
+            strength_nodes: 64,
+            strength_anchors: vec!["random".into(), "greedy".into(), "iteration0".into()],
+            publish_games: 40,
+        },
+        device: "auto".into(),
+        precision: "auto".into(),
+        seed: 0,
+        init: None,
+    }
+}
+
+/// A smoke run: 5 iterations of 5 games at 20 simulations, a 64x3 network, gating on, the
+/// optimiser's own learning rate throughout, no strength curve.
+fn quick() -> RunConfig {
+    let d = development();
+    RunConfig {
+        preset: Preset::Quick,
+        schedule: Schedule {
+            iterations: 5,
+            checkpoint_every: 1,
+        },
+        net: NetConfig::default(),
+        selfplay: SelfPlaySettings {
+            games: 5,
+            simulations: 20,
+            max_plies: 150,
+            cap_material: 3,
+            fast_simulations: 0,
+            ..d.selfplay
+        },
+        training: TrainingSettings {
+            lr: OptimizerName::Adamw.kind().default_lr(),
+            lr_final: None,
+            warmup_steps: 0,
+            replay_iterations: 5,
+            material_ratio: 0.0,
+            material_ratio_final: None,
+            sample_reuse: 4.0,
+            ..d.training
+        },
+        gating: GatingSettings {
+            gating_games: 10,
+            ..d.gating
+        },
+        strength: StrengthSettings {
+            strength_every: 0,
+            ..d.strength
+        },
+        ..d
+    }
+}
+
+/// The settings that trained the shipped network (models/README.md): about 12 minutes on
+/// one H200, 65,536 self-play games. Adjudication stops after iteration 40, so that the
+/// last iterations learn to mate.
+fn production() -> RunConfig {
+    let d = development();
+    RunConfig {
+        preset: Preset::Production,
+        schedule: Schedule {
             iterations: 64,
-            games: 1024,
-            simulations: 64,
-            replay_iterations: 8,
-            gating_games: 0,
             checkpoint_every: 4,
-            max_plies: 200,
-            fast_simulations: 16,
-            strength_every: 8,
-            batch_size: 1024,
-            lr: Some(2e-3),
-            lr_final: Some(2e-4),
-            warmup_steps: 50,
-            adjudicate_until: 40,
-            net: NetConfig::default(),
-            cap_material: 3,
-            sample_reuse: 4.0,
-            material_ratio: (0.0, None),
         },
-        // The same recipe four times longer, with deeper searches; not yet run.
-        Preset::Max => PresetNumbers {
-            iterations: 256,
+        net: NetConfig::default(),
+        selfplay: SelfPlaySettings {
             games: 1024,
-            simulations: 128,
-            replay_iterations: 16,
-            gating_games: 0,
-            checkpoint_every: 8,
             max_plies: 200,
-            fast_simulations: 32,
-            strength_every: 16,
-            batch_size: 1024,
-            lr: Some(2e-3),
-            lr_final: Some(1e-4),
-            warmup_steps: 50,
-            adjudicate_until: 160,
-            net: NetConfig::default(),
             cap_material: 3,
-            sample_reuse: 4.0,
-            material_ratio: (0.0, None),
+            adjudicate_until: 40,
+            ..d.selfplay
         },
+        training: TrainingSettings {
+            batch_size: 1024,
+            warmup_steps: 50,
+            replay_iterations: 8,
+            material_ratio: 0.0,
+            material_ratio_final: None,
+            sample_reuse: 4.0,
+            ..d.training
+        },
+        strength: StrengthSettings {
+            strength_every: 8,
+            ..d.strength
+        },
+        ..d
+    }
+}
+
+/// Production's recipe four times longer, with deeper searches; not yet run.
+fn max() -> RunConfig {
+    let p = production();
+    RunConfig {
+        preset: Preset::Max,
+        schedule: Schedule {
+            iterations: 256,
+            checkpoint_every: 8,
+        },
+        selfplay: SelfPlaySettings {
+            simulations: 128,
+            fast_simulations: 32,
+            adjudicate_until: 160,
+            ..p.selfplay
+        },
+        training: TrainingSettings {
+            lr_final: Some(1e-4),
+            replay_iterations: 16,
+            ..p.training
+        },
+        strength: StrengthSettings {
+            strength_every: 16,
+            ..p.strength
+        },
+        ..p
     }
 }
 
 impl RunConfig {
+    /// The configuration a new run of preset `p` starts from, before any flag (its seed is
+    /// set by the run).
+    pub fn preset(p: Preset) -> RunConfig {
+        match p {
+            Preset::Quick => quick(),
+            Preset::Development => development(),
+            Preset::Production => production(),
+            Preset::Max => max(),
+        }
+    }
+
     /// A new run's configuration: the preset, then every flag given.
     pub fn from_preset(args: &TrainArgs) -> Result<RunConfig> {
         let preset = args.preset.unwrap_or(Preset::Development);
-        let p = preset_numbers(preset);
-        let seed = args.seed.unwrap_or_else(clock_seed);
         let mut cfg = RunConfig {
-            preset,
-            schedule: Schedule {
-                iterations: p.iterations,
-                checkpoint_every: p.checkpoint_every,
-            },
-            net: p.net,
-            selfplay: SelfPlaySettings {
-                games: p.games,
-                simulations: p.simulations,
-                games_in_flight: None,
-                max_plies: p.max_plies,
-                temperature_plies: 30,
-                leaves_per_game: 4,
-                random_opening_plies: 2,
-                cap_material: p.cap_material,
-                cap_value: 0.0,
-                adjudicate_until: p.adjudicate_until,
-                resign_threshold: 0.0,
-                resign_playthrough: 0.1,
-                fast_simulations: p.fast_simulations,
-                full_search_fraction: 0.25,
-                tree_twofold_draw: false,
-                solver: false,
-            },
-            training: TrainingSettings {
-                batch_size: p.batch_size,
-                train_steps: None,
-                lr: p.lr.unwrap_or(OptimizerName::Adamw.kind().default_lr()),
-                optimizer: OptimizerName::Adamw,
-                weight_decay: 1e-4,
-                value_loss: ValueLoss::Wdl,
-                replay_window: None,
-                replay_iterations: p.replay_iterations,
-                q_ratio: 0.0,
-                q_ratio_final: None,
-                material_ratio: p.material_ratio.0,
-                material_ratio_final: p.material_ratio.1,
-                mask_illegal: true,
-                sample_reuse: p.sample_reuse,
-                lr_final: p.lr_final,
-                warmup_steps: p.warmup_steps,
-            },
-            gating: GatingSettings {
-                gating_games: p.gating_games,
-                gating_opening_plies: 4,
-                promotion_score: PROMOTION_SCORE,
-            },
-            strength: StrengthSettings {
-                strength_every: p.strength_every,
-                ..StrengthSettings::default()
-            },
-            device: "auto".into(),
-            precision: "auto".into(),
-            seed,
-            init: None,
+            seed: args.seed.unwrap_or_else(clock_seed),
+            ..RunConfig::preset(preset)
         };
         if let Some(opt) = args.optimizer {
             cfg.training.lr = opt.kind().default_lr();
@@ -288,123 +302,18 @@ impl RunConfig {
         Ok(cfg)
     }
 
+    /// Every flag given replaces its value ([`TrainArgs::override_settings`]); gating
+    /// games then round up to even, so that each opening is played from both sides.
     fn apply(&mut self, a: &TrainArgs) {
-        fn set<T: Clone>(slot: &mut T, v: &Option<T>) {
-            if let Some(v) = v {
-                *slot = v.clone();
-            }
-        }
-        set(&mut self.schedule.iterations, &a.iterations);
-        set(&mut self.schedule.checkpoint_every, &a.checkpoint_every);
-        set(&mut self.net.filters, &a.filters);
-        set(&mut self.net.blocks, &a.blocks);
-        let sp = &mut self.selfplay;
-        set(&mut sp.games, &a.games);
-        set(&mut sp.simulations, &a.simulations);
-        set(&mut sp.max_plies, &a.max_plies);
-        set(&mut sp.random_opening_plies, &a.random_opening_plies);
-        set(&mut sp.temperature_plies, &a.temperature_plies);
-        set(&mut sp.cap_material, &a.cap_material);
-        set(&mut sp.cap_value, &a.cap_value);
-        set(&mut sp.adjudicate_until, &a.adjudicate_until);
-        set(&mut sp.resign_threshold, &a.resign_threshold);
-        set(&mut sp.resign_playthrough, &a.resign_playthrough);
-        set(&mut sp.fast_simulations, &a.fast_simulations);
-        set(&mut sp.full_search_fraction, &a.full_search_fraction);
-        if let Some(v) = a.solver {
-            sp.solver = v == OnOff::On;
-        }
-        if let Some(v) = a.tree_twofold_draw {
-            sp.tree_twofold_draw = v == OnOff::On;
-        }
-        if a.games_in_flight.is_some() {
-            sp.games_in_flight = a.games_in_flight;
-        }
-        let tr = &mut self.training;
-        set(&mut tr.batch_size, &a.batch_size);
-        if a.train_steps.is_some() {
-            tr.train_steps = a.train_steps;
-        }
-        set(&mut tr.lr, &a.lr);
-        set(&mut tr.optimizer, &a.optimizer);
-        set(&mut tr.weight_decay, &a.weight_decay);
-        set(&mut tr.value_loss, &a.value_loss);
-        if a.replay_window.is_some() {
-            tr.replay_window = a.replay_window;
-        }
-        set(&mut tr.replay_iterations, &a.replay_iterations);
-        set(&mut tr.q_ratio, &a.q_ratio);
-        if a.q_ratio_final.is_some() {
-            tr.q_ratio_final = a.q_ratio_final;
-        }
-        set(&mut tr.material_ratio, &a.material_ratio);
-        if a.material_ratio_final.is_some() {
-            tr.material_ratio_final = a.material_ratio_final;
-        }
-        set(&mut tr.sample_reuse, &a.sample_reuse);
-        if a.lr_final.is_some() {
-            tr.lr_final = a.lr_final;
-        }
-        set(&mut tr.warmup_steps, &a.warmup_steps);
-        if let Some(v) = a.mask_illegal {
-            tr.mask_illegal = v == OnOff::On;
-        }
-        let st = &mut self.strength;
-        set(&mut st.strength_every, &a.strength_every);
-        set(&mut st.strength_games, &a.strength_games);
-        set(&mut st.strength_nodes, &a.strength_nodes);
-        set(&mut st.strength_anchors, &a.strength_anchors);
-        set(&mut st.publish_games, &a.publish_games);
-        let g = &mut self.gating;
-        set(&mut g.gating_games, &a.gating_games);
-        set(&mut g.promotion_score, &a.promotion_score);
-        // Colours alternate in pairs, so each opening is played from both sides.
-        g.gating_games += g.gating_games % 2;
-        set(&mut self.device, &a.device);
-        set(&mut self.precision, &a.precision);
-        set(&mut self.seed, &a.seed);
+        a.override_settings(self);
+        self.gating.gating_games += self.gating.gating_games % 2;
     }
 
     /// Checks every value. An error names where the bad value came from: the flag when
     /// it was given on this command line, otherwise the field of the saved `config.json`.
     fn validate(&self, args: &TrainArgs, saved: Option<&str>) -> Result<()> {
-        let given = |field: &str| -> bool {
-            match field {
-                "games" => args.games.is_some(),
-                "simulations" => args.simulations.is_some(),
-                "filters" => args.filters.is_some(),
-                "blocks" => args.blocks.is_some(),
-                "batch_size" => args.batch_size.is_some(),
-                "replay_window" => args.replay_window.is_some(),
-                "replay_iterations" => args.replay_iterations.is_some(),
-                "checkpoint_every" => args.checkpoint_every.is_some(),
-                "max_plies" => args.max_plies.is_some(),
-                "train_steps" => args.train_steps.is_some(),
-                "games_in_flight" => args.games_in_flight.is_some(),
-                "lr" => args.lr.is_some(),
-                "promotion_score" => args.promotion_score.is_some(),
-                "weight_decay" => args.weight_decay.is_some(),
-                "device" => args.device.is_some(),
-                "precision" => args.precision.is_some(),
-                "cap_value" => args.cap_value.is_some(),
-                "resign_threshold" => args.resign_threshold.is_some(),
-                "resign_playthrough" => args.resign_playthrough.is_some(),
-                "full_search_fraction" => args.full_search_fraction.is_some(),
-                "q_ratio" => args.q_ratio.is_some(),
-                "q_ratio_final" => args.q_ratio_final.is_some(),
-                "material_ratio" => args.material_ratio.is_some(),
-                "material_ratio_final" => args.material_ratio_final.is_some(),
-                "strength_games" => args.strength_games.is_some(),
-                "sample_reuse" => args.sample_reuse.is_some(),
-                "lr_final" => args.lr_final.is_some(),
-                "strength_nodes" => args.strength_nodes.is_some(),
-                "strength_anchors" => args.strength_anchors.is_some(),
-                "publish_games" => args.publish_games.is_some(),
-                _ => false,
-            }
-        };
         let source = |field: &str| match saved {
-            Some(file) if !given(field) => format!("{file}: field `{field}`"),
+            Some(file) if !args.given(field) => format!("{file}: field `{field}`"),
             _ => format!("--{}", field.replace('_', "-")),
         };
         let at_least = [
@@ -595,6 +504,7 @@ pub fn timestamp() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::OnOff;
     use ember_engine::replay::WindowSize;
 
     #[test]
@@ -799,6 +709,74 @@ mod tests {
         assert!(json.as_object().unwrap().values().all(|v| !v.is_object()));
         let back: RunConfig = serde_json::from_value(json).unwrap();
         assert_eq!(back, cfg);
+    }
+
+    /// Values to give a flag whose field `base` holds, at least one of them valid and
+    /// different from `base`.
+    fn other_values(base: &serde_json::Value) -> Vec<String> {
+        use serde_json::Value;
+        match base {
+            Value::Number(n) if n.is_u64() => vec![(n.as_u64().unwrap() + 1).to_string()],
+            Value::Number(_) => vec!["0.3".into(), "0.7".into()],
+            Value::Null => vec!["1".into()],
+            Value::Bool(b) => vec![if *b { "off" } else { "on" }.into()],
+            Value::Array(_) => vec!["random".into()],
+            _ => ["cpu", "f32", "sgd", "mse"].map(String::from).to_vec(),
+        }
+    }
+
+    #[test]
+    fn every_setting_flag_sets_its_field_and_is_seen_as_given() {
+        use clap::Parser;
+        let parse = |extra: &[&str]| {
+            let argv = ["trainer", "--seed", "7"].iter().chain(extra);
+            crate::cli::Cli::try_parse_from(argv).map(|cli| cli.train)
+        };
+        let base_args = parse(&[]).unwrap();
+        let base_cfg = RunConfig::from_preset(&base_args).unwrap();
+        let base = serde_json::to_value(&base_cfg).unwrap();
+        for &(name, path) in TrainArgs::SETTINGS {
+            assert!(
+                path == name || path.ends_with(&format!(".{name}")),
+                "--{name} sets {path}, a field of another name"
+            );
+            assert!(name == "seed" || !base_args.given(name), "{name}");
+            let flag = format!("--{}", name.replace('_', "-"));
+            let sets_it = other_values(&base[name]).iter().any(|value| {
+                let Ok(args) = parse(&[&flag, value]) else {
+                    return false;
+                };
+                assert!(args.given(name), "{flag} {value} is not seen as given");
+                let new = RunConfig::from_preset(&args).map(|c| serde_json::to_value(c).unwrap());
+                let resumed = RunConfig::resumed(base_cfg.clone(), &args, "config.json")
+                    .map(|c| serde_json::to_value(c).unwrap());
+                match (new, resumed) {
+                    (Ok(new), Ok(resumed)) => {
+                        new[name] != base[name] && resumed[name] != base[name]
+                    }
+                    _ => false,
+                }
+            });
+            assert!(
+                sets_it,
+                "{flag} is declared but sets no field `{name}` of a new or a resumed run"
+            );
+        }
+        // Every field of config.json is a setting, except these, which no flag sets.
+        let without_flag = ["preset", "leaves_per_game", "gating_opening_plies", "init"];
+        for field in base.as_object().unwrap().keys() {
+            assert!(
+                without_flag.contains(&field.as_str())
+                    || TrainArgs::SETTINGS.iter().any(|(n, _)| n == field),
+                "config.json field `{field}` has no flag"
+            );
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "not a trainer setting")]
+    fn asking_whether_a_non_setting_was_given_is_a_mistake() {
+        TrainArgs::default().given("no_such_flag");
     }
 
     proptest::proptest! {

@@ -1,10 +1,11 @@
-//! The training loop. One iteration: self-play with the best network (samples appended
-//! to a replay shard, games to PGN), training of the candidate on minibatches drawn
-//! uniformly from the replay window, a gating match candidate vs best, then the commit.
-//! The stages are the engine's ([`ember_engine::pipeline`]); this file opens the run,
-//! wires them together and reports. The candidate keeps training across iterations
-//! whether or not it is promoted (AlphaGo Zero's scheme); only the best network plays
-//! self-play.
+//! The training loop. One iteration: the positions of a [`PositionSource`] (self-play with
+//! the best network, its samples appended to a replay shard and its games to PGN; or, for
+//! `trainer learn`, the workers' shards from the exchange) into the replay window, training
+//! of the candidate on minibatches drawn uniformly from the window, a gating match
+//! candidate vs best, the strength curve when due, then the commit. The stages are the
+//! engine's ([`ember_engine::pipeline`]); this file opens the run, wires them together and
+//! reports. The candidate keeps training across iterations whether or not it is promoted
+//! (AlphaGo Zero's scheme); only the best network plays self-play.
 
 use crate::cli::{LearnArgs, TrainArgs};
 use crate::config::{derive_seed, preset_name, timestamp, RunConfig};
@@ -17,15 +18,15 @@ use ember_engine::files::write_atomic;
 use ember_engine::net::checkpoint::{metadata, serialize};
 use ember_engine::net::{describe_device, Network, Precision};
 use ember_engine::pipeline::commit::{commit, Iteration};
-use ember_engine::pipeline::exchange::{with_retry, Exchange};
 use ember_engine::pipeline::gating_stage::GatingOutcome;
+use ember_engine::pipeline::learner::Learner;
 use ember_engine::pipeline::metrics::{self, IterationMetrics};
 use ember_engine::pipeline::run::{RunDir, RunLock, RunState};
 use ember_engine::pipeline::selfplay_stage::SelfPlayOutcome;
 use ember_engine::pipeline::strength_stage::StrengthOutcome;
 use ember_engine::pipeline::training_stage::{TrainOutcome, TrainingStage};
 use ember_engine::players::EmberSetup;
-use ember_engine::replay::{LoadStats, ReplayWindow, WindowSize};
+use ember_engine::replay::{ReplayWindow, WindowSize};
 use ember_engine::selfplay::PlayStats;
 use ember_engine::stats::format_elo;
 use ember_engine::train::Trainer;
@@ -60,76 +61,44 @@ pub struct Session {
     _lock: RunLock,
     publisher: Publisher,
     progress: Progress,
-    /// The first game this process plays is played alone and broken down phase by phase.
-    first_game_shown: bool,
-    /// Set for `trainer learn`: positions come from the workers' shards, not self-play.
-    learner: Option<Learner>,
+    source: PositionSource,
 }
 
-/// A learner's side of the exchange (see [`ember_engine::pipeline::exchange`]).
-pub struct Learner {
-    pub exchange: Exchange,
-    /// `HOST:RUN_DIR`: this learner's claim on the exchange ([`Exchange::claim_learner`]).
-    pub owner: String,
-    /// When the claim was last renewed.
-    pub claimed: std::cell::Cell<Instant>,
-    /// Training steps per published network.
-    pub publish_steps: usize,
-    /// Stop once no new shard has come for this long.
-    pub idle_exit: Option<Duration>,
+/// Where a session's iterations take their positions from.
+pub enum PositionSource {
+    /// `trainer train`: self-play with the best network, into the run's own shards.
+    SelfPlay {
+        /// The first game this process plays is played alone and broken down phase by
+        /// phase.
+        first_game_shown: bool,
+    },
+    /// `trainer learn`: the workers' shards, collected from the exchange; promoted
+    /// networks are published there for the workers.
+    Exchange(Learner),
 }
 
-/// How often a learner renews its claim on the exchange (it expires after
-/// `LEASE_EXPIRY`, 10 minutes).
-const CLAIM_RENEWAL: Duration = Duration::from_secs(60);
-
-/// `HOST:RUN_DIR`, the run folder made absolute.
-fn learner_owner(root: &Path) -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    let dir = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
-    format!("{host}:{}", dir.display())
+/// One iteration's positions, and the shards they are kept in.
+struct Positions {
+    outcome: SelfPlayOutcome,
+    /// The run's own shard (self-play).
+    shard: Option<String>,
+    /// The workers' shards taken (a learner).
+    worker_shards: Vec<String>,
 }
-
-/// Claims (or renews the claim on) the exchange for `owner`; refused while another
-/// learner holds it.
-fn claim(exchange: &Exchange, owner: &str) -> Result<()> {
-    if let Some(why) = with_retry("claiming the exchange", LEARNER_RETRIES, || {
-        exchange.claim_learner(owner)
-    })? {
-        bail!("{why}");
-    }
-    Ok(())
-}
-
-impl Learner {
-    /// Renews the claim when it is due.
-    fn renew(&self) -> Result<()> {
-        if self.claimed.get().elapsed() >= CLAIM_RENEWAL {
-            claim(&self.exchange, &self.owner)?;
-            self.claimed.set(Instant::now());
-        }
-        Ok(())
-    }
-}
-
-/// Tries of each storage operation of the learner.
-const LEARNER_RETRIES: u32 = 8;
-/// Tries of reading a shard's record before it is left for a later iteration.
-const RECORD_TRIES: u32 = 4;
-/// Reads of a shard that came back short before its readable part is used.
-const SHARD_READS: u32 = 4;
-/// How often a waiting learner looks for new shards.
-const SHARD_POLL: Duration = Duration::from_millis(500);
-/// Unfinished files in `shards/` older than this are left by a worker that is gone.
-const STALE_PARTIAL: Duration = Duration::from_secs(3600);
 
 impl Session {
-    /// Opens the run named by `args` (resuming it if its folder exists) or creates it.
-    /// Nothing is written until every existing checkpoint has been checked against the
-    /// requested architecture.
+    /// Opens the run named by `args` for self-play (see [`Session::open_with`]).
     pub fn open(args: &TrainArgs, progress: Progress) -> Result<Session> {
+        let source = PositionSource::SelfPlay {
+            first_game_shown: false,
+        };
+        Session::open_with(args, progress, source)
+    }
+
+    /// Opens the run named by `args` (resuming it if its folder exists) or creates it,
+    /// its positions to come from `source`. Nothing is written until every existing
+    /// checkpoint has been checked against the requested architecture.
+    fn open_with(args: &TrainArgs, progress: Progress, source: PositionSource) -> Result<Session> {
         let name = match &args.run {
             Some(n) => n.clone(),
             None => format!(
@@ -176,19 +145,7 @@ impl Session {
             &name,
         )?;
         let metrics = metrics::load_and_trim(&dir.metrics(), state.iteration)?;
-        // A trainer's window holds its own shards; a learner's, the workers' (loaded from
-        // the exchange by `open_learner`).
-        let (window, load) =
-            ReplayWindow::load_listed(&dir.replay(), &state.shards, cfg.training.window_size())
-                .with_context(|| {
-                    format!("loading the replay window from {}", dir.replay().display())
-                })?;
-        if load.skipped_corrupt > 0 || load.torn_tail > 0 {
-            warn!(
-                "replay: skipped {} corrupt record(s) and {} torn tail(s) of {} records",
-                load.skipped_corrupt, load.torn_tail, load.records
-            );
-        }
+        let window = source.window(&dir, &state, cfg.training.window_size())?;
         log_start(
             &dir,
             &cfg,
@@ -216,8 +173,7 @@ impl Session {
             window,
             metrics,
             progress,
-            first_game_shown: false,
-            learner: None,
+            source,
         };
         Ok(session)
     }
@@ -241,61 +197,20 @@ impl Session {
         };
         // One learner per exchange: claimed before anything is written.
         let exchange = crate::storage::open_exchange(args.exchange.as_deref().unwrap_or(root))?;
-        let owner = learner_owner(root);
-        claim(&exchange, &owner)?;
-        let mut session = Session::open(&train, progress)?;
-        if !session.state.shards.is_empty() {
-            bail!(
-                "{} holds a run of `trainer train` (its own self-play shards); `trainer learn` needs a run folder of its own",
-                root.display()
-            );
-        }
-        with_retry("storing config.json", LEARNER_RETRIES, || {
-            exchange.put_config(&session.cfg)
-        })?;
-        session.window = worker_window(
-            &exchange,
-            &session.state.worker_shards,
-            session.cfg.training.window_size(),
-        )?;
-        for name in exchange.sweep_unfinished(None, STALE_PARTIAL) {
-            info!("removed {name}, left unfinished by a worker that is gone");
-        }
-        let published = with_retry("reading published.json", LEARNER_RETRIES, || {
-            exchange.published()
-        })?;
-        let best = session.state.best_iteration;
-        if published.is_none_or(|p| p.version != best) {
-            let bytes = std::fs::read(session.best_path())
-                .with_context(|| format!("reading {}", session.best_path().display()))?;
-            with_retry("publishing the network", LEARNER_RETRIES, || {
-                exchange.publish(best, &bytes)
-            })?;
-            info!(
-                "published network version {best} for the workers in {}",
-                exchange.describe()
-            );
-        }
-        session.learner = Some(Learner {
-            owner,
-            claimed: std::cell::Cell::new(Instant::now()),
+        let learner = Learner::claim(
             exchange,
-            publish_steps: args.publish_steps.max(1),
-            idle_exit: args.idle_exit.map(Duration::from_secs_f64),
-        });
-        Ok(session)
-    }
-
-    /// A learner's run goes on with `trainer learn` only: its positions are the workers'.
-    fn check_mode(&self) -> Result<()> {
-        if self.learner.is_none() && !self.state.worker_shards.is_empty() {
-            bail!(
-                "{} was trained by `trainer learn` on workers' shards; go on with `trainer learn --run-dir {}`",
-                self.dir.root.display(),
-                self.dir.root.display()
-            );
+            root,
+            args.publish_steps,
+            args.idle_exit.map(Duration::from_secs_f64),
+        )?;
+        let session = Session::open_with(&train, progress, PositionSource::Exchange(learner))?;
+        if let PositionSource::Exchange(learner) = &session.source {
+            let best = session.best_path();
+            learner.offer_run(&session.cfg, session.state.best_iteration, || {
+                std::fs::read(&best).with_context(|| format!("reading {}", best.display()))
+            })?;
         }
-        Ok(())
+        Ok(session)
     }
 
     fn best_path(&self) -> std::path::PathBuf {
@@ -361,7 +276,6 @@ impl Session {
 
     /// Runs iterations until the configured count.
     pub fn train(&mut self) -> Result<()> {
-        self.check_mode()?;
         let start = Instant::now();
         if self.state.iteration >= self.cfg.schedule.iterations {
             info!(
@@ -375,11 +289,11 @@ impl Session {
             if !self.iteration(it)? {
                 info!(
                     "no new shard for {:.0}s: stopping after iteration {}",
-                    self.learner
-                        .as_ref()
-                        .and_then(|l| l.idle_exit)
-                        .unwrap_or_default()
-                        .as_secs_f64(),
+                    match &self.source {
+                        PositionSource::Exchange(learner) => learner.idle_exit.unwrap_or_default(),
+                        PositionSource::SelfPlay { .. } => Duration::ZERO,
+                    }
+                    .as_secs_f64(),
                     self.state.iteration
                 );
                 break;
@@ -433,23 +347,11 @@ impl Session {
         let total = self.cfg.schedule.iterations;
         info!("=== iteration {it}/{total} ===");
 
-        let (sp, shard, worker_shards) = if self.learner.is_some() {
-            match self.collect_shards(it)? {
-                Some((sp, names)) => (sp, None, names),
-                None => return Ok(false),
-            }
-        } else {
-            let shard = RunDir::shard_name(it);
-            let pgn = self.dir.selfplay_pgn(it);
-            let sp = self.self_play(
-                derive_seed(self.state.seed, it, STREAM_SELFPLAY),
-                &shard,
-                &pgn,
-                it,
-            )?;
-            (sp, Some(shard), Vec::new())
+        let Some(positions) = self.next_positions(it)? else {
+            return Ok(false);
         };
-        log_selfplay(it, &sp);
+        let sp = &positions.outcome;
+        log_selfplay(it, sp);
         if !sp.samples.is_empty() {
             let size = self.cfg.training.window_size();
             self.window.set_capacity(size.capacity(sp.samples.len()));
@@ -487,15 +389,7 @@ nothing of iteration {it} was saved, and the run resumes after iteration {}",
         let gate = self.gate(it)?;
         let strength = self.strength(it, &gate)?;
         let commit_start = Instant::now();
-        let m = self.commit(
-            it,
-            (shard, worker_shards),
-            &sp,
-            &tr,
-            &gate,
-            &strength,
-            start,
-        )?;
+        let m = self.commit(it, &positions, &tr, &gate, &strength, start)?;
         info!(
             "iteration {it}/{total} done in {:.1}s: self-play {:.1}s | training {:.1}s | gating {:.1}s | checkpoints {:.2}s; \
 gating Elo summed over promotions {:+.0} (not a strength measure)",
@@ -513,109 +407,33 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
         Ok(true)
     }
 
-    /// A learner's positions for iteration `it`: the complete shards it has not trained
-    /// on, once they hold enough positions for `publish_steps` steps at the sample-reuse
-    /// ratio (or whatever came, once workers have been idle for `idle_exit`). None when
-    /// nothing came.
-    fn collect_shards(&mut self, it: u64) -> Result<Option<(SelfPlayOutcome, Vec<String>)>> {
-        let Some(learner) = &self.learner else {
-            bail!("not a learner");
-        };
-        let t = &self.cfg.training;
-        let needed = ((learner.publish_steps * t.batch_size) as f64 / t.sample_reuse.max(1e-9))
-            .ceil() as usize;
-        let taken: std::collections::HashSet<&String> = self.state.worker_shards.iter().collect();
-        let mut known = std::collections::BTreeMap::new();
-        let mut refused = std::collections::BTreeSet::new();
-        let mut last_arrival = Instant::now();
-        let mut announced = false;
-        loop {
-            learner.renew()?;
-            let names = with_retry("listing the shards", LEARNER_RETRIES, || {
-                learner.exchange.complete_shards()
-            })?;
-            for name in names {
-                if taken.contains(&name) || known.contains_key(&name) || refused.contains(&name) {
-                    continue;
-                }
-                // A record read cut short does not parse: it is read again before it is
-                // refused (for this iteration; a later one tries it afresh).
-                match with_retry("reading a shard's record", RECORD_TRIES, || {
-                    learner.exchange.read_meta(&name)
-                }) {
-                    Ok(meta) => {
-                        known.insert(name, meta);
-                        last_arrival = Instant::now();
-                    }
-                    Err(e) => {
-                        warn!("shard {name} is not used: {e:#}");
-                        refused.insert(name);
-                    }
-                }
-            }
-            let positions: usize = known.values().map(|m| m.samples).sum();
-            if positions >= needed {
-                break;
-            }
-            if let Some(idle) = learner.idle_exit {
-                if last_arrival.elapsed() >= idle {
-                    if known.is_empty() {
-                        return Ok(None);
-                    }
-                    break;
-                }
-            }
-            if !announced {
-                info!(
-                    "waiting for workers' shards: {positions} of {needed} positions for iteration {it}"
-                );
-                announced = true;
-            }
-            std::thread::sleep(SHARD_POLL);
+    /// Iteration `it`'s positions from the session's source: self-play's games, or the
+    /// workers' shards once enough have come. None when a learner stopped waiting for
+    /// shards.
+    fn next_positions(&mut self, it: u64) -> Result<Option<Positions>> {
+        if let PositionSource::Exchange(learner) = &self.source {
+            let t = &self.cfg.training;
+            let needed = learner.positions_needed(t.batch_size, t.sample_reuse);
+            let collected = learner.collect(&self.state.worker_shards, needed, it)?;
+            return Ok(collected.map(|c| Positions {
+                outcome: c.outcome,
+                shard: None,
+                worker_shards: c.shards,
+            }));
         }
-        let mut sp = SelfPlayOutcome {
-            stats: PlayStats::default(),
-            samples: Vec::new(),
-            plies: Vec::new(),
-            terminations: Default::default(),
-            first_game: None,
-        };
-        let mut versions = std::collections::BTreeSet::new();
-        for (name, meta) in &known {
-            sp.samples.extend(read_worker_shard(
-                &learner.exchange,
-                name,
-                Some(meta.samples),
-            )?);
-            sp.plies.extend(&meta.plies);
-            for (k, n) in &meta.terminations {
-                *sp.terminations.entry(k.clone()).or_default() += n;
-            }
-            let s = &mut sp.stats;
-            s.games += meta.games;
-            s.positions += meta.positions;
-            s.finished_plies += meta.plies.iter().sum::<usize>();
-            s.evaluations += meta.evaluations;
-            s.wall += Duration::from_secs_f64(meta.wall_s.max(0.0));
-            s.white_wins += meta.white_wins;
-            s.black_wins += meta.black_wins;
-            s.draws += meta.draws;
-            s.resigned += meta.resigned;
-            s.resign_checked += meta.resign_checked;
-            s.resign_false_positives += meta.resign_false_positives;
-            versions.insert(meta.network_version);
-        }
-        let workers: std::collections::BTreeSet<&str> =
-            known.values().map(|m| m.worker.as_str()).collect();
-        info!(
-            "took {} shard(s) from {} worker(s): {} games, {} positions, played with network version(s) {:?}",
-            known.len(),
-            workers.len(),
-            sp.stats.games,
-            sp.samples.len(),
-            versions
-        );
-        Ok(Some((sp, known.into_keys().collect())))
+        let shard = RunDir::shard_name(it);
+        let pgn = self.dir.selfplay_pgn(it);
+        let outcome = self.self_play(
+            derive_seed(self.state.seed, it, STREAM_SELFPLAY),
+            &shard,
+            &pgn,
+            it,
+        )?;
+        Ok(Some(Positions {
+            outcome,
+            shard: Some(shard),
+            worker_shards: Vec::new(),
+        }))
     }
 
     /// Plays the configured games with the best network into `replay/<shard>` and `pgn`.
@@ -627,9 +445,13 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
         pgn: &Path,
         it: u64,
     ) -> Result<SelfPlayOutcome> {
-        let first_alone =
-            (!self.first_game_shown).then(|| derive_seed(self.state.seed, it, STREAM_FIRST_GAME));
-        self.first_game_shown = true;
+        let first_alone = match &mut self.source {
+            PositionSource::SelfPlay { first_game_shown } if !*first_game_shown => {
+                *first_game_shown = true;
+                Some(derive_seed(self.state.seed, it, STREAM_FIRST_GAME))
+            }
+            _ => None,
+        };
         let stage = self
             .cfg
             .selfplay
@@ -713,12 +535,10 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
 
     /// Writes the iteration's checkpoints and metrics and commits it (see
     /// [`ember_engine::pipeline::commit`]), then publishes a promotion.
-    #[allow(clippy::too_many_arguments)]
     fn commit(
         &mut self,
         it: u64,
-        (shard, worker_shards): (Option<String>, Vec<String>),
-        sp: &SelfPlayOutcome,
+        positions: &Positions,
         tr: &TrainOutcome,
         gate: &GatingOutcome,
         strength: &Option<StrengthOutcome>,
@@ -734,13 +554,14 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
             .map(|(n, v, _)| (n, v.as_tensor().clone()))
             .collect();
         let bytes = serialize(&tensors, meta)?;
+        let sp = &positions.outcome;
         let iteration = Iteration {
             number: it,
             candidate: &bytes,
             promoted: gate.promoted,
             snapshot: self.cfg.schedule.snapshot(it),
-            shard,
-            worker_shards,
+            shard: positions.shard.clone(),
+            worker_shards: positions.worker_shards.clone(),
             positions: sp.samples.len() as u64,
             games: sp.stats.games as u64,
             elo: gate.elo,
@@ -770,14 +591,8 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
                 "the promoted candidate",
             )?;
             info!("promoted network written to {}", self.dir.best().display());
-            if let Some(learner) = &self.learner {
-                with_retry("publishing the network", LEARNER_RETRIES, || {
-                    learner.exchange.publish(it, &bytes)
-                })?;
-                if let Err(e) = learner.exchange.prune_networks(it, 4) {
-                    warn!("removing old published networks: {e:#}");
-                }
-                info!("published network version {it} for the workers");
+            if let PositionSource::Exchange(learner) = &self.source {
+                learner.publish(it, &bytes)?;
             }
         }
         Ok(m)
@@ -786,7 +601,6 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
     /// `trainer selfplay`: one batch of games with the best network, added to the
     /// run's replay data (listed in `state.json`, so training and resume keep it).
     pub fn self_play_only(&mut self) -> Result<()> {
-        self.check_mode()?;
         let it = self.state.iteration;
         // `_` sorts after `.`: the extra shard comes after iteration `it`'s own and before the next.
         let prefix = format!("iter-{it:06}_selfplay-");
@@ -820,56 +634,41 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
     }
 }
 
-/// The samples of a worker's shard; corrupt records are skipped with a warning. A read
-/// that came back short (fewer samples than its record says, `expected`, or a torn last
-/// record) is read again, [`SHARD_READS`] times at most, before what it holds is used.
-fn read_worker_shard(
-    exchange: &Exchange,
-    name: &str,
-    expected: Option<usize>,
-) -> Result<Vec<ember_engine::selfplay::Sample>> {
-    let mut reads = 0;
-    let (samples, stats) = loop {
-        reads += 1;
-        let bytes = with_retry("reading a shard", LEARNER_RETRIES, || {
-            exchange.read_shard(name)
-        })?;
-        let (samples, stats) = ember_engine::replay::parse_shard(&bytes, name);
-        let short = expected.map_or(stats.torn_tail > 0, |n| samples.len() < n);
-        if !short || reads >= SHARD_READS {
-            break (samples, stats);
+impl PositionSource {
+    /// The replay window of a run in `dir` with `state`: a trainer's own shards, or a
+    /// learner's workers' shards read from the exchange. A run goes on only with the kind
+    /// of positions it was trained on.
+    fn window(&self, dir: &RunDir, state: &RunState, size: WindowSize) -> Result<ReplayWindow> {
+        let root = dir.root.display();
+        match self {
+            PositionSource::SelfPlay { .. } => {
+                if !state.worker_shards.is_empty() {
+                    bail!(
+                        "{root} was trained by `trainer learn` on workers' shards; go on with `trainer learn --run-dir {root}`"
+                    );
+                }
+                let (window, load) = ReplayWindow::load_listed(&dir.replay(), &state.shards, size)
+                    .with_context(|| {
+                        format!("loading the replay window from {}", dir.replay().display())
+                    })?;
+                if load.skipped_corrupt > 0 || load.torn_tail > 0 {
+                    warn!(
+                        "replay: skipped {} corrupt record(s) and {} torn tail(s) of {} records",
+                        load.skipped_corrupt, load.torn_tail, load.records
+                    );
+                }
+                Ok(window)
+            }
+            PositionSource::Exchange(learner) => {
+                if !state.shards.is_empty() {
+                    bail!(
+                        "{root} holds a run of `trainer train` (its own self-play shards); `trainer learn` needs a run folder of its own"
+                    );
+                }
+                learner.window(&state.worker_shards, size)
+            }
         }
-        warn!(
-            "shard {name}: read {} of {} samples, reading it again",
-            samples.len(),
-            expected.map_or("?".to_string(), |n| n.to_string())
-        );
-    };
-    if expected.is_some_and(|n| samples.len() < n) {
-        warn!(
-            "shard {name}: {} of its {} samples could be read",
-            samples.len(),
-            expected.unwrap_or_default()
-        );
     }
-    if stats.skipped_corrupt > 0 || stats.torn_tail > 0 {
-        warn!(
-            "shard {name}: skipped {} corrupt record(s) and {} torn tail(s)",
-            stats.skipped_corrupt, stats.torn_tail
-        );
-    }
-    Ok(samples)
-}
-
-/// A learner's replay window: the newest of the workers' shards it has trained on (oldest
-/// first in `names`), read from the exchange until the window is full.
-fn worker_window(exchange: &Exchange, names: &[String], size: WindowSize) -> Result<ReplayWindow> {
-    let (window, _) = ReplayWindow::fill_newest(names, size, |name| {
-        read_worker_shard(exchange, name, None)
-            .map(|samples| Some((samples, LoadStats::default())))
-            .with_context(|| format!("loading the replay window from {}", exchange.describe()))
-    })?;
-    Ok(window)
 }
 
 /// The run's state: the committed one (after finishing or undoing an interrupted commit),

@@ -21,7 +21,9 @@
 //! - [`publish_stage`] plays the run's best network against the one `ember` would
 //!   otherwise play; only a network that wins replaces it.
 //! - [`exchange`] is the run folder seen by distributed self-play: workers take the
-//!   published network from it and put shards into it, and a learner trains on them.
+//!   published network from it and put shards into it, and a learner trains on them;
+//!   [`learner`] is the learner's side: its claim, the shards it collects into each
+//!   iteration, and the networks it publishes.
 //! - [`commit`] makes an iteration durable in the run folder ([`run`]), whose
 //!   `state.json` is the commit record, and appends its [`metrics`].
 //!
@@ -32,6 +34,7 @@ pub mod commit;
 pub mod exchange;
 pub mod faults;
 pub mod gating_stage;
+pub mod learner;
 pub mod metrics;
 pub mod publish_stage;
 pub mod run;

@@ -1,6 +1,8 @@
 //! A training run's settings, stage by stage: what the trainer's `RunConfig` is composed
 //! of, what `config.json` holds (flattened, one field per command-line flag), and what
-//! each stage is built from. Every default is stated once, in the presets of the trainer.
+//! each stage is built from. A new run's values are stated once, in the trainer's presets;
+//! the only values here are those [`before_the_field`] gives a `config.json` written before
+//! a field existed.
 
 use super::gating_stage::GatingStage;
 use super::publish_stage::PublishStage;
@@ -19,6 +21,48 @@ use serde::{Deserialize, Serialize};
 /// Positions in the evaluation cache of a network in self-play and gating (one cache per
 /// network, shared by all the games in flight).
 const CACHE_ENTRIES: usize = 200_000;
+
+/// The values a run whose `config.json` was written before a field existed ran with:
+/// reading such a file gives the field this value (a field marked `#[serde(default)]`
+/// without a function reads as 0, off or none). They record what older runs did and do
+/// not follow the presets, which set every field of a new run.
+mod before_the_field {
+    pub fn resign_playthrough() -> f32 {
+        0.1
+    }
+
+    pub fn full_search_fraction() -> f32 {
+        0.25
+    }
+
+    pub fn replay_iterations() -> usize {
+        20
+    }
+
+    pub fn mask_illegal() -> bool {
+        true
+    }
+
+    pub fn sample_reuse() -> f64 {
+        4.0
+    }
+
+    pub fn strength_games() -> usize {
+        20
+    }
+
+    pub fn strength_nodes() -> u32 {
+        64
+    }
+
+    pub fn strength_anchors() -> Vec<String> {
+        vec!["random".into(), "greedy".into(), "iteration0".into()]
+    }
+
+    pub fn publish_games() -> usize {
+        40
+    }
+}
 
 /// How many iterations, and how often an iteration's candidate is kept as a snapshot.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -62,14 +106,14 @@ pub struct SelfPlaySettings {
     #[serde(default)]
     pub resign_threshold: f32,
     /// Fraction of games played out to measure resignation's false positives.
-    #[serde(default = "default_resign_playthrough")]
+    #[serde(default = "before_the_field::resign_playthrough")]
     pub resign_playthrough: f32,
     /// Playout cap: root visits of a move that is not recorded (0: every move is a full,
     /// recorded search).
     #[serde(default)]
     pub fast_simulations: u32,
     /// Playout cap: the chance that a move gets the full search and is recorded.
-    #[serde(default = "default_full_fraction")]
+    #[serde(default = "before_the_field::full_search_fraction")]
     pub full_search_fraction: f32,
     /// The search treats a position repeated once inside its tree as a draw (lc0's match
     /// rule); off in self-play by default, so that the search does not steer into
@@ -80,14 +124,6 @@ pub struct SelfPlaySettings {
     /// lines); play and matches always use it.
     #[serde(default)]
     pub solver: bool,
-}
-
-fn default_resign_playthrough() -> f32 {
-    0.1
-}
-
-fn default_full_fraction() -> f32 {
-    0.25
 }
 
 impl SelfPlaySettings {
@@ -202,7 +238,7 @@ pub struct TrainingSettings {
     pub replay_window: Option<usize>,
     /// The replay window holds the positions of the newest this many self-play
     /// iterations, when `replay_window` does not fix it.
-    #[serde(default = "default_replay_iterations")]
+    #[serde(default = "before_the_field::replay_iterations")]
     pub replay_iterations: usize,
     /// Weight of the root Q in the value target (the rest is the game's result).
     #[serde(default)]
@@ -219,11 +255,11 @@ pub struct TrainingSettings {
     #[serde(default)]
     pub material_ratio_final: Option<f32>,
     /// The policy's softmax runs over the legal moves only.
-    #[serde(default = "yes")]
+    #[serde(default = "before_the_field::mask_illegal")]
     pub mask_illegal: bool,
     /// Times each new position is drawn into a minibatch, on average (the training steps
     /// of an iteration follow from it; `train_steps` overrides).
-    #[serde(default = "default_reuse")]
+    #[serde(default = "before_the_field::sample_reuse")]
     pub sample_reuse: f64,
     /// The learning rate at the last iteration: the rate follows half a cosine from `lr`
     /// at the first iteration to this (`None`: `lr` throughout).
@@ -232,18 +268,6 @@ pub struct TrainingSettings {
     /// Training steps at the start of the run over which the rate rises from near 0.
     #[serde(default)]
     pub warmup_steps: u64,
-}
-
-fn default_reuse() -> f64 {
-    4.0
-}
-
-fn default_replay_iterations() -> usize {
-    20
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl TrainingSettings {
@@ -356,47 +380,19 @@ pub struct StrengthSettings {
     #[serde(default)]
     pub strength_every: u64,
     /// Games per anchor.
-    #[serde(default = "default_strength_games")]
+    #[serde(default = "before_the_field::strength_games")]
     pub strength_games: usize,
     /// Root visits a move in these games.
-    #[serde(default = "default_strength_nodes")]
+    #[serde(default = "before_the_field::strength_nodes")]
     pub strength_nodes: u32,
     /// The anchors: `random`, `greedy`, `iteration0` (the run's untrained network), or
     /// any player spec (`uci:/usr/games/stockfish;Skill Level=0`).
-    #[serde(default = "default_anchors")]
+    #[serde(default = "before_the_field::strength_anchors")]
     pub strength_anchors: Vec<String>,
     /// Games of the publishing match (the run's best network against the network `ember`
     /// would otherwise play), at `strength_nodes` visits a move.
-    #[serde(default = "default_publish_games")]
+    #[serde(default = "before_the_field::publish_games")]
     pub publish_games: usize,
-}
-
-fn default_strength_games() -> usize {
-    20
-}
-
-fn default_strength_nodes() -> u32 {
-    64
-}
-
-fn default_publish_games() -> usize {
-    40
-}
-
-fn default_anchors() -> Vec<String> {
-    vec!["random".into(), "greedy".into(), "iteration0".into()]
-}
-
-impl Default for StrengthSettings {
-    fn default() -> Self {
-        StrengthSettings {
-            strength_every: 0,
-            strength_games: default_strength_games(),
-            strength_nodes: default_strength_nodes(),
-            strength_anchors: default_anchors(),
-            publish_games: default_publish_games(),
-        }
-    }
 }
 
 impl StrengthSettings {
