@@ -563,7 +563,7 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
             shard: positions.shard.clone(),
             worker_shards: positions.worker_shards.clone(),
             positions: sp.samples.len() as u64,
-            games: sp.stats.games as u64,
+            games: sp.stats.tally.games as u64,
             elo: gate.elo,
         };
         let next = iteration.next_state(&self.state, self.trainer.step());
@@ -622,7 +622,7 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
         let mut state = self.state.clone();
         state.shards.push(shard.clone());
         state.positions_total += sp.samples.len() as u64;
-        state.games_total += sp.stats.games as u64;
+        state.games_total += sp.stats.tally.games as u64;
         self.dir.write_state(&state)?;
         self.state = state;
         info!(
@@ -830,31 +830,26 @@ fn fmt_elo(e: Option<f64>) -> String {
 
 fn log_selfplay(it: u64, sp: &SelfPlayOutcome) {
     let s = &sp.stats;
+    let t = &s.tally;
     let wall = s.wall;
-    let mean_plies = sp.plies.iter().sum::<usize>() as f64 / sp.plies.len().max(1) as f64;
-    let ends: Vec<String> = sp
-        .terminations
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
     info!(
         "self-play {it}: {} games, {} moves searched ({} recorded for training) in {:.1}s ({:.1} moves/s, {:.2} evals/move), \
 mean {:.1} plies; white {} / black {} / draws {}; ended by {}{}",
-        s.games,
+        t.games,
         s.positions,
         sp.samples.len(),
         wall.as_secs_f64(),
         s.positions as f64 / wall.as_secs_f64().max(1e-9),
         s.evals_per_position(),
-        mean_plies,
-        s.white_wins,
-        s.black_wins,
-        s.draws,
-        ends.join(", "),
-        if s.resign_checked > 0 {
+        t.mean_plies(),
+        t.white_wins,
+        t.black_wins,
+        t.draws,
+        t.describe_terminations(),
+        if t.resign_checked > 0 {
             format!(
                 "; resignation false positives {}/{} played-out games",
-                s.resign_false_positives, s.resign_checked
+                t.resign_false_positives, t.resign_checked
             )
         } else {
             String::new()
@@ -890,11 +885,6 @@ policy {} + value {} + l2 {}; policy over a uniform guess among the legal moves 
 
 fn log_gating(best_iteration: u64, g: &GatingOutcome) {
     let r = &g.report.trinomial;
-    let ends: Vec<String> = g
-        .terminations
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
     info!(
         "gating: candidate vs best (iteration {best_iteration}) +{} ={} -{}: score {:.3}, Elo {} [95%: {}, {}] -> {} \
 in {:.1}s ({:.2} games/s, mean {:.1} plies; ended by {})",
@@ -908,8 +898,8 @@ in {:.1}s ({:.2} games/s, mean {:.1} plies; ended by {})",
         if g.promoted { "promoted" } else { "kept the best network" },
         g.wall.as_secs_f64(),
         g.games() as f64 / g.wall.as_secs_f64().max(1e-9),
-        g.plies as f64 / g.games().max(1) as f64,
-        ends.join(", ")
+        g.tally.mean_plies(),
+        g.tally.describe_terminations()
     );
 }
 
@@ -922,7 +912,6 @@ fn iteration_metrics(
     next: &RunState,
     start: Instant,
 ) -> IterationMetrics {
-    let games = sp.stats.games.max(1) as f64;
     let wall_selfplay = sp.stats.wall.as_secs_f64();
     IterationMetrics {
         iteration: it,
@@ -933,12 +922,8 @@ fn iteration_metrics(
         lr: tr.lr,
         skipped_steps: tr.skipped,
         positions: sp.samples.len(),
-        games: sp.stats.games,
-        mean_plies: sp.plies.iter().sum::<usize>() as f64 / games,
-        terminations: sp.terminations.clone(),
-        white_wins: sp.stats.white_wins,
-        black_wins: sp.stats.black_wins,
-        draws: sp.stats.draws,
+        tally: sp.stats.tally.clone(),
+        mean_plies: sp.stats.tally.mean_plies(),
         selfplay_positions_per_s: sp.stats.positions as f64 / wall_selfplay.max(1e-9),
         evals_per_position: sp.stats.evals_per_position(),
         replay_positions: tr.window_positions,
@@ -957,9 +942,6 @@ fn iteration_metrics(
         policy_kl: tr.policy_kl(),
         q_ratio: 0.0,
         material_ratio: 0.0,
-        resigned: sp.stats.resigned,
-        resign_checked: sp.stats.resign_checked,
-        resign_false_positives: sp.stats.resign_false_positives,
         strength: Vec::new(),
         wall_strength_s: 0.0,
         wall_selfplay_s: wall_selfplay,

@@ -256,7 +256,7 @@ fn workers_and_a_learner_count_every_game_exactly_once_through_kills() {
     assert!(after.worker_shards.starts_with(&before.worker_shards));
     let games: usize = complete
         .iter()
-        .map(|n| exchange.read_meta(n).unwrap().games)
+        .map(|n| exchange.read_meta(n).unwrap().tally.games)
         .sum();
     assert_eq!(games, 3 * 24 + 4);
     assert_eq!(after.games_total, games as u64);
@@ -438,7 +438,7 @@ fn under_storage_faults_every_game_is_counted_exactly_once() {
         .iter()
         .map(|n| exchange.read_meta(n).unwrap())
         .collect();
-    assert_eq!(metas.iter().map(|m| m.games).sum::<usize>(), 36);
+    assert_eq!(metas.iter().map(|m| m.tally.games).sum::<usize>(), 36);
     assert_eq!(after.games_total, 36);
     let samples: usize = metas.iter().map(|m| m.samples).sum();
     assert_eq!(after.positions_total, samples as u64, "every sample read");

@@ -223,30 +223,17 @@ impl Learner {
         let mut sp = SelfPlayOutcome {
             stats: PlayStats::default(),
             samples: Vec::new(),
-            plies: Vec::new(),
-            terminations: Default::default(),
             first_game: None,
         };
         let mut versions = BTreeSet::new();
         for (name, meta) in &known {
             sp.samples
                 .extend(self.read_shard(name, Some(meta.samples))?);
-            sp.plies.extend(&meta.plies);
-            for (k, n) in &meta.terminations {
-                *sp.terminations.entry(k.clone()).or_default() += n;
-            }
             let s = &mut sp.stats;
-            s.games += meta.games;
+            s.tally += &meta.tally;
             s.positions += meta.positions;
-            s.finished_plies += meta.plies.iter().sum::<usize>();
             s.evaluations += meta.evaluations;
             s.wall += Duration::from_secs_f64(meta.wall_s.max(0.0));
-            s.white_wins += meta.white_wins;
-            s.black_wins += meta.black_wins;
-            s.draws += meta.draws;
-            s.resigned += meta.resigned;
-            s.resign_checked += meta.resign_checked;
-            s.resign_false_positives += meta.resign_false_positives;
             versions.insert(meta.network_version);
         }
         let workers: BTreeSet<&str> = known.values().map(|m| m.worker.as_str()).collect();
@@ -254,7 +241,7 @@ impl Learner {
             "took {} shard(s) from {} worker(s): {} games, {} positions, played with network version(s) {:?}",
             known.len(),
             workers.len(),
-            sp.stats.games,
+            sp.stats.tally.games,
             sp.samples.len(),
             versions
         );
@@ -307,6 +294,7 @@ impl Learner {
 mod tests {
     use super::*;
     use crate::pipeline::exchange::ShardMeta;
+    use crate::runner::GameTally;
 
     #[test]
     fn an_iteration_takes_the_new_shards_and_sums_their_records() {
@@ -322,10 +310,13 @@ mod tests {
             let meta = ShardMeta {
                 worker: worker.into(),
                 seq,
-                games,
-                white_wins: 1,
-                plies: vec![10; games],
-                terminations: [("checkmate".to_string(), games)].into(),
+                tally: GameTally {
+                    games,
+                    white_wins: 1,
+                    plies: 10 * games,
+                    terminations: [("checkmate".to_string(), games)].into(),
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             x.put_shard(&meta, b"", b"").unwrap();
@@ -338,9 +329,9 @@ mod tests {
             .unwrap();
         assert_eq!(got.shards, ["a-000002", "b-000001"]);
         let s = &got.outcome.stats;
-        assert_eq!((s.games, s.white_wins, s.finished_plies), (6, 2, 60));
-        assert_eq!(got.outcome.terminations["checkmate"], 6);
-        assert_eq!(got.outcome.plies.len(), 6);
+        let t = &s.tally;
+        assert_eq!((t.games, t.white_wins, t.plies), (6, 2, 60));
+        assert_eq!(t.terminations["checkmate"], 6);
         assert_eq!(learner.positions_needed(256, 2.0), 512);
         std::fs::remove_dir_all(&root).ok();
     }
