@@ -51,7 +51,6 @@ impl Default for SelfPlayConfig {
             rules: Rules::plain(150, 0, 30),
             search: SearchParams {
                 max_batch: 4,
-                cache_entries: 200_000,
                 ..SearchParams::self_play()
             },
             fast: None,

@@ -18,10 +18,6 @@ use crate::selfplay::SelfPlayConfig;
 use crate::train::{LrSchedule, OptimizerKind, Targets, TrainConfig, ValueLoss};
 use serde::{Deserialize, Serialize};
 
-/// Positions in the evaluation cache of a network in self-play and gating (one cache per
-/// network, shared by all the games in flight).
-const CACHE_ENTRIES: usize = 200_000;
-
 /// The values a run whose `config.json` was written before a field existed ran with:
 /// reading such a file gives the field this value (a field marked `#[serde(default)]`
 /// without a function reads as 0, off or none). They record what older runs did and do
@@ -170,7 +166,6 @@ impl SelfPlaySettings {
                 rules: self.rules(iteration),
                 search: SearchParams {
                     max_batch: self.leaves_per_game,
-                    cache_entries: CACHE_ENTRIES,
                     tree_twofold_draw: self.tree_twofold_draw,
                     solver: self.solver,
                     ..SearchParams::self_play()
