@@ -118,7 +118,6 @@ pub struct Driver {
     speed_estimate: f64,
     /// The search may play one root move only (a budget is then not spent).
     only_move: bool,
-    visits_before_gather: u32,
 }
 
 impl Driver {
@@ -138,7 +137,6 @@ impl Driver {
             pondering: false,
             speed_estimate: 0.0,
             only_move,
-            visits_before_gather: base_visits,
         }
     }
 
@@ -171,18 +169,9 @@ impl Driver {
         self.pondering = pondering;
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Visits this search added.
     pub fn playouts(&self, search: &Search) -> u64 {
         search.root_visits().saturating_sub(self.base_visits) as u64
-    }
-
-    /// The root's visits when the search began (kept from an earlier one).
-    pub fn base_visits(&self) -> u32 {
-        self.base_visits
     }
 
     /// Time since the search began.
@@ -310,7 +299,6 @@ impl Driver {
         let before = search.root_visits();
         let added = search.gather(want, batch, timing);
         self.rounds += 1;
-        self.visits_before_gather = before;
         if added == 0 && search.root_visits() == before {
             self.stalled += 1;
         } else {
