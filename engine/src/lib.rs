@@ -17,6 +17,7 @@ pub mod files;
 pub mod game;
 pub mod matches;
 pub mod mcts;
+pub mod minimax;
 pub mod net;
 pub mod phase_times;
 pub mod pipeline;

@@ -390,6 +390,28 @@ mod tests {
     }
 
     #[test]
+    fn minimax_two_beats_greedy_as_a_rung_above_it() {
+        let s = setup();
+        let minimax = Prepared::new("minimax:2".parse().unwrap(), &s).unwrap();
+        let greedy = Prepared::new(PlayerSpec::Greedy, &s).unwrap();
+        let spec = MatchSpec {
+            games: 10,
+            limit: Limit::Nodes(1),
+            openings: parse_openings(DEFAULT_BOOK, "book").unwrap(),
+            max_plies: 200,
+            random_opening_plies: 0,
+            search: SearchParams::for_matches(),
+            concurrency: 2,
+            sprt: None,
+            seed: 3,
+        };
+        let r = run_match(&minimax, &greedy, &s, &spec, |_| {}).unwrap();
+        assert_eq!(r.games.len(), 10);
+        assert!(r.trinomial.estimate().score >= 0.8, "{:?}", r.trinomial);
+        assert!(r.pgn().contains("[White \"minimax:2\"]"));
+    }
+
+    #[test]
     fn greedy_beats_random_and_pairs_are_counted() {
         let mut seen = 0;
         let r = greedy_vs_random(20, 2, None, |_| seen += 1);

@@ -1,6 +1,7 @@
 //! Players for matches against fixed opponents: Ember with a checkpoint (`ember:PATH`,
 //! `ember:embedded`), any external UCI engine (`uci:COMMAND;NAME=VALUE;...`), a uniform
-//! random mover (`random`) and a one-ply material-greedy player (`greedy`).
+//! random mover (`random`), a one-ply material-greedy player (`greedy`), and a material
+//! alpha-beta searcher to D plies with a capture search (`minimax:D`, [`crate::minimax`]).
 //!
 //! A player answers one question: the move to play in a game, within a [`MoveLimit`].
 //! An external engine runs as a child process under a watchdog: one that exits, stops
@@ -83,6 +84,8 @@ pub trait Player: Send {
 pub enum PlayerSpec {
     Random,
     Greedy,
+    /// Material alpha-beta to this many plies, then captures.
+    Minimax(u32),
     /// A checkpoint file, or `None` for the network built into the binary.
     Ember(Option<PathBuf>),
     /// A program with arguments, and `NAME=VALUE` options to set after `uci`.
@@ -94,8 +97,8 @@ pub enum PlayerSpec {
 
 impl std::str::FromStr for PlayerSpec {
     type Err = String;
-    /// `random`, `greedy`, `ember:PATH`, `ember:embedded`, `uci:COMMAND[;NAME=VALUE...]`,
-    /// or a bare path to a checkpoint (`.safetensors`).
+    /// `random`, `greedy`, `minimax:D`, `ember:PATH`, `ember:embedded`,
+    /// `uci:COMMAND[;NAME=VALUE...]`, or a bare path to a checkpoint (`.safetensors`).
     fn from_str(s: &str) -> Result<PlayerSpec, String> {
         let s = s.trim();
         if s == "random" {
@@ -103,6 +106,13 @@ impl std::str::FromStr for PlayerSpec {
         }
         if s == "greedy" {
             return Ok(PlayerSpec::Greedy);
+        }
+        if let Some(depth) = s.strip_prefix("minimax:") {
+            let max = crate::minimax::MAX_DEPTH;
+            return match depth.trim().parse::<u32>() {
+                Ok(d) if (1..=max).contains(&d) => Ok(PlayerSpec::Minimax(d)),
+                _ => Err(format!("{s:?}: minimax:D needs a depth D from 1 to {max}")),
+            };
         }
         if let Some(path) = s.strip_prefix("ember:") {
             return Ok(PlayerSpec::Ember(match path {
@@ -134,7 +144,7 @@ impl std::str::FromStr for PlayerSpec {
             return Ok(PlayerSpec::Ember(Some(PathBuf::from(s))));
         }
         Err(format!(
-            "unknown player {s:?}: expected random, greedy, ember:PATH, ember:embedded, \
+            "unknown player {s:?}: expected random, greedy, minimax:D, ember:PATH, ember:embedded, \
 uci:COMMAND[;NAME=VALUE...] or a .safetensors file"
         ))
     }
@@ -145,6 +155,7 @@ impl std::fmt::Display for PlayerSpec {
         match self {
             PlayerSpec::Random => write!(f, "random"),
             PlayerSpec::Greedy => write!(f, "greedy"),
+            PlayerSpec::Minimax(d) => write!(f, "minimax:{d}"),
             PlayerSpec::Ember(None) => write!(f, "ember:embedded"),
             PlayerSpec::Ember(Some(p)) => write!(f, "ember:{}", p.display()),
             PlayerSpec::Uci { command, options } => {
@@ -255,6 +266,10 @@ impl Prepared {
             PlayerSpec::Greedy => Box::new(GreedyPlayer {
                 rng: StdRng::seed_from_u64(seed),
             }),
+            &PlayerSpec::Minimax(depth) => Box::new(MinimaxPlayer {
+                depth,
+                rng: StdRng::seed_from_u64(seed),
+            }),
             PlayerSpec::Ember(_) => {
                 let net = self.network.as_ref().expect("ember players hold a network");
                 let mut evaluator = NetEvaluator::new(net, setup.precision)?;
@@ -324,6 +339,27 @@ impl Player for GreedyPlayer {
         let best = moves.iter().map(value).max().unwrap_or(0);
         let pool: Vec<&Move> = moves.iter().filter(|m| value(m) == best).collect();
         Ok(*pool[self.rng.random_range(0..pool.len())])
+    }
+}
+
+/// Material alpha-beta to `depth` plies with a capture search ([`crate::minimax`]).
+pub struct MinimaxPlayer {
+    depth: u32,
+    rng: StdRng,
+}
+
+impl Player for MinimaxPlayer {
+    fn name(&self) -> String {
+        format!("minimax:{}", self.depth)
+    }
+    fn new_game(&mut self) -> Result<(), Failure> {
+        Ok(())
+    }
+    fn choose(&mut self, game: &Game, _: MoveLimit) -> Result<Move, Failure> {
+        crate::minimax::Minimax::default()
+            .best_move(game.position(), self.depth, &mut self.rng)
+            .map(|(m, _)| m)
+            .ok_or_else(|| Failure::Other("no legal move".into()))
     }
 }
 
@@ -637,6 +673,7 @@ mod tests {
         for text in [
             "random",
             "greedy",
+            "minimax:2",
             "ember:embedded",
             "ember:runs/a/best.safetensors",
             "uci:/usr/games/stockfish;Skill Level=0;Threads=1",
@@ -652,6 +689,9 @@ mod tests {
         assert!("stockfish".parse::<PlayerSpec>().is_err());
         assert!("uci:".parse::<PlayerSpec>().is_err());
         assert!("uci:sf;Skill".parse::<PlayerSpec>().is_err());
+        for bad in ["minimax:0", "minimax:", "minimax:x", "minimax:99"] {
+            assert!(bad.parse::<PlayerSpec>().is_err(), "{bad}");
+        }
     }
 
     #[test]

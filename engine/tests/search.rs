@@ -3,7 +3,7 @@
 
 use ember_engine::game::{fen_of, parse_uci_move, position_hash, Game};
 use ember_engine::mcts::{
-    CachedEvaluator, EvalBatch, Evaluator, Search, SearchParams, UniformEvaluator,
+    CachedEvaluator, EvalBatch, Evaluator, RootRule, Search, SearchParams, UniformEvaluator,
 };
 use ember_engine::phase_times::PhaseTimes;
 use shakmaty::{Chess, Position};
@@ -515,4 +515,129 @@ fn at_its_node_bound_a_search_goes_on_refining_the_tree_it_has() {
     assert_eq!(children + 1, s.root_visits());
     let legal = Game::from_fen(MIDDLEGAME).unwrap().position().legal_moves();
     assert!(legal.contains(&s.best_move().unwrap()));
+}
+
+/// Material for the side to move, in (-1, 1).
+fn material_value(p: &Chess) -> f32 {
+    use ember_engine::game::material;
+    let us = p.turn();
+    ((material(p, us) - material(p, !us)) as f32 / 4.0).tanh()
+}
+
+fn gumbel_search(fen: &str, visits: u32, considered: u32, noise_seed: Option<u64>) -> Search {
+    let game = Game::from_fen(fen).unwrap();
+    let mut s = Search::new(
+        &game,
+        SearchParams {
+            max_batch: 8,
+            root_rule: RootRule::Gumbel,
+            gumbel_considered: considered,
+            root_noise: noise_seed.is_some(),
+            ..SearchParams::default()
+        },
+    );
+    if let Some(seed) = noise_seed {
+        s.seed_noise(seed);
+    }
+    let mut ev = ValueEvaluator {
+        value: material_value,
+        calls: 0,
+    };
+    s.run_until_visits(&mut ev, visits, &mut PhaseTimes::default())
+        .unwrap();
+    s
+}
+
+#[test]
+fn gumbel_shares_the_simulations_among_the_considered_moves_by_sequential_halving() {
+    // 20 moves, 16 considered, 32 simulations after the root's own evaluation: 16 moves
+    // get one visit, the best 8 a second, the best 4 two more.
+    let s = gumbel_search(&fen_of(&Chess::default()), 33, 16, Some(3));
+    let mut visits: Vec<u32> = s.root_children().iter().map(|c| c.visits).collect();
+    visits.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(visits, [&[4u32; 4][..], &[2; 4], &[1; 8], &[0; 4]].concat());
+    // PUCT at the same visits spreads them otherwise.
+    let (puct, _) = search_best(&fen_of(&Chess::default()), 33);
+    let mut pv: Vec<u32> = puct.root_children().iter().map(|c| c.visits).collect();
+    pv.sort_unstable_by(|a, b| b.cmp(a));
+    assert_ne!(pv, visits);
+    // The move played is one of the four that survived.
+    let mv = s.choose_move(0.0, &mut rand::rng()).unwrap();
+    let played = s.root_children().into_iter().find(|c| c.mv == mv).unwrap();
+    assert_eq!(played.visits, 4);
+    // The target covers every legal move (the unvisited take the mixed value) and sums to 1.
+    let target = s.policy_target();
+    assert_eq!(target.len(), 20);
+    assert!((target.iter().map(|(_, p)| p).sum::<f32>() - 1.0).abs() < 1e-5);
+    assert!(target.iter().all(|(_, p)| *p > 0.0));
+    assert_ne!(target, s.visit_distribution());
+}
+
+#[test]
+fn gumbel_finds_the_winning_capture_and_teaches_it() {
+    // Rd2xd5 wins the queen; the evaluator knows material only.
+    let fen = "4k3/8/8/3q4/8/8/3R4/4K3 w - - 0 1";
+    for seed in [1, 2, 3] {
+        let s = gumbel_search(fen, 65, 64, Some(seed));
+        let mv = s.choose_move(1.0, &mut rand::rng()).unwrap();
+        assert_eq!(ember_engine::game::move_to_uci(mv), "d2d5", "seed {seed}");
+        let target = s.policy_target();
+        let (best, p) = target.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+        assert_eq!(ember_engine::game::move_to_uci(*best), "d2d5");
+        assert!(*p > 0.5, "target of the capture {p}");
+    }
+}
+
+#[test]
+fn gumbel_without_noise_is_deterministic_and_noise_varies_the_moves_considered() {
+    let start = fen_of(&Chess::default());
+    let visited = |s: &Search| -> Vec<String> {
+        let mut v: Vec<String> = s
+            .root_children()
+            .iter()
+            .filter(|c| c.visits > 0)
+            .map(|c| ember_engine::game::move_to_uci(c.mv))
+            .collect();
+        v.sort();
+        v
+    };
+    let a = gumbel_search(&start, 9, 8, None);
+    let b = gumbel_search(&start, 9, 8, None);
+    assert_eq!(visited(&a), visited(&b));
+    let sets: HashSet<Vec<String>> = (0..6)
+        .map(|seed| visited(&gumbel_search(&start, 9, 8, Some(seed))))
+        .collect();
+    assert!(sets.len() > 1, "noise never changed the 8 moves considered");
+}
+
+#[test]
+fn gumbel_counts_only_this_searchs_visits_after_tree_reuse() {
+    // After a reused subtree, the next search still gives its own simulations by the
+    // schedule: its visits to the root's moves add up to what it planned.
+    let start = fen_of(&Chess::default());
+    let mut game = Game::from_fen(&start).unwrap();
+    let mut s = gumbel_search(&start, 65, 16, Some(5));
+    let mv = s.choose_move(0.0, &mut rand::rng()).unwrap();
+    game.play(mv);
+    assert!(s.advance_to(&game));
+    let before: Vec<u32> = s.root_children().iter().map(|c| c.visits).collect();
+    let kept = s.root_visits();
+    assert!(kept > 1);
+    let mut ev = ValueEvaluator {
+        value: material_value,
+        calls: 0,
+    };
+    s.run_until_visits(&mut ev, kept + 32, &mut PhaseTimes::default())
+        .unwrap();
+    let added: Vec<u32> = s
+        .root_children()
+        .iter()
+        .zip(&before)
+        .map(|(c, b)| c.visits - b)
+        .collect();
+    assert_eq!(added.iter().sum::<u32>(), 32);
+    // 16 considered of 20, 32 simulations: the same shares as from a fresh root.
+    let mut sorted = added.clone();
+    sorted.sort_unstable_by(|a, b| b.cmp(a));
+    assert_eq!(sorted, [&[4u32; 4][..], &[2; 4], &[1; 8], &[0; 4]].concat());
 }

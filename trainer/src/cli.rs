@@ -6,6 +6,7 @@
 use crate::config::RunConfig;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ember_engine::matches::Limit;
+use ember_engine::mcts::RootRule;
 use ember_engine::pipeline::settings::OptimizerName;
 use ember_engine::players::PlayerSpec;
 use ember_engine::stats::Sprt;
@@ -172,6 +173,10 @@ train_args! {
     /// Training iterations (self-play, training, then gating and the strength curve where they are
     /// on). Resuming with a larger number extends a run.
     iterations: Option<u64> => schedule.iterations,
+    /// Minutes of wall time after which the run starts no new iteration (whichever of this
+    /// and --iterations comes first ends it); the learning-rate and target schedules then
+    /// follow the share of this time spent. For comparisons at equal wall time.
+    time_budget: Option<f64> => schedule.time_budget,
     /// Self-play games per iteration.
     games: Option<usize> => selfplay.games,
     /// MCTS visits per move in self-play and gating.
@@ -270,6 +275,17 @@ train_args! {
     /// The MCTS-solver in self-play's search: a mate found in the tree proves its line.
     /// Matches and the UCI engine always use it. [default: off]
     solver: Option<OnOff> => selfplay.solver,
+    /// Self-play's root rule: puct (Dirichlet noise, visit-count targets) or gumbel (Gumbel
+    /// noise, sequential halving among --gumbel-considered moves, the move played by
+    /// g + logits + sigma(q), the policy target softmax(logits + sigma(completed Q)); no
+    /// temperature). [default: puct]
+    root_rule: Option<RootRule> => selfplay.root_rule,
+    /// Gumbel: the most root moves sequential halving starts from. [default: 16]
+    gumbel_considered: Option<u32> => selfplay.gumbel_considered,
+    /// Gumbel: c_visit of sigma(q) = (c_visit + max N) * c_scale * q. [default: 50]
+    gumbel_c_visit: Option<f32> => selfplay.gumbel_c_visit,
+    /// Gumbel: c_scale of sigma(q). [default: 1]
+    gumbel_c_scale: Option<f32> => selfplay.gumbel_c_scale,
     /// Weight of the search's root Q in the value target (the rest is the game result).
     /// [default: 0]
     q_ratio: Option<f32> => training.q_ratio,
@@ -299,8 +315,9 @@ train_args! {
     strength_games: Option<usize> => strength.strength_games,
     /// Visits a move in those measurements. [default: 64]
     strength_nodes: Option<u32> => strength.strength_nodes,
-    /// Anchors, comma-separated: random, greedy, iteration0 (the run's untrained network)
-    /// or any player (uci:/usr/games/stockfish;Skill Level=0). [default: random,greedy,iteration0]
+    /// Anchors, comma-separated: random, greedy, minimax:D, iteration0 (the run's untrained
+    /// network) or any player (uci:/usr/games/stockfish;Skill Level=0). [default:
+    /// random,greedy,minimax:2,iteration0]
     #[arg(value_delimiter = ',')]
     strength_anchors: Option<Vec<String>> => strength.strength_anchors,
 }
@@ -427,7 +444,8 @@ pub struct GameArgs {
 #[derive(Args, Debug, Clone)]
 pub struct MatchArgs {
     /// First player (the score and Elo are from its side): ember:PATH, ember:embedded,
-    /// uci:COMMAND[;NAME=VALUE...], random, greedy, or a .safetensors file.
+    /// uci:COMMAND[;NAME=VALUE...], random, greedy, minimax:D (material alpha-beta to D
+    /// plies and a capture search), or a .safetensors file.
     #[arg(long)]
     pub a: PlayerSpec,
     /// Second player, as --a.
@@ -442,7 +460,7 @@ pub struct GauntletArgs {
     /// The player measured, as `match --a`.
     #[arg(long)]
     pub player: PlayerSpec,
-    /// Fixed opponents, comma-separated (e.g. random,greedy,uci:/usr/games/stockfish;Skill Level=0).
+    /// Fixed opponents, comma-separated (e.g. random,greedy,minimax:2,uci:/usr/games/stockfish;Skill Level=0).
     #[arg(long, value_delimiter = ',', required = true)]
     pub opponents: Vec<PlayerSpec>,
     #[command(flatten)]

@@ -4,6 +4,7 @@
 
 use crate::cli::{Preset, TrainArgs};
 use anyhow::{bail, Context, Result};
+use ember_engine::mcts::RootRule;
 use ember_engine::net::{NetConfig, Precision};
 use ember_engine::pipeline::settings::{
     GatingSettings, OptimizerName, Schedule, SelfPlaySettings, StrengthSettings, TrainingSettings,
@@ -55,6 +56,7 @@ fn development() -> RunConfig {
         schedule: Schedule {
             iterations: 40,
             checkpoint_every: 10,
+            time_budget: None,
         },
         net: NetConfig {
             filters: 32,
@@ -77,6 +79,10 @@ fn development() -> RunConfig {
             full_search_fraction: 0.25,
             tree_twofold_draw: false,
             solver: false,
+            root_rule: RootRule::Puct,
+            gumbel_considered: 16,
+            gumbel_c_visit: 50.0,
+            gumbel_c_scale: 1.0,
         },
         training: TrainingSettings {
             batch_size: 256,
@@ -105,7 +111,9 @@ fn development() -> RunConfig {
             strength_every: 20,
             strength_games: 20,
             strength_nodes: 64,
-            strength_anchors: vec!["random".into(), "greedy".into(), "iteration0".into()],
+            strength_anchors: ["random", "greedy", "minimax:2", "iteration0"]
+                .map(String::from)
+                .to_vec(),
             publish_games: 40,
         },
         device: "auto".into(),
@@ -124,6 +132,7 @@ fn quick() -> RunConfig {
         schedule: Schedule {
             iterations: 5,
             checkpoint_every: 1,
+            time_budget: None,
         },
         net: NetConfig::default(),
         selfplay: SelfPlaySettings {
@@ -166,6 +175,7 @@ fn production() -> RunConfig {
         schedule: Schedule {
             iterations: 64,
             checkpoint_every: 4,
+            time_budget: None,
         },
         net: NetConfig::default(),
         selfplay: SelfPlaySettings {
@@ -200,6 +210,7 @@ fn max() -> RunConfig {
         schedule: Schedule {
             iterations: 256,
             checkpoint_every: 8,
+            time_budget: None,
         },
         selfplay: SelfPlaySettings {
             simulations: 128,
@@ -336,6 +347,11 @@ impl RunConfig {
                 self.selfplay.games_in_flight.unwrap_or(1),
                 1,
             ),
+            (
+                "gumbel_considered",
+                self.selfplay.gumbel_considered as usize,
+                1,
+            ),
         ];
         for (field, v, min) in at_least {
             if v < min {
@@ -345,6 +361,14 @@ impl RunConfig {
                     ""
                 };
                 bail!("{} must be at least {min}, got {v}{why}", source(field));
+            }
+        }
+        for (field, v) in [
+            ("gumbel_c_visit", self.selfplay.gumbel_c_visit),
+            ("gumbel_c_scale", self.selfplay.gumbel_c_scale),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("{} must be a number of at least 0, got {v}", source(field));
             }
         }
         self.net
@@ -590,6 +614,68 @@ mod tests {
     }
 
     #[test]
+    fn the_root_rule_and_the_gumbel_constants_reach_self_plays_search() {
+        let puct = RunConfig::from_preset(&TrainArgs::default()).unwrap();
+        let search = puct.selfplay.stage(false, 1, 7, None).config.search;
+        assert_eq!(search.root_rule, RootRule::Puct);
+        let gumbel = RunConfig::from_preset(&TrainArgs {
+            root_rule: Some(RootRule::Gumbel),
+            gumbel_considered: Some(8),
+            gumbel_c_visit: Some(30.0),
+            gumbel_c_scale: Some(0.5),
+            ..Default::default()
+        })
+        .unwrap();
+        let search = gumbel.selfplay.stage(false, 1, 7, None).config.search;
+        assert_eq!(
+            (
+                search.root_rule,
+                search.gumbel_considered,
+                search.gumbel_c_visit,
+                search.gumbel_c_scale
+            ),
+            (RootRule::Gumbel, 8, 30.0, 0.5)
+        );
+        // A config.json from before the root rule plays PUCT with the paper's constants.
+        let mut json = serde_json::to_value(&puct).unwrap();
+        for f in [
+            "root_rule",
+            "gumbel_considered",
+            "gumbel_c_visit",
+            "gumbel_c_scale",
+        ] {
+            json.as_object_mut().unwrap().remove(f);
+        }
+        let old: RunConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.selfplay, puct.selfplay);
+        assert!(RunConfig::from_preset(&TrainArgs {
+            gumbel_considered: Some(0),
+            ..Default::default()
+        })
+        .is_err());
+    }
+
+    #[test]
+    fn under_a_time_budget_the_schedules_follow_the_time_spent() {
+        let mut cfg = RunConfig::from_preset(&TrainArgs::default()).unwrap();
+        let s = &mut cfg.schedule;
+        assert_eq!(s.progress(1, 500.0), 0.0, "by iterations without a budget");
+        assert_eq!(s.progress(s.iterations, 0.0), 1.0);
+        assert!(!s.budget_spent(1e9));
+        s.time_budget = Some(10.0);
+        assert_eq!(s.progress(1, 0.0), 0.0);
+        assert!((s.progress(2, 150.0) - 0.25).abs() < 1e-12);
+        assert_eq!(s.progress(3, 900.0), 1.0);
+        assert!(!s.budget_spent(599.0) && s.budget_spent(600.0));
+        let t = &cfg.training;
+        assert_eq!(t.lr_at_progress(0.0), t.lr);
+        assert!((t.lr_at_progress(1.0) - t.lr_final.unwrap()).abs() < 1e-12);
+        assert!((t.targets_at_progress(1.0).material_ratio - 0.25).abs() < 1e-6);
+        // The iteration-based schedule is the same function.
+        assert_eq!(t.lr_at(11, 21), t.lr_at_progress(0.5));
+    }
+
+    #[test]
     fn gating_games_round_up_to_even() {
         let args = TrainArgs {
             gating_games: Some(3),
@@ -721,7 +807,9 @@ mod tests {
             Value::Null => vec!["1".into()],
             Value::Bool(b) => vec![if *b { "off" } else { "on" }.into()],
             Value::Array(_) => vec!["random".into()],
-            _ => ["cpu", "f32", "sgd", "mse"].map(String::from).to_vec(),
+            _ => ["cpu", "f32", "sgd", "mse", "gumbel"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 

@@ -286,6 +286,15 @@ impl Session {
             return self.offer_best();
         }
         for it in self.state.iteration + 1..=self.cfg.schedule.iterations {
+            if self.cfg.schedule.budget_spent(self.state.wall_s) {
+                info!(
+                    "time budget of {} min spent ({:.1} min of iterations): stopping after iteration {}",
+                    self.cfg.schedule.time_budget.unwrap_or_default(),
+                    self.state.wall_s / 60.0,
+                    self.state.iteration
+                );
+                break;
+            }
             if !self.iteration(it)? {
                 info!(
                     "no new shard for {:.0}s: stopping after iteration {}",
@@ -364,12 +373,14 @@ impl Session {
             sp.samples.len(),
             self.cfg.training.batch_size.min(self.window.len()),
         );
-        self.trainer.set_base_lr(self.cfg.training.lr_at(it, total));
+        let progress = self.cfg.schedule.progress(it, self.state.wall_s);
+        self.trainer
+            .set_base_lr(self.cfg.training.lr_at_progress(progress));
         let tr = TrainingStage {
             steps,
             batch: self.cfg.training.batch_size,
             seed: derive_seed(self.state.seed, it, STREAM_MINIBATCH),
-            targets: self.cfg.training.targets(it, total),
+            targets: self.cfg.training.targets_at_progress(progress),
         }
         .run(
             &mut self.trainer,
@@ -566,9 +577,11 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
             games: sp.stats.tally.games as u64,
             elo: gate.elo,
         };
-        let next = iteration.next_state(&self.state, self.trainer.step());
+        let mut next = iteration.next_state(&self.state, self.trainer.step());
+        next.wall_s += start.elapsed().as_secs_f64();
         let mut m = iteration_metrics(it, sp, tr, gate, &next, start);
-        let targets = self.cfg.training.targets(it, self.cfg.schedule.iterations);
+        let progress = self.cfg.schedule.progress(it, self.state.wall_s);
+        let targets = self.cfg.training.targets_at_progress(progress);
         m.q_ratio = targets.q_ratio;
         m.material_ratio = targets.material_ratio;
         if let Some(s) = strength {

@@ -936,3 +936,46 @@ fn files_a_user_names_are_read_within_bounds_with_one_line_errors() {
     run_ok(trainer().args(tiny_args(&root, "b", 2)));
     assert_eq!(state(&run)["iteration"], 2);
 }
+
+#[test]
+fn a_gumbel_run_under_a_time_budget_records_every_move_and_stops_when_the_budget_is_spent() {
+    let root = scratch("gumbel-budget");
+    let mut args = tiny_args(&root, "g", 50);
+    // 3 seconds: the first iteration's self-play and training take about that, so the
+    // run stops after one or two iterations of the fifty allowed.
+    args.extend(
+        [
+            "--root-rule",
+            "gumbel",
+            "--gumbel-considered",
+            "4",
+            "--time-budget",
+            "0.05",
+            "--gating-games",
+            "0",
+            "--no-publish",
+        ]
+        .map(String::from),
+    );
+    let out = run_ok(trainer().args(&args));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let run = root.join("runs/g");
+    let st = state(&run);
+    let done = st["iteration"].as_u64().unwrap();
+    assert!((1..50).contains(&done), "{done} iterations\n{stderr}");
+    assert!(st["wall_s"].as_f64().unwrap() >= 3.0, "{st}");
+    assert!(stderr.contains("time budget of 0.05 min spent"), "{stderr}");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["root_rule"], "gumbel");
+    assert_eq!(config["gumbel_considered"], 4);
+    assert_eq!(config["time_budget"], 0.05);
+    // Without a playout cap every searched move is a sample (the two random opening
+    // plies of each game are not searched).
+    let m = &metrics_lines(&run)[0];
+    let (plies, games) = (m["plies"].as_u64().unwrap(), m["games"].as_u64().unwrap());
+    assert_eq!(m["positions"].as_u64().unwrap(), plies - 2 * games, "{m}");
+    // Started again, a spent budget runs no further iteration.
+    run_ok(trainer().args(&args));
+    assert_eq!(state(&run)["iteration"].as_u64().unwrap(), done);
+}

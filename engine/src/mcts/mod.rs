@@ -3,7 +3,8 @@
 //! an evaluation cache keyed by Zobrist hash in front of the evaluator.
 //!
 //! `params` holds every tunable, `node` the arena, `search` the tree's descents and
-//! backups, `driver` the one loop that runs a search to its limits, `evaluator` the
+//! backups, `gumbel` the Gumbel root rule (sequential halving and its policy target),
+//! `driver` the one loop that runs a search to its limits, `evaluator` the
 //! trait the search calls without knowing whether a network, a batching server or a
 //! test double is behind it, `cache` the evaluation cache put in front of an evaluator.
 //!
@@ -15,6 +16,7 @@
 pub mod cache;
 pub mod driver;
 pub mod evaluator;
+pub mod gumbel;
 pub mod node;
 pub mod params;
 pub mod search;

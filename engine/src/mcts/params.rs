@@ -50,6 +50,28 @@ pub struct SearchParams {
     /// How the root's children are chosen, the move played and the policy target.
     #[serde(default)]
     pub root_rule: RootRule,
+    /// Gumbel root rule: the most root moves sequential halving starts from (m).
+    #[serde(default = "gumbel_considered")]
+    pub gumbel_considered: u32,
+    /// Gumbel root rule: `c_visit` of `sigma(q) = (c_visit + max N) * c_scale * q`.
+    #[serde(default = "gumbel_c_visit")]
+    pub gumbel_c_visit: f32,
+    /// Gumbel root rule: `c_scale` of the same.
+    #[serde(default = "gumbel_c_scale")]
+    pub gumbel_c_scale: f32,
+}
+
+/// The paper's values for chess and Go (mctx's default `c_scale` 0.1 was for Atari).
+fn gumbel_considered() -> u32 {
+    16
+}
+
+fn gumbel_c_visit() -> f32 {
+    50.0
+}
+
+fn gumbel_c_scale() -> f32 {
+    1.0
 }
 
 /// The evaluation cache's size unless its owner sets another (UCI `NNCacheSize`).
@@ -109,6 +131,9 @@ impl Default for SearchParams {
             solver: true,
             max_nodes: default_max_nodes(),
             root_rule: RootRule::Puct,
+            gumbel_considered: gumbel_considered(),
+            gumbel_c_visit: gumbel_c_visit(),
+            gumbel_c_scale: gumbel_c_scale(),
         }
     }
 }

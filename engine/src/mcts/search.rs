@@ -6,10 +6,12 @@
 //! [`super::CachedEvaluator`] in front of it.
 //!
 //! How the root's children are chosen, which move is played and what the policy target
-//! is are the root rule's ([`RootRule`]); below the root every node uses PUCT.
+//! is are the root rule's ([`RootRule`]: PUCT, or Gumbel with sequential halving, see
+//! [`super::gumbel`]); below the root every node uses PUCT.
 
 use super::driver::{Driver, Limits};
 use super::evaluator::{EvalBatch, Evaluator};
+use super::gumbel::{self, GumbelRoot, RootMove};
 use super::node::{Node, NodeState, Tree, MAX_TREE_NODES, MIN_TREE_NODES, NONE};
 use super::params::SearchParams;
 use crate::game::{is_mating_move, position_hash, rules_outcome, Game};
@@ -70,6 +72,32 @@ pub enum RootRule {
     /// by visits at a temperature), and the policy target is the visit distribution.
     #[default]
     Puct,
+    /// Gumbel noise and sequential halving at the root ([`super::gumbel`]): the move
+    /// played is the surviving one with the best `g + logits + sigma(q)` (the search's
+    /// own sample; a temperature is not used), and the policy target is
+    /// `softmax(logits + sigma(completed q))`. It needs the search's planned visits
+    /// ([`Search::begin`]); a search without them is searched by PUCT at the root.
+    Gumbel,
+}
+
+impl std::str::FromStr for RootRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<RootRule, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "puct" => Ok(RootRule::Puct),
+            "gumbel" => Ok(RootRule::Gumbel),
+            _ => Err(format!("root rule {s:?}: expected puct or gumbel")),
+        }
+    }
+}
+
+impl std::fmt::Display for RootRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RootRule::Puct => "puct",
+            RootRule::Gumbel => "gumbel",
+        })
+    }
 }
 
 pub struct Search {
@@ -90,6 +118,13 @@ pub struct Search {
     noise_rng: StdRng,
     /// Visits the current search will add, when its limits say (see [`Self::begin`]).
     planned: Option<u32>,
+    /// Root visits when the current search began.
+    begin_visits: u32,
+    /// The network's value of the root for its side to move, when this tree evaluated it.
+    root_value: Option<f32>,
+    /// The Gumbel root rule's noise and schedule for the current search (made once the
+    /// root is expanded).
+    gumbel: Option<GumbelRoot>,
     pub stats: SearchStats,
 }
 
@@ -105,6 +140,9 @@ impl Search {
             root_moves: Vec::new(),
             noise_rng: StdRng::seed_from_u64(0),
             planned: None,
+            begin_visits: 0,
+            root_value: None,
+            gumbel: None,
             stats: SearchStats::default(),
             params,
         };
@@ -132,6 +170,8 @@ impl Search {
     /// simulations reads it).
     pub fn begin(&mut self, planned: Option<u32>) {
         self.planned = planned;
+        self.begin_visits = self.tree.root().visits;
+        self.gumbel = None;
     }
 
     /// The visits the current search plans to add ([`Self::begin`]).
@@ -156,6 +196,8 @@ impl Search {
         self.root_moves.clear();
         self.pending.clear();
         self.pending_mates.clear();
+        self.root_value = None;
+        self.gumbel = None;
         let reused = match game.moves().last() {
             Some(&mv)
                 if game.history().len() >= 2
@@ -201,6 +243,8 @@ impl Search {
         self.root_moves.clear();
         self.pending.clear();
         self.pending_mates.clear();
+        self.root_value = None;
+        self.gumbel = None;
         self.tree = Tree::new(game.position().clone(), game.hash());
     }
 
@@ -208,13 +252,15 @@ impl Search {
     /// into `batch`, terminal leaves are backed up at once. Collisions do not count.
     /// Returns the leaves added to `batch`.
     pub fn gather(&mut self, want: usize, batch: &mut EvalBatch, timing: &mut PhaseTimes) -> usize {
-        if self.params.root_noise
-            && !self.root_noised
-            && self.tree.root().state == NodeState::Expanded
-        {
-            let mut rng = std::mem::replace(&mut self.noise_rng, StdRng::seed_from_u64(0));
-            self.add_root_noise(&mut rng);
-            self.noise_rng = rng;
+        let expanded = self.tree.root().state == NodeState::Expanded;
+        match self.params.root_rule {
+            RootRule::Puct if self.params.root_noise && !self.root_noised && expanded => {
+                let mut rng = std::mem::replace(&mut self.noise_rng, StdRng::seed_from_u64(0));
+                self.add_root_noise(&mut rng);
+                self.noise_rng = rng;
+            }
+            RootRule::Gumbel if self.gumbel.is_none() && expanded => self.prepare_gumbel(),
+            _ => {}
         }
         // Visits stay far from u32's end, whatever a search at its node bound runs for.
         if self.tree.root().visits >= MAX_ROOT_VISITS {
@@ -343,9 +389,65 @@ impl Search {
 
     /// The root child a descent takes, by the root rule.
     fn select_root_child(&self) -> usize {
-        match self.params.root_rule {
-            RootRule::Puct => self.select_child(0),
+        match (&self.params.root_rule, &self.gumbel) {
+            (RootRule::Gumbel, Some(g)) => {
+                let moves = self.gumbel_moves(g);
+                let k = g.select(&moves, &self.gumbel_sigma(&moves));
+                self.tree.root().first_child as usize + k
+            }
+            _ => self.select_child(0),
         }
+    }
+
+    /// Draws the root's Gumbel noise (self-play: `root_noise`) and the schedule of this
+    /// search's simulations, once the root is expanded; without planned visits the
+    /// root is searched by PUCT.
+    fn prepare_gumbel(&mut self) {
+        let Some(planned) = self.planned else {
+            return;
+        };
+        // A fresh root's own evaluation was the search's first visit.
+        let spent = self.tree.root().visits.saturating_sub(self.begin_visits);
+        let simulations = planned.saturating_sub(spent);
+        let base = GumbelRoot::default();
+        let moves = self.gumbel_moves(&base);
+        let mut rng = std::mem::replace(&mut self.noise_rng, StdRng::seed_from_u64(0));
+        let noise = self.params.root_noise.then_some(&mut rng);
+        let g = GumbelRoot::new(&moves, simulations, self.params.gumbel_considered, noise);
+        self.noise_rng = rng;
+        self.root_noised = true;
+        self.gumbel = Some(g);
+    }
+
+    /// The root's moves as the Gumbel rule reads them, this search's visits counted from
+    /// `g`'s baseline.
+    fn gumbel_moves(&self, g: &GumbelRoot) -> Vec<RootMove> {
+        let root = self.tree.root();
+        self.tree.nodes[root.children()]
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                let n = c.visits + c.in_flight as u32;
+                RootMove {
+                    prior: c.prior,
+                    visits: c.visits,
+                    this_search: n.saturating_sub(g.base.get(k).copied().unwrap_or(0)),
+                    q: match c.decided().filter(|_| self.params.solver) {
+                        Some(d) => -(d as f32),
+                        None => c.q(),
+                    },
+                    allowed: self.root_moves.is_empty()
+                        || c.mv.is_some_and(|m| self.root_moves.contains(&m)),
+                }
+            })
+            .collect()
+    }
+
+    /// `sigma(completed q)` of the root's moves.
+    fn gumbel_sigma(&self, moves: &[RootMove]) -> Vec<f32> {
+        let raw = self.root_value.unwrap_or_else(|| self.root_q());
+        let p = &self.params;
+        gumbel::sigma_completed_q(moves, raw, p.gumbel_c_visit, p.gumbel_c_scale)
     }
 
     /// PUCT with virtual loss and first-play urgency; returns the chosen child's index.
@@ -502,6 +604,9 @@ impl Search {
         for &(idx, bi) in &pending {
             let i = bi + offset;
             let wdl = batch.wdl(i);
+            if idx == 0 {
+                self.root_value = Some(wdl[0] - wdl[2]);
+            }
             self.expand(idx as usize, batch.moves(i), batch.priors(i));
             self.backup(idx as usize, wdl[0] - wdl[2]);
         }
@@ -593,17 +698,41 @@ impl Search {
     /// The move a finished search plays, by its root rule. PUCT: the most visited at
     /// temperature 0, else sampled with probability proportional to
     /// visits^(1/temperature).
+    /// Gumbel: a move the tree proves a win (the fastest), else the surviving move with
+    /// the best `g + logits + sigma(q)`, whatever the temperature.
     pub fn choose_move<R: Rng>(&self, temperature: f32, rng: &mut R) -> Option<Move> {
-        match self.params.root_rule {
-            RootRule::Puct => self.sample_by_visits(temperature, rng),
+        match (&self.params.root_rule, &self.gumbel) {
+            (RootRule::Gumbel, Some(g)) => {
+                let ranked = self.ranked_children();
+                if ranked.first().is_some_and(|c| c.decided == 1) {
+                    return ranked.first().map(|c| c.mv);
+                }
+                let moves = self.gumbel_moves(g);
+                let k = g.choose(&moves, &self.gumbel_sigma(&moves))?;
+                self.tree.nodes[self.tree.root().first_child as usize + k].mv
+            }
+            (RootRule::Gumbel, None) => self.best_move(),
+            (RootRule::Puct, _) => self.sample_by_visits(temperature, rng),
         }
     }
 
     /// What a finished search teaches the policy, by its root rule, over the root's
-    /// allowed moves (PUCT: the visit distribution).
+    /// allowed moves (PUCT: the visit distribution; Gumbel: `softmax(logits +
+    /// sigma(completed q))`).
     pub fn policy_target(&self) -> Vec<(Move, f32)> {
-        match self.params.root_rule {
-            RootRule::Puct => self.visit_distribution(),
+        match (&self.params.root_rule, &self.gumbel) {
+            (RootRule::Gumbel, Some(g)) if self.tree.root().visits > 0 => {
+                let moves = self.gumbel_moves(g);
+                let policy = gumbel::improved_policy(&moves, &self.gumbel_sigma(&moves));
+                let root = self.tree.root();
+                self.tree.nodes[root.children()]
+                    .iter()
+                    .zip(moves.iter().zip(policy))
+                    .filter(|(_, (m, _))| m.allowed)
+                    .map(|(c, (_, p))| (c.mv.expect("child move"), p))
+                    .collect()
+            }
+            _ => self.visit_distribution(),
         }
     }
 

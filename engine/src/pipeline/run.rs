@@ -59,6 +59,9 @@ pub struct RunState {
     /// or not it won its publishing match; a network is offered once.
     #[serde(default)]
     pub offered: Option<u64>,
+    /// Wall time of the completed iterations, in seconds (for a time budget).
+    #[serde(default)]
+    pub wall_s: f64,
 }
 
 impl RunState {
@@ -76,6 +79,7 @@ impl RunState {
             cumulative_elo: 0.0,
             best_iteration: 0,
             offered: None,
+            wall_s: 0.0,
         }
     }
 }

@@ -9,7 +9,7 @@ use super::publish_stage::PublishStage;
 use super::selfplay_stage::SelfPlayStage;
 use super::strength_stage::{Anchor, BookMatch, StrengthStage};
 use crate::matches::{Limit, MatchSpec, Opening};
-use crate::mcts::SearchParams;
+use crate::mcts::{RootRule, SearchParams};
 use crate::net::Precision;
 use crate::players::PlayerSpec;
 use crate::replay::WindowSize;
@@ -58,6 +58,18 @@ mod before_the_field {
     pub fn publish_games() -> usize {
         40
     }
+
+    pub fn gumbel_considered() -> u32 {
+        crate::mcts::SearchParams::default().gumbel_considered
+    }
+
+    pub fn gumbel_c_visit() -> f32 {
+        crate::mcts::SearchParams::default().gumbel_c_visit
+    }
+
+    pub fn gumbel_c_scale() -> f32 {
+        crate::mcts::SearchParams::default().gumbel_c_scale
+    }
 }
 
 /// How many iterations, and how often an iteration's candidate is kept as a snapshot.
@@ -65,9 +77,33 @@ mod before_the_field {
 pub struct Schedule {
     pub iterations: u64,
     pub checkpoint_every: u64,
+    /// Minutes of wall time after which the run starts no new iteration (`None`: only
+    /// `iterations` ends it). With a budget the learning-rate and target schedules
+    /// follow the share of the budget spent instead of the share of iterations, so that
+    /// runs of different speeds compared at equal time each end their schedules.
+    #[serde(default)]
+    pub time_budget: Option<f64>,
 }
 
 impl Schedule {
+    /// How far through its schedules iteration `it` is, in [0, 1], `spent_s` the wall
+    /// time of the completed iterations: the share of the time budget spent, or of the
+    /// iterations done.
+    pub fn progress(&self, it: u64, spent_s: f64) -> f64 {
+        match self.time_budget {
+            Some(minutes) => (spent_s / (minutes * 60.0).max(1e-9)).clamp(0.0, 1.0),
+            None if self.iterations > 1 => {
+                (it.saturating_sub(1) as f64 / (self.iterations - 1) as f64).min(1.0)
+            }
+            None => 1.0,
+        }
+    }
+
+    /// Whether the time budget is spent after `spent_s` seconds of iterations.
+    pub fn budget_spent(&self, spent_s: f64) -> bool {
+        self.time_budget.is_some_and(|m| spent_s >= m * 60.0)
+    }
+
     /// Whether iteration `it` keeps `iter-NNNNNN.safetensors` (every k-th, and the last).
     pub fn snapshot(&self, it: u64) -> bool {
         it.is_multiple_of(self.checkpoint_every) || it == self.iterations
@@ -120,6 +156,19 @@ pub struct SelfPlaySettings {
     /// lines); play and matches always use it.
     #[serde(default)]
     pub solver: bool,
+    /// How self-play's searches treat the root: PUCT with Dirichlet noise, or Gumbel
+    /// noise with sequential halving and the completed-Q policy target.
+    #[serde(default)]
+    pub root_rule: RootRule,
+    /// Gumbel: the most root moves sequential halving starts from.
+    #[serde(default = "before_the_field::gumbel_considered")]
+    pub gumbel_considered: u32,
+    /// Gumbel: `c_visit` of `sigma(q) = (c_visit + max N) * c_scale * q`.
+    #[serde(default = "before_the_field::gumbel_c_visit")]
+    pub gumbel_c_visit: f32,
+    /// Gumbel: `c_scale` of the same.
+    #[serde(default = "before_the_field::gumbel_c_scale")]
+    pub gumbel_c_scale: f32,
 }
 
 impl SelfPlaySettings {
@@ -168,6 +217,10 @@ impl SelfPlaySettings {
                     max_batch: self.leaves_per_game,
                     tree_twofold_draw: self.tree_twofold_draw,
                     solver: self.solver,
+                    root_rule: self.root_rule,
+                    gumbel_considered: self.gumbel_considered,
+                    gumbel_c_visit: self.gumbel_c_visit,
+                    gumbel_c_scale: self.gumbel_c_scale,
                     ..SearchParams::self_play()
                 },
                 fast: (self.fast_simulations > 0).then_some(FastMoves {
@@ -265,6 +318,16 @@ pub struct TrainingSettings {
     pub warmup_steps: u64,
 }
 
+/// The share of a run's iterations before `iteration` (1 for a one-iteration run).
+fn iteration_progress(iteration: u64, iterations: u64) -> f64 {
+    Schedule {
+        iterations,
+        checkpoint_every: 1,
+        time_budget: None,
+    }
+    .progress(iteration, 0.0)
+}
+
 impl TrainingSettings {
     /// The replay window's size: fixed, or derived from positions per iteration.
     pub fn window_size(&self) -> WindowSize {
@@ -289,24 +352,26 @@ impl TrainingSettings {
 
     /// The base learning rate of iteration `iteration` of `iterations`.
     pub fn lr_at(&self, iteration: u64, iterations: u64) -> f64 {
+        self.lr_at_progress(iteration_progress(iteration, iterations))
+    }
+
+    /// The base learning rate at `t` (0 to 1) through the run ([`Schedule::progress`]).
+    pub fn lr_at_progress(&self, t: f64) -> f64 {
         match self.lr_final {
-            Some(last) if iterations > 1 => {
-                let t = (iteration.saturating_sub(1) as f64 / (iterations - 1) as f64).min(1.0);
-                last + 0.5 * (self.lr - last) * (1.0 + (std::f64::consts::PI * t).cos())
-            }
-            Some(last) => last,
+            Some(last) => last + 0.5 * (self.lr - last) * (1.0 + (std::f64::consts::PI * t).cos()),
             None => self.lr,
         }
     }
 
     /// The targets of iteration `iteration` of `iterations`.
     pub fn targets(&self, iteration: u64, iterations: u64) -> Targets {
+        self.targets_at_progress(iteration_progress(iteration, iterations))
+    }
+
+    /// The targets at `t` (0 to 1) through the run ([`Schedule::progress`]).
+    pub fn targets_at_progress(&self, t: f64) -> Targets {
         let linear = |first: f32, last: Option<f32>| match last {
-            Some(last) if iterations > 1 => {
-                let t = (iteration.saturating_sub(1) as f32 / (iterations - 1) as f32).min(1.0);
-                first + t * (last - first)
-            }
-            Some(last) => last,
+            Some(last) => first + t as f32 * (last - first),
             None => first,
         };
         Targets {
