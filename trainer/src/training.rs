@@ -413,6 +413,15 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
         );
         info!("metrics: {}", serde_json::to_string(&m)?);
         if strength.is_some() {
+            let measuring: f64 = self.metrics.iter().map(|m| m.wall_strength_s).sum();
+            let run = self.state.wall_s.max(f64::EPSILON);
+            info!(
+                "strength {it}: measured in {:.1}s; the strength curve has taken {:.0}s of the run's {:.0}s ({:.1}%)",
+                m.wall_strength_s,
+                measuring,
+                run,
+                100.0 * measuring / run
+            );
             self.offer_best()?;
         }
         Ok(true)

@@ -891,10 +891,21 @@ fn a_run_with_the_strength_curve_on_records_each_anchor_and_draws_the_curve() {
     assert!((config["material_ratio"].as_f64().unwrap() - 0.3).abs() < 1e-6);
     assert!((config["material_ratio_final"].as_f64().unwrap() - 0.1).abs() < 1e-6);
     let svg = std::fs::read_to_string(run.join("progress.svg")).unwrap();
-    assert!(svg.contains("Score against fixed anchors"));
+    assert!(svg.contains("Elo against fixed anchors"));
+    assert!(svg.contains("The same, by wall time"));
     for anchor in ["vs random", "vs greedy", "vs iteration0"] {
-        assert!(svg.contains(anchor), "{anchor} missing from the plot");
+        // In the legends of both strength panels.
+        assert_eq!(
+            svg.matches(&format!("\n{anchor}\n")).count(),
+            2,
+            "{anchor} in the plot's legends"
+        );
     }
+    assert!(
+        stderr.contains("strength 2: measured in")
+            && stderr.contains("the strength curve has taken"),
+        "the log states what the strength curve costs: {stderr}"
+    );
 }
 
 #[test]
