@@ -659,10 +659,18 @@ mod tests {
     fn under_a_time_budget_the_schedules_follow_the_time_spent() {
         let mut cfg = RunConfig::from_preset(&TrainArgs::default()).unwrap();
         let s = &mut cfg.schedule;
+        s.time_budget = None;
         assert_eq!(s.progress(1, 500.0), 0.0, "by iterations without a budget");
         assert_eq!(s.progress(s.iterations, 0.0), 1.0);
         assert!(!s.budget_spent(1e9));
+        assert!(!s.is_last(s.iterations - 1, 1e9, 1e9) && s.is_last(s.iterations, 0.0, 0.0));
+        assert!(s.snapshot(s.iterations - 1, true) && !s.snapshot(s.checkpoint_every + 1, false));
         s.time_budget = Some(10.0);
+        // An iteration that will spend the budget if it takes as long as the one before
+        // is the last: it gets the strength curve's point and a snapshot.
+        assert!(!s.is_last(2, 400.0, 150.0) && s.is_last(2, 450.0, 150.0));
+        assert!(cfg.strength.due(3, true) || cfg.strength.strength_every == 0);
+        let s = &mut cfg.schedule;
         assert_eq!(s.progress(1, 0.0), 0.0);
         assert!((s.progress(2, 150.0) - 0.25).abs() < 1e-12);
         assert_eq!(s.progress(3, 900.0), 1.0);

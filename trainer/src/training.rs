@@ -274,6 +274,13 @@ impl Session {
         }
     }
 
+    /// Whether iteration `it` is expected to be the run's last (see
+    /// `Schedule::is_last`); decided before the iteration's own time is added.
+    fn is_last(&self, it: u64) -> bool {
+        let previous = self.metrics.last().map_or(0.0, |m| m.wall_total_s);
+        self.cfg.schedule.is_last(it, self.state.wall_s, previous)
+    }
+
     /// Runs iterations until the configured count.
     pub fn train(&mut self) -> Result<()> {
         let start = Instant::now();
@@ -516,7 +523,7 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
     /// fixed anchors, when this iteration is due for it.
     fn strength(&mut self, it: u64, gate: &GatingOutcome) -> Result<Option<StrengthOutcome>> {
         let s = &self.cfg.strength;
-        if !s.due(it, self.cfg.schedule.iterations) {
+        if !s.due(it, self.is_last(it)) {
             return Ok(None);
         }
         let stage = s.stage(
@@ -579,7 +586,7 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
             number: it,
             candidate: &bytes,
             promoted: gate.promoted,
-            snapshot: self.cfg.schedule.snapshot(it),
+            snapshot: self.cfg.schedule.snapshot(it, self.is_last(it)),
             shard: positions.shard.clone(),
             worker_shards: positions.worker_shards.clone(),
             positions: sp.samples.len() as u64,

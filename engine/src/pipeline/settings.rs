@@ -104,9 +104,17 @@ impl Schedule {
         self.time_budget.is_some_and(|m| spent_s >= m * 60.0)
     }
 
+    /// Whether iteration `it` is expected to be the run's last: the last of
+    /// `iterations`, or, under a time budget, one that will spend the budget if it takes
+    /// as long as the one before it (`previous_s`), `spent_s` the time of the completed
+    /// iterations.
+    pub fn is_last(&self, it: u64, spent_s: f64, previous_s: f64) -> bool {
+        it >= self.iterations || self.budget_spent(spent_s + previous_s)
+    }
+
     /// Whether iteration `it` keeps `iter-NNNNNN.safetensors` (every k-th, and the last).
-    pub fn snapshot(&self, it: u64) -> bool {
-        it.is_multiple_of(self.checkpoint_every) || it == self.iterations
+    pub fn snapshot(&self, it: u64, last: bool) -> bool {
+        it.is_multiple_of(self.checkpoint_every) || last
     }
 }
 
@@ -456,9 +464,9 @@ pub struct StrengthSettings {
 }
 
 impl StrengthSettings {
-    /// Whether iteration `it` of `iterations` is measured.
-    pub fn due(&self, it: u64, iterations: u64) -> bool {
-        self.strength_every > 0 && (it.is_multiple_of(self.strength_every) || it == iterations)
+    /// Whether iteration `it` is measured (`last`: the run's expected last iteration).
+    pub fn due(&self, it: u64, last: bool) -> bool {
+        self.strength_every > 0 && (it.is_multiple_of(self.strength_every) || last)
     }
 
     /// The publishing match, at the strength curve's visits a move.
