@@ -20,7 +20,15 @@ use std::path::PathBuf;
     about = "Ember's trainer: training by self-play (on one machine or distributed), strength curve, \
 publishing, matches and benchmarks",
     long_about = "Trains an Ember network from zero by self-play. `trainer` with no subcommand is \
-`trainer train`. Each iteration plays self-play games with the best network and trains a candidate on \
+`trainer train`.\n\n\
+The default run (`--preset development`, sized for two CPU cores): a 32x3 network trained from random \
+weights for 25 minutes of wall time (--time-budget; at most 200 iterations), each iteration 144 self-play \
+games searched with Gumbel root search at 32 simulations a move, every move a training sample; the \
+strength curve every 6 iterations and at the last (20 games at 64 nodes against random, greedy, \
+minimax:2 and the untrained network, drawn in runs/NAME/progress.svg); then, and at the end, the best \
+network replaces models/latest.safetensors if it beats the network there. --preset quick is a one-minute smoke \
+run, --preset production the shipped network's GPU recipe.\n\n\
+Each iteration plays self-play games with the best network and trains a candidate on \
 the replay window. By default there is no gating: every candidate becomes the best network, and the \
 strength curve measures progress against fixed anchors (--strength-every, --strength-anchors). With \
 --gating-games above 0 (the quick preset's 10) the candidate replaces the best network only when it \

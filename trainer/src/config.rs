@@ -49,14 +49,19 @@ pub struct RunConfig {
 /// Gating is off (AlphaZero's scheme: self-play uses the newest network); the strength
 /// curve measures progress against fixed anchors instead. A share of the value target for
 /// material (0.5 falling to 0.25) is what lifted its score against the greedy player from
-/// 0.52 to 0.69 at 800 nodes (docs/strength.md, runs D and E).
+/// 0.52 to 0.69 at 800 nodes (docs/strength.md, runs D and E). Self-play searches every
+/// move with Gumbel root search at 32 simulations and records it (docs/learning.md, "Gumbel
+/// root search": +97 Elo [+69, +127] over PUCT with a playout cap at equal wall time, 3
+/// seeds), and the
+/// run takes 25 minutes of wall time whatever the machine: the learning rate and the
+/// target shares follow the time spent, `iterations` is only an upper bound.
 fn development() -> RunConfig {
     RunConfig {
         preset: Preset::Development,
         schedule: Schedule {
-            iterations: 40,
+            iterations: 200,
             checkpoint_every: 10,
-            time_budget: None,
+            time_budget: Some(25.0),
         },
         net: NetConfig {
             filters: 32,
@@ -64,7 +69,7 @@ fn development() -> RunConfig {
         },
         selfplay: SelfPlaySettings {
             games: 144,
-            simulations: 64,
+            simulations: 32,
             games_in_flight: None,
             max_plies: 100,
             temperature_plies: 30,
@@ -75,11 +80,11 @@ fn development() -> RunConfig {
             adjudicate_until: 0,
             resign_threshold: 0.0,
             resign_playthrough: 0.1,
-            fast_simulations: 16,
+            fast_simulations: 0,
             full_search_fraction: 0.25,
             tree_twofold_draw: false,
             solver: false,
-            root_rule: RootRule::Puct,
+            root_rule: RootRule::Gumbel,
             gumbel_considered: 16,
             gumbel_c_visit: 50.0,
             gumbel_c_scale: 1.0,
@@ -108,7 +113,7 @@ fn development() -> RunConfig {
             promotion_score: PROMOTION_SCORE,
         },
         strength: StrengthSettings {
-            strength_every: 20,
+            strength_every: 6,
             strength_games: 20,
             strength_nodes: 64,
             strength_anchors: ["random", "greedy", "minimax:2", "iteration0"]
@@ -123,8 +128,8 @@ fn development() -> RunConfig {
     }
 }
 
-/// A smoke run: 5 iterations of 5 games at 20 simulations, a 64x3 network, gating on, the
-/// optimiser's own learning rate throughout, no strength curve.
+/// A smoke run: 5 iterations of 5 games at 20 simulations (PUCT at the root), a 64x3
+/// network, gating on, the optimiser's own learning rate throughout, no strength curve.
 fn quick() -> RunConfig {
     let d = development();
     RunConfig {
@@ -141,6 +146,7 @@ fn quick() -> RunConfig {
             max_plies: 150,
             cap_material: 3,
             fast_simulations: 0,
+            root_rule: RootRule::Puct,
             ..d.selfplay
         },
         training: TrainingSettings {
@@ -180,9 +186,12 @@ fn production() -> RunConfig {
         net: NetConfig::default(),
         selfplay: SelfPlaySettings {
             games: 1024,
+            simulations: 64,
+            fast_simulations: 16,
             max_plies: 200,
             cap_material: 3,
             adjudicate_until: 40,
+            root_rule: RootRule::Puct,
             ..d.selfplay
         },
         training: TrainingSettings {
@@ -532,6 +541,42 @@ mod tests {
     use ember_engine::replay::WindowSize;
 
     #[test]
+    fn the_help_says_what_the_default_run_does() {
+        use clap::CommandFactory;
+        let help = crate::cli::Cli::command().render_long_help().to_string();
+        let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        let d = development();
+        let s = &d.selfplay;
+        assert_eq!(s.root_rule, RootRule::Gumbel);
+        for said in [
+            format!("a {}x{} network", d.net.filters, d.net.blocks),
+            format!("{} minutes of wall time", d.schedule.time_budget.unwrap()),
+            format!("at most {} iterations", d.schedule.iterations),
+            format!("{} self-play games", s.games),
+            format!("Gumbel root search at {} simulations", s.simulations),
+            format!(
+                "strength curve every {} iterations",
+                d.strength.strength_every
+            ),
+            format!(
+                "{} games at {} nodes",
+                d.strength.strength_games, d.strength.strength_nodes
+            ),
+            "random, greedy, minimax:2 and the untrained network".to_string(),
+        ] {
+            assert!(
+                help.contains(&said),
+                "the help does not say {said:?}: {help}"
+            );
+        }
+        assert_eq!(
+            d.strength.strength_anchors,
+            ["random", "greedy", "minimax:2", "iteration0"]
+        );
+        assert_eq!(s.fast_simulations, 0, "every move a training sample");
+    }
+
+    #[test]
     fn flags_override_the_preset() {
         let args = TrainArgs {
             preset: Some(Preset::Quick),
@@ -615,7 +660,14 @@ mod tests {
 
     #[test]
     fn the_root_rule_and_the_gumbel_constants_reach_self_plays_search() {
-        let puct = RunConfig::from_preset(&TrainArgs::default()).unwrap();
+        let default = RunConfig::from_preset(&TrainArgs::default()).unwrap();
+        let search = default.selfplay.stage(false, 1, 7, None).config.search;
+        assert_eq!(search.root_rule, RootRule::Gumbel);
+        let puct = RunConfig::from_preset(&TrainArgs {
+            root_rule: Some(RootRule::Puct),
+            ..Default::default()
+        })
+        .unwrap();
         let search = puct.selfplay.stage(false, 1, 7, None).config.search;
         assert_eq!(search.root_rule, RootRule::Puct);
         let gumbel = RunConfig::from_preset(&TrainArgs {
@@ -815,7 +867,7 @@ mod tests {
             Value::Null => vec!["1".into()],
             Value::Bool(b) => vec![if *b { "off" } else { "on" }.into()],
             Value::Array(_) => vec!["random".into()],
-            _ => ["cpu", "f32", "sgd", "mse", "gumbel"]
+            _ => ["cpu", "f32", "sgd", "mse", "gumbel", "puct"]
                 .map(String::from)
                 .to_vec(),
         }

@@ -462,11 +462,11 @@ mod tests {
     }
 
     fn render(all: &[IterationMetrics]) -> String {
-        let path = std::env::temp_dir().join(format!(
-            "ember-plot-unit-{}-{}.svg",
-            std::process::id(),
-            all.len()
-        ));
+        // Tests run at once: every rendering has its own file.
+        static RENDERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = RENDERED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("ember-plot-unit-{}-{n}.svg", std::process::id()));
         plot(&path, all).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).ok();
