@@ -23,9 +23,7 @@ pub mod search;
 
 pub use cache::{CachedEvaluator, EvalCache};
 pub use driver::{Driver, Limits, Watch};
-pub use evaluator::{
-    apply_policy_temperature, EvalBatch, Evaluator, NetEvaluator, UniformEvaluator,
-};
+pub use evaluator::{EvalBatch, Evaluator, NetEvaluator, UniformEvaluator};
 pub use node::{Node, NodeState, Tree};
 pub use params::SearchParams;
 pub use search::{ChildStats, PuctTerms, RootRule, Search, SearchStats};
