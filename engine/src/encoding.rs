@@ -11,7 +11,8 @@
 //! distance k (1..=7) giving `d*7 + k-1`; planes 56-63 are knight jumps in the order of
 //! [`KNIGHT_JUMPS`]; planes 64-72 are under-promotions `64 + 3*dir + piece`, dir in
 //! capture-left (file -1), straight, capture-right (file +1), piece in N, B, R. Queen
-//! promotions use the queen-like planes; castling is the king's two-square move.
+//! promotions use the queen-like planes; castling is the king's two-square move, or in
+//! Chess960 positions the king's move onto its rook ([`policy_to`]).
 
 use shakmaty::{Chess, Color, Move, Piece, Position, Role, Square};
 
@@ -94,11 +95,19 @@ pub fn encode_position<T: Copy + From<u8>>(position: &Chess, out: &mut [T]) {
     }
 }
 
-/// Destination of a move in standard notation (castling: the king's two-square move).
+/// The square a move's policy index points to: its destination, except for castling.
+/// Castling with the king on the e-file and the rook on the a- or h-file is the king's
+/// two-square move (e1g1), as in standard chess. Any other castling (Chess960) is the
+/// king's move onto its own rook (b1a1, f1h1): the king's two-square move would be no
+/// move at all for a king on g1, and the same square as a plain king move for one on b1,
+/// d1 or f1, while no other move of the king reaches its own rook's square.
 #[inline]
-pub fn standard_to(mv: &Move) -> Square {
+pub fn policy_to(mv: &Move) -> Square {
     match *mv {
-        Move::Castle { king, rook } => {
+        Move::Castle { king, rook }
+            if king.file() == shakmaty::File::E
+                && matches!(rook.file(), shakmaty::File::A | shakmaty::File::H) =>
+        {
             let file = if rook.file() > king.file() {
                 shakmaty::File::G
             } else {
@@ -106,6 +115,7 @@ pub fn standard_to(mv: &Move) -> Square {
             };
             Square::from_coords(file, king.rank())
         }
+        Move::Castle { rook, .. } => rook,
         _ => mv.to(),
     }
 }
@@ -113,7 +123,7 @@ pub fn standard_to(mv: &Move) -> Square {
 /// Policy index of a legal move played by `turn`.
 pub fn move_to_index(mv: &Move, turn: Color) -> usize {
     let from = frame(mv.from().expect("chess moves have an origin"), turn);
-    let to = frame(standard_to(mv), turn);
+    let to = frame(policy_to(mv), turn);
     let dr = (to / 8) as i8 - (from / 8) as i8;
     let df = (to % 8) as i8 - (from % 8) as i8;
     let plane = match mv.promotion() {
@@ -217,6 +227,60 @@ mod tests {
         }
     }
 
+    /// Chess960 positions where castling both ways is legal: a king on g1 that castles
+    /// short without moving, kings on b1, d1 and f1 whose castling lands on a square a
+    /// plain king move reaches too, and a position from a game of Chess960 (X-FEN).
+    const CHESS960_CASTLING: [&str; 5] = [
+        "1r4kr/pppppppp/8/8/8/8/PPPPPPPP/1R4KR w HBhb - 0 1",
+        "rk4r1/pppppppp/8/8/8/8/PPPPPPPP/RK4R1 w GAga - 0 1",
+        "r2k3r/pppppppp/8/8/8/8/PPPPPPPP/R2K3R w HAha - 0 1",
+        "r4k1r/pppppppp/8/8/8/8/PPPPPPPP/R4K1R w HAha - 0 1",
+        "qnbnr1kr/1p3ppp/B1pbp3/p2p2B1/3PP3/2N5/PPP2PPP/QN2R1KR w KQkq - 2 6",
+    ];
+    /// Two positions of the Chess960 perft suite (chessprogramming.org).
+    const CHESS960_PERFT: [&str; 2] = [
+        "bqnb1rkr/pp3ppp/3ppn2/2p5/5P2/P2P4/NPP1P1PP/BQ1BNRKR w HFhf - 2 9",
+        "2nnrbkr/p1qppppp/8/1ppb4/6PP/3PP3/PPP2P2/BQNNRBKR w HEhe - 1 9",
+    ];
+
+    #[test]
+    fn every_legal_move_of_chess960_positions_maps_to_a_unique_index_and_back() {
+        use crate::game::position_from_fen_in;
+        use shakmaty::CastlingMode;
+        for fen in CHESS960_CASTLING.iter().chain(&CHESS960_PERFT) {
+            let pos = position_from_fen_in(fen, CastlingMode::Chess960).unwrap();
+            let castles = pos.legal_moves().iter().filter(|m| m.is_castle()).count();
+            if CHESS960_CASTLING.contains(fen) {
+                assert_eq!(castles, 2, "both castlings are legal in {fen}");
+            }
+            for depth in 1..=3 {
+                assert_eq!(
+                    perft_checking_indices(&pos, depth),
+                    shakmaty::perft(&pos, depth as u32),
+                    "perft {depth} of {fen}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn chess960_castling_points_at_the_rook_and_standard_castling_stays_two_squares() {
+        use crate::game::{parse_uci_move, position_from_fen_in};
+        use shakmaty::CastlingMode;
+        let pos = position_from_fen_in(CHESS960_CASTLING[0], CastlingMode::Chess960).unwrap();
+        // Short castling of the king on g1: its rook's square h1, east 1 -> plane 2*7.
+        let short = parse_uci_move(&pos, "g1h1").unwrap();
+        assert!(short.is_castle());
+        assert_eq!(move_to_index(&short, Color::White), 14 * 64 + 6);
+        // Long castling onto b1: west 5 -> plane 6*7 + 4.
+        let long = parse_uci_move(&pos, "g1b1").unwrap();
+        assert_eq!(move_to_index(&long, Color::White), (6 * 7 + 4) * 64 + 6);
+        // A standard position read as Chess960 keeps its two-square indices.
+        let kiwi = position_from_fen_in(KIWIPETE, CastlingMode::Chess960).unwrap();
+        let m = parse_uci_move(&kiwi, "e1h1").unwrap();
+        assert_eq!(move_to_index(&m, Color::White), 15 * 64 + 4);
+    }
+
     #[test]
     fn under_promotions_and_castling_have_their_own_planes() {
         let pos = position_from_fen("r1b1k2r/1P6/8/8/8/8/8/R3K2R w KQkq - 0 1").unwrap();
@@ -271,13 +335,13 @@ mod tests {
             assert_eq!(idx(&pos), idx(&twin), "{fen}");
             for m in pos.legal_moves() {
                 let from = m.from().unwrap().flip_vertical();
-                let to = standard_to(&m).flip_vertical();
+                let to = policy_to(&m).flip_vertical();
                 let twin_move = twin
                     .legal_moves()
                     .into_iter()
                     .find(|t| {
                         t.from() == Some(from)
-                            && standard_to(t) == to
+                            && policy_to(t) == to
                             && t.promotion() == m.promotion()
                     })
                     .expect("mirrored move is legal in the twin");

@@ -27,14 +27,22 @@ pub fn hash_after(before: &Chess, before_hash: u64, mv: Move, after: &Chess) -> 
     }
 }
 
-/// Parses a FEN, with a message that names the problem.
+/// Parses a FEN of standard chess, with a message that names the problem.
 pub fn position_from_fen(fen: &str) -> Result<Chess> {
+    position_from_fen_in(fen, CastlingMode::Standard)
+}
+
+/// Parses a FEN whose castling rights are read as `mode` says: in
+/// [`CastlingMode::Chess960`] Shredder-FEN (`HAha`) and X-FEN (`KQkq` for the outermost
+/// rooks, a file letter for an inner one) name any rook; in standard chess only the a-
+/// and h-file rooks with the king on e can castle.
+pub fn position_from_fen_in(fen: &str, mode: CastlingMode) -> Result<Chess> {
     let parsed: Fen = fen
         .trim()
         .parse()
         .map_err(|e| anyhow!("invalid FEN {fen:?}: {e}"))?;
     parsed
-        .into_position(CastlingMode::Standard)
+        .into_position(mode)
         .map_err(|e| anyhow!("illegal position in FEN {fen:?}: {e}"))
 }
 
@@ -44,10 +52,17 @@ pub fn fen_of(position: &Chess) -> String {
 
 /// UCI move string in standard notation (castling as the king's two-square move, e1g1).
 pub fn move_to_uci(mv: Move) -> String {
-    mv.to_uci(CastlingMode::Standard).to_string()
+    move_to_uci_in(mv, CastlingMode::Standard)
 }
 
-/// Parses a UCI move string and checks it is legal in `position`.
+/// UCI move string with castling written as `mode` says: the king's two-square move
+/// (e1g1) in standard chess, the king taking its own rook (e1h1) in Chess960.
+pub fn move_to_uci_in(mv: Move, mode: CastlingMode) -> String {
+    mv.to_uci(mode).to_string()
+}
+
+/// Parses a UCI move string and checks it is legal in `position`. Castling is read in
+/// either notation (e1g1 or e1h1): neither can be another legal move.
 pub fn parse_uci_move(position: &Chess, text: &str) -> Result<Move> {
     let uci: UciMove = text
         .trim()

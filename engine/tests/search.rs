@@ -298,6 +298,116 @@ fn root_noise_changes_priors_but_keeps_them_a_distribution() {
     assert!(priors.iter().any(|&p| (p - 0.05).abs() > 1e-3));
 }
 
+/// Priors rising with the moves' generation order (1, 2, 3, ... normalised); a drawn value.
+struct RisingPriors;
+
+impl Evaluator for RisingPriors {
+    fn evaluate(&mut self, batch: &mut EvalBatch, _t: &mut PhaseTimes) -> anyhow::Result<()> {
+        for i in 0..batch.len() {
+            let p = batch.priors_mut(i);
+            let total = (p.len() * (p.len() + 1) / 2) as f32;
+            for (k, prior) in p.iter_mut().enumerate() {
+                *prior = (k + 1) as f32 / total;
+            }
+            batch.set_wdl(i, [0.0, 1.0, 0.0]);
+        }
+        Ok(())
+    }
+}
+
+/// The root's priors in the search after its first visit at `temperature`.
+fn root_priors_at(evaluator: &mut dyn Evaluator, temperature: f32) -> Vec<f32> {
+    let params = SearchParams {
+        policy_temperature: temperature,
+        ..SearchParams::default()
+    };
+    let mut s = Search::new(&Game::new(), params);
+    s.run_until_visits(evaluator, 1, &mut PhaseTimes::default())
+        .unwrap();
+    s.root_children().iter().map(|c| c.prior).collect()
+}
+
+#[test]
+fn policy_temperature_flattens_above_one_sharpens_below_and_one_keeps_the_priors() {
+    let mut batch = EvalBatch::new();
+    let start = Game::new();
+    batch.push(start.position(), &start.position().legal_moves());
+    RisingPriors
+        .evaluate(&mut batch, &mut PhaseTimes::default())
+        .unwrap();
+    let network = batch.priors(0).to_vec();
+    let bits = |v: &[f32]| v.iter().map(|p| p.to_bits()).collect::<Vec<_>>();
+    assert_eq!(
+        bits(&root_priors_at(&mut RisingPriors, 1.0)),
+        bits(&network)
+    );
+
+    let spread = |v: &[f32]| {
+        let max = v.iter().copied().fold(0.0, f32::max);
+        let min = v.iter().copied().fold(1.0, f32::min);
+        max / min
+    };
+    let hot = root_priors_at(&mut RisingPriors, 2.0);
+    let cold = root_priors_at(&mut RisingPriors, 0.5);
+    for (priors, t) in [(&hot, 2.0f32), (&cold, 0.5)] {
+        assert!((priors.iter().sum::<f32>() - 1.0).abs() < 1e-5, "T {t}");
+        // softmax(logits / T) with logits = ln p: p^(1/T), normalised.
+        let z: f32 = network.iter().map(|p| p.powf(1.0 / t)).sum();
+        for (got, p) in priors.iter().zip(&network) {
+            assert!((got - p.powf(1.0 / t) / z).abs() < 1e-6, "T {t}");
+        }
+    }
+    // The start position's 20 moves: the most likely is 20 times the least at T = 1.
+    assert!((spread(&network) - 20.0).abs() < 1e-3);
+    assert!(
+        (spread(&hot) - 20f32.sqrt()).abs() < 1e-3,
+        "{}",
+        spread(&hot)
+    );
+    assert!((spread(&cold) - 400.0).abs() < 0.1, "{}", spread(&cold));
+}
+
+#[test]
+fn the_evaluation_cache_keeps_the_networks_priors_whatever_the_policy_temperature() {
+    let mut cached = CachedEvaluator::new(RisingPriors, 1000);
+    let hot = root_priors_at(&mut cached, 3.0);
+    let entry = cached.cached(Game::new().hash()).unwrap().priors.to_vec();
+    let hits = cached.cache().hits;
+    let again = root_priors_at(&mut cached, 1.0);
+    assert_eq!(cached.cache().hits, hits + 1, "the cache answered the root");
+    assert_eq!(again, entry);
+    assert_eq!(again, root_priors_at(&mut RisingPriors, 1.0));
+    assert_ne!(hot, again);
+}
+
+#[test]
+fn the_root_move_with_the_largest_q_plus_u_is_the_next_descent() {
+    let mut s = Search::new(&Game::new(), SearchParams::default());
+    let mut timing = PhaseTimes::default();
+    for visits in [2, 5, 17, 60] {
+        s.run_until_visits(&mut RisingPriors, visits, &mut timing)
+            .unwrap();
+        let before = s.root_puct_terms();
+        let next = before
+            .iter()
+            .max_by(|a, b| (a.q + a.u).total_cmp(&(b.q + b.u)))
+            .unwrap()
+            .mv;
+        let mut batch = EvalBatch::new();
+        s.gather(1, &mut batch, &mut timing);
+        let after = s.root_puct_terms();
+        let descended: Vec<_> = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| a.visits + a.in_flight > b.visits + b.in_flight)
+            .map(|(_, a)| a.mv)
+            .collect();
+        assert_eq!(descended, vec![next], "after {visits} visits");
+        RisingPriors.evaluate(&mut batch, &mut timing).unwrap();
+        s.apply(&batch, 0, &mut timing);
+    }
+}
+
 #[test]
 fn a_draw_by_repetition_inside_the_old_tree_is_rejudged_after_tree_reuse() {
     // Shuffling kings: below the root the search meets repetitions and scores them as

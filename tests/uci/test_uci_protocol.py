@@ -37,6 +37,10 @@ REQUIRED_OPTIONS = [
     "Solver",
     "Ponder",
     "Temperature",
+    "PolicyTemperature",
+    "VerboseMoveStats",
+    "LogFile",
+    "UCI_Chess960",
 ]
 
 OPTION_TYPES = {"check", "spin", "combo", "button", "string"}

@@ -14,8 +14,9 @@ use crate::options::{Changed, Options};
 use crate::output::emit;
 use crate::searcher::{self, Control, Core, Job};
 use anyhow::{Context, Result};
-use ember_engine::game::{play_uci_moves, position_from_fen};
+use ember_engine::game::{play_uci_moves, position_from_fen_in};
 use ember_engine::Game;
+use shakmaty::CastlingMode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -113,7 +114,7 @@ impl Engine {
                 }
                 self.game = Game::new();
             }
-            Command::Position(p) => match build_game(&p) {
+            Command::Position(p) => match build_game(&p, self.options.castling_mode()) {
                 Ok(game) => self.game = game,
                 Err(e) => emit(&format!("info string error: {e:#}; position unchanged")),
             },
@@ -137,8 +138,9 @@ impl Engine {
             Command::Eval => {
                 self.reap();
                 let game = self.game.clone();
+                let castling = self.options.castling_mode();
                 match self.core() {
-                    Some(core) => match extras::eval(core, &game) {
+                    Some(core) => match extras::eval(core, &game, castling) {
                         Ok(lines) => lines.iter().for_each(|l| emit(l)),
                         Err(e) => emit(&format!("info string error: eval failed: {e:#}")),
                     },
@@ -283,6 +285,15 @@ impl Engine {
                 }
             }
         }
+        if changed == Changed::Log {
+            if let Err(e) = crate::output::set_log_file(&next.log_file) {
+                emit(&format!(
+                    "info string error: cannot open the log file {:?}: {e}; the log stays as it was",
+                    next.log_file
+                ));
+                return;
+            }
+        }
         if changed == Changed::Cache {
             self.cache_changed = true;
         }
@@ -292,11 +303,23 @@ impl Engine {
     }
 }
 
-/// The game a `position` command describes, or why it is not one.
-fn build_game(p: &PositionCommand) -> Result<Game> {
+/// The game a `position` command describes, or why it is not one. `mode` says how the
+/// FEN's castling rights are read (`UCI_Chess960`); moves are read in either notation.
+fn build_game(p: &PositionCommand, mode: CastlingMode) -> Result<Game> {
     let mut game = match &p.start {
         PositionStart::StartPos => Game::new(),
-        PositionStart::Fen(fen) => Game::from_position(position_from_fen(fen)?),
+        PositionStart::Fen(fen) => match position_from_fen_in(fen, mode) {
+            Ok(position) => Game::from_position(position),
+            Err(e)
+                if mode == CastlingMode::Standard
+                    && position_from_fen_in(fen, CastlingMode::Chess960).is_ok() =>
+            {
+                return Err(e.context(
+                    "a Chess960 position (setoption name UCI_Chess960 value true reads it)",
+                ));
+            }
+            Err(e) => return Err(e),
+        },
     };
     let moves: Vec<&str> = p.moves.iter().map(String::as_str).collect();
     play_uci_moves(&mut game, &moves).context("in position ... moves")?;
@@ -364,9 +387,12 @@ mod tests {
                 prop_assert!(!text.contains('\n') && !text.contains('\r'));
                 match parse_line(&text) {
                     Command::Position(p) => {
-                        if let Ok(game) = build_game(&p) {
-                            let fen = ember_engine::game::fen_of(game.position());
-                            prop_assert!(Game::from_fen(&fen).is_ok(), "{}", fen);
+                        for mode in [CastlingMode::Standard, CastlingMode::Chess960] {
+                            if let Ok(game) = build_game(&p, mode) {
+                                let fen = ember_engine::game::fen_of(game.position());
+                                let again = position_from_fen_in(&fen, mode);
+                                prop_assert!(again.is_ok(), "{}", fen);
+                            }
                         }
                     }
                     Command::SetOption { name, value } => {
@@ -384,7 +410,7 @@ mod tests {
 
     fn game_of(line: &str) -> Result<Game> {
         match parse_line(line) {
-            Command::Position(p) => build_game(&p),
+            Command::Position(p) => build_game(&p, CastlingMode::Standard),
             other => panic!("{other:?}"),
         }
     }
@@ -446,6 +472,68 @@ mod tests {
             ember_engine::game::move_to_uci(engine.game.moves()[0]),
             "e2e4"
         );
+    }
+
+    /// From a game of Chess960 (X-FEN): White may castle short (the king stays on g1,
+    /// the rook goes to f1) or long (g1e1: the king to c1, the rook to d1).
+    const CHESS960: &str = "qnbnr1kr/1p3ppp/B1pbp3/p2p2B1/3PP3/2N5/PPP2PPP/QN2R1KR w KQkq - 2 6";
+
+    fn engine_with(lines: &[&str]) -> Engine {
+        let mut engine = Engine::new().unwrap();
+        for line in lines {
+            engine.handle(parse_line(line));
+        }
+        engine
+    }
+
+    #[test]
+    fn a_chess960_position_needs_uci_chess960() {
+        let standard = engine_with(&[&format!("position fen {CHESS960} moves g1h1")]);
+        assert_eq!(
+            standard.game.ply(),
+            0,
+            "refused: the game is the start position"
+        );
+        assert_eq!(
+            standard.game.position().board(),
+            Game::new().position().board()
+        );
+        let err = game_of(&format!("position fen {CHESS960}")).unwrap_err();
+        assert!(format!("{err:#}").contains("UCI_Chess960"), "{err:#}");
+        let chess960 = engine_with(&[
+            "setoption name UCI_Chess960 value true",
+            &format!("position fen {CHESS960} moves g1h1"),
+        ]);
+        assert_eq!(chess960.game.ply(), 1);
+        assert!(chess960.game.moves()[0].is_castle());
+    }
+
+    #[test]
+    fn chess960_castling_is_read_in_both_notations_and_written_as_king_takes_rook() {
+        let mode = CastlingMode::Chess960;
+        for (line, written) in [
+            (format!("position fen {CHESS960} moves g1h1"), "g1h1"),
+            (format!("position fen {CHESS960} moves g1e1"), "g1e1"),
+            // King and rooks on their standard squares: e1g1 is castling too.
+            (
+                "position fen r3k2r/8/8/8/8/8/8/R3K2R w KQkq - 0 1 moves e1g1".to_string(),
+                "e1h1",
+            ),
+            (
+                "position fen r3k2r/8/8/8/8/8/8/R3K2R w HAha - 0 1 moves e1h1".to_string(),
+                "e1h1",
+            ),
+        ] {
+            let Command::Position(p) = parse_line(&line) else {
+                panic!("{line}")
+            };
+            let game = build_game(&p, mode).unwrap();
+            let castle = game.moves()[0];
+            assert!(castle.is_castle(), "{line}");
+            assert_eq!(ember_engine::game::move_to_uci_in(castle, mode), written);
+        }
+        let g = game_of("position fen r3k2r/8/8/8/8/8/8/R3K2R w KQkq - 0 1 moves e1h1").unwrap();
+        assert_eq!(ember_engine::game::move_to_uci(g.moves()[0]), "e1g1");
     }
 
     #[test]

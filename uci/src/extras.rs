@@ -7,11 +7,11 @@ use crate::options::Options;
 use crate::output::emit;
 use crate::report::q_to_cp;
 use crate::searcher::{Control, Core};
-use ember_engine::game::{fen_of, move_to_uci};
+use ember_engine::game::{fen_of, move_to_uci, move_to_uci_in};
 use ember_engine::mcts::{Driver, EvalBatch, Limits, Search, Watch};
 use ember_engine::phase_times::PhaseTimes;
 use ember_engine::{Evaluator, Game};
-use shakmaty::{Color, Position, Square};
+use shakmaty::{CastlingMode, Color, Position, Square};
 use std::time::Instant;
 
 /// Playouts per position of a plain `bench`.
@@ -72,8 +72,9 @@ pub fn display(game: &Game) -> Vec<String> {
     lines
 }
 
-/// `eval`: one network call on the current position, as `info string` lines.
-pub fn eval(core: &mut Core, game: &Game) -> anyhow::Result<Vec<String>> {
+/// `eval`: one network call on the current position, as `info string` lines (moves in
+/// the notation `castling` says).
+pub fn eval(core: &mut Core, game: &Game, castling: CastlingMode) -> anyhow::Result<Vec<String>> {
     let position = game.position();
     let moves = position.legal_moves();
     if moves.is_empty() {
@@ -107,7 +108,7 @@ pub fn eval(core: &mut Core, game: &Game) -> anyhow::Result<Vec<String>> {
     let mut ranked: Vec<(String, f32)> = moves
         .iter()
         .zip(batch.priors(0))
-        .map(|(m, p)| (move_to_uci(*m), *p))
+        .map(|(m, p)| (move_to_uci_in(*m, castling), *p))
         .collect();
     ranked.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
     for (k, (mv, p)) in ranked.iter().take(5).enumerate() {

@@ -444,6 +444,27 @@ mod tests {
     }
 
     #[test]
+    fn setoption_with_value_and_nothing_after_it_has_no_value() {
+        for line in ["setoption name LogFile value", "setoption name LogFile"] {
+            assert_eq!(
+                parse_line(&sanitize(format!("{line} \r\n").as_bytes())),
+                Command::SetOption {
+                    name: "LogFile".into(),
+                    value: None
+                },
+                "{line}"
+            );
+        }
+        assert_eq!(
+            parse_line("setoption name LogFile value /tmp/a b.log"),
+            Command::SetOption {
+                name: "LogFile".into(),
+                value: Some("/tmp/a b.log".into())
+            }
+        );
+    }
+
+    #[test]
     fn setoption_without_a_name_is_invalid() {
         assert!(matches!(parse_line("setoption"), Command::Invalid(_)));
         assert!(matches!(parse_line("setoption name"), Command::Invalid(_)));

@@ -13,7 +13,8 @@
 //! WDL. Options and their units: see [`options`]. Time management: see
 //! `ember_engine::timeman`. Extras: `d`, `eval`, `bench [nodes]` ([`extras`]).
 //!
-//! Logging (`RUST_LOG=info`) goes to stderr.
+//! Logging (`RUST_LOG=info`) goes to stderr. The option `LogFile` keeps a log of every
+//! line in and out ([`output`]).
 
 mod engine;
 mod extras;
@@ -55,6 +56,7 @@ fn main() {
             }
         }
         let line = input::sanitize(&raw);
+        output::log_input(&line);
         let command = std::panic::catch_unwind(|| input::parse_line(&line)).unwrap_or_else(|_| {
             input::Command::Invalid(format!("could not parse {}", input::echo(&line)))
         });

@@ -20,11 +20,21 @@
 //!   their lines).
 //! - `MoveOverhead` (ms): kept in reserve from every clock and `movetime`.
 //! - `Temperature`: 0 plays the most visited move; T > 0 samples by visits^(1/T).
+//! - `PolicyTemperature` -> `SearchParams::policy_temperature` (lc0's option): the
+//!   priors of the tree are softmax(logits / T); T > 1 flattens the policy, T < 1
+//!   sharpens it.
+//! - `VerboseMoveStats`: after each search, one `info string` per root move (visits,
+//!   prior, Q, U) and one for the root, before `bestmove` (lc0's option).
+//! - `LogFile`: every line in and out, with a UTC timestamp, appended to this file
+//!   ([`crate::output`]); `<empty>` (or no value) turns it off.
+//! - `UCI_Chess960`: castling is read and written as the king taking its own rook
+//!   (e1h1), and `position fen` takes Shredder-FEN and X-FEN castling rights of any rook.
 
 use anyhow::{bail, Context, Result};
 use ember_engine::mcts::node::nodes_for_mb;
 use ember_engine::mcts::params::DEFAULT_TREE_MB;
 use ember_engine::{DeviceChoice, SearchParams};
+use shakmaty::CastlingMode;
 
 /// The value of `WeightsFile` that names the network built into the binary.
 pub const EMBEDDED: &str = "<embedded>";
@@ -37,6 +47,9 @@ const MAX_RAM_LIMIT_MB: i64 = 262_144;
 /// Largest `NNCacheSize` in entries (about 2 GB).
 pub const MAX_CACHE_ENTRIES: i64 = 10_000_000;
 
+/// How `uci` declares an empty string option, and the value that sets one to empty.
+pub const EMPTY: &str = "<empty>";
+
 /// Which part of the engine a changed option touches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Changed {
@@ -46,6 +59,8 @@ pub enum Changed {
     Threads,
     /// `NNCacheSize`: the cache must be rebuilt.
     Cache,
+    /// `LogFile`: the log must be switched to the new file (or off).
+    Log,
     /// Anything read at the start of each search.
     Search,
 }
@@ -69,6 +84,11 @@ pub struct Options {
     pub temperature: f32,
     /// `RamLimitMb`: the search tree's memory.
     pub ram_limit_mb: usize,
+    pub policy_temperature: f32,
+    pub verbose_move_stats: bool,
+    /// `LogFile`: empty when off.
+    pub log_file: String,
+    pub chess960: bool,
     /// Limits that depend on the machine, fixed at start-up.
     pub max_threads: usize,
 }
@@ -82,8 +102,12 @@ pub enum Kind {
     Decimal { min: f32, max: f32 },
     /// `type check`: `true` or `false`.
     Check,
-    /// `type string`: any non-empty text (`hint` says what is expected).
-    Text { hint: &'static str },
+    /// `type string`: any text (`hint` says what is expected); empty (no value, or
+    /// `<empty>`) only where `may_be_empty`.
+    Text {
+        hint: &'static str,
+        may_be_empty: bool,
+    },
 }
 
 /// A value checked against its option's [`Kind`].
@@ -112,6 +136,7 @@ pub static TABLE: &[OptionSpec] = &[
         name: "WeightsFile",
         kind: Kind::Text {
             hint: "a path or <embedded>",
+            may_be_empty: false,
         },
         changes: Changed::Network,
         get: |o| Value::Text(o.weights_file.clone()),
@@ -124,6 +149,7 @@ pub static TABLE: &[OptionSpec] = &[
         name: "Device",
         kind: Kind::Text {
             hint: "auto, cpu or cuda:N",
+            may_be_empty: false,
         },
         changes: Changed::Network,
         get: |o| Value::Text(o.device_text.clone()),
@@ -278,6 +304,52 @@ pub static TABLE: &[OptionSpec] = &[
             Ok(())
         },
     },
+    OptionSpec {
+        name: "PolicyTemperature",
+        kind: Kind::Decimal {
+            min: 0.1,
+            max: 10.0,
+        },
+        changes: Changed::Search,
+        get: |o| Value::Decimal(o.policy_temperature),
+        set: |o, v| {
+            o.policy_temperature = v.decimal();
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "VerboseMoveStats",
+        kind: Kind::Check,
+        changes: Changed::Search,
+        get: |o| Value::Bool(o.verbose_move_stats),
+        set: |o, v| {
+            o.verbose_move_stats = v.bool();
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "LogFile",
+        kind: Kind::Text {
+            hint: "a file to append the log to, or <empty> for none",
+            may_be_empty: true,
+        },
+        changes: Changed::Log,
+        get: |o| Value::Text(o.log_file.clone()),
+        set: |o, v| {
+            o.log_file = v.text();
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "UCI_Chess960",
+        kind: Kind::Check,
+        changes: Changed::Search,
+        get: |o| Value::Bool(o.chess960),
+        set: |o, v| {
+            o.chess960 = v.bool();
+            Ok(())
+        },
+    },
 ];
 
 impl Value {
@@ -313,6 +385,7 @@ impl std::fmt::Display for Value {
             Value::Int(n) => write!(f, "{n}"),
             Value::Decimal(x) => write!(f, "{x}"),
             Value::Bool(b) => write!(f, "{b}"),
+            Value::Text(t) if t.is_empty() => write!(f, "{EMPTY}"),
             Value::Text(t) => write!(f, "{t}"),
         }
     }
@@ -370,11 +443,13 @@ impl OptionSpec {
                 "false" => Ok(Value::Bool(false)),
                 _ => bail!("option {name} takes true or false, not {value:?}"),
             },
-            Kind::Text { hint } => {
-                if value.is_empty() {
-                    bail!("option {name} needs a value ({hint})");
+            Kind::Text { hint, may_be_empty } => {
+                let empty = value.is_empty() || value.eq_ignore_ascii_case(EMPTY);
+                match (empty, may_be_empty) {
+                    (true, true) => Ok(Value::Text(String::new())),
+                    (true, false) => bail!("option {name} needs a value ({hint})"),
+                    (false, _) => Ok(Value::Text(value.to_string())),
                 }
-                Ok(Value::Text(value.to_string()))
             }
         }
     }
@@ -402,6 +477,10 @@ impl Options {
             ponder: false,
             temperature: 0.0,
             ram_limit_mb: DEFAULT_TREE_MB,
+            policy_temperature: params.policy_temperature,
+            verbose_move_stats: false,
+            log_file: String::new(),
+            chess960: false,
             max_threads: cpus.max(1),
         }
     }
@@ -432,7 +511,17 @@ impl Options {
             cache_entries: self.nn_cache_size,
             solver: self.solver,
             max_nodes: nodes_for_mb(self.ram_limit_mb),
+            policy_temperature: self.policy_temperature,
             ..SearchParams::default()
+        }
+    }
+
+    /// How castling moves and castling rights are read and written (`UCI_Chess960`).
+    pub fn castling_mode(&self) -> CastlingMode {
+        if self.chess960 {
+            CastlingMode::Chess960
+        } else {
+            CastlingMode::Standard
         }
     }
 }
@@ -536,11 +625,12 @@ mod tests {
                 (Kind::Spin { min, .. }, Value::Int(n)) => {
                     (if n == min { n + 1 } else { min }).to_string()
                 }
-                (Kind::Decimal { .. }, Value::Decimal(x)) => {
-                    (if x == 0.0 { 1.0 } else { 0.0 }).to_string()
+                (Kind::Decimal { min, max }, Value::Decimal(x)) => {
+                    (if x == min { max } else { min }).to_string()
                 }
                 (Kind::Check, Value::Bool(b)) => (!b).to_string(),
                 (Kind::Text { .. }, _) if spec.name == "Device" => "cpu".to_string(),
+                (Kind::Text { .. }, _) if spec.name == "LogFile" => "/some/ember.log".to_string(),
                 (Kind::Text { .. }, _) => "/some/file.safetensors".to_string(),
                 (kind, v) => panic!("{}: {kind:?} holds {v:?}", spec.name),
             };
@@ -557,6 +647,45 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn only_a_text_option_that_may_be_empty_takes_no_value_or_empty() {
+        let mut o = options();
+        assert!(o
+            .declarations()
+            .contains(&"option name LogFile type string default <empty>".to_string()));
+        o.set("LogFile", Some("/tmp/ember.log")).unwrap();
+        assert_eq!(o.log_file, "/tmp/ember.log");
+        o.set("LogFile", Some("<empty>")).unwrap();
+        assert_eq!(o.log_file, "");
+        o.set("LogFile", Some("/tmp/ember.log")).unwrap();
+        assert_eq!(o.set("LogFile", None).unwrap(), Changed::Log);
+        assert_eq!(o.log_file, "");
+        for name in ["WeightsFile", "Device"] {
+            assert!(o.set(name, None).is_err(), "{name}");
+            assert!(o.set(name, Some("<empty>")).is_err(), "{name}");
+        }
+    }
+
+    #[test]
+    fn policy_temperature_maps_onto_the_search_and_stays_in_its_range() {
+        let mut o = options();
+        assert_eq!(o.search_params().policy_temperature, 1.0);
+        o.set("PolicyTemperature", Some("2.2")).unwrap();
+        assert_eq!(o.search_params().policy_temperature, 2.2);
+        for value in ["0", "0.05", "11", "-1", "NaN"] {
+            assert!(o.set("PolicyTemperature", Some(value)).is_err(), "{value}");
+        }
+        assert_eq!(o.policy_temperature, 2.2);
+    }
+
+    #[test]
+    fn chess960_selects_the_castling_mode() {
+        let mut o = options();
+        assert_eq!(o.castling_mode(), CastlingMode::Standard);
+        o.set("UCI_Chess960", Some("true")).unwrap();
+        assert_eq!(o.castling_mode(), CastlingMode::Chess960);
     }
 
     #[test]

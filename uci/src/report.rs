@@ -15,9 +15,15 @@
 //!   network's as far as Q allows. A proven mate reads 1000/0/0 (or 0/0/1000).
 //! - **nodes** counts playouts of this search (root visits added since `go`), **depth**
 //!   is the rounded mean depth of those descents, **seldepth** the deepest one.
+//! - **Verbose move stats** (`VerboseMoveStats`, lc0's format): one `info string` per
+//!   root move, fewest visits first (so the most visited is printed last, next to
+//!   `bestmove`), then one for the root ([`verbose_move_stats`]).
+//! - Moves are written in the notation `UCI_Chess960` selects (castling e1g1 or e1h1).
 
-use ember_engine::game::move_to_uci;
-use shakmaty::Move;
+use ember_engine::encoding::move_to_index;
+use ember_engine::game::{hash_after, move_to_uci_in};
+use ember_engine::mcts::Search;
+use shakmaty::{CastlingMode, Move, Position};
 use std::time::Duration;
 
 /// Largest centipawn score reported.
@@ -96,6 +102,7 @@ pub fn info_lines(
     figures: &SearchFigures,
     lines: &[PvLine],
     multipv_requested: usize,
+    castling: CastlingMode,
 ) -> Vec<String> {
     lines
         .iter()
@@ -127,12 +134,68 @@ pub fn info_lines(
                 s.push_str(" pv");
                 for m in &line.pv {
                     s.push(' ');
-                    s.push_str(&move_to_uci(*m));
+                    s.push_str(&move_to_uci_in(*m, castling));
                 }
             }
             s
         })
         .collect()
+}
+
+/// lc0's verbose move stats of the search's root, as `info string` lines: for every
+/// allowed root move, fewest visits first (ties: lower prior first),
+///
+/// `info string e2e4  ( 322) N:     120 (+ 0) (P: 12.34%) (Q:  0.04512) (U:  0.03120) (Q+U:  0.07632) (V:  0.0412)`
+///
+/// with the move's policy index, its visits and the descents in flight, its prior as
+/// the search uses it, and the terms of PUCT for the next descent (Q for the side to
+/// move at the root, first-play urgency when unvisited; U the exploration term; the
+/// move with the largest Q+U is descended next); `(T)` marks a move the tree proves won
+/// or lost. V is the network's value of the position after the move for the side to move
+/// at the root, `-.----` when `value_of` does not know it. A last line `node` gives the
+/// root's visits, Q and value. `value_of(hash)` is the network's value of a position
+/// for its side to move. There is no moves-left head, so lc0's M is not printed.
+pub fn verbose_move_stats(
+    search: &Search,
+    mut value_of: impl FnMut(u64) -> Option<f32>,
+    castling: CastlingMode,
+) -> Vec<String> {
+    let root = search.root_position();
+    let root_hash = search.tree().root_hash;
+    let mut moves = search.root_puct_terms();
+    moves.sort_by(|a, b| a.visits.cmp(&b.visits).then(a.prior.total_cmp(&b.prior)));
+    let value = |v: Option<f32>| v.map_or_else(|| "-.----".to_string(), |v| format!("{v:>7.4}"));
+    let mut lines: Vec<String> = moves
+        .iter()
+        .map(|m| {
+            let mut after = root.clone();
+            after.play_unchecked(m.mv);
+            let v = value_of(hash_after(root, root_hash, m.mv, &after)).map(|v| -v);
+            format!(
+                "info string {:<5} ({:>4}) N: {:>7} (+{:>2}) (P: {:>6.2}%) (Q: {:>8.5}) (U: {:>8.5}) (Q+U: {:>8.5}) (V: {}){}",
+                move_to_uci_in(m.mv, castling),
+                move_to_index(&m.mv, root.turn()),
+                m.visits,
+                m.in_flight,
+                100.0 * m.prior,
+                m.q,
+                m.u,
+                m.q + m.u,
+                value(v),
+                if m.decided != 0 { " (T)" } else { "" }
+            )
+        })
+        .collect();
+    let node = search.tree().root();
+    lines.push(format!(
+        "info string node  (----) N: {:>7} (+{:>2}) (P: {:>6.2}%) (Q: {:>8.5}) (V: {})",
+        node.visits,
+        node.in_flight,
+        100.0,
+        search.root_q(),
+        value(value_of(root_hash))
+    ));
+    lines
 }
 
 #[cfg(test)]
@@ -206,9 +269,88 @@ mod tests {
             wdl: Some([400, 350, 250]),
             pv: vec![],
         };
-        let one = info_lines(&figures, std::slice::from_ref(&line), 1);
+        let one = info_lines(
+            &figures,
+            std::slice::from_ref(&line),
+            1,
+            CastlingMode::Standard,
+        );
         assert_eq!(one[0], "info depth 3 seldepth 7 score cp 25 wdl 400 350 250 nodes 500 nps 2000 hashfull 12 time 250");
-        let two = info_lines(&figures, &[line.clone(), line], 2);
+        let two = info_lines(&figures, &[line.clone(), line], 2, CastlingMode::Standard);
         assert!(two[1].contains(" multipv 2 "), "{}", two[1]);
+    }
+
+    /// The number after `key` in a verbose move stats line (`N:`, `(P:`, ...).
+    fn field(line: &str, key: &str) -> f64 {
+        let rest = &line[line.find(key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len()..];
+        let token = rest.split_whitespace().next().unwrap();
+        token.trim_end_matches([')', '%']).parse().unwrap()
+    }
+
+    #[test]
+    fn verbose_move_stats_give_every_root_move_fewest_visits_first_then_the_root() {
+        use ember_engine::mcts::{CachedEvaluator, NetEvaluator};
+        use ember_engine::phase_times::PhaseTimes;
+        let net =
+            crate::network::load(crate::options::EMBEDDED, ember_engine::DeviceChoice::Cpu, 1)
+                .unwrap();
+        let mut evaluator: CachedEvaluator<NetEvaluator> = net.evaluator;
+        let game = ember_engine::Game::new();
+        let mut search = Search::new(&game, ember_engine::SearchParams::default());
+        search
+            .run_until_visits(&mut evaluator, 200, &mut PhaseTimes::default())
+            .unwrap();
+        let lines = verbose_move_stats(
+            &search,
+            |h| evaluator.cached(h).map(|e| e.wdl[0] - e.wdl[2]),
+            CastlingMode::Standard,
+        );
+        assert_eq!(lines.len(), 20 + 1);
+        let (node, moves) = lines.split_last().unwrap();
+        assert!(
+            node.starts_with("info string node  (----) N:     200 (+ 0) (P: 100.00%)"),
+            "{node}"
+        );
+        let visits: Vec<f64> = moves.iter().map(|l| field(l, "N:")).collect();
+        assert!(visits.windows(2).all(|w| w[0] <= w[1]), "{visits:?}");
+        // The root's first visit was its own evaluation.
+        assert_eq!(visits.iter().sum::<f64>(), 199.0);
+        let best = ember_engine::game::move_to_uci(search.best_move().unwrap());
+        assert!(moves
+            .last()
+            .unwrap()
+            .starts_with(&format!("info string {best:<5} (")));
+        let priors: f64 = moves.iter().map(|l| field(l, "(P:")).sum();
+        assert!((priors - 100.0).abs() < 0.1, "{priors}");
+        for line in moves {
+            let (q, u, s) = (field(line, "(Q:"), field(line, "(U:"), field(line, "(Q+U:"));
+            assert!((q + u - s).abs() < 2e-5, "{line}");
+            assert!(u > 0.0 && !line.contains("(M:"), "{line}");
+            // The network evaluated every visited move's position (and the cache kept it).
+            assert_eq!(
+                field(line, "N:") > 0.0,
+                !line.contains("(V: -.----)"),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn verbose_move_stats_write_chess960_castling_as_king_takes_rook() {
+        use ember_engine::mcts::UniformEvaluator;
+        use ember_engine::phase_times::PhaseTimes;
+        let fen = "qnbnr1kr/1p3ppp/B1pbp3/p2p2B1/3PP3/2N5/PPP2PPP/QN2R1KR w KQkq - 2 6";
+        let position =
+            ember_engine::game::position_from_fen_in(fen, CastlingMode::Chess960).unwrap();
+        let game = ember_engine::Game::from_position(position);
+        let mut search = Search::new(&game, ember_engine::SearchParams::default());
+        search
+            .run_until_visits(&mut UniformEvaluator, 100, &mut PhaseTimes::default())
+            .unwrap();
+        let lines = verbose_move_stats(&search, |_| None, CastlingMode::Chess960);
+        for castling in ["g1h1", "g1e1"] {
+            let prefix = format!("info string {castling}  (");
+            assert!(lines.iter().any(|l| l.starts_with(&prefix)), "{castling}");
+        }
     }
 }

@@ -13,9 +13,10 @@ use crate::network::LoadedNet;
 use crate::options::Options;
 use crate::output::emit;
 use crate::report::{
-    info_lines, mate_in_moves, q_to_cp, wdl_permille, PvLine, Score, SearchFigures,
+    info_lines, mate_in_moves, q_to_cp, verbose_move_stats, wdl_permille, PvLine, Score,
+    SearchFigures,
 };
-use ember_engine::game::{move_to_uci, parse_uci_move};
+use ember_engine::game::{move_to_uci_in, parse_uci_move};
 use ember_engine::mcts::node::NODE_BYTES;
 use ember_engine::mcts::{CachedEvaluator, Driver, EvalBatch, NetEvaluator, Search, SearchStats};
 use ember_engine::mcts::{Limits as SearchLimits, Watch};
@@ -116,12 +117,13 @@ pub fn run(core: &mut Core, job: &Job, control: &Control) {
             (fallback_move(job), None)
         }
     };
+    let castling = job.options.castling_mode();
     let mut line = format!(
         "bestmove {}",
-        best.map_or_else(|| "0000".to_string(), move_to_uci)
+        best.map_or_else(|| "0000".to_string(), |m| move_to_uci_in(m, castling))
     );
     if let (Some(_), Some(p)) = (best, ponder) {
-        line.push_str(&format!(" ponder {}", move_to_uci(p)));
+        line.push_str(&format!(" ponder {}", move_to_uci_in(p, castling)));
     }
     emit(&line);
 }
@@ -197,10 +199,11 @@ fn prepare_tree(core: &mut Core, job: &Job) -> Search {
     let params = job.options.search_params();
     // A tree larger than a lowered RAM limit is dropped, so that its memory goes too.
     core.net.evaluator.resize(params.cache_entries);
-    let reusable = core
-        .search
-        .take()
-        .filter(|s| s.tree().allocated_bytes() <= params.max_nodes * NODE_BYTES);
+    // So does a tree whose priors were made at another policy temperature.
+    let reusable = core.search.take().filter(|s| {
+        s.tree().allocated_bytes() <= params.max_nodes * NODE_BYTES
+            && s.params.policy_temperature == params.policy_temperature
+    });
     let Some(mut search) = reusable else {
         return Search::new(&job.game, params);
     };
@@ -288,6 +291,13 @@ fn think(
     core.searched_playouts += driver.playouts(&search);
     core.searched_time += start.elapsed();
     report(&mut search, &driver, &mut core.net.evaluator, &job.options);
+    if job.options.verbose_move_stats {
+        let evaluator = &mut core.net.evaluator;
+        let value_of = |hash| evaluator.cached(hash).map(|e| e.wdl[0] - e.wdl[2]);
+        for line in verbose_move_stats(&search, value_of, job.options.castling_mode()) {
+            emit(&line);
+        }
+    }
     let best = search
         .choose_move(job.options.temperature, &mut core.rng)
         .or_else(|| best_prior_move(core, &position, &allowed))
@@ -367,7 +377,7 @@ fn report(
             }
         })
         .collect();
-    for line in info_lines(&figures, &lines, options.multi_pv) {
+    for line in info_lines(&figures, &lines, options.multi_pv, options.castling_mode()) {
         emit(&line);
     }
 }

@@ -186,6 +186,29 @@ fn softmax_into(logits: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Turns priors `p = softmax(logits)` into `softmax(logits / temperature)` in place (the
+/// search's `policy_temperature`): `ln p` differs from the logits by a constant, so that
+/// is `p^(1/T)` normalised, computed as `(p / max p)^(1/T)` so that no term underflows
+/// more than it must. T = 1 leaves the priors as they are, bit for bit.
+pub fn apply_policy_temperature(priors: &mut [f32], temperature: f32) {
+    if temperature == 1.0 {
+        return;
+    }
+    let max = priors.iter().copied().fold(0.0, f32::max);
+    if max <= 0.0 || !temperature.is_finite() || temperature <= 0.0 {
+        return;
+    }
+    let exponent = 1.0 / temperature;
+    let mut sum = 0.0;
+    for p in priors.iter_mut() {
+        *p = (*p / max).powf(exponent);
+        sum += *p;
+    }
+    for p in priors.iter_mut() {
+        *p /= sum;
+    }
+}
+
 /// Anything that turns leaves into priors and values.
 pub trait Evaluator: Send {
     fn evaluate(&mut self, batch: &mut EvalBatch, timing: &mut PhaseTimes) -> anyhow::Result<()>;

@@ -26,4 +26,4 @@ pub use driver::{Driver, Limits, Watch};
 pub use evaluator::{EvalBatch, Evaluator, NetEvaluator, UniformEvaluator};
 pub use node::{Node, NodeState, Tree};
 pub use params::SearchParams;
-pub use search::{ChildStats, RootRule, Search, SearchStats};
+pub use search::{ChildStats, PuctTerms, RootRule, Search, SearchStats};

@@ -59,6 +59,12 @@ pub struct SearchParams {
     /// Gumbel root rule: `c_scale` of the same.
     #[serde(default = "gumbel_c_scale")]
     pub gumbel_c_scale: f32,
+    /// Temperature T of the priors a node's children get at expansion: softmax(logits / T)
+    /// over its legal moves (lc0's PolicyTemperature). T > 1 flattens the network's
+    /// policy, T < 1 sharpens it, 1 takes it as it is. Applied after the evaluation
+    /// cache, which keeps the network's own priors.
+    #[serde(default = "policy_temperature")]
+    pub policy_temperature: f32,
 }
 
 /// The paper's values for chess and Go (mctx's default `c_scale` 0.1 was for Atari).
@@ -71,6 +77,10 @@ fn gumbel_c_visit() -> f32 {
 }
 
 fn gumbel_c_scale() -> f32 {
+    1.0
+}
+
+fn policy_temperature() -> f32 {
     1.0
 }
 
@@ -134,6 +144,7 @@ impl Default for SearchParams {
             gumbel_considered: gumbel_considered(),
             gumbel_c_visit: gumbel_c_visit(),
             gumbel_c_scale: gumbel_c_scale(),
+            policy_temperature: policy_temperature(),
         }
     }
 }

@@ -10,7 +10,7 @@
 //! [`super::gumbel`]); below the root every node uses PUCT.
 
 use super::driver::{Driver, Limits};
-use super::evaluator::{EvalBatch, Evaluator};
+use super::evaluator::{apply_policy_temperature, EvalBatch, Evaluator};
 use super::gumbel::{self, GumbelRoot, RootMove};
 use super::node::{Node, NodeState, Tree, MAX_TREE_NODES, MIN_TREE_NODES, NONE};
 use super::params::SearchParams;
@@ -51,6 +51,34 @@ pub struct ChildStats {
     pub decided: i8,
     /// Plies from the root to the checkmate that decides the move (when decided).
     pub mate_plies: u16,
+}
+
+/// A root move as PUCT weighs it for the next descent (lc0's verbose move stats): the
+/// move is chosen by the largest `q + u`.
+#[derive(Clone, Copy, Debug)]
+pub struct PuctTerms {
+    pub mv: Move,
+    pub visits: u32,
+    /// Descents through the move not yet backed up (0 between searches).
+    pub in_flight: u32,
+    /// The prior the search uses (at the policy temperature, with any root noise).
+    pub prior: f32,
+    /// Q for the side to move at the root as the selection sees it: first-play urgency
+    /// for an unvisited move, the exact value of a decided one.
+    pub q: f32,
+    /// The exploration term `cpuct(N) * sqrt(N) * prior / (1 + n)`, N the root's visits
+    /// and n the move's.
+    pub u: f32,
+    /// As [`ChildStats::decided`].
+    pub decided: i8,
+}
+
+/// The terms of PUCT at a node that every child shares.
+struct Puct {
+    /// `cpuct(N) * sqrt(N)`.
+    u_scale: f32,
+    /// First-play urgency: the value of an unvisited child.
+    fpu: f32,
 }
 
 /// Root visits after which a search takes no more (a `go infinite` at its node bound
@@ -125,6 +153,8 @@ pub struct Search {
     /// The Gumbel root rule's noise and schedule for the current search (made once the
     /// root is expanded).
     gumbel: Option<GumbelRoot>,
+    /// The priors of the node being expanded at the policy temperature (when it is not 1).
+    tempered_priors: Vec<f32>,
     pub stats: SearchStats,
 }
 
@@ -143,6 +173,7 @@ impl Search {
             begin_visits: 0,
             root_value: None,
             gumbel: None,
+            tempered_priors: Vec::new(),
             stats: SearchStats::default(),
             params,
         };
@@ -450,8 +481,8 @@ impl Search {
         gumbel::sigma_completed_q(moves, raw, p.gumbel_c_visit, p.gumbel_c_scale)
     }
 
-    /// PUCT with virtual loss and first-play urgency; returns the chosen child's index.
-    fn select_child(&self, idx: usize) -> usize {
+    /// The terms of PUCT at `idx` that every child shares.
+    fn puct_at(&self, idx: usize) -> Puct {
         let p = &self.params;
         let node = &self.tree.nodes[idx];
         let parent_n = (node.visits + node.in_flight as u32).max(1) as f32;
@@ -462,8 +493,7 @@ impl Search {
         } else {
             0.0
         };
-        let children = &self.tree.nodes[node.children()];
-        let visited_policy: f32 = children
+        let visited_policy: f32 = self.tree.nodes[node.children()]
             .iter()
             .filter(|c| c.visits + c.in_flight as u32 > 0)
             .map(|c| c.prior)
@@ -472,7 +502,32 @@ impl Search {
             (0, Some(r)) => r,
             _ => p.fpu_reduction,
         };
-        let fpu = parent_q - reduction * visited_policy.sqrt();
+        Puct {
+            u_scale,
+            fpu: parent_q - reduction * visited_policy.sqrt(),
+        }
+    }
+
+    /// PUCT's Q of child `c` for the player choosing it: exact when decided, first-play
+    /// urgency `fpu` when unvisited, virtual loss counted for the descents in flight.
+    #[inline]
+    fn selection_q(&self, c: &Node, fpu: f32) -> f32 {
+        let n = c.visits + c.in_flight as u32;
+        if let Some(d) = c.decided().filter(|_| self.params.solver) {
+            // A decided child is worth exactly its value to the chooser.
+            -(d as f32)
+        } else if n == 0 {
+            fpu
+        } else {
+            (c.value_sum - c.in_flight as f32 * self.params.virtual_loss) / n as f32
+        }
+    }
+
+    /// PUCT with virtual loss and first-play urgency; returns the chosen child's index.
+    fn select_child(&self, idx: usize) -> usize {
+        let puct = self.puct_at(idx);
+        let node = &self.tree.nodes[idx];
+        let children = &self.tree.nodes[node.children()];
         let mut best = 0;
         let mut best_score = f32::NEG_INFINITY;
         let restricted = idx == 0 && !self.root_moves.is_empty();
@@ -481,15 +536,7 @@ impl Search {
                 continue;
             }
             let n = c.visits + c.in_flight as u32;
-            let q = if let Some(d) = c.decided().filter(|_| p.solver) {
-                // A decided child is worth exactly its value to the chooser.
-                -(d as f32)
-            } else if n == 0 {
-                fpu
-            } else {
-                (c.value_sum - c.in_flight as f32 * p.virtual_loss) / n as f32
-            };
-            let score = q + u_scale * c.prior / (1 + n) as f32;
+            let score = self.selection_q(c, puct.fpu) + puct.u_scale * c.prior / (1 + n) as f32;
             if score > best_score {
                 best_score = score;
                 best = k;
@@ -498,13 +545,22 @@ impl Search {
         node.first_child as usize + best
     }
 
-    /// Gives `idx` its children; false, leaving it a leaf, when the tree is at its bound.
+    /// Gives `idx` its children, their priors at the policy temperature; false, leaving it
+    /// a leaf, when the tree is at its bound.
     fn expand(&mut self, idx: usize, moves: &[Move], priors: &[f32]) -> bool {
         if !self.tree.make_room(moves.len(), self.params.max_nodes) {
             self.tree.nodes[idx].state = NodeState::Unexpanded;
             self.stats.not_expanded += 1;
             return false;
         }
+        let priors = if self.params.policy_temperature == 1.0 {
+            priors
+        } else {
+            self.tempered_priors.clear();
+            self.tempered_priors.extend_from_slice(priors);
+            apply_policy_temperature(&mut self.tempered_priors, self.params.policy_temperature);
+            &self.tempered_priors
+        };
         let first = self.tree.nodes.len();
         for (mv, &prior) in moves.iter().zip(priors) {
             self.tree
@@ -661,6 +717,31 @@ impl Search {
                     prior: c.prior,
                     decided: decided.map_or(0, |(d, _)| -d),
                     mate_plies: decided.map_or(0, |(_, p)| p + 1),
+                }
+            })
+            .collect()
+    }
+
+    /// The allowed root moves with the terms of PUCT for the next descent, in
+    /// move-generation order (under the Gumbel root rule, what PUCT would weigh).
+    pub fn root_puct_terms(&self) -> Vec<PuctTerms> {
+        let puct = self.puct_at(0);
+        let root = self.tree.root();
+        self.tree.nodes[root.children()]
+            .iter()
+            .filter(|c| {
+                self.root_moves.is_empty() || c.mv.is_some_and(|m| self.root_moves.contains(&m))
+            })
+            .map(|c| {
+                let n = c.visits + c.in_flight as u32;
+                PuctTerms {
+                    mv: c.mv.expect("child move"),
+                    visits: c.visits,
+                    in_flight: c.in_flight as u32,
+                    prior: c.prior,
+                    q: self.selection_q(c, puct.fpu),
+                    u: puct.u_scale * c.prior / (1 + n) as f32,
+                    decided: c.decided().filter(|_| self.params.solver).map_or(0, |d| -d),
                 }
             })
             .collect()
