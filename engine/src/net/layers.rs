@@ -632,6 +632,23 @@ impl ValueHead {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    /// Normal samples from a seeded generator (candle's own `randn` on the CPU is not
+    /// seedable), so that every run checks the same inputs.
+    fn randn(
+        rng: &mut StdRng,
+        mean: f32,
+        std: f32,
+        shape: impl Into<candle_core::Shape>,
+    ) -> candle_core::Result<Tensor> {
+        let shape = shape.into();
+        let normal = rand_distr::Normal::new(mean, std).expect("a valid normal");
+        let values: Vec<f32> = (0..shape.elem_count())
+            .map(|_| rng.sample(normal))
+            .collect();
+        Tensor::from_vec(values, shape, &Device::Cpu)
+    }
 
     /// `|a - b| / |b|` over all elements.
     fn rel(a: &Tensor, b: &Tensor) -> f32 {
@@ -670,6 +687,7 @@ mod tests {
     /// the input, weight, gamma, beta and skip.
     #[test]
     fn the_fused_convolution_layer_matches_candles_ops_forward_and_backward() {
+        let mut rng = StdRng::seed_from_u64(11);
         let dev = Device::Cpu;
         let (boards, cin, cout) = (21, 5, 6);
         for activation in [
@@ -682,17 +700,16 @@ mod tests {
             let fused = ConvBn::new(3, cin, cout, vb.pp("a")).unwrap();
             let plain = ConvBn::new(3, cin, cout, vb.pp("b")).unwrap();
             plain.weight.set(fused.weight.as_tensor()).unwrap();
-            let gamma = Tensor::randn(1f32, 0.5, cout, &dev).unwrap();
-            let beta = Tensor::randn(0f32, 0.5, cout, &dev).unwrap();
+            let gamma = randn(&mut rng, 1f32, 0.5, cout).unwrap();
+            let beta = randn(&mut rng, 0f32, 0.5, cout).unwrap();
             for layer in [&fused, &plain] {
                 layer.bn.gamma.set(&gamma).unwrap();
                 layer.bn.beta.set(&beta).unwrap();
             }
-            let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (boards, 64, cin), &dev).unwrap())
-                .unwrap();
+            let x =
+                Var::from_tensor(&randn(&mut rng, 0f32, 1.0, (boards, 64, cin)).unwrap()).unwrap();
             let skip =
-                Var::from_tensor(&Tensor::randn(0f32, 1.0, (boards, 64, cout), &dev).unwrap())
-                    .unwrap();
+                Var::from_tensor(&randn(&mut rng, 0f32, 1.0, (boards, 64, cout)).unwrap()).unwrap();
             let skip_arg = (activation == Activation::ResidualRelu).then_some(skip.as_tensor());
             let y1 = fused
                 .forward_act(x.as_tensor(), true, DType::F32, activation, skip_arg)
@@ -719,7 +736,7 @@ mod tests {
                 "{activation:?}: output {}",
                 rel(&y1, &y2)
             );
-            let w = Tensor::randn(0f32, 1.0, (boards, 64, cout), &dev).unwrap();
+            let w = randn(&mut rng, 0f32, 1.0, (boards, 64, cout)).unwrap();
             let loss = |y: Tensor| (y * &w).unwrap().sum_all().unwrap();
             let (g1, g2) = (loss(y1).backward().unwrap(), loss(y2).backward().unwrap());
             let mut pairs = vec![
@@ -751,6 +768,7 @@ mod tests {
     /// statistics.
     #[test]
     fn fused_batch_norm_matches_candles_ops_forward_and_backward() {
+        let mut rng = StdRng::seed_from_u64(12);
         for activation in [
             Activation::Identity,
             Activation::Relu,
@@ -763,18 +781,17 @@ mod tests {
             let vb = store.builder(&dev);
             let fused = BatchNorm::new(c, vb.pp("a")).unwrap();
             let plain = BatchNorm::new(c, vb.pp("b")).unwrap();
-            let gamma = Tensor::randn(1f32, 0.5, c, &dev).unwrap();
-            let beta = Tensor::randn(0f32, 0.5, c, &dev).unwrap();
+            let gamma = randn(&mut rng, 1f32, 0.5, c).unwrap();
+            let beta = randn(&mut rng, 0f32, 0.5, c).unwrap();
             for bn in [&fused, &plain] {
                 bn.gamma.set(&gamma).unwrap();
                 bn.beta.set(&beta).unwrap();
             }
-            let x =
-                Var::from_tensor(&(Tensor::randn(0f32, 2.0, (n, c), &dev).unwrap() + 0.7).unwrap())
-                    .unwrap();
-            let skip = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, c), &dev).unwrap()).unwrap();
+            let x = Var::from_tensor(&(randn(&mut rng, 0f32, 2.0, (n, c)).unwrap() + 0.7).unwrap())
+                .unwrap();
+            let skip = Var::from_tensor(&randn(&mut rng, 0f32, 1.0, (n, c)).unwrap()).unwrap();
             let skip_arg = (activation == Activation::ResidualRelu).then_some(skip.as_tensor());
-            let w = Tensor::randn(0f32, 1.0, (n, c), &dev).unwrap();
+            let w = randn(&mut rng, 0f32, 1.0, (n, c)).unwrap();
             let loss = |y: Tensor| (y * &w).unwrap().sum_all().unwrap();
             let y1 = fused
                 .forward_train_cpu(x.as_tensor(), activation, skip_arg)
