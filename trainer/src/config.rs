@@ -718,9 +718,13 @@ mod tests {
         assert!(!s.is_last(s.iterations - 1, 1e9, 1e9) && s.is_last(s.iterations, 0.0, 0.0));
         assert!(s.snapshot(s.iterations - 1, true) && !s.snapshot(s.checkpoint_every + 1, false));
         s.time_budget = Some(10.0);
-        // An iteration that will spend the budget if it takes as long as the one before
-        // is the last: it gets the strength curve's point and a snapshot.
+        // An iteration whose own time spends the budget is the last: it gets the
+        // strength curve's point and a snapshot.
         assert!(!s.is_last(2, 400.0, 150.0) && s.is_last(2, 450.0, 150.0));
+        assert!(
+            s.is_last(1, 0.0, 600.0),
+            "a first iteration longer than the budget"
+        );
         assert!(cfg.strength.due(3, true) || cfg.strength.strength_every == 0);
         let s = &mut cfg.schedule;
         assert_eq!(s.progress(1, 0.0), 0.0);

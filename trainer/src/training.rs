@@ -274,11 +274,21 @@ impl Session {
         }
     }
 
-    /// Whether iteration `it` is expected to be the run's last (see
-    /// `Schedule::is_last`); decided before the iteration's own time is added.
-    fn is_last(&self, it: u64) -> bool {
-        let previous = self.metrics.last().map_or(0.0, |m| m.wall_total_s);
-        self.cfg.schedule.is_last(it, self.state.wall_s, previous)
+    /// Whether iteration `it`, begun at `start`, is the run's last (see
+    /// `Schedule::is_last`): its time so far, and the strength curve's last measurement
+    /// still to come, spend the budget.
+    fn is_last(&self, it: u64, start: Instant) -> bool {
+        let to_come = self
+            .metrics
+            .iter()
+            .rev()
+            .find(|m| m.wall_strength_s > 0.0)
+            .map_or(0.0, |m| m.wall_strength_s);
+        self.cfg.schedule.is_last(
+            it,
+            self.state.wall_s,
+            start.elapsed().as_secs_f64() + to_come,
+        )
     }
 
     /// Runs iterations until the configured count.
@@ -405,7 +415,7 @@ nothing of iteration {it} was saved, and the run resumes after iteration {}",
         })?;
 
         let gate = self.gate(it)?;
-        let strength = self.strength(it, &gate)?;
+        let strength = self.strength(it, &gate, start)?;
         let commit_start = Instant::now();
         let m = self.commit(it, &positions, &tr, &gate, &strength, start)?;
         info!(
@@ -521,9 +531,14 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
 
     /// The network self-play will use next (the candidate if promoted) against the
     /// fixed anchors, when this iteration is due for it.
-    fn strength(&mut self, it: u64, gate: &GatingOutcome) -> Result<Option<StrengthOutcome>> {
+    fn strength(
+        &mut self,
+        it: u64,
+        gate: &GatingOutcome,
+        start: Instant,
+    ) -> Result<Option<StrengthOutcome>> {
         let s = &self.cfg.strength;
-        if !s.due(it, self.is_last(it)) {
+        if !s.due(it, self.is_last(it, start)) {
             return Ok(None);
         }
         let stage = s.stage(
@@ -586,7 +601,7 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
             number: it,
             candidate: &bytes,
             promoted: gate.promoted,
-            snapshot: self.cfg.schedule.snapshot(it, self.is_last(it)),
+            snapshot: self.cfg.schedule.snapshot(it, self.is_last(it, start)),
             shard: positions.shard.clone(),
             worker_shards: positions.worker_shards.clone(),
             positions: sp.samples.len() as u64,

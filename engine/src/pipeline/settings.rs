@@ -104,12 +104,12 @@ impl Schedule {
         self.time_budget.is_some_and(|m| spent_s >= m * 60.0)
     }
 
-    /// Whether iteration `it` is expected to be the run's last: the last of
-    /// `iterations`, or, under a time budget, one that will spend the budget if it takes
-    /// as long as the one before it (`previous_s`), `spent_s` the time of the completed
-    /// iterations.
-    pub fn is_last(&self, it: u64, spent_s: f64, previous_s: f64) -> bool {
-        it >= self.iterations || self.budget_spent(spent_s + previous_s)
+    /// Whether iteration `it` is the run's last: the last of `iterations`, or, under a
+    /// time budget, one whose own time (`this_s`, so far and still to come) spends the
+    /// budget after the `spent_s` of the completed iterations, so that no iteration
+    /// follows it.
+    pub fn is_last(&self, it: u64, spent_s: f64, this_s: f64) -> bool {
+        it >= self.iterations || self.budget_spent(spent_s + this_s)
     }
 
     /// Whether iteration `it` keeps `iter-NNNNNN.safetensors` (every k-th, and the last).
