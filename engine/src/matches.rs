@@ -203,6 +203,20 @@ pub fn run_match(
     b: &Prepared,
     setup: &EmberSetup,
     spec: &MatchSpec,
+    on_game: impl FnMut(&MatchReport),
+) -> Result<MatchReport> {
+    let searches = [spec.search.clone(), spec.search.clone()];
+    run_match_searched(a, b, setup, spec, &searches, on_game)
+}
+
+/// [`run_match`] with each side's own search (`searches[0]` for `a`) in place of
+/// `spec.search`: Ember against itself with other search parameters (`trainer tune`).
+pub fn run_match_searched(
+    a: &Prepared,
+    b: &Prepared,
+    setup: &EmberSetup,
+    spec: &MatchSpec,
+    searches: &[SearchParams; 2],
     mut on_game: impl FnMut(&MatchReport),
 ) -> Result<MatchReport> {
     if spec.openings.is_empty() {
@@ -232,14 +246,19 @@ pub fn run_match(
     let starters: [Box<StartPlayer<'_>>; 2] =
         prepared.map(|p| -> Box<StartPlayer<'_>> { Box::new(move |seed| p.player(setup, seed)) });
     let mut sides = Vec::new();
-    for ((p, eval), start) in prepared.iter().zip(evaluators.iter_mut()).zip(&starters) {
+    for (((p, eval), start), search) in prepared
+        .iter()
+        .zip(evaluators.iter_mut())
+        .zip(&starters)
+        .zip(searches)
+    {
         sides.push(match (eval, spec.limit) {
             (Some(e), Limit::Nodes(n)) => Side::Search(SearchSide {
                 name: p.label().to_string(),
                 evaluator: e,
                 params: SearchParams {
                     solver: setup.solver,
-                    ..spec.search.clone()
+                    ..search.clone()
                 },
                 nodes: n.clamp(2, u32::MAX as u64) as u32,
                 record_samples: false,

@@ -71,6 +71,9 @@ pub enum Command {
     Match(MatchArgs),
     /// Play one player against a list of fixed opponents; one table out.
     Gauntlet(GauntletArgs),
+    /// Tune search parameters by SPSA: the network against itself with every parameter
+    /// perturbed at once, game pairs from the book at fixed nodes (JSON lines; resumes).
+    Tune(TuneArgs),
     /// Copy a run's best network (or any checkpoint) to models/latest.safetensors, atomically,
     /// without a publishing match.
     Export(ExportArgs),
@@ -471,6 +474,31 @@ pub struct GauntletArgs {
     /// Fixed opponents, comma-separated (e.g. random,greedy,minimax:2,uci:/usr/games/stockfish;Skill Level=0).
     #[arg(long, value_delimiter = ',', required = true)]
     pub opponents: Vec<PlayerSpec>,
+    #[command(flatten)]
+    pub play: GameArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TuneArgs {
+    /// The network searched by both sides: ember:PATH (or a .safetensors file) or
+    /// ember:embedded.
+    #[arg(long, default_value = "ember:embedded")]
+    pub player: PlayerSpec,
+    /// A search parameter to tune, NAME,MIN,MAX,C_END[,R_END]: a numeric field of the
+    /// search's parameters (cpuct, cpuct_base, cpuct_factor, fpu_reduction,
+    /// policy_temperature, ...) with its bounds, the perturbation at the last step, and
+    /// fishtest's r_end (a_end / c_end^2; default 0.002). Repeat for each parameter;
+    /// each starts from the value matches play with.
+    #[arg(long = "param", required = true)]
+    pub params: Vec<crate::tune::TuneParam>,
+    /// SPSA steps; each plays --games games (game pairs: one opening, both colours) of
+    /// theta + c against theta - c.
+    #[arg(long, default_value_t = 200)]
+    pub steps: u64,
+    /// The trajectory, one JSON line per step (theta after it, both sides, gains,
+    /// W/D/L). Started again with the same file, tuning goes on after its last step.
+    #[arg(long)]
+    pub out: PathBuf,
     #[command(flatten)]
     pub play: GameArgs,
 }

@@ -159,7 +159,7 @@ fn table_row(v: &Value) -> String {
 
 /// What a match or gauntlet needs from its flags: the Ember setup, the match spec, and
 /// the limit stated for the table.
-fn match_setup(play: &GameArgs) -> Result<(EmberSetup, MatchSpec)> {
+pub fn match_setup(play: &GameArgs) -> Result<(EmberSetup, MatchSpec)> {
     let device = play.device.parse::<DeviceChoice>()?.open()?;
     let precision = Precision::resolve(&play.precision, &device)?;
     let timed = play.tc.is_some() || play.movetime.is_some();

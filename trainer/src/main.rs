@@ -10,6 +10,7 @@ mod progress;
 mod publish;
 mod storage;
 mod training;
+mod tune;
 mod worker;
 
 use clap::Parser;
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
         Some(Command::Check(args)) => commands::check(args),
         Some(Command::Match(args)) => commands::play(args),
         Some(Command::Gauntlet(args)) => commands::gauntlet(args),
+        Some(Command::Tune(args)) => tune::tune(args),
         Some(Command::Export(args)) => commands::export(args),
         Some(Command::Worker(args)) => worker::run(args),
         Some(Command::Learn(args)) => {

@@ -1010,3 +1010,107 @@ fn a_gumbel_run_under_a_time_budget_records_every_move_and_stops_when_the_budget
     run_ok(trainer().args(&args));
     assert_eq!(state(&run)["iteration"].as_u64().unwrap(), done);
 }
+
+#[test]
+fn tune_logs_each_spsa_step_and_resumes_after_the_last_complete_one() {
+    let root = scratch("tune");
+    let out = root.join("tune.jsonl");
+    let args: Vec<String> = [
+        "tune",
+        "--param",
+        "cpuct,0.5,5,0.5,0.02",
+        "--param",
+        "fpu_reduction,0,1,0.1",
+        "--steps",
+        "3",
+        "--games",
+        "2",
+        "--nodes",
+        "8",
+        "--max-plies",
+        "16",
+        "--device",
+        "cpu",
+        "--out",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([out.display().to_string()])
+    .collect();
+    run_ok(trainer().args(&args));
+    let lines: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (i, l) in lines.iter().enumerate() {
+        assert_eq!(l["step"], i as u64 + 1);
+        assert_eq!(l["games"], 2);
+        let (w, d, lost) = (
+            l["wins"].as_i64().unwrap(),
+            l["draws"].as_i64().unwrap(),
+            l["losses"].as_i64().unwrap(),
+        );
+        assert_eq!(w + d + lost, 2);
+        // The two sides straddle the theta the step started from, and the step moves
+        // theta towards the side that won, by a / c per game.
+        let before = if i == 0 {
+            [1.745, 0.33]
+        } else {
+            [
+                lines[i - 1]["theta"]["cpuct"].as_f64().unwrap(),
+                lines[i - 1]["theta"]["fpu_reduction"].as_f64().unwrap(),
+            ]
+        };
+        for (j, name) in ["cpuct", "fpu_reduction"].iter().enumerate() {
+            let plus = l["plus"][name].as_f64().unwrap();
+            let minus = l["minus"][name].as_f64().unwrap();
+            let after = l["theta"][name].as_f64().unwrap();
+            assert!((plus + minus - 2.0 * before[j]).abs() < 1e-4, "{name}: {l}");
+            let (a, c) = (
+                l["a"][name].as_f64().unwrap(),
+                l["c"][name].as_f64().unwrap(),
+            );
+            let flip = (plus - before[j]).signum();
+            let want = before[j] + a / c * (w - lost) as f64 * flip;
+            assert!(
+                (after - want).abs() < 1e-4,
+                "{name}: {after} != {want}: {l}"
+            );
+        }
+    }
+    // A kill mid-write leaves a cut-short line: started again, the tuner drops it and
+    // plays the steps after the last complete one.
+    let complete: Vec<&str> = std::fs::read_to_string(&out)
+        .unwrap()
+        .leak()
+        .lines()
+        .collect();
+    std::fs::write(
+        &out,
+        format!("{}\n{}\n{{\"step\": 3, \"the", complete[0], complete[1]),
+    )
+    .unwrap();
+    let again = run_ok(trainer().args(&args));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("incomplete"), "{stderr}");
+    assert!(stderr.contains("from step 3"), "{stderr}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let resumed: Vec<&str> = text.lines().collect();
+    assert_eq!(resumed.len(), 3);
+    assert_eq!(&resumed[..2], &complete[..2]);
+    // Done: a third start plays nothing.
+    run_ok(trainer().args(&args));
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
+    // A parameter that is not a number of the search is an error naming it.
+    let mut bad = args.clone();
+    bad[2] = "solver,0,1,0.5".to_string();
+    let failed = trainer().args(&bad).output().unwrap();
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("solver is not a number"),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+}
