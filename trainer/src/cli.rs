@@ -25,7 +25,7 @@ The default run (`--preset development`, sized for two CPU cores): a 32x3 networ
 weights for 25 minutes of wall time (--time-budget; at most 200 iterations), each iteration 144 self-play \
 games searched with Gumbel root search at 32 simulations a move, every move a training sample; the \
 strength curve every 6 iterations and at the last (20 games at 64 nodes against random, greedy, \
-minimax:2 and the untrained network, drawn in runs/NAME/progress.svg); then, and at the end, the best \
+minimax:2 and the untrained network, drawn in runs/NAME/progress.svg); at the end the best \
 network replaces models/latest.safetensors if it beats the network there. --preset quick is a one-minute smoke \
 run, --preset production the shipped network's GPU recipe.\n\n\
 Each iteration plays self-play games with the best network and trains a candidate on \
@@ -33,7 +33,7 @@ the replay window. By default there is no gating: every candidate becomes the be
 strength curve measures progress against fixed anchors (--strength-every, --strength-anchors). With \
 --gating-games above 0 (the quick preset's 10) the candidate replaces the best network only when it \
 reaches --promotion-score in a gating match. Everything lands in runs/NAME/.\n\n\
-Publishing: at the strength curve's iterations and at the end of the run, the best network (once it is \
+Publishing: at the strength curve's iterations (under --time-budget only at the end) and at the end of the run, the best network (once it is \
 no longer the run's initial one) plays the network `ember` would otherwise play (MODELS/latest.safetensors, \
 or the one built into the binaries when none is there) in a publishing match of --publish-games games, \
 and replaces it only when the lower end of the 95% Elo interval is above 0 (--models-dir, --no-publish; \

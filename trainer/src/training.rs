@@ -439,7 +439,11 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
                 run,
                 100.0 * measuring / run
             );
-            self.offer_best()?;
+            // A run under a time budget offers its best network once, at its end: the
+            // offers between would each cost a publishing match of the budget's time.
+            if self.cfg.schedule.time_budget.is_none() {
+                self.offer_best()?;
+            }
         }
         Ok(true)
     }

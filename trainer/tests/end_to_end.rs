@@ -1114,3 +1114,38 @@ fn tune_logs_each_spsa_step_and_resumes_after_the_last_complete_one() {
         String::from_utf8_lossy(&failed.stderr)
     );
 }
+
+#[test]
+fn a_run_under_a_time_budget_offers_its_network_once_at_the_end() {
+    let root = scratch("budget-publish");
+    let mut args = tiny_args(&root, "p", 50);
+    args.extend(
+        [
+            "--time-budget",
+            "0.1",
+            "--gating-games",
+            "0",
+            "--strength-every",
+            "1",
+            "--strength-games",
+            "2",
+            "--strength-nodes",
+            "4",
+            "--strength-anchors",
+            "random",
+            "--publish-games",
+            "2",
+        ]
+        .map(String::from),
+    );
+    let out = run_ok(trainer().args(&args));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let done = state(&root.join("runs/p"))["iteration"].as_u64().unwrap();
+    let measured = stderr.matches(": measured in").count() as u64;
+    assert_eq!(measured, done, "every iteration measured\n{stderr}");
+    assert_eq!(
+        stderr.matches("publishing match:").count(),
+        1,
+        "one offer, at the end, after {done} iterations\n{stderr}"
+    );
+}
