@@ -50,9 +50,10 @@ pub struct RunConfig {
 /// curve measures progress against fixed anchors instead. A share of the value target for
 /// material (0.5 falling to 0.25) is what lifted its score against the greedy player from
 /// 0.52 to 0.69 at 800 nodes (docs/strength.md, runs D and E). Self-play searches every
-/// move with Gumbel root search at 32 simulations and records it (docs/learning.md, "Gumbel
-/// root search": +97 Elo [+69, +127] over PUCT with a playout cap at equal wall time, 3
-/// seeds), and the
+/// move with Gumbel root search at 16 simulations and records it (docs/learning.md, "Gumbel
+/// root search": at equal wall time over 3 seeds, Gumbel at 32 simulations beat PUCT with
+/// a playout cap by +97 Elo [+69, +127], and 16 simulations beat 32 by +68 [+40, +97]),
+/// and the
 /// run takes 25 minutes of wall time whatever the machine: the learning rate and the
 /// target shares follow the time spent, `iterations` is only an upper bound.
 fn development() -> RunConfig {
@@ -69,7 +70,7 @@ fn development() -> RunConfig {
         },
         selfplay: SelfPlaySettings {
             games: 144,
-            simulations: 32,
+            simulations: 16,
             games_in_flight: None,
             max_plies: 100,
             temperature_plies: 30,
