@@ -259,6 +259,12 @@ impl Search {
 
     /// The root moves the search may play: those of [`Self::restrict_root`], or every
     /// legal move.
+    /// Whether root child `c` may be searched and played (`searchmoves`: all when none
+    /// were given).
+    fn allowed_at_root(&self, c: &Node) -> bool {
+        self.root_moves.is_empty() || c.mv.is_some_and(|m| self.root_moves.contains(&m))
+    }
+
     pub fn allowed_root_moves(&self) -> Vec<Move> {
         if self.root_moves.is_empty() {
             self.tree.root_position.legal_moves().into_iter().collect()
@@ -467,8 +473,7 @@ impl Search {
                         Some(d) => -(d as f32),
                         None => c.q(),
                     },
-                    allowed: self.root_moves.is_empty()
-                        || c.mv.is_some_and(|m| self.root_moves.contains(&m)),
+                    allowed: self.allowed_at_root(c),
                 }
             })
             .collect()
@@ -530,9 +535,8 @@ impl Search {
         let children = &self.tree.nodes[node.children()];
         let mut best = 0;
         let mut best_score = f32::NEG_INFINITY;
-        let restricted = idx == 0 && !self.root_moves.is_empty();
         for (k, c) in children.iter().enumerate() {
-            if restricted && !c.mv.is_some_and(|m| self.root_moves.contains(&m)) {
+            if idx == 0 && !self.allowed_at_root(c) {
                 continue;
             }
             let n = c.visits + c.in_flight as u32;
@@ -705,9 +709,7 @@ impl Search {
         let root = self.tree.root();
         self.tree.nodes[root.children()]
             .iter()
-            .filter(|c| {
-                self.root_moves.is_empty() || c.mv.is_some_and(|m| self.root_moves.contains(&m))
-            })
+            .filter(|c| self.allowed_at_root(c))
             .map(|c| {
                 let decided = c.decided_in().filter(|_| self.params.solver);
                 ChildStats {
@@ -729,9 +731,7 @@ impl Search {
         let root = self.tree.root();
         self.tree.nodes[root.children()]
             .iter()
-            .filter(|c| {
-                self.root_moves.is_empty() || c.mv.is_some_and(|m| self.root_moves.contains(&m))
-            })
+            .filter(|c| self.allowed_at_root(c))
             .map(|c| {
                 let n = c.visits + c.in_flight as u32;
                 PuctTerms {
