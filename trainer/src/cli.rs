@@ -25,7 +25,7 @@ The default run (`--preset development`, sized for two CPU cores): a 32x3 networ
 weights for 25 minutes of wall time (--time-budget; at most 200 iterations), each iteration 144 self-play \
 games searched with Gumbel root search, a quarter of the moves at 16 simulations (the training \
 samples) and the rest at 4; the \
-strength curve every 6 iterations and at the last (20 games at 64 nodes against random, greedy, \
+strength curve every 25 iterations and at the last (20 games at 64 nodes against random, greedy, \
 minimax:2 and the untrained network, drawn in runs/NAME/progress.svg); at the end the best \
 network replaces models/latest.safetensors if it beats the network there. --preset quick is a one-minute smoke \
 run, --preset production the shipped network's GPU recipe.\n\n\

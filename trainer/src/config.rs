@@ -114,7 +114,7 @@ fn development() -> RunConfig {
             promotion_score: PROMOTION_SCORE,
         },
         strength: StrengthSettings {
-            strength_every: 6,
+            strength_every: 25,
             strength_games: 20,
             strength_nodes: 64,
             strength_anchors: ["random", "greedy", "minimax:2", "iteration0"]
