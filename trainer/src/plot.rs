@@ -175,7 +175,8 @@ struct Axis {
     max: f64,
     ticks: Vec<f64>,
     label: &'static str,
-    decimals: usize,
+    /// The step between ticks, which sets the labels' decimals.
+    step: f64,
 }
 
 impl Axis {
@@ -187,7 +188,7 @@ impl Axis {
             max,
             ticks: ticks(max, step),
             label: "iteration",
-            decimals: 0,
+            step,
         }
     }
 
@@ -195,16 +196,11 @@ impl Axis {
     fn wall(total: f64) -> Axis {
         let max = if total > 0.0 { total } else { 1.0 };
         let step = nice_step(max, 10);
-        let decimals = if step >= 1.0 {
-            0
-        } else {
-            (-step.log10().floor()) as usize
-        };
         Axis {
             max,
             ticks: ticks(max, step),
             label: "wall time (minutes)",
-            decimals,
+            step,
         }
     }
 
@@ -216,10 +212,10 @@ impl Axis {
 
     /// A tick's label; none for a tick between whole numbers on a whole-number axis.
     fn format(&self, x: f64) -> String {
-        if self.decimals == 0 && (x - x.round()).abs() > 1e-9 {
+        if decimals_for(self.step) == 0 && (x - x.round()).abs() > 1e-9 {
             return String::new();
         }
-        format!("{x:.*}", self.decimals)
+        format_at(x, self.step)
     }
 }
 
@@ -288,13 +284,18 @@ fn y_range(values: impl Iterator<Item = f64>, least_pad: f64) -> (std::ops::Rang
     (lo..hi, nice_step(hi - lo, 8))
 }
 
-/// `v` with as many decimals as `step` needs.
-fn format_at(v: f64, step: f64) -> String {
-    let decimals = if step >= 1.0 {
+/// The decimals that labels `step` apart need.
+fn decimals_for(step: f64) -> usize {
+    if step >= 1.0 {
         0
     } else {
         (-step.log10().floor()) as usize
-    };
+    }
+}
+
+/// `v` with as many decimals as `step` needs.
+fn format_at(v: f64, step: f64) -> String {
+    let decimals = decimals_for(step);
     format!("{v:.decimals$}")
 }
 
