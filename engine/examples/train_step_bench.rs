@@ -37,6 +37,7 @@ fn main() -> anyhow::Result<()> {
                 visits: policy,
                 result: 0.0,
                 root_q: 0.0,
+                reply: None,
             }
         })
         .collect();

@@ -211,6 +211,7 @@ pub fn sample_training_batch(n: usize, seed: u64) -> TrainingBatch {
                 visits: policy,
                 result: [1.0, 0.0, -1.0][i % 3],
                 root_q: 0.0,
+                reply: None,
             }
         })
         .collect();

@@ -176,6 +176,8 @@ fn reversed(batch: &TrainingBatch) -> TrainingBatch {
         results: batch.results.iter().rev().copied().collect(),
         wdl: rows(&batch.wdl, 3),
         mask: batch.mask.as_ref().map(|m| rows(m, POLICY_SIZE)),
+        reply: batch.reply.iter().rev().copied().collect(),
+        reply_known: batch.reply_known.iter().rev().copied().collect(),
         baselines: batch.baselines,
         n: batch.n,
     }
@@ -216,6 +218,8 @@ mod tests {
         let cfg = NetConfig {
             filters: 16,
             blocks: 1,
+            se_channels: 0,
+            reply_head: false,
         };
         let net = Network::new(cfg, &Device::Cpu, 3).unwrap();
         let r = check_inference(&net, &Device::Cpu, Precision::F32, 40).unwrap();

@@ -7,8 +7,13 @@
 //!
 //! Format (little-endian): the 8-byte file magic [`SHARD_MAGIC`], then records, each
 //! `RECORD_MAGIC (4) | payload length u32 | CRC32 of the payload u32 | payload`, with the
-//! payload `FEN length u8 | FEN | result i8 | root Q f32 | move count u16 |
-//! (policy index u16, probability f32) x count`. Reading never fails on bad data: a record
+//! payload `FEN length u8 | FEN | result f32 | root Q f32 | reply u16 | move count u16 |
+//! (policy index u16, probability f32) x count`. The result is the value target for the
+//! side to move, in [-1, 1]: the game's result, or a search's Q where deblunder replaced
+//! it; the reply is the policy index of the opponent's next move, for the opponent
+//! ([`NO_REPLY`] after the game's last move). Shards of the first format
+//! ([`SHARD_MAGIC_V1`]: results -1, 0 or 1 as an i8, no reply) are read as they always
+//! were. Reading never fails on bad data: a record
 //! whose checksum or contents are wrong is skipped (the reader resynchronises on the next
 //! record magic) and counted, and a record cut short at the end of the file (a torn write)
 //! is dropped and counted.
@@ -23,14 +28,18 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-pub const SHARD_MAGIC: &[u8; 8] = b"EMBRPL01";
+pub const SHARD_MAGIC: &[u8; 8] = b"EMBRPL02";
+/// The first format's file magic: the result an i8 (-1, 0 or 1), and no reply.
+pub const SHARD_MAGIC_V1: &[u8; 8] = b"EMBRPL01";
+/// The reply field of a position after which the game ended.
+pub const NO_REPLY: u16 = u16::MAX;
 pub const RECORD_MAGIC: &[u8; 4] = b"\xEErec";
 pub const SHARD_EXTENSION: &str = "shard";
 pub const PARTIAL_SUFFIX: &str = ".partial";
 const RECORD_HEADER: usize = 12;
 /// No honest record comes near this (a FEN of at most 255 bytes and at most 218 legal
 /// moves); a larger length is corruption.
-const MAX_PAYLOAD: usize = 1 + 255 + 1 + 4 + 2 + 6 * 512;
+const MAX_PAYLOAD: usize = 1 + 255 + 4 + 4 + 2 + 2 + 6 * 512;
 
 /// The shard of self-play iteration `iteration` in `dir`.
 pub fn shard_path(dir: &Path, iteration: u64) -> PathBuf {
@@ -171,8 +180,15 @@ fn encode_payload(sample: &Sample, out: &mut Vec<u8>) -> Result<()> {
     }
     out.push(fen.len() as u8);
     out.extend_from_slice(fen.as_bytes());
-    out.push(sample.result.round().clamp(-1.0, 1.0) as i8 as u8);
+    if !(sample.result.is_finite() && (-1.0..=1.0).contains(&sample.result)) {
+        bail!("value target {} is not in [-1, 1]", sample.result);
+    }
+    out.extend_from_slice(&sample.result.to_le_bytes());
     out.extend_from_slice(&sample.root_q.to_le_bytes());
+    match sample.reply {
+        Some(r) if r as usize >= POLICY_SIZE => bail!("reply index {r} is not a policy index"),
+        r => out.extend_from_slice(&r.unwrap_or(NO_REPLY).to_le_bytes()),
+    }
     out.extend_from_slice(&(sample.visits.len() as u16).to_le_bytes());
     for &(index, p) in &sample.visits {
         out.extend_from_slice(&index.to_le_bytes());
@@ -188,7 +204,8 @@ enum Bad {
     Corrupt(String),
 }
 
-fn decode_payload(p: &[u8]) -> std::result::Result<Sample, String> {
+/// A record's payload in the format of file magic version `version` (1 or 2).
+fn decode_payload(p: &[u8], version: u8) -> std::result::Result<Sample, String> {
     let mut at = 0usize;
     let mut take = |n: usize| -> std::result::Result<&[u8], String> {
         let s = p
@@ -200,11 +217,29 @@ fn decode_payload(p: &[u8]) -> std::result::Result<Sample, String> {
     let fen_len = take(1)?[0] as usize;
     let fen = std::str::from_utf8(take(fen_len)?).map_err(|_| "FEN is not UTF-8".to_string())?;
     let position = position_from_fen(fen).map_err(|e| format!("bad FEN {fen:?}: {e}"))?;
-    let result = take(1)?[0] as i8;
-    if !(-1..=1).contains(&result) {
-        return Err(format!("result {result} is not -1, 0 or 1"));
-    }
+    let result = if version == 1 {
+        let r = take(1)?[0] as i8;
+        if !(-1..=1).contains(&r) {
+            return Err(format!("result {r} is not -1, 0 or 1"));
+        }
+        r as f32
+    } else {
+        let r = f32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+        if !(r.is_finite() && (-1.0..=1.0).contains(&r)) {
+            return Err(format!("result {r} is not in [-1, 1]"));
+        }
+        r
+    };
     let root_q = f32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+    let reply = if version == 1 {
+        None
+    } else {
+        match u16::from_le_bytes(take(2)?.try_into().expect("2 bytes")) {
+            NO_REPLY => None,
+            r if (r as usize) < POLICY_SIZE => Some(r),
+            r => return Err(format!("reply index {r} is not a policy index")),
+        }
+    };
     let count = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
     let mut policy = Vec::with_capacity(count);
     for _ in 0..count {
@@ -224,13 +259,14 @@ fn decode_payload(p: &[u8]) -> std::result::Result<Sample, String> {
     Ok(Sample {
         position,
         visits: policy,
-        result: result as f32,
+        result,
         root_q,
+        reply,
     })
 }
 
 /// The record at the start of `bytes` and its length on disk.
-fn read_record(bytes: &[u8]) -> std::result::Result<(Sample, usize), Bad> {
+fn read_record(bytes: &[u8], version: u8) -> std::result::Result<(Sample, usize), Bad> {
     if bytes.len() < RECORD_HEADER {
         return if RECORD_MAGIC.starts_with(&bytes[..bytes.len().min(4)]) {
             Err(Bad::Incomplete)
@@ -252,7 +288,7 @@ fn read_record(bytes: &[u8]) -> std::result::Result<(Sample, usize), Bad> {
     if crc32fast::hash(payload) != crc {
         return Err(Bad::Corrupt("checksum mismatch".into()));
     }
-    let sample = decode_payload(payload).map_err(Bad::Corrupt)?;
+    let sample = decode_payload(payload, version).map_err(Bad::Corrupt)?;
     Ok((sample, RECORD_HEADER + len))
 }
 
@@ -263,8 +299,14 @@ pub fn parse_shard(bytes: &[u8], origin: &str) -> (Vec<Sample>, LoadStats) {
         ..LoadStats::default()
     };
     let mut samples = Vec::new();
-    if bytes.len() < SHARD_MAGIC.len() || &bytes[..SHARD_MAGIC.len()] != SHARD_MAGIC {
-        if SHARD_MAGIC.starts_with(bytes) {
+    let magic = &bytes[..bytes.len().min(SHARD_MAGIC.len())];
+    let version = match magic {
+        m if m == SHARD_MAGIC => 2,
+        m if m == SHARD_MAGIC_V1 => 1,
+        _ => 0,
+    };
+    if version == 0 {
+        if SHARD_MAGIC.starts_with(bytes) || SHARD_MAGIC_V1.starts_with(bytes) {
             stats.torn_tail += 1;
         } else {
             log::warn!("{origin}: not an Ember replay shard (bad file magic); skipped");
@@ -274,7 +316,7 @@ pub fn parse_shard(bytes: &[u8], origin: &str) -> (Vec<Sample>, LoadStats) {
     }
     let mut pos = SHARD_MAGIC.len();
     while pos < bytes.len() {
-        match read_record(&bytes[pos..]) {
+        match read_record(&bytes[pos..], version) {
             Ok((sample, used)) => {
                 samples.push(sample);
                 stats.records += 1;
@@ -363,10 +405,13 @@ pub struct EncodedSample {
     pub planes: Box<[u8]>,
     /// The search's visit distribution: (policy index, probability).
     pub visits: Box<[(u16, f32)]>,
-    /// Final result for the side to move: +1 win, 0 draw, -1 loss.
+    /// Value target for the side to move: the final result (+1 win, 0 draw, -1 loss), or
+    /// a search's Q in [-1, 1] where deblunder replaced it.
     pub result: f32,
     /// The search's value of the position when it was played.
     pub root_q: f32,
+    /// The opponent's reply as its policy index for the opponent, when known.
+    pub reply: Option<u16>,
 }
 
 impl EncodedSample {
@@ -378,6 +423,7 @@ impl EncodedSample {
             visits: sample.visits.clone().into_boxed_slice(),
             result: sample.result,
             root_q: sample.root_q,
+            reply: sample.reply,
         }
     }
 }
@@ -540,6 +586,7 @@ mod tests {
                     visits: policy,
                     result: [-1.0, 0.0, 1.0][i % 3],
                     root_q: tag + i as f32,
+                    reply: (i % 4 != 3).then_some((i * 37 % POLICY_SIZE) as u16),
                 }
             })
             .collect()
@@ -550,6 +597,7 @@ mod tests {
         assert_eq!(a.visits, b.visits);
         assert_eq!(a.result, b.result);
         assert_eq!(a.root_q, b.root_q);
+        assert_eq!(a.reply, b.reply);
     }
 
     /// Writes a shard; returns its path and the byte offset of each record.
@@ -601,6 +649,67 @@ mod tests {
         for (a, b) in original.iter().zip(&read) {
             assert_same(a, b);
         }
+    }
+
+    #[test]
+    fn fractional_value_targets_round_trip_and_out_of_range_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut original = samples(6, 0.0, 2);
+        for (i, s) in original.iter_mut().enumerate() {
+            s.result = -0.9 + 0.33 * i as f32;
+        }
+        let (path, _) = write_shard(&shard_path(dir.path(), 1), &original);
+        let (read, stats) = read_shard(&path).unwrap();
+        assert_eq!(stats.records, 6);
+        for (a, b) in original.iter().zip(&read) {
+            assert_same(a, b);
+        }
+        let mut w = ShardWriter::create(&shard_path(dir.path(), 2)).unwrap();
+        original[0].result = 1.5;
+        let err = w.append(&original[0]).unwrap_err();
+        assert!(err.to_string().contains("not in [-1, 1]"), "{err}");
+    }
+
+    /// A record of the first format: the result a byte.
+    fn v1_record(s: &Sample) -> Vec<u8> {
+        let fen = fen_of(&s.position);
+        let mut p = vec![fen.len() as u8];
+        p.extend_from_slice(fen.as_bytes());
+        p.push(s.result as i8 as u8);
+        p.extend_from_slice(&s.root_q.to_le_bytes());
+        p.extend_from_slice(&(s.visits.len() as u16).to_le_bytes());
+        for &(i, q) in &s.visits {
+            p.extend_from_slice(&i.to_le_bytes());
+            p.extend_from_slice(&q.to_le_bytes());
+        }
+        let mut r = RECORD_MAGIC.to_vec();
+        r.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        r.extend_from_slice(&crc32fast::hash(&p).to_le_bytes());
+        r.extend_from_slice(&p);
+        r
+    }
+
+    #[test]
+    fn shards_of_the_first_format_still_load() {
+        let mut original = samples(9, 0.0, 3);
+        for s in &mut original {
+            s.reply = None;
+        }
+        let mut bytes = SHARD_MAGIC_V1.to_vec();
+        for s in &original {
+            bytes.extend(v1_record(s));
+        }
+        let (read, stats) = parse_shard(&bytes, "v1");
+        assert_eq!((stats.records, stats.skipped_corrupt), (9, 0));
+        for (a, b) in original.iter().zip(&read) {
+            assert_same(a, b);
+        }
+        // The same bytes under the new magic are read as the new format: every record
+        // is then refused, none misread.
+        bytes[..8].copy_from_slice(SHARD_MAGIC);
+        let (read, stats) = parse_shard(&bytes, "v2");
+        assert!(read.is_empty());
+        assert_eq!(stats.skipped_corrupt, 9);
     }
 
     #[test]

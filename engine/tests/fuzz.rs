@@ -33,6 +33,8 @@ fn checkpoint() -> &'static [u8] {
             NetConfig {
                 filters: 4,
                 blocks: 1,
+                se_channels: 0,
+                reply_head: false,
             },
             &Device::Cpu,
             1,
@@ -58,6 +60,7 @@ fn shard() -> &'static [u8] {
                 visits: vec![(7, 0.75), (100, 0.25)],
                 result: 0.5,
                 root_q: -0.1,
+                reply: Some(42),
             })
             .unwrap();
             game.play(parse_uci_move(&pos, mv).unwrap());

@@ -25,6 +25,28 @@ fn randomise_batch_norm(net: &Network, seed: u64) {
     net.randomise_statistics(seed).unwrap();
 }
 
+/// Gives every squeeze-and-excitation tensor values of a few tenths either way (a fresh
+/// unit's gates are all about one half), so the unit's every path changes the output.
+fn randomise_squeeze_excitation(net: &Network, seed: u64) {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for (name, var, _) in net.named_tensors() {
+        if !name.contains(".se.") {
+            continue;
+        }
+        let n = var.as_tensor().elem_count();
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 1.2
+            })
+            .collect();
+        var.set(&Tensor::from_vec(v, var.as_tensor().shape(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+}
+
 fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
     let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
@@ -45,14 +67,25 @@ fn folded_forms_match_the_training_form() {
         NetConfig {
             filters: 64,
             blocks: 3,
+            se_channels: 0,
+            reply_head: false,
         },
         NetConfig {
             filters: 128,
             blocks: 5,
+            se_channels: 0,
+            reply_head: false,
+        },
+        NetConfig {
+            filters: 64,
+            blocks: 3,
+            se_channels: 16,
+            reply_head: false,
         },
     ] {
         let net = Network::new(config, &Device::Cpu, 3).unwrap();
         randomise_batch_norm(&net, 4);
+        randomise_squeeze_excitation(&net, 5);
         let n = 70; // more than one CPU chunk of 64 boards
         let p = planes(n);
         let (policy, wdl) = training_form_outputs(&net, &p, n);
@@ -107,6 +140,8 @@ fn single_thread_and_multi_thread_cpu_forward_agree() {
         NetConfig {
             filters: 32,
             blocks: 2,
+            se_channels: 0,
+            reply_head: false,
         },
         &Device::Cpu,
         9,
@@ -135,6 +170,8 @@ fn f16_compute_stays_close_to_f32() {
         NetConfig {
             filters: 16,
             blocks: 1,
+            se_channels: 0,
+            reply_head: false,
         },
         &Device::Cpu,
         2,
@@ -167,6 +204,8 @@ fn training_mode_updates_batch_norm_running_statistics() {
         NetConfig {
             filters: 8,
             blocks: 1,
+            se_channels: 0,
+            reply_head: false,
         },
         &Device::Cpu,
         2,
@@ -199,6 +238,8 @@ fn checkpoint_round_trip_gives_bit_identical_outputs() {
         NetConfig {
             filters: 16,
             blocks: 2,
+            se_channels: 0,
+            reply_head: false,
         },
         &Device::Cpu,
         7,
@@ -212,6 +253,8 @@ fn checkpoint_round_trip_gives_bit_identical_outputs() {
         Some(NetConfig {
             filters: 16,
             blocks: 2,
+            se_channels: 0,
+            reply_head: false,
         }),
         &Device::Cpu,
     )
@@ -238,6 +281,8 @@ fn checkpoint_of_another_architecture_is_refused_naming_the_fields() {
         NetConfig {
             filters: 16,
             blocks: 2,
+            se_channels: 0,
+            reply_head: false,
         },
         &Device::Cpu,
         7,
@@ -250,6 +295,8 @@ fn checkpoint_of_another_architecture_is_refused_naming_the_fields() {
         Some(NetConfig {
             filters: 32,
             blocks: 3,
+            se_channels: 0,
+            reply_head: false,
         }),
         &Device::Cpu,
     )
@@ -267,6 +314,8 @@ fn truncated_or_corrupt_checkpoints_are_refused() {
         NetConfig {
             filters: 8,
             blocks: 1,
+            se_channels: 0,
+            reply_head: false,
         },
         &Device::Cpu,
         7,
@@ -312,6 +361,8 @@ fn an_interrupted_save_leaves_the_previous_checkpoint_intact() {
         NetConfig {
             filters: 8,
             blocks: 1,
+            se_channels: 0,
+            reply_head: false,
         },
         &Device::Cpu,
         1,
@@ -328,4 +379,142 @@ fn an_interrupted_save_leaves_the_previous_checkpoint_intact() {
     std::fs::write(&stray, &before[..10]).unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), before);
     assert!(Network::load(&path, None, &Device::Cpu).is_ok());
+}
+
+/// With every gate held open (sigmoid(40) is 1 in f32) and no shift, a block with a
+/// squeeze-and-excitation unit is the plain block: the training form and the CPU's folded
+/// form of such a network give the plain network's outputs.
+#[test]
+fn squeeze_excitation_with_open_gates_and_no_shift_is_the_plain_block() {
+    let plain = Network::new(NetConfig::plain(32, 2), &Device::Cpu, 3).unwrap();
+    randomise_batch_norm(&plain, 4);
+    let se_config = NetConfig {
+        se_channels: 8,
+        reply_head: false,
+        ..NetConfig::plain(32, 2)
+    };
+    let se = Network::new(se_config, &Device::Cpu, 9).unwrap();
+    let theirs: std::collections::HashMap<String, Tensor> = plain
+        .named_tensors()
+        .into_iter()
+        .map(|(n, v, _)| (n, v.as_tensor().clone()))
+        .collect();
+    randomise_squeeze_excitation(&se, 6);
+    for (name, var, _) in se.named_tensors() {
+        if let Some(t) = theirs.get(&name) {
+            var.set(t).unwrap();
+        } else if name.ends_with("se.fc2.weight") {
+            var.set(&var.as_tensor().zeros_like().unwrap()).unwrap();
+        } else if name.ends_with("se.fc2.bias") {
+            let mut open = vec![40f32; 32];
+            open.extend([0f32; 32]);
+            var.set(&Tensor::from_vec(open, 64, &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let n = 9;
+    let p = planes(n);
+    let (pp, pw) = training_form_outputs(&plain, &p, n);
+    let (sp, sw) = training_form_outputs(&se, &p, n);
+    assert!(max_rel_err(&pp, &sp) < 1e-5, "{}", max_rel_err(&pp, &sp));
+    assert!(max_rel_err(&pw, &sw) < 1e-5);
+    let mut cpu = CpuNet::new(se.folded().unwrap());
+    let (mut cp, mut cw) = (vec![0.0; n * POLICY_SIZE], vec![0.0; n * 3]);
+    cpu.forward(&p, n, &mut cp, &mut cw);
+    assert!(max_rel_err(&pp, &cp) < 1e-4, "{}", max_rel_err(&pp, &cp));
+    assert!(max_rel_err(&pw, &cw) < 1e-4);
+    // Shut the gates instead: each block passes its input through, and the outputs change.
+    for (name, var, _) in se.named_tensors() {
+        if name.ends_with("se.fc2.bias") {
+            var.set(&Tensor::from_vec(vec![-40f32; 64], 64, &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let (shut, _) = training_form_outputs(&se, &p, n);
+    assert!(max_rel_err(&pp, &shut) > 1e-3);
+}
+
+#[test]
+fn squeeze_excitation_checkpoints_round_trip_and_declare_their_units() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("se.safetensors");
+    let config = NetConfig {
+        se_channels: 4,
+        reply_head: false,
+        ..NetConfig::plain(16, 2)
+    };
+    let net = Network::new(config, &Device::Cpu, 7).unwrap();
+    randomise_batch_norm(&net, 8);
+    randomise_squeeze_excitation(&net, 9);
+    net.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let meta = ember_engine::net::checkpoint::read_metadata(&bytes, "se").unwrap();
+    assert_eq!(meta.get("se_channels").map(String::as_str), Some("4"));
+    let loaded = Network::load(&path, None, &Device::Cpu).unwrap();
+    assert_eq!(loaded.config, config);
+    let p = planes(5);
+    assert_eq!(
+        training_form_outputs(&net, &p, 5),
+        training_form_outputs(&loaded, &p, 5)
+    );
+    let err = Network::load(&path, Some(NetConfig::plain(16, 2)), &Device::Cpu)
+        .err()
+        .expect("a plain network was asked for");
+    assert!(format!("{err:#}").contains("se_channels is 4"), "{err:#}");
+    // A plain network's file names no units, as before they existed.
+    let plain = dir.path().join("plain.safetensors");
+    Network::new(NetConfig::plain(16, 2), &Device::Cpu, 7)
+        .unwrap()
+        .save(&plain)
+        .unwrap();
+    let meta =
+        ember_engine::net::checkpoint::read_metadata(&std::fs::read(&plain).unwrap(), "plain")
+            .unwrap();
+    assert!(!meta.contains_key("se_channels"));
+    // The built-in network, written before the field existed, loads as plain.
+    let embedded = Network::from_bytes(
+        ember_engine::net::EMBEDDED_NETWORK,
+        None,
+        &Device::Cpu,
+        "embedded",
+    )
+    .unwrap();
+    assert_eq!(embedded.config.se_channels, 0);
+}
+
+/// The reply head is trained, saved and loaded with the network, and the inference forms,
+/// which never run it, give the training form's policy and value.
+#[test]
+fn the_reply_head_round_trips_and_leaves_inference_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reply.safetensors");
+    let config = NetConfig {
+        reply_head: true,
+        ..NetConfig::plain(16, 2)
+    };
+    let net = Network::new(config, &Device::Cpu, 7).unwrap();
+    randomise_batch_norm(&net, 8);
+    assert!(net.tensor_names().any(|n| n == "policy.reply.weight"));
+    net.save(&path).unwrap();
+    let meta =
+        ember_engine::net::checkpoint::read_metadata(&std::fs::read(&path).unwrap(), "r").unwrap();
+    assert_eq!(meta.get("reply_head").map(String::as_str), Some("1"));
+    let loaded = Network::load(&path, None, &Device::Cpu).unwrap();
+    assert_eq!(loaded.config, config);
+    let n = 5;
+    let p = planes(n);
+    let x = Tensor::from_slice(&p, (n, PLANES_LEN), &Device::Cpu).unwrap();
+    let out = loaded.forward(&x, false, DType::F32).unwrap();
+    let reply = out.reply.expect("the reply head's logits");
+    assert_eq!(reply.dims(), &[n, POLICY_SIZE]);
+    let (policy, wdl) = training_form_outputs(&loaded, &p, n);
+    let mut cpu = CpuNet::new(loaded.folded().unwrap());
+    let (mut cp, mut cw) = (vec![0.0; n * POLICY_SIZE], vec![0.0; n * 3]);
+    cpu.forward(&p, n, &mut cp, &mut cw);
+    assert!(max_rel_err(&policy, &cp) < 1e-4);
+    assert!(max_rel_err(&wdl, &cw) < 1e-4);
+    let err = Network::load(&path, Some(NetConfig::plain(16, 2)), &Device::Cpu)
+        .err()
+        .expect("a network without the head was asked for");
+    assert!(format!("{err:#}").contains("reply_head is true"), "{err:#}");
 }

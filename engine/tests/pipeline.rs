@@ -18,6 +18,8 @@ use ember_engine::train::{TrainConfig, Trainer};
 const TINY: NetConfig = NetConfig {
     filters: 8,
     blocks: 1,
+    se_channels: 0,
+    reply_head: false,
 };
 
 #[test]

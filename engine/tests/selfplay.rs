@@ -28,6 +28,8 @@ fn samples_hold_a_visit_distribution_over_legal_moves_and_the_movers_result() {
         NetConfig {
             filters: 16,
             blocks: 1,
+            se_channels: 0,
+            reply_head: false,
         },
         &Device::Cpu,
         5,
@@ -53,6 +55,16 @@ fn samples_hold_a_visit_distribution_over_legal_moves_and_the_movers_result() {
             assert_eq!(s.result, r.outcome.value_for(s.position.turn()));
             assert!((-1.0..=1.0).contains(&s.root_q));
         }
+        // Each sample's reply is the move played after it, for the opponent; the last
+        // position has none.
+        for (ply, s) in r.samples.iter().enumerate() {
+            let want = r
+                .moves
+                .get(ply + 1)
+                .map(|m| ember_engine::encoding::move_to_index(m, !s.position.turn()) as u16);
+            assert_eq!(s.reply, want, "ply {ply}");
+        }
+        assert_eq!(r.samples.last().unwrap().reply, None);
         assert!(r
             .pgn
             .contains(&format!("[Result \"{}\"]", r.outcome.result.as_str())));
@@ -110,4 +122,49 @@ fn pipelined_self_play_plays_the_same_games_as_the_plain_loop() {
         (0..9).collect::<Vec<_>>()
     );
     assert_eq!(plain, piped);
+}
+
+/// Self-play with deblunder: every sample's value target is what `value_targets` makes of
+/// its game's searched moves (so some are a search's Q, not a result); without it, the
+/// result.
+#[test]
+fn deblunder_rewrites_the_value_targets_before_blunders_and_only_then() {
+    use ember_engine::runner::value_targets;
+    use shakmaty::Color;
+    let net = Network::new(NetConfig::plain(16, 1), &Device::Cpu, 5).unwrap();
+    net.randomise_statistics(6).unwrap();
+    let mut eval = NetEvaluator::new(&net, Precision::F32).unwrap();
+    let mut fractional = 0;
+    for deblunder in [0.0, 0.02] {
+        let mut cfg = config(4);
+        cfg.rules.temperature_plies = 60;
+        cfg.rules.deblunder = deblunder;
+        let mut records: Vec<GameRecord> = Vec::new();
+        play_games(&cfg, &mut eval, |r| records.push(r)).unwrap();
+        for r in &records {
+            let start = r.samples.first().map(|s| s.position.turn()).unwrap();
+            assert_eq!(start, Color::White, "games start from the initial position");
+            let targets = value_targets(
+                r.outcome.value_for(Color::White),
+                start,
+                &r.searched,
+                deblunder,
+            );
+            for (ply, s) in r.samples.iter().enumerate() {
+                let white = targets[ply];
+                let want = if s.position.turn() == Color::White {
+                    white
+                } else {
+                    -white
+                };
+                assert_eq!(s.result, want);
+                if deblunder == 0.0 {
+                    assert_eq!(s.result, r.outcome.value_for(s.position.turn()));
+                } else if ![-1.0, 0.0, 1.0].contains(&s.result) {
+                    fractional += 1;
+                }
+            }
+        }
+    }
+    assert!(fractional > 0, "no value target was rewritten");
 }

@@ -81,6 +81,8 @@ fn tiny_checkpoint(dir: &Path, name: &str, seed: u64) -> PathBuf {
         NetConfig {
             filters: 8,
             blocks: 1,
+            se_channels: 0,
+            reply_head: false,
         },
         &Device::Cpu,
         seed,

@@ -197,6 +197,14 @@ train_args! {
     filters: Option<usize> => net.filters,
     /// Residual blocks. [default: 3]
     blocks: Option<usize> => net.blocks,
+    /// Hidden units of a squeeze-and-excitation unit in every residual block (the block's
+    /// channel means set a scale and a shift per channel); 0: plain blocks. [default: 0]
+    se_channels: Option<usize> => net.se_channels,
+    /// An auxiliary head that learns the opponent's reply (the move played next), for
+    /// training only; --reply-weight weighs its loss. [default: off]
+    reply_head: Option<OnOff> => net.reply_head,
+    /// Weight of the reply head's loss beside the policy and value losses. [default: 0.15]
+    reply_weight: Option<f32> => training.reply_weight,
     /// Training minibatch size; never more than the replay data on hand. [default: 256]
     batch_size: Option<usize> => training.batch_size,
     /// Training steps per iteration. [default: ceil(--sample-reuse x new positions / batch size),
@@ -233,7 +241,7 @@ train_args! {
     /// the lower end of the 95% Elo interval (over game pairs) is above 0. [default: 40]
     publish_games: Option<usize> => strength.publish_games,
     /// A new run starts from this checkpoint's weights instead of random ones (its iteration 0);
-    /// the checkpoint's architecture sets --filters and --blocks. Ignored when resuming.
+    /// the checkpoint's architecture sets --filters, --blocks and --se-channels. Ignored when resuming.
     init: Option<PathBuf>,
     /// Seed of every random choice in the run (network initialisation, games, minibatches). [default: from the clock]
     seed: Option<u64> => seed,
@@ -298,6 +306,10 @@ train_args! {
     gumbel_c_visit: Option<f32> => selfplay.gumbel_c_visit,
     /// Gumbel: c_scale of sigma(q). [default: 1]
     gumbel_c_scale: Option<f32> => selfplay.gumbel_c_scale,
+    /// Value-target hygiene (lc0's deblunder): when a self-play move's Q was worse than the
+    /// best move's by more than this (a move sampled for exploration), the positions before it
+    /// learn the best move's Q instead of the game's result. 0: off. [default: 0]
+    deblunder: Option<f32> => selfplay.deblunder,
     /// Weight of the search's root Q in the value target (the rest is the game result).
     /// [default: 0]
     q_ratio: Option<f32> => training.q_ratio,
@@ -354,6 +366,10 @@ pub struct BenchArgs {
     /// Residual blocks of the nn and self-play benchmarks.
     #[arg(long, default_value_t = 3)]
     pub blocks: usize,
+    /// Squeeze-and-excitation hidden units per block of the nn and self-play benchmarks
+    /// (0: plain blocks).
+    #[arg(long, default_value_t = 0)]
+    pub se_channels: usize,
     /// Self-play precision on CUDA: auto (bf16), f32, bf16 or f16. The CPU always runs f32.
     #[arg(long, default_value = "auto")]
     pub precision: String,

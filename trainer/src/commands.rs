@@ -34,6 +34,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     opts.net = NetConfig {
         filters: args.filters,
         blocks: args.blocks,
+        se_channels: args.se_channels,
+        reply_head: false,
     };
     opts.precision = Precision::resolve(&args.precision, &device)?;
     opts.seconds = args.seconds;

@@ -67,6 +67,8 @@ fn development() -> RunConfig {
         net: NetConfig {
             filters: 32,
             blocks: 3,
+            se_channels: 0,
+            reply_head: false,
         },
         selfplay: SelfPlaySettings {
             games: 144,
@@ -89,6 +91,7 @@ fn development() -> RunConfig {
             gumbel_considered: 16,
             gumbel_c_visit: 50.0,
             gumbel_c_scale: 1.0,
+            deblunder: 0.0,
         },
         training: TrainingSettings {
             batch_size: 256,
@@ -107,6 +110,7 @@ fn development() -> RunConfig {
             sample_reuse: 2.0,
             lr_final: Some(2e-4),
             warmup_steps: 30,
+            reply_weight: ember_engine::train::DEFAULT_REPLY_WEIGHT,
         },
         gating: GatingSettings {
             gating_games: 0,
@@ -283,6 +287,7 @@ impl RunConfig {
         for (flag, given, have) in [
             ("--filters", args.filters, net.filters),
             ("--blocks", args.blocks, net.blocks),
+            ("--se-channels", args.se_channels, net.se_channels),
         ] {
             if given.is_some_and(|g| g != have) {
                 bail!(
@@ -376,6 +381,8 @@ impl RunConfig {
         for (field, v) in [
             ("gumbel_c_visit", self.selfplay.gumbel_c_visit),
             ("gumbel_c_scale", self.selfplay.gumbel_c_scale),
+            ("deblunder", self.selfplay.deblunder),
+            ("reply_weight", self.training.reply_weight),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 bail!("{} must be a number of at least 0, got {v}", source(field));
@@ -841,6 +848,7 @@ mod tests {
             "checkpoint_every",
             "filters",
             "blocks",
+            "se_channels",
             "games",
             "simulations",
             "games_in_flight",
@@ -862,8 +870,13 @@ mod tests {
             assert!(json.get(f).is_some(), "{f} missing from {json}");
         }
         assert!(json.as_object().unwrap().values().all(|v| !v.is_object()));
-        let back: RunConfig = serde_json::from_value(json).unwrap();
+        let back: RunConfig = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(back, cfg);
+        // A run saved before squeeze-and-excitation existed resumes with plain blocks.
+        let mut old = json;
+        old.as_object_mut().unwrap().remove("se_channels");
+        let back: RunConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(back.net.se_channels, 0);
     }
 
     /// Values to give a flag whose field `base` holds, at least one of them valid and

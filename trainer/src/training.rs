@@ -967,6 +967,7 @@ fn iteration_metrics(
         loss_value: tr.loss_value,
         loss_l2: tr.loss_l2,
         loss_total: tr.loss_total,
+        loss_reply: tr.loss_reply,
         lr: tr.lr,
         skipped_steps: tr.skipped,
         positions: sp.samples.len(),

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 const TINY_NET: NetConfig = NetConfig {
     filters: 16,
     blocks: 1,
+    se_channels: 0,
+    reply_head: false,
 };
 
 fn trainer() -> Command {

@@ -24,6 +24,14 @@ pub const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
 /// Metadata field holding the checksum of the tensors (see [`tensor_checksum`]).
 pub const CHECKSUM_FIELD: &str = "checksum";
 
+/// Metadata field giving the hidden units of the residual blocks' squeeze-and-excitation
+/// units ([`NetConfig::se_channels`]); a checkpoint without it has plain blocks.
+pub const SE_FIELD: &str = "se_channels";
+
+/// Metadata field saying the network has the reply head (`1`; [`NetConfig::reply_head`]);
+/// a checkpoint without it has none.
+pub const REPLY_FIELD: &str = "reply_head";
+
 /// Metadata field naming the run that trained the network (`runs/NAME`).
 pub const RUN_FIELD: &str = "run";
 
@@ -39,7 +47,7 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
 /// The metadata a checkpoint of `config` carries (without its checksum, which
 /// [`serialize`] adds).
 pub fn metadata(config: NetConfig, iteration: u64) -> HashMap<String, String> {
-    HashMap::from([
+    let mut meta = HashMap::from([
         ("format".to_string(), FORMAT_NAME.to_string()),
         ("format_version".to_string(), FORMAT_VERSION.to_string()),
         ("filters".to_string(), config.filters.to_string()),
@@ -50,7 +58,15 @@ pub fn metadata(config: NetConfig, iteration: u64) -> HashMap<String, String> {
         ("value_channels".to_string(), VALUE_CHANNELS.to_string()),
         ("value_hidden".to_string(), VALUE_HIDDEN.to_string()),
         ("iteration".to_string(), iteration.to_string()),
-    ])
+    ]);
+    // Named only when present, so a plain network's file is what it always was.
+    if config.se_channels > 0 {
+        meta.insert(SE_FIELD.to_string(), config.se_channels.to_string());
+    }
+    if config.reply_head {
+        meta.insert(REPLY_FIELD.to_string(), "1".to_string());
+    }
+    meta
 }
 
 /// CRC-32 over every tensor in name order: its name, its shape (u64 little-endian each)
@@ -236,8 +252,21 @@ pub fn declared_config(meta: &HashMap<String, String>, origin: &str) -> Result<N
                 anyhow!("{origin}: metadata field `{k}` is {got:?}, expected a whole number from {lo} to {hi}")
             })
     };
+    let se_channels = match meta.get(SE_FIELD) {
+        None => 0,
+        Some(_) => num(SE_FIELD, (0, NetConfig::MAX_SE_CHANNELS))?,
+    };
+    let reply_head = match meta.get(REPLY_FIELD).map(String::as_str) {
+        None | Some("0") => false,
+        Some("1") => true,
+        Some(other) => {
+            bail!("{origin}: metadata field `{REPLY_FIELD}` is {other:?}, expected 0 or 1")
+        }
+    };
     Ok(NetConfig {
         filters: num("filters", filters)?,
         blocks: num("blocks", blocks)?,
+        se_channels,
+        reply_head,
     })
 }

@@ -60,6 +60,13 @@ pub struct CpuNet {
     x: Vec<f32>,
     h: Vec<f32>,
     t: Vec<f32>,
+    /// A block's second convolution before its squeeze-and-excitation unit.
+    u: Vec<f32>,
+    /// The squeeze-and-excitation unit's channel means `[boards, C]`, hidden units
+    /// `[boards, S]` and gates and shifts `[boards, 2C]`.
+    pooled: Vec<f32>,
+    se_hidden: Vec<f32>,
+    se_out: Vec<f32>,
     cols: Vec<f32>,
     logits: Vec<f32>,
     v: Vec<f32>,
@@ -127,6 +134,7 @@ fn dense(
 impl CpuNet {
     pub fn new(weights: FoldedWeights) -> Self {
         let f = weights.config.filters;
+        let se = weights.config.se_channels;
         let rows = CHUNK_BOARDS * 64;
         let wino = WinogradWeights {
             input: WinogradLayer::new(&weights.input),
@@ -145,6 +153,14 @@ impl CpuNet {
             x: vec![0.0; rows * INPUT_PLANES],
             h: vec![0.0; rows * f],
             t: vec![0.0; rows * f],
+            u: if se > 0 {
+                vec![0.0; rows * f]
+            } else {
+                Vec::new()
+            },
+            pooled: vec![0.0; CHUNK_BOARDS * f],
+            se_hidden: vec![0.0; CHUNK_BOARDS * se],
+            se_out: vec![0.0; CHUNK_BOARDS * 2 * f],
             cols: Vec::new(),
             logits: vec![0.0; rows * POLICY_PLANES],
             v: vec![0.0; rows * VALUE_CHANNELS],
@@ -171,8 +187,17 @@ impl CpuNet {
         self.conv
     }
 
-    /// `dst = act(conv3x3(src) + bias [+ dst])` over `boards` boards for one 3x3 layer.
-    fn conv(&mut self, layer: Layer3x3, src: Src, dst: Src, boards: usize, residual: bool) {
+    /// `dst = conv3x3(src) + bias [+ dst]` over `boards` boards for one 3x3 layer, with a
+    /// ReLU when `relu`.
+    fn conv(
+        &mut self,
+        layer: Layer3x3,
+        src: Src,
+        dst: Src,
+        boards: usize,
+        residual: bool,
+        relu: bool,
+    ) {
         let CpuNet {
             weights,
             wino,
@@ -182,6 +207,7 @@ impl CpuNet {
             x,
             h,
             t,
+            u,
             cols,
             ..
         } = self;
@@ -189,6 +215,7 @@ impl CpuNet {
             (Src::X, Src::H) => (&x[..], h),
             (Src::H, Src::T) => (&h[..], t),
             (Src::T, Src::H) => (&t[..], h),
+            (Src::T, Src::U) => (&t[..], u),
             _ => unreachable!("no layer reads and writes these buffers"),
         };
         match conv {
@@ -198,7 +225,7 @@ impl CpuNet {
                     Layer3x3::Block(i, j) => &wino.tower[i][j],
                     Layer3x3::Policy => &wino.policy,
                 };
-                winograd::conv3x3(w, src, boards, dst, residual, true, *threads, scratch);
+                winograd::conv3x3(w, src, boards, dst, residual, relu, *threads, scratch);
             }
             Conv3x3::Im2col => {
                 let w = match layer {
@@ -220,7 +247,7 @@ impl CpuNet {
                 } else {
                     im2col_into(src, channels, cols);
                 }
-                dense(w, cols, boards * 64, dst, residual, true, *threads);
+                dense(w, cols, boards * 64, dst, residual, relu, *threads);
             }
         }
     }
@@ -244,6 +271,58 @@ impl CpuNet {
         }
     }
 
+    /// Block `i`'s squeeze-and-excitation unit over `boards` boards:
+    /// `h = relu(sigmoid(gate) * u + shift + h)`, the gates and shifts from the channel
+    /// means of `u`.
+    fn squeeze_excite(&mut self, i: usize, boards: usize) {
+        let f = self.weights.config.filters;
+        let se = self.weights.tower[i]
+            .se
+            .as_ref()
+            .expect("a block with a squeeze-and-excitation unit");
+        let u = &self.u[..boards * 64 * f];
+        let pooled = &mut self.pooled[..boards * f];
+        for (board, mean) in u.chunks_exact(64 * f).zip(pooled.chunks_exact_mut(f)) {
+            mean.fill(0.0);
+            for square in board.chunks_exact(f) {
+                for (m, &x) in mean.iter_mut().zip(square) {
+                    *m += x;
+                }
+            }
+            for m in mean.iter_mut() {
+                *m *= 1.0 / 64.0;
+            }
+        }
+        // A few hundred multiplications a board: the calling thread does them.
+        dense(&se.fc1, pooled, boards, &mut self.se_hidden, false, true, 1);
+        let hidden = se.fc1.cols;
+        dense(
+            &se.fc2,
+            &self.se_hidden[..boards * hidden],
+            boards,
+            &mut self.se_out,
+            false,
+            false,
+            1,
+        );
+        let h = &mut self.h[..boards * 64 * f];
+        for ((hb, ub), g) in h
+            .chunks_exact_mut(64 * f)
+            .zip(u.chunks_exact(64 * f))
+            .zip(self.se_out.chunks_exact_mut(2 * f))
+        {
+            let (gate, shift) = g.split_at_mut(f);
+            for x in gate.iter_mut() {
+                *x = 1.0 / (1.0 + (-*x).exp());
+            }
+            for (hs, us) in hb.chunks_exact_mut(f).zip(ub.chunks_exact(f)) {
+                for c in 0..f {
+                    hs[c] = (gate[c] * us[c] + shift[c] + hs[c]).max(0.0);
+                }
+            }
+        }
+    }
+
     fn forward_chunk(&mut self, planes: &[f32], nb: usize, policy: &mut [f32], wdl: &mut [f32]) {
         let f = self.weights.config.filters;
         let rows = nb * 64;
@@ -259,12 +338,17 @@ impl CpuNet {
                 }
             }
         }
-        self.conv(Layer3x3::Input, Src::X, Src::H, nb, false);
+        self.conv(Layer3x3::Input, Src::X, Src::H, nb, false, true);
         for i in 0..self.weights.tower.len() {
-            self.conv(Layer3x3::Block(i, 0), Src::H, Src::T, nb, false);
-            self.conv(Layer3x3::Block(i, 1), Src::T, Src::H, nb, true);
+            self.conv(Layer3x3::Block(i, 0), Src::H, Src::T, nb, false, true);
+            if self.weights.tower[i].se.is_some() {
+                self.conv(Layer3x3::Block(i, 1), Src::T, Src::U, nb, false, false);
+                self.squeeze_excite(i, nb);
+            } else {
+                self.conv(Layer3x3::Block(i, 1), Src::T, Src::H, nb, true, true);
+            }
         }
-        self.conv(Layer3x3::Policy, Src::H, Src::T, nb, false);
+        self.conv(Layer3x3::Policy, Src::H, Src::T, nb, false, true);
         dense(
             &self.weights.policy.out,
             &self.t[..rows * f],
@@ -320,4 +404,5 @@ enum Src {
     X,
     H,
     T,
+    U,
 }

@@ -502,10 +502,12 @@ impl Dense {
     }
 }
 
-/// `relu(conv2(relu(conv1(h))) + h)`. Tensors: `conv1.*`, `conv2.*`.
+/// `relu(conv2(relu(conv1(h))) + h)`, or with a squeeze-and-excitation unit
+/// `relu(se(conv2(relu(conv1(h)))) + h)`. Tensors: `conv1.*`, `conv2.*`, `se.*`.
 pub struct ResidualBlock {
     pub conv1: ConvBn,
     pub conv2: ConvBn,
+    pub se: Option<SqueezeExcite>,
 }
 
 /// A residual block's inference form.
@@ -513,13 +515,20 @@ pub struct ResidualBlock {
 pub struct FoldedBlock {
     pub conv1: FoldedLayer,
     pub conv2: FoldedLayer,
+    pub se: Option<FoldedSqueezeExcite>,
 }
 
 impl ResidualBlock {
-    pub fn new(filters: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+    /// A block of `filters` channels; `se_channels` > 0 gives it a squeeze-and-excitation
+    /// unit of that many hidden units.
+    pub fn new(filters: usize, se_channels: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let se = (se_channels > 0)
+            .then(|| SqueezeExcite::new(filters, se_channels, vb.pp("se")))
+            .transpose()?;
         Ok(ResidualBlock {
             conv1: ConvBn::new(3, filters, filters, vb.pp("conv1"))?,
             conv2: ConvBn::new(3, filters, filters, vb.pp("conv2"))?,
+            se,
         })
     }
 
@@ -527,23 +536,90 @@ impl ResidualBlock {
         let t = self
             .conv1
             .forward_act(h, train, compute, Activation::Relu, None)?;
-        self.conv2
-            .forward_act(&t, train, compute, Activation::ResidualRelu, Some(h))
+        match &self.se {
+            None => self
+                .conv2
+                .forward_act(&t, train, compute, Activation::ResidualRelu, Some(h)),
+            Some(se) => {
+                let u = self
+                    .conv2
+                    .forward_act(&t, train, compute, Activation::Identity, None)?;
+                se.forward(&u, h, compute)
+            }
+        }
     }
 
     pub fn fold(&self) -> candle_core::Result<FoldedBlock> {
         Ok(FoldedBlock {
             conv1: self.conv1.fold()?,
             conv2: self.conv2.fold()?,
+            se: self.se.as_ref().map(SqueezeExcite::fold).transpose()?,
+        })
+    }
+}
+
+/// lc0's squeeze-and-excitation unit over a block's output `u` `[B, 64, C]`: the mean of
+/// each channel over the board, a dense layer C->S with ReLU, and a dense layer S->2C
+/// whose first C outputs gate the channels (sigmoid) and whose last C shift them:
+/// `relu(sigmoid(g) * u + b + skip)`. It lets a square's features depend on the whole
+/// board in one block, where a 3x3 convolution sees only its neighbours. Tensors:
+/// `fc1.*`, `fc2.*`. At initialisation every gate is about one half and every shift zero.
+pub struct SqueezeExcite {
+    pub fc1: Dense,
+    pub fc2: Dense,
+}
+
+/// A squeeze-and-excitation unit's inference form: `fc1` `[C, S]`, `fc2` `[S, 2C]`.
+#[derive(Clone, Debug)]
+pub struct FoldedSqueezeExcite {
+    pub fc1: FoldedLayer,
+    pub fc2: FoldedLayer,
+}
+
+impl SqueezeExcite {
+    pub fn new(filters: usize, hidden: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(SqueezeExcite {
+            fc1: Dense::new(filters, hidden, he(filters), vb.pp("fc1"))?,
+            fc2: Dense::new(hidden, 2 * filters, SMALL, vb.pp("fc2"))?,
+        })
+    }
+
+    /// `u`, `skip` `[B, 64, C]` -> `relu(sigmoid(gate) * u + shift + skip)` `[B, 64, C]`.
+    pub fn forward(
+        &self,
+        u: &Tensor,
+        skip: &Tensor,
+        compute: DType,
+    ) -> candle_core::Result<Tensor> {
+        let c = u.dim(2)?;
+        let pooled = u.mean(1)?;
+        let z = self.fc1.forward(&pooled, compute)?.relu()?;
+        let g = self.fc2.forward(&z, compute)?;
+        // sigmoid(x) = 1 / (1 + e^-x), from differentiable ops.
+        let gate = (g.narrow(1, 0, c)?.neg()?.exp()? + 1.0)?.recip()?;
+        let shift = g.narrow(1, c, c)?;
+        let y = u
+            .broadcast_mul(&gate.unsqueeze(1)?)?
+            .broadcast_add(&shift.unsqueeze(1)?)?;
+        (y + skip)?.relu()
+    }
+
+    pub fn fold(&self) -> candle_core::Result<FoldedSqueezeExcite> {
+        Ok(FoldedSqueezeExcite {
+            fc1: self.fc1.fold()?,
+            fc2: self.fc2.fold()?,
         })
     }
 }
 
 /// AlphaZero's convolutional policy head: conv3x3 F->F, BN, ReLU, then a 1x1 convolution
-/// F->73 with bias, giving 73 move planes per square. Tensors: `conv.*`, `out.*`.
+/// F->73 with bias, giving 73 move planes per square. With the reply head, a second 1x1
+/// convolution of the same features gives the opponent's reply the same way (training
+/// only: the inference form has no such layer). Tensors: `conv.*`, `out.*`, `reply.*`.
 pub struct PolicyHead {
     pub conv: ConvBn,
     pub out: Dense,
+    pub reply: Option<Dense>,
 }
 
 /// The policy head's inference form.
@@ -554,25 +630,44 @@ pub struct FoldedPolicyHead {
 }
 
 impl PolicyHead {
-    pub fn new(filters: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+    pub fn new(filters: usize, reply_head: bool, vb: VarBuilder) -> candle_core::Result<Self> {
         Ok(PolicyHead {
             conv: ConvBn::new(3, filters, filters, vb.pp("conv"))?,
             out: Dense::new(filters, POLICY_PLANES, SMALL, vb.pp("out"))?,
+            reply: reply_head
+                .then(|| Dense::new(filters, POLICY_PLANES, SMALL, vb.pp("reply")))
+                .transpose()?,
         })
     }
 
     /// `[B, 64, F]` -> policy logits `[B, 4672]` in the encoding's plane-major order.
     pub fn forward(&self, h: &Tensor, train: bool, compute: DType) -> candle_core::Result<Tensor> {
+        Ok(self.forward_with_reply(h, train, compute)?.0)
+    }
+
+    /// `[B, 64, F]` -> (policy logits, and with the reply head the reply's logits), both
+    /// `[B, 4672]` in the encoding's plane-major order.
+    pub fn forward_with_reply(
+        &self,
+        h: &Tensor,
+        train: bool,
+        compute: DType,
+    ) -> candle_core::Result<(Tensor, Option<Tensor>)> {
         let (b, _, f) = h.dims3()?;
         let p = self
             .conv
-            .forward_act(h, train, compute, Activation::Relu, None)?;
-        self.out
-            .forward(&p.reshape((b * 64, f))?, compute)?
-            .reshape((b, 64, POLICY_PLANES))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, POLICY_SIZE))
+            .forward_act(h, train, compute, Activation::Relu, None)?
+            .reshape((b * 64, f))?;
+        let planes = |layer: &Dense| -> candle_core::Result<Tensor> {
+            layer
+                .forward(&p, compute)?
+                .reshape((b, 64, POLICY_PLANES))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b, POLICY_SIZE))
+        };
+        let reply = self.reply.as_ref().map(planes).transpose()?;
+        Ok((planes(&self.out)?, reply))
     }
 
     pub fn fold(&self) -> candle_core::Result<FoldedPolicyHead> {

@@ -34,7 +34,9 @@ use rand::{rngs::StdRng, SeedableRng};
 use std::path::Path;
 
 pub use batchnorm::Activation;
-pub use layers::{FoldedBlock, FoldedLayer, FoldedPolicyHead, FoldedValueHead, TensorKind};
+pub use layers::{
+    FoldedBlock, FoldedLayer, FoldedPolicyHead, FoldedSqueezeExcite, FoldedValueHead, TensorKind,
+};
 
 /// The trained network built into the binaries (`models/default.safetensors`, described in
 /// models/README.md): what `ember` plays with when no network is published, and the
@@ -49,6 +51,17 @@ pub const WDL: usize = 3;
 pub struct NetConfig {
     pub filters: usize,
     pub blocks: usize,
+    /// Hidden units of each residual block's squeeze-and-excitation unit (lc0's SE: the
+    /// block's output channels, averaged over the board, set a scale and a shift for every
+    /// channel before the skip is added); 0: plain residual blocks. Older checkpoints and
+    /// run configurations, which do not name it, have none.
+    #[serde(default)]
+    pub se_channels: usize,
+    /// An auxiliary policy head that predicts the opponent's reply (KataGo's auxiliary
+    /// policy target), from the policy head's features; trained on the move played next,
+    /// never run by the search. Older checkpoints and run configurations have none.
+    #[serde(default)]
+    pub reply_head: bool,
 }
 
 impl Default for NetConfig {
@@ -56,6 +69,8 @@ impl Default for NetConfig {
         NetConfig {
             filters: 64,
             blocks: 3,
+            se_channels: 0,
+            reply_head: false,
         }
     }
 }
@@ -64,8 +79,21 @@ impl NetConfig {
     /// The inclusive ranges of `filters` and `blocks` a network may have (a checkpoint
     /// declaring more is refused before anything is allocated).
     pub const LIMITS: ((usize, usize), (usize, usize)) = ((1, 1024), (1, 64));
+    /// The most squeeze-and-excitation hidden units a block may have.
+    pub const MAX_SE_CHANNELS: usize = 1024;
 
-    /// An error unless `filters` and `blocks` lie within [`Self::LIMITS`].
+    /// A plain residual tower of `filters` x `blocks`.
+    pub const fn plain(filters: usize, blocks: usize) -> NetConfig {
+        NetConfig {
+            filters,
+            blocks,
+            se_channels: 0,
+            reply_head: false,
+        }
+    }
+
+    /// An error unless `filters` and `blocks` lie within [`Self::LIMITS`] and
+    /// `se_channels` within [`Self::MAX_SE_CHANNELS`].
     pub fn check(&self) -> anyhow::Result<()> {
         let ((f0, f1), (b0, b1)) = Self::LIMITS;
         if !(f0..=f1).contains(&self.filters) || !(b0..=b1).contains(&self.blocks) {
@@ -75,13 +103,29 @@ impl NetConfig {
                 self.blocks
             );
         }
+        if self.se_channels > Self::MAX_SE_CHANNELS {
+            bail!(
+                "a network's squeeze-and-excitation units have at most {} hidden units, got {}",
+                Self::MAX_SE_CHANNELS,
+                self.se_channels
+            );
+        }
         Ok(())
     }
 }
 
+/// `64x3`, or `64x3-se16` with squeeze-and-excitation units of 16 hidden units, and
+/// `-reply` after it with the reply head.
 impl std::fmt::Display for NetConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}x{}", self.filters, self.blocks)
+        write!(f, "{}x{}", self.filters, self.blocks)?;
+        if self.se_channels > 0 {
+            write!(f, "-se{}", self.se_channels)?;
+        }
+        if self.reply_head {
+            write!(f, "-reply")?;
+        }
+        Ok(())
     }
 }
 
@@ -237,10 +281,12 @@ pub struct Network {
 }
 
 /// Network outputs: policy logits `[B, 4672]` and WDL logits `[B, 3]` (win/draw/loss
-/// for the side to move), both f32.
+/// for the side to move), both f32, and with the reply head its logits `[B, 4672]` for
+/// the opponent's next move (in the opponent's own encoding).
 pub struct NetOutput {
     pub policy: Tensor,
     pub wdl: Tensor,
+    pub reply: Option<Tensor>,
 }
 
 impl Network {
@@ -259,9 +305,9 @@ impl Network {
         let f = config.filters;
         let input = ConvBn::new(3, INPUT_PLANES, f, vb.pp("input").pp("conv"))?;
         let tower = (0..config.blocks)
-            .map(|i| ResidualBlock::new(f, vb.pp("tower").pp(i)))
+            .map(|i| ResidualBlock::new(f, config.se_channels, vb.pp("tower").pp(i)))
             .collect::<candle_core::Result<_>>()?;
-        let policy = PolicyHead::new(f, vb.pp("policy"))?;
+        let policy = PolicyHead::new(f, config.reply_head, vb.pp("policy"))?;
         let value = ValueHead::new(f, vb.pp("value"))?;
         drop(vb);
         Ok(Network {
@@ -366,9 +412,9 @@ impl Network {
         for block in &self.tower {
             h = block.forward(&h, train, compute)?;
         }
-        let policy = self.policy.forward(&h, train, compute)?;
+        let (policy, reply) = self.policy.forward_with_reply(&h, train, compute)?;
         let wdl = self.value.forward(&h, train, compute)?;
-        Ok(NetOutput { policy, wdl })
+        Ok(NetOutput { policy, wdl, reply })
     }
 
     /// Sets every batch-norm scale and running variance to a random value in [0.5, 1.5)
@@ -468,6 +514,18 @@ impl Network {
                     config.blocks, want.blocks
                 ));
             }
+            if want.se_channels != config.se_channels {
+                diffs.push(format!(
+                    "se_channels is {} (expected {})",
+                    config.se_channels, want.se_channels
+                ));
+            }
+            if want.reply_head != config.reply_head {
+                diffs.push(format!(
+                    "reply_head is {} (expected {})",
+                    config.reply_head, want.reply_head
+                ));
+            }
             if !diffs.is_empty() {
                 bail!("{origin} holds another architecture: {}", diffs.join(", "));
             }
@@ -525,12 +583,39 @@ pub struct FoldedWeights {
 pub struct DeviceNet {
     dtype: DType,
     input: DeviceLayer,
-    tower: Vec<(DeviceLayer, DeviceLayer)>,
+    tower: Vec<DeviceBlock>,
     policy_conv: DeviceLayer,
     policy_out: DeviceLayer,
     value_conv: DeviceLayer,
     value_fc1: DeviceLayer,
     value_fc2: DeviceLayer,
+}
+
+/// A residual block on the device: its two convolutions and, when it has one, its
+/// squeeze-and-excitation unit's two dense layers.
+struct DeviceBlock {
+    conv1: DeviceLayer,
+    conv2: DeviceLayer,
+    se: Option<(DeviceLayer, DeviceLayer)>,
+}
+
+impl DeviceBlock {
+    fn forward(&self, h: &Tensor) -> candle_core::Result<Tensor> {
+        let t = self.conv1.forward(h, None, true)?;
+        let Some((fc1, fc2)) = &self.se else {
+            return self.conv2.forward(&t, Some(h), true);
+        };
+        let u = self.conv2.forward(&t, None, false)?;
+        let c = u.dim(2)?;
+        let z = fc1.forward(&u.mean(1)?, None, true)?;
+        let g = fc2.forward(&z, None, false)?;
+        let gate = candle_nn::ops::sigmoid(&g.narrow(1, 0, c)?)?;
+        let shift = g.narrow(1, c, c)?;
+        (u.broadcast_mul(&gate.unsqueeze(1)?)?
+            .broadcast_add(&shift.unsqueeze(1)?)?
+            + h)?
+            .relu()
+    }
 }
 
 /// A folded layer's weight `[rows, cols]` and bias `[cols]` on the device.
@@ -619,7 +704,16 @@ impl DeviceNet {
             tower: w
                 .tower
                 .iter()
-                .map(|b| Ok((layer(&b.conv1, 3)?, layer(&b.conv2, 3)?)))
+                .map(|b| {
+                    Ok(DeviceBlock {
+                        conv1: layer(&b.conv1, 3)?,
+                        conv2: layer(&b.conv2, 3)?,
+                        se: match &b.se {
+                            Some(se) => Some((layer(&se.fc1, 1)?, layer(&se.fc2, 1)?)),
+                            None => None,
+                        },
+                    })
+                })
                 .collect::<anyhow::Result<_>>()?,
             policy_conv: layer(&w.policy.conv, 3)?,
             policy_out: layer(&w.policy.out, 1)?,
@@ -635,9 +729,8 @@ impl DeviceNet {
         let batch = planes.dim(0)?;
         let x = planes.to_dtype(self.dtype)?.transpose(1, 2)?.contiguous()?;
         let mut h = self.input.forward(&x, None, true)?;
-        for (conv1, conv2) in &self.tower {
-            let t = conv1.forward(&h, None, true)?;
-            h = conv2.forward(&t, Some(&h), true)?;
+        for block in &self.tower {
+            h = block.forward(&h)?;
         }
         let p = self.policy_conv.forward(&h, None, true)?;
         let policy = self.policy_out.forward(&p, None, false)?;

@@ -17,6 +17,9 @@ pub struct IterationMetrics {
     pub loss_value: Option<f64>,
     pub loss_l2: Option<f64>,
     pub loss_total: Option<f64>,
+    /// The reply head's loss (0 without the head).
+    #[serde(default)]
+    pub loss_reply: Option<f64>,
     pub lr: f64,
     /// Steps skipped by the f16 loss scaler (inf/NaN gradients).
     pub skipped_steps: usize,

@@ -123,6 +123,8 @@ mod tests {
             NetConfig {
                 filters: 16,
                 blocks: 1,
+                se_channels: 0,
+                reply_head: false,
             },
             &Device::Cpu,
             1,

@@ -70,6 +70,10 @@ mod before_the_field {
     pub fn gumbel_c_scale() -> f32 {
         crate::mcts::SearchParams::default().gumbel_c_scale
     }
+
+    pub fn reply_weight() -> f32 {
+        crate::train::DEFAULT_REPLY_WEIGHT
+    }
 }
 
 /// How many iterations, and how often an iteration's candidate is kept as a snapshot.
@@ -177,6 +181,11 @@ pub struct SelfPlaySettings {
     /// Gumbel: `c_scale` of the same.
     #[serde(default = "before_the_field::gumbel_c_scale")]
     pub gumbel_c_scale: f32,
+    /// Value-target hygiene (lc0's deblunder): a searched move whose Q was worse than the
+    /// best move's by more than this, played for exploration, does not teach the earlier
+    /// positions its result; they learn the best move's Q instead. 0: off.
+    #[serde(default)]
+    pub deblunder: f32,
 }
 
 impl SelfPlaySettings {
@@ -204,6 +213,7 @@ impl SelfPlaySettings {
                 threshold: self.resign_threshold,
                 playthrough: self.resign_playthrough,
             }),
+            deblunder: self.deblunder,
         }
     }
 
@@ -324,6 +334,9 @@ pub struct TrainingSettings {
     /// Training steps at the start of the run over which the rate rises from near 0.
     #[serde(default)]
     pub warmup_steps: u64,
+    /// Weight of the reply head's loss, for a network with the head.
+    #[serde(default = "before_the_field::reply_weight")]
+    pub reply_weight: f32,
 }
 
 /// The share of a run's iterations before `iteration` (1 for a one-iteration run).
@@ -355,6 +368,7 @@ impl TrainingSettings {
             precision,
             value_loss: self.value_loss,
             warmup_steps: self.warmup_steps,
+            reply_weight: self.reply_weight,
         }
     }
 

@@ -18,6 +18,7 @@ pub struct TrainOutcome {
     pub loss_value: Option<f64>,
     pub loss_l2: Option<f64>,
     pub loss_total: Option<f64>,
+    pub loss_reply: Option<f64>,
     pub lr: f64,
     /// Steps skipped for non-finite gradients.
     pub skipped: usize,
@@ -67,7 +68,7 @@ impl TrainingStage {
         }
         let mut rng = StdRng::seed_from_u64(self.seed);
         observer.start("training", self.steps as u64, "steps");
-        let mut sums = [0f64; 4];
+        let mut sums = [0f64; 5];
         let (mut counted, mut skipped) = (0usize, 0usize);
         let mut phases = [Duration::ZERO; 4];
         let mut lr = 0.0;
@@ -89,10 +90,13 @@ impl TrainingStage {
             if r.skipped {
                 skipped += 1;
             } else {
-                for (sum, x) in
-                    sums.iter_mut()
-                        .zip([r.loss_policy, r.loss_value, r.loss_l2, r.loss_total])
-                {
+                for (sum, x) in sums.iter_mut().zip([
+                    r.loss_policy,
+                    r.loss_value,
+                    r.loss_l2,
+                    r.loss_total,
+                    r.loss_reply,
+                ]) {
                     *sum += f64::from(x);
                 }
                 counted += 1;
@@ -114,6 +118,7 @@ impl TrainingStage {
             loss_value: mean(sums[1]),
             loss_l2: mean(sums[2]),
             loss_total: mean(sums[3]),
+            loss_reply: mean(sums[4]),
             lr,
             skipped,
             loss_scale,

@@ -2,7 +2,7 @@
 //! each move (ply cap, adjudication, resignation, playout cap), its samples, and the
 //! [`GameRecord`] it becomes.
 
-use super::record::{GameRecord, MoveStats, Sample};
+use super::record::{value_targets, GameRecord, MoveStats, Sample};
 use super::rules::{Limit, Opening, Rules, Schedule};
 use crate::encoding::move_to_index;
 use crate::game::{fen_of, Game, GameOutcome, Termination};
@@ -30,8 +30,9 @@ pub(super) enum Seat {
     Player,
 }
 
-/// A searched position waiting for its game's result: position, visits, root Q.
-type PendingSample = (Chess, Vec<(u16, f32)>, f32);
+/// A searched position waiting for its game's result: position, visits, root Q, and the
+/// ply it was searched at.
+type PendingSample = (Chess, Vec<(u16, f32)>, f32, usize);
 
 /// One game being played.
 pub(super) struct InPlay {
@@ -245,10 +246,18 @@ impl InPlay {
             self.outcome = self.game.outcome();
             return;
         };
+        let ranked = search.ranked_children();
+        let visited = |c: &&crate::mcts::ChildStats| c.visits > 0;
         let stats = MoveStats {
             nodes: search.root_visits(),
             q: search.root_q(),
             full: self.full,
+            best_q: ranked.iter().find(visited).map_or(search.root_q(), |c| c.q),
+            played_q: ranked
+                .iter()
+                .filter(visited)
+                .find(|c| c.mv == mv)
+                .map(|c| c.q),
         };
         let turn = self.game.position().turn();
         if let Some(r) = rules.resign {
@@ -271,8 +280,12 @@ impl InPlay {
                 .map(|(m, p)| (move_to_index(&m, turn) as u16, p))
                 .collect();
             if visits.iter().any(|(_, p)| *p > 0.0) {
-                self.samples
-                    .push((self.game.position().clone(), visits, stats.q));
+                self.samples.push((
+                    self.game.position().clone(),
+                    visits,
+                    stats.q,
+                    self.game.ply(),
+                ));
             }
         }
         self.searched.push(Some(stats));
@@ -371,16 +384,34 @@ impl InPlay {
         self.failure = Some((seat, termination, why));
     }
 
-    pub(super) fn finish(self, names: &[String; 2], sched: &Schedule) -> GameRecord {
+    pub(super) fn finish(self, names: &[String; 2], sched: &Schedule, rules: &Rules) -> GameRecord {
         let outcome = self.outcome.expect("finished game has an outcome");
+        let targets = value_targets(
+            outcome.value_for(Color::White),
+            self.game.start_position().turn(),
+            &self.searched,
+            rules.deblunder,
+        );
+        let moves = self.game.moves();
         let samples = self
             .samples
             .into_iter()
-            .map(|(position, visits, root_q)| Sample {
-                result: outcome.value_for(position.turn()),
-                position,
-                visits,
-                root_q,
+            .map(|(position, visits, root_q, ply)| {
+                let white = targets.get(ply).copied().unwrap_or(0.0);
+                let reply = moves
+                    .get(ply + 1)
+                    .map(|m| move_to_index(m, !position.turn()) as u16);
+                Sample {
+                    result: if position.turn() == Color::White {
+                        white
+                    } else {
+                        -white
+                    },
+                    position,
+                    visits,
+                    root_q,
+                    reply,
+                }
             })
             .collect();
         let reason = self.failure.map(|(_, _, why)| why);

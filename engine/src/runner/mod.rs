@@ -61,7 +61,9 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-pub use record::{termination_key, GameRecord, GameTally, MoveStats, PlayStats, Sample};
+pub use record::{
+    termination_key, value_targets, GameRecord, GameTally, MoveStats, PlayStats, Sample,
+};
 pub use rules::{CapRule, FastMoves, Limit, Opening, Resign, Rules, Schedule};
 
 use crate::game::Termination;
@@ -302,7 +304,7 @@ impl Runner<'_> {
         for s in game.searches.iter().flatten() {
             stats.collisions += s.stats.collisions;
         }
-        let record = game.finish(&self.names, self.schedule);
+        let record = game.finish(&self.names, self.schedule, self.rules);
         stats.tally.add(&record);
         stats.positions += record.searched.iter().filter(|s| s.is_some()).count();
         if on_game(record).is_break() {

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// One training sample: the position, the visit distribution over its legal moves (by
-/// policy index), the final result for the side to move, and the root's Q.
+/// policy index), the value target for the side to move (the final result, or with
+/// deblunder the best move's Q before a blunder: [`value_targets`]), and the root's Q.
 #[derive(Clone, Debug)]
 pub struct Sample {
     pub position: Chess,
@@ -17,6 +18,9 @@ pub struct Sample {
     pub visits: Vec<(u16, f32)>,
     pub result: f32,
     pub root_q: f32,
+    /// The opponent's reply, the move played next, as its policy index for the opponent
+    /// (the reply head's target); none after the game's last move.
+    pub reply: Option<u16>,
 }
 
 /// What the search knew when a search side played a move.
@@ -28,6 +32,40 @@ pub struct MoveStats {
     pub q: f32,
     /// A full search (recorded when the side records samples), not a fast one.
     pub full: bool,
+    /// Q of the search's best move (the most visited), for the mover.
+    pub best_q: f32,
+    /// Q of the move played, for the mover, when the search visited it.
+    pub played_q: Option<f32>,
+}
+
+/// The value target of the position before each ply, for White (`searched` aligned with
+/// the game's moves, `start` the side to move before the first): the game's result
+/// `result_white`, except that with `deblunder` > 0 a searched move whose Q fell short of
+/// the best move's by more than `deblunder` (a move played for exploration that the
+/// search itself judged worse) stops the result from reaching the positions before it:
+/// from that position back to the previous such move, they learn the best move's Q (lc0's
+/// deblunder). The positions after it keep the result their game had.
+pub fn value_targets(
+    result_white: f32,
+    start: Color,
+    searched: &[Option<MoveStats>],
+    deblunder: f32,
+) -> Vec<f32> {
+    let mut z = result_white;
+    let mut out = vec![0.0; searched.len()];
+    for (ply, stats) in searched.iter().enumerate().rev() {
+        if let Some(s) = stats {
+            let blunder = s
+                .played_q
+                .is_some_and(|q| deblunder > 0.0 && s.best_q - q > deblunder);
+            if blunder {
+                let white_moves = (start == Color::White) == (ply % 2 == 0);
+                z = if white_moves { s.best_q } else { -s.best_q };
+            }
+        }
+        out[ply] = z;
+    }
+    out
 }
 
 /// A finished game.

@@ -21,6 +21,10 @@ pub struct Rules {
     /// Resignation of search sides; `None`: every game is played out.
     #[serde(default)]
     pub resign: Option<Resign>,
+    /// The Q difference past which a played move counts as a blunder for the value
+    /// targets of the positions before it ([`super::record::value_targets`]); 0: off.
+    #[serde(default)]
+    pub deblunder: f32,
 }
 
 impl Rules {
@@ -32,6 +36,7 @@ impl Rules {
             temperature_plies,
             cap: CapRule::default(),
             resign: None,
+            deblunder: 0.0,
         }
     }
 }

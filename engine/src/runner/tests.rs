@@ -562,3 +562,52 @@ fn a_tally_counts_each_record_once_adds_up_and_reads_plies_as_a_sum_or_a_list() 
     let listed: GameTally = serde_json::from_str(r#"{"games": 2, "plies": [30, 12]}"#).unwrap();
     assert_eq!((listed.games, listed.plies, listed.draws), (2, 42, 0));
 }
+
+fn stats(best_q: f32, played_q: Option<f32>) -> Option<MoveStats> {
+    Some(MoveStats {
+        nodes: 16,
+        q: best_q,
+        full: true,
+        best_q,
+        played_q,
+    })
+}
+
+#[test]
+fn deblunder_gives_the_positions_before_a_blunder_the_best_moves_q() {
+    // White, Black (a blunder by 0.8 for Black), White, a move nobody searched; White won.
+    let searched = [
+        stats(0.5, Some(0.5)),
+        stats(0.6, Some(-0.2)),
+        stats(0.1, Some(0.1)),
+        None,
+    ];
+    assert_eq!(
+        value_targets(1.0, Color::White, &searched, 0.3),
+        [-0.6, -0.6, 1.0, 1.0]
+    );
+    // Below the threshold, or off, or an unvisited played move: the result everywhere.
+    assert_eq!(value_targets(1.0, Color::White, &searched, 0.9), [1.0; 4]);
+    assert_eq!(value_targets(1.0, Color::White, &searched, 0.0), [1.0; 4]);
+    let unvisited = [stats(0.5, None), stats(0.6, None)];
+    assert_eq!(
+        value_targets(-1.0, Color::Black, &unvisited, 0.1),
+        [-1.0; 2]
+    );
+    // Black first: ply 0 is Black's, so its blunder's Q is negated for White.
+    let black_first = [stats(0.4, Some(-0.4)), stats(0.0, Some(0.0))];
+    assert_eq!(
+        value_targets(0.0, Color::Black, &black_first, 0.5),
+        [-0.4, 0.0]
+    );
+    // An earlier blunder takes over from a later one for the positions before it.
+    let two = [
+        stats(0.9, Some(0.0)),
+        stats(0.0, Some(0.0)),
+        stats(0.7, Some(-0.7)),
+    ];
+    assert_eq!(
+        value_targets(-1.0, Color::White, &two, 0.5),
+        [0.9, 0.7, 0.7]
+    );
+}

@@ -81,6 +81,10 @@ pub struct TrainingBatch {
     /// `n * POLICY_SIZE`: 0 on the legal moves, a large negative number elsewhere, added
     /// to the policy logits ([`Targets::mask_illegal`]).
     pub mask: Option<Vec<f32>>,
+    /// The opponent's reply per row, as its policy index (0 where none is known), and 1
+    /// where it is known, 0 where not: the reply head's target and its row weights.
+    pub reply: Vec<u32>,
+    pub reply_known: Vec<f32>,
     pub baselines: PolicyBaselines,
     pub n: usize,
 }
@@ -89,18 +93,9 @@ pub struct TrainingBatch {
 /// sums stay finite.
 const MASKED: f32 = -1.0e9;
 
-/// The one-hot WDL of a result: above +0.5 a win, below -0.5 a loss, else a draw.
-fn one_hot_wdl(r: f32) -> [f32; 3] {
-    if r > 0.5 {
-        [1.0, 0.0, 0.0]
-    } else if r < -0.5 {
-        [0.0, 0.0, 1.0]
-    } else {
-        [0.0, 1.0, 0.0]
-    }
-}
-
 /// The WDL of a value `q` in [-1, 1] with as much draw as it leaves: `[q+, 1-|q|, q-]`.
+/// A result of +1, 0 or -1 is its one-hot WDL; a value target that deblunder set to a
+/// search's Q spreads over the win or loss and the draw.
 fn wdl_of_q(q: f32) -> [f32; 3] {
     let q = q.clamp(-1.0, 1.0);
     [q.max(0.0), 1.0 - q.abs(), (-q).max(0.0)]
@@ -115,6 +110,9 @@ pub struct BatchTensors {
     pub results: Tensor,
     /// Added to the policy logits: 0 on legal moves, a large negative number elsewhere.
     pub mask: Option<Tensor>,
+    /// The reply's policy index `[n, 1]` (u32) and whether it is known `[n]`.
+    pub reply: Tensor,
+    pub reply_known: Tensor,
 }
 
 impl TrainingBatch {
@@ -133,6 +131,14 @@ impl TrainingBatch {
         let mut mask = targets.mask_illegal.then(|| vec![MASKED; n * POLICY_SIZE]);
         let mut results = Vec::with_capacity(n);
         let mut wdl = Vec::with_capacity(n * WDL);
+        let reply: Vec<u32> = samples
+            .iter()
+            .map(|s| s.reply.map_or(0, u32::from))
+            .collect();
+        let reply_known: Vec<f32> = samples
+            .iter()
+            .map(|s| if s.reply.is_some() { 1.0 } else { 0.0 })
+            .collect();
         let (mut uniform, mut entropy) = (0.0f64, 0.0f64);
         let r = targets.q_ratio.clamp(0.0, 1.0);
         let rm = targets.material_ratio.clamp(0.0, 1.0 - r);
@@ -167,11 +173,7 @@ impl TrainingBatch {
                 0.0
             };
             results.push(rz * s.result + r * s.root_q + rm * material);
-            let (z, q, m) = (
-                one_hot_wdl(s.result),
-                wdl_of_q(s.root_q),
-                wdl_of_q(material),
-            );
+            let (z, q, m) = (wdl_of_q(s.result), wdl_of_q(s.root_q), wdl_of_q(material));
             wdl.extend((0..WDL).map(|k| rz * z[k] + r * q[k] + rm * m[k]));
         }
         let per = |x: f64| x / n.max(1) as f64;
@@ -181,6 +183,8 @@ impl TrainingBatch {
             results,
             wdl,
             mask,
+            reply,
+            reply_known,
             baselines: PolicyBaselines {
                 uniform_legal: per(uniform),
                 target_entropy: per(entropy),
@@ -216,6 +220,8 @@ impl TrainingBatch {
                 .mask
                 .as_ref()
                 .is_some_and(|m| m.len() != n * POLICY_SIZE)
+            || self.reply.len() != n
+            || self.reply_known.len() != n
         {
             bail!(
                 "training batch arrays disagree with n = {n}: {} plane floats, {} policy floats, {} results",
@@ -233,6 +239,8 @@ impl TrainingBatch {
                 Some(m) => Some(Tensor::from_slice(m, (n, POLICY_SIZE), device)?),
                 None => None,
             },
+            reply: Tensor::from_slice(&self.reply, (n, 1), device)?,
+            reply_known: Tensor::from_slice(&self.reply_known, n, device)?,
         })
     }
 }

@@ -164,6 +164,16 @@ pub struct TrainConfig {
     /// Steps over which the rate rises linearly from near 0 to the schedule's rate.
     #[serde(default)]
     pub warmup_steps: u64,
+    /// Weight of the reply head's loss (a network without the head has none).
+    #[serde(default = "default_reply_weight")]
+    pub reply_weight: f32,
+}
+
+/// KataGo's weight for its auxiliary opponent-policy loss.
+pub const DEFAULT_REPLY_WEIGHT: f32 = 0.15;
+
+fn default_reply_weight() -> f32 {
+    DEFAULT_REPLY_WEIGHT
 }
 
 impl Default for TrainConfig {
@@ -177,6 +187,7 @@ impl Default for TrainConfig {
             precision: Precision::F32,
             value_loss: ValueLoss::Wdl,
             warmup_steps: 0,
+            reply_weight: DEFAULT_REPLY_WEIGHT,
         }
     }
 }
@@ -212,6 +223,9 @@ mod precision_name {
 pub struct StepReport {
     pub loss_policy: f32,
     pub loss_value: f32,
+    /// The reply head's cross-entropy over the rows whose reply is known (0 without the
+    /// head); `loss_total` holds it times [`TrainConfig::reply_weight`].
+    pub loss_reply: f32,
     /// `weight_decay / 2 * |w|^2` over the decayed weights, before the update.
     pub loss_l2: f32,
     pub loss_total: f32,
@@ -320,6 +334,22 @@ impl Trainer {
         self.config.lr = lr;
     }
 
+    /// The reply head's cross-entropy, the mean over the rows whose reply is known (0 when
+    /// the network has no reply head or no row a reply).
+    fn reply_loss(&self, out: &NetOutput, target: &BatchTensors) -> Result<Option<Tensor>> {
+        let Some(logits) = &out.reply else {
+            return Ok(None);
+        };
+        let known = target.reply_known.sum_all()?.to_scalar::<f32>()?;
+        if known == 0.0 {
+            return Ok(None);
+        }
+        let picked = log_softmax(logits)?.gather(&target.reply, 1)?.squeeze(1)?;
+        Ok(Some(
+            ((picked * &target.reply_known)?.sum_all()? * (-1.0 / f64::from(known)))?,
+        ))
+    }
+
     /// (policy loss, value loss) as scalar tensors.
     fn losses(&self, out: &NetOutput, target: &BatchTensors) -> Result<(Tensor, Tensor)> {
         let n = out.policy.dim(0)? as f64;
@@ -385,7 +415,15 @@ impl Trainer {
             .forward(&target.planes, true, self.config.precision.dtype())
             .context("training forward pass")?;
         let (policy, value) = self.losses(&out, &target)?;
-        let loss = (&policy + &value)?;
+        let reply = self.reply_loss(&out, &target)?;
+        let mut loss = (&policy + &value)?;
+        let loss_reply = match &reply {
+            Some(r) => {
+                loss = (loss + (r * f64::from(self.config.reply_weight))?)?;
+                r.to_scalar::<f32>()?
+            }
+            None => 0.0,
+        };
         let loss_policy = policy.to_scalar::<f32>()?;
         let loss_value = value.to_scalar::<f32>()?;
         let params = self.network.trainable();
@@ -437,8 +475,9 @@ impl Trainer {
         Ok(StepReport {
             loss_policy,
             loss_value,
+            loss_reply,
             loss_l2,
-            loss_total: loss_policy + loss_value + loss_l2,
+            loss_total: loss_policy + loss_value + self.config.reply_weight * loss_reply + loss_l2,
             lr,
             skipped,
             loss_scale,

@@ -14,6 +14,8 @@ use shakmaty::Position;
 const TINY: NetConfig = NetConfig {
     filters: 16,
     blocks: 1,
+    se_channels: 0,
+    reply_head: false,
 };
 
 /// Random-game positions with random sparse visit distributions and random results.
@@ -42,6 +44,7 @@ fn random_samples(n: usize, seed: u64) -> Vec<Sample> {
                 visits: policy,
                 result,
                 root_q: rng.random_range(-1.0..1.0),
+                reply: None,
             }
         })
         .collect()
@@ -85,6 +88,90 @@ fn training_on_one_batch_drives_the_f32_loss_below_half() {
     let (first, last, reports) = overfit(config, 50);
     assert!(reports.iter().all(|r| !r.skipped && r.loss_scale.is_none()));
     assert!(last < 0.5 * first, "loss went from {first} to {last}");
+}
+
+#[test]
+fn a_network_with_squeeze_excitation_learns_and_trains_every_unit() {
+    let config = TrainConfig {
+        lr: 3e-3,
+        weight_decay: 0.0,
+        ..TrainConfig::with_optimizer(OptimizerKind::adamw())
+    };
+    let se = NetConfig {
+        se_channels: 4,
+        reply_head: false,
+        ..NetConfig::plain(16, 2)
+    };
+    let mut trainer = Trainer::new(Network::new(se, &Device::Cpu, 3).unwrap(), config).unwrap();
+    let names: Vec<String> = trainer
+        .network()
+        .trainable()
+        .into_iter()
+        .map(|(n, _, _)| n)
+        .collect();
+    for unit in ["tower.0.se.fc1.weight", "tower.1.se.fc2.bias"] {
+        assert!(names.iter().any(|n| n == unit), "{unit} missing: {names:?}");
+    }
+    let before = weights(trainer.network());
+    let batch = fixed_batch(32, 11);
+    let reports: Vec<StepReport> = (0..50)
+        .map(|_| trainer.train_step(&batch).unwrap())
+        .collect();
+    let first = reports[0].loss_policy + reports[0].loss_value;
+    let last = reports[45..]
+        .iter()
+        .map(|r| r.loss_policy + r.loss_value)
+        .sum::<f32>()
+        / 5.0;
+    assert!(last < 0.5 * first, "loss went from {first} to {last}");
+    let after = weights(trainer.network());
+    for ((name, b), a) in names.iter().zip(&before).zip(&after) {
+        if name.contains(".se.") {
+            assert_ne!(b, a, "{name} did not change: the unit is not in the graph");
+        }
+    }
+}
+
+#[test]
+fn the_reply_head_learns_the_replies_and_costs_nothing_without_them() {
+    let config = TrainConfig {
+        lr: 3e-3,
+        weight_decay: 0.0,
+        reply_weight: 0.5,
+        ..TrainConfig::with_optimizer(OptimizerKind::adamw())
+    };
+    let with_head = NetConfig {
+        reply_head: true,
+        ..NetConfig::plain(16, 1)
+    };
+    let mut samples = random_samples(32, 11);
+    for (i, s) in samples.iter_mut().enumerate() {
+        s.reply = Some((i * 131 % crate::encoding::POLICY_SIZE) as u16);
+    }
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let batch = TrainingBatch::from_samples(&refs);
+    let net = Network::new(with_head, &Device::Cpu, 3).unwrap();
+    let mut trainer = Trainer::new(net, config.clone()).unwrap();
+    let reports: Vec<StepReport> = (0..60)
+        .map(|_| trainer.train_step(&batch).unwrap())
+        .collect();
+    let (first, last) = (reports[0].loss_reply, reports[59].loss_reply);
+    // A near-uniform start over 4672 logits: ln 4672 = 8.45.
+    assert!((first - 8.45).abs() < 0.1, "first reply loss {first}");
+    assert!(last < 0.5 * first, "reply loss went from {first} to {last}");
+    let r = &reports[59];
+    let total = r.loss_policy + r.loss_value + 0.5 * r.loss_reply + r.loss_l2;
+    assert!((r.loss_total - total).abs() < 1e-4);
+    // Rows without a reply teach the head nothing, and a network without the head has
+    // no reply loss.
+    for s in samples.iter_mut() {
+        s.reply = None;
+    }
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let none = TrainingBatch::from_samples(&refs);
+    assert_eq!(trainer.train_step(&none).unwrap().loss_reply, 0.0);
+    let mut plain = tiny_trainer(config, 3);
+    assert_eq!(plain.train_step(&batch).unwrap().loss_reply, 0.0);
 }
 
 #[test]
@@ -648,6 +735,7 @@ fn the_legal_move_mask_opens_exactly_the_legal_moves_and_its_uniform_loss_is_ln_
     let flat = NetOutput {
         policy: Tensor::zeros((4, size), candle_core::DType::F32, &Device::Cpu).unwrap(),
         wdl: Tensor::zeros((4, 3), candle_core::DType::F32, &Device::Cpu).unwrap(),
+        reply: None,
     };
     let loss = |b: &TrainingBatch| {
         let t = b.to_tensors(&Device::Cpu).unwrap();
