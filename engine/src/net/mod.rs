@@ -501,31 +501,29 @@ impl Network {
         let ckpt = checkpoint::Checkpoint::parse(bytes, origin)?;
         let config = checkpoint::declared_config(&ckpt.meta, origin)?;
         if let Some(want) = expected {
-            let mut diffs = Vec::new();
-            if want.filters != config.filters {
-                diffs.push(format!(
-                    "filters is {} (expected {})",
-                    config.filters, want.filters
-                ));
-            }
-            if want.blocks != config.blocks {
-                diffs.push(format!(
-                    "blocks is {} (expected {})",
-                    config.blocks, want.blocks
-                ));
-            }
-            if want.se_channels != config.se_channels {
-                diffs.push(format!(
-                    "se_channels is {} (expected {})",
-                    config.se_channels, want.se_channels
-                ));
-            }
-            if want.reply_head != config.reply_head {
-                diffs.push(format!(
-                    "reply_head is {} (expected {})",
-                    config.reply_head, want.reply_head
-                ));
-            }
+            let fields = [
+                (
+                    "filters",
+                    config.filters.to_string(),
+                    want.filters.to_string(),
+                ),
+                ("blocks", config.blocks.to_string(), want.blocks.to_string()),
+                (
+                    "se_channels",
+                    config.se_channels.to_string(),
+                    want.se_channels.to_string(),
+                ),
+                (
+                    "reply_head",
+                    config.reply_head.to_string(),
+                    want.reply_head.to_string(),
+                ),
+            ];
+            let diffs: Vec<String> = fields
+                .iter()
+                .filter(|(_, got, want)| got != want)
+                .map(|(name, got, want)| format!("{name} is {got} (expected {want})"))
+                .collect();
             if !diffs.is_empty() {
                 bail!("{origin} holds another architecture: {}", diffs.join(", "));
             }
