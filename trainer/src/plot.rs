@@ -310,6 +310,9 @@ fn line_panel<DB: DrawingBackend>(
         series.iter().flat_map(|s| s.points.iter().map(|p| p.1)),
         0.05,
     );
+    // As many labels as `y_step` apart fit, so that the labels plotters places are
+    // `y_step` apart and the formatter's decimals suit them.
+    let y_labels = ((y.end - y.start) / y_step).floor() as usize + 1;
     let mut chart = ChartBuilder::on(&plot_area)
         .caption(title, ("sans-serif", 18))
         .margin(12)
@@ -322,6 +325,7 @@ fn line_panel<DB: DrawingBackend>(
         .x_desc(x.label)
         .x_labels(x.ticks.len())
         .x_label_formatter(&|v| x.format(*v))
+        .y_labels(y_labels)
         .y_label_formatter(&|v| format_at(*v, y_step))
         .draw()
         .map_err(plot_err)?;
