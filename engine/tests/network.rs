@@ -390,7 +390,6 @@ fn squeeze_excitation_with_open_gates_and_no_shift_is_the_plain_block() {
     randomise_batch_norm(&plain, 4);
     let se_config = NetConfig {
         se_channels: 8,
-        reply_head: false,
         ..NetConfig::plain(32, 2)
     };
     let se = Network::new(se_config, &Device::Cpu, 9).unwrap();
@@ -440,7 +439,6 @@ fn squeeze_excitation_checkpoints_round_trip_and_declare_their_units() {
     let path = dir.path().join("se.safetensors");
     let config = NetConfig {
         se_channels: 4,
-        reply_head: false,
         ..NetConfig::plain(16, 2)
     };
     let net = Network::new(config, &Device::Cpu, 7).unwrap();

@@ -62,8 +62,12 @@ fn tiny_trainer(config: TrainConfig, seed: u64) -> Trainer {
 
 /// (initial total loss, final total loss) after `steps` steps on one batch.
 fn overfit(config: TrainConfig, steps: usize) -> (f32, f32, Vec<StepReport>) {
+    overfit_trainer(&mut tiny_trainer(config, 3), steps)
+}
+
+/// [`overfit`] with `trainer`'s network.
+fn overfit_trainer(trainer: &mut Trainer, steps: usize) -> (f32, f32, Vec<StepReport>) {
     let batch = fixed_batch(32, 11);
-    let mut trainer = tiny_trainer(config, 3);
     let reports: Vec<StepReport> = (0..steps)
         .map(|_| trainer.train_step(&batch).unwrap())
         .collect();
@@ -99,7 +103,6 @@ fn a_network_with_squeeze_excitation_learns_and_trains_every_unit() {
     };
     let se = NetConfig {
         se_channels: 4,
-        reply_head: false,
         ..NetConfig::plain(16, 2)
     };
     let mut trainer = Trainer::new(Network::new(se, &Device::Cpu, 3).unwrap(), config).unwrap();
@@ -113,16 +116,7 @@ fn a_network_with_squeeze_excitation_learns_and_trains_every_unit() {
         assert!(names.iter().any(|n| n == unit), "{unit} missing: {names:?}");
     }
     let before = weights(trainer.network());
-    let batch = fixed_batch(32, 11);
-    let reports: Vec<StepReport> = (0..50)
-        .map(|_| trainer.train_step(&batch).unwrap())
-        .collect();
-    let first = reports[0].loss_policy + reports[0].loss_value;
-    let last = reports[45..]
-        .iter()
-        .map(|r| r.loss_policy + r.loss_value)
-        .sum::<f32>()
-        / 5.0;
+    let (first, last, _) = overfit_trainer(&mut trainer, 50);
     assert!(last < 0.5 * first, "loss went from {first} to {last}");
     let after = weights(trainer.network());
     for ((name, b), a) in names.iter().zip(&before).zip(&after) {
