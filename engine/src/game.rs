@@ -227,6 +227,17 @@ impl Game {
         Ok(Self::from_position(position_from_fen(fen)?))
     }
 
+    /// A game from a FEN whose castling rights are read as `mode` says
+    /// ([`position_from_fen_in`]).
+    pub fn from_fen_in(fen: &str, mode: CastlingMode) -> Result<Self> {
+        Ok(Self::from_position(position_from_fen_in(fen, mode)?))
+    }
+
+    /// Standard chess or Chess960: how the game's castling moves are written.
+    pub fn castling_mode(&self) -> CastlingMode {
+        self.start.castles().mode()
+    }
+
     pub fn position(&self) -> &Chess {
         &self.position
     }
@@ -318,7 +329,11 @@ impl Game {
             out.push_str(&format!("[{k} \"{v}\"]\n"));
         }
         out.push_str(&format!("[Result \"{result}\"]\n"));
-        if self.start != Chess::default() {
+        let chess960 = self.castling_mode() == CastlingMode::Chess960;
+        if chess960 {
+            out.push_str("[Variant \"Chess960\"]\n");
+        }
+        if chess960 || self.start != Chess::default() {
             out.push_str(&format!(
                 "[SetUp \"1\"]\n[FEN \"{}\"]\n",
                 fen_of(&self.start)

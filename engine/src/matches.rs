@@ -17,17 +17,29 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub use crate::runner::{Limit, Opening};
+pub use shakmaty::CastlingMode;
 
 /// The opening book kept in the repository: 120 positions a few plies deep, each within
 /// 50 centipawns at Stockfish depth 12 (`scripts/make-openings` made it).
 pub const DEFAULT_BOOK: &str = include_str!("../../data/openings/ember-120.epd");
 
-/// Openings from EPD text (one position a line, `#` comments) or PGN text (each game's
-/// moves from its start position).
+/// The Chess960 start positions kept in the repository (20 of the 960, spread over the
+/// pieces' squares), the book of `--chess960` matches.
+pub const CHESS960_BOOK: &str = include_str!("../../data/openings/chess960-20.epd");
+
+/// Openings of standard chess from EPD text (one position a line, `#` comments) or PGN
+/// text (each game's moves from its start position).
 pub fn parse_openings(text: &str, origin: &str) -> Result<Vec<Opening>> {
+    parse_openings_in(text, origin, CastlingMode::Standard)
+}
+
+/// [`parse_openings`] with castling rights read as `mode` says: Chess960 reads X-FEN and
+/// Shredder-FEN rights of any rook. A PGN game tagged `[Variant "Chess960"]` is read as
+/// Chess960 whatever `mode` is.
+pub fn parse_openings_in(text: &str, origin: &str, mode: CastlingMode) -> Result<Vec<Opening>> {
     let looks_pgn = text.lines().any(|l| l.trim_start().starts_with('['));
     let openings = if looks_pgn {
-        parse_pgn_openings(text, origin)?
+        parse_pgn_openings(text, origin, mode)?
     } else {
         let mut out = Vec::new();
         for (i, line) in text.lines().enumerate() {
@@ -40,13 +52,17 @@ pub fn parse_openings(text: &str, origin: &str) -> Result<Vec<Opening>> {
                 bail!("{origin} line {}: not an EPD position: {line:?}", i + 1);
             }
             let fen = format!("{} 0 1", fields[..4].join(" "));
-            Game::from_fen(&fen).with_context(|| format!("{origin} line {}", i + 1))?;
+            Game::from_fen_in(&fen, mode).with_context(|| format!("{origin} line {}", i + 1))?;
             let name = line
                 .split("id \"")
                 .nth(1)
                 .and_then(|r| r.split('"').next())
                 .map_or_else(|| format!("{origin}:{}", i + 1), String::from);
-            out.push(Opening { fen, name });
+            out.push(Opening {
+                fen,
+                name,
+                castling: mode,
+            });
         }
         out
     };
@@ -56,64 +72,78 @@ pub fn parse_openings(text: &str, origin: &str) -> Result<Vec<Opening>> {
     Ok(openings)
 }
 
-fn parse_pgn_openings(text: &str, origin: &str) -> Result<Vec<Opening>> {
+fn parse_pgn_openings(text: &str, origin: &str, mode: CastlingMode) -> Result<Vec<Opening>> {
     use shakmaty::san::San;
     let mut out = Vec::new();
     let mut fen: Option<String> = None;
+    let mut chess960 = false;
     let mut movetext = String::new();
-    let mut flush = |fen: &mut Option<String>, movetext: &mut String| -> Result<()> {
-        if movetext.trim().is_empty() && fen.is_none() {
-            return Ok(());
-        }
-        let mut game = match fen.take() {
-            Some(f) => Game::from_fen(&f)?,
-            None => Game::new(),
-        };
-        let cleaned: String = {
-            // Comments and variations carry no moves of the game.
-            let mut depth = 0;
-            movetext
-                .chars()
-                .filter(|&c| {
-                    match c {
-                        '{' | '(' => depth += 1,
-                        '}' | ')' => depth -= 1,
-                        _ => return depth == 0,
-                    }
-                    false
-                })
-                .collect()
-        };
-        for token in cleaned.split_whitespace() {
-            let token = token.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
-            if token.is_empty() || ["1-0", "0-1", "1/2-1/2", "*"].contains(&token) {
-                continue;
+    let mut flush =
+        |fen: &mut Option<String>, chess960: &mut bool, movetext: &mut String| -> Result<()> {
+            if movetext.trim().is_empty() && fen.is_none() {
+                return Ok(());
             }
-            let san: San = token
-                .parse()
-                .map_err(|_| anyhow!("{origin}: {token:?} is not a move"))?;
-            let mv = san
-                .to_move(game.position())
-                .map_err(|_| anyhow!("{origin}: {token} is not legal"))?;
-            game.play(mv);
-        }
-        out.push(Opening {
-            fen: crate::game::fen_of(game.position()),
-            name: format!("{origin} #{}", out.len() + 1),
-        });
-        movetext.clear();
-        Ok(())
-    };
+            let castling = if std::mem::take(chess960) {
+                CastlingMode::Chess960
+            } else {
+                mode
+            };
+            let mut game = match fen.take() {
+                Some(f) => Game::from_fen_in(&f, castling)?,
+                None => Game::new(),
+            };
+            let cleaned: String = {
+                // Comments and variations carry no moves of the game.
+                let mut depth = 0;
+                movetext
+                    .chars()
+                    .filter(|&c| {
+                        match c {
+                            '{' | '(' => depth += 1,
+                            '}' | ')' => depth -= 1,
+                            _ => return depth == 0,
+                        }
+                        false
+                    })
+                    .collect()
+            };
+            for token in cleaned.split_whitespace() {
+                if ["1-0", "0-1", "1/2-1/2", "*"].contains(&token) {
+                    continue;
+                }
+                let token = token.trim_start_matches(|c: char| c.is_ascii_digit() || c == '.');
+                if token.is_empty() {
+                    continue;
+                }
+                let san: San = token
+                    .parse()
+                    .map_err(|_| anyhow!("{origin}: {token:?} is not a move"))?;
+                let mv = san
+                    .to_move(game.position())
+                    .map_err(|_| anyhow!("{origin}: {token} is not legal"))?;
+                game.play(mv);
+            }
+            out.push(Opening {
+                fen: crate::game::fen_of(game.position()),
+                name: format!("{origin} #{}", out.len() + 1),
+                castling,
+            });
+            movetext.clear();
+            Ok(())
+        };
     let mut in_moves = false;
     for line in text.lines() {
         let t = line.trim();
         if t.starts_with('[') {
             if in_moves {
-                flush(&mut fen, &mut movetext)?;
+                flush(&mut fen, &mut chess960, &mut movetext)?;
                 in_moves = false;
             }
             if let Some(v) = t.strip_prefix("[FEN \"") {
                 fen = Some(v.trim_end_matches("\"]").to_string());
+            }
+            if let Some(v) = t.strip_prefix("[Variant \"") {
+                chess960 = v.trim_end_matches("\"]").eq_ignore_ascii_case("chess960");
             }
         } else if !t.is_empty() {
             in_moves = true;
@@ -121,16 +151,16 @@ fn parse_pgn_openings(text: &str, origin: &str) -> Result<Vec<Opening>> {
             movetext.push_str(t);
         }
     }
-    flush(&mut fen, &mut movetext)?;
+    flush(&mut fen, &mut chess960, &mut movetext)?;
     Ok(out)
 }
 
-/// Reads an opening file (`.epd` or `.pgn`).
-pub fn read_openings(path: &Path) -> Result<Vec<Opening>> {
+/// Reads an opening file (`.epd` or `.pgn`), its castling rights read as `mode` says.
+pub fn read_openings(path: &Path, mode: CastlingMode) -> Result<Vec<Opening>> {
     let text =
         crate::files::read_bounded_text(path, crate::files::MAX_BOOK_BYTES, "an opening book")
             .context("reading openings")?;
-    parse_openings(&text, &path.display().to_string())
+    parse_openings_in(&text, &path.display().to_string(), mode)
 }
 
 /// How a match is played.
@@ -369,6 +399,61 @@ mod tests {
             .fen
             .starts_with("rnbqkbnr/pppppppp/8/8/3P4/8/PPP1PPPP/RNBQKBNR b"));
         assert!(parse_openings("# nothing\n", "e.epd").is_err());
+    }
+
+    #[test]
+    fn the_chess960_book_reads_only_as_chess960() {
+        let book = parse_openings_in(CHESS960_BOOK, "960", CastlingMode::Chess960).unwrap();
+        assert_eq!(book.len(), 20);
+        let distinct: std::collections::HashSet<&str> =
+            book.iter().map(|o| o.fen.as_str()).collect();
+        assert_eq!(distinct.len(), 20);
+        for o in &book {
+            assert_eq!(o.castling, CastlingMode::Chess960);
+            let game = o.game().unwrap();
+            assert_eq!(game.castling_mode(), CastlingMode::Chess960);
+            // All four castling rights survive, whatever the rooks' files.
+            assert_eq!(
+                shakmaty::Position::castles(game.position())
+                    .castling_rights()
+                    .count(),
+                4,
+                "{}",
+                o.name
+            );
+            assert!(game.to_pgn(None, &[]).contains("[Variant \"Chess960\"]"));
+        }
+        // As standard chess these rights cannot be read.
+        assert!(parse_openings(CHESS960_BOOK, "960").is_err());
+        // A standard book stays standard, its PGN untagged.
+        let standard = parse_openings(DEFAULT_BOOK, "book").unwrap();
+        assert!(standard
+            .iter()
+            .all(|o| o.castling == CastlingMode::Standard));
+        assert!(!standard[0]
+            .game()
+            .unwrap()
+            .to_pgn(None, &[])
+            .contains("Variant"));
+    }
+
+    #[test]
+    fn pgn_openings_take_chess960_from_their_variant_tag_and_any_result() {
+        let pgn = "[Variant \"Chess960\"]\n[FEN \"qnbnrkrb/pppppppp/8/8/8/8/PPPPPPPP/QNBNRKRB w KQkq - 0 1\"]\n\n1. O-O O-O 1/2-1/2\n\n[Event \"b\"]\n\n1. e4 1/2-1/2\n";
+        let o = parse_openings(pgn, "t.pgn").unwrap();
+        assert_eq!(o.len(), 2);
+        assert_eq!(o[0].castling, CastlingMode::Chess960);
+        // Both kings castled short: king to g, rook to f.
+        assert!(
+            o[0].fen
+                .starts_with("qnbnrrkb/pppppppp/8/8/8/8/PPPPPPPP/QNBNRRKB w"),
+            "{}",
+            o[0].fen
+        );
+        assert_eq!(o[1].castling, CastlingMode::Standard);
+        assert!(o[1]
+            .fen
+            .starts_with("rnbqkbnr/pppppppp/8/8/4P3/8/PPPP1PPP/RNBQKBNR b"));
     }
 
     #[test]

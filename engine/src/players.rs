@@ -9,7 +9,7 @@
 //! [`Failure`] naming why, and the match runner scores the game as lost and starts the
 //! engine afresh for the next one.
 
-use crate::game::{move_to_uci, parse_uci_move, piece_value, Game};
+use crate::game::{move_to_uci_in, parse_uci_move, piece_value, Game};
 use crate::mcts::{CachedEvaluator, Driver, Limits, NetEvaluator, Search, SearchParams};
 use crate::net::{Network, Precision};
 use crate::phase_times::PhaseTimes;
@@ -17,7 +17,7 @@ use crate::timeman;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::Device;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use shakmaty::{Move, Position};
+use shakmaty::{CastlingMode, Move, Position};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -446,6 +446,8 @@ pub struct UciPlayer {
     child: Child,
     stdin: ChildStdin,
     lines: Receiver<String>,
+    /// What the engine was last told with `UCI_Chess960` (false until then).
+    chess960: bool,
 }
 
 impl UciPlayer {
@@ -477,6 +479,7 @@ impl UciPlayer {
             child,
             stdin,
             lines,
+            chess960: false,
         };
         player.send("uci").map_err(|f| anyhow!("{f}"))?;
         let mut name = None;
@@ -568,6 +571,15 @@ impl Player for UciPlayer {
     }
 
     fn choose(&mut self, game: &Game, limit: MoveLimit) -> Result<Move, Failure> {
+        // A Chess960 game tells the engine so before its first position, and writes
+        // castling as the king taking its rook.
+        let mode = game.castling_mode();
+        let chess960 = mode == CastlingMode::Chess960;
+        if chess960 != self.chess960 {
+            self.send(&format!("setoption name UCI_Chess960 value {chess960}"))?;
+            self.ready()?;
+            self.chess960 = chess960;
+        }
         let mut position = format!(
             "position fen {}",
             crate::game::fen_of(game.start_position())
@@ -576,7 +588,7 @@ impl Player for UciPlayer {
             position.push_str(" moves");
             for &m in game.moves() {
                 position.push(' ');
-                position.push_str(&move_to_uci(m));
+                position.push_str(&move_to_uci_in(m, mode));
             }
         }
         self.send(&position)?;
@@ -633,6 +645,7 @@ pub fn parse_players(list: &str) -> Result<Vec<PlayerSpec>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::game::move_to_uci;
 
     /// An Ember player under a clock or a move time thinks as `ember` does in a GUI: the
     /// budget is timeman's, with ember's default move overhead.

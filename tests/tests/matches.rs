@@ -242,3 +242,121 @@ fn a_gauntlet_prints_one_table_row_per_opponent() {
         results_add_up(j, 4);
     }
 }
+
+/// (games, castling moves, games tagged Chess960) of a PGN file, replayed by python-chess
+/// move by move (an illegal move is an error).
+fn read_chess960_pgn(path: &Path) -> (usize, usize, usize) {
+    let script = r#"
+import sys, chess.pgn
+f = open(sys.argv[1])
+games = castles = tagged = 0
+while True:
+    g = chess.pgn.read_game(f)
+    if g is None:
+        break
+    assert not g.errors, g.errors
+    games += 1
+    tagged += g.headers.get("Variant") == "Chess960"
+    board = g.board()
+    for move in g.mainline_moves():
+        assert board.is_legal(move), (board.fen(), move)
+        castles += board.is_castling(move)
+        board.push(move)
+print(games, castles, tagged)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python-chess: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let n: Vec<usize> = text
+        .split_whitespace()
+        .map(|w| w.parse().unwrap())
+        .collect();
+    (n[0], n[1], n[2])
+}
+
+#[test]
+fn chess960_matches_tell_engines_and_write_castling_as_the_king_taking_its_rook() {
+    let dir = tempfile::tempdir().unwrap();
+    let castler = fake("castle960");
+    // The fake engine forfeits a game whose castling arrives in the wrong notation, whose
+    // moves are not legal, or whose Chess960 start came without UCI_Chess960; it castles
+    // as soon as it can. A standard match must not switch it to Chess960 either.
+    for (chess960, against) in [(true, "greedy"), (true, "random"), (false, "greedy")] {
+        let pgn = dir.path().join(format!("{chess960}-{against}.pgn"));
+        let mut args = vec![
+            "match",
+            "--a",
+            &castler,
+            "--b",
+            against,
+            "--games",
+            "8",
+            "--nodes",
+            "1",
+            "--max-plies",
+            "120",
+            "--pgn",
+        ];
+        let pgn_text = pgn.to_str().unwrap().to_string();
+        args.push(&pgn_text);
+        if chess960 {
+            args.push("--chess960");
+        }
+        let (json, _) = trainer(&args);
+        let summary = json.last().unwrap();
+        results_add_up(summary, 8);
+        assert!(
+            summary["forfeits"].as_array().unwrap().is_empty(),
+            "{chess960} {against}: {summary}"
+        );
+        let (games, castles, tagged) = read_chess960_pgn(&pgn);
+        assert_eq!(games, 8);
+        assert_eq!(tagged, if chess960 { 8 } else { 0 });
+        assert!(
+            castles >= 4,
+            "{chess960} {against}: {castles} castling moves"
+        );
+    }
+    // Ember's network, Ember's UCI binary and Stockfish in Chess960.
+    let a = tiny_checkpoint(dir.path(), "a.safetensors", 1);
+    let a_spec = format!("ember:{}", a.display());
+    let mut opponents = vec![format!("uci:{};Threads=1", binary("ember").display())];
+    if Path::new(STOCKFISH).exists() {
+        opponents.push(format!("uci:{STOCKFISH};Skill Level=0;Threads=1"));
+    }
+    for (i, opponent) in opponents.iter().enumerate() {
+        let pgn = dir.path().join(format!("ember-{i}.pgn"));
+        let (json, _) = trainer(&[
+            "match",
+            "--a",
+            &a_spec,
+            "--b",
+            opponent,
+            "--chess960",
+            "--games",
+            "4",
+            "--nodes",
+            "16",
+            "--max-plies",
+            "100",
+            "--pgn",
+            pgn.to_str().unwrap(),
+        ]);
+        let summary = json.last().unwrap();
+        results_add_up(summary, 4);
+        assert!(
+            summary["forfeits"].as_array().unwrap().is_empty(),
+            "{opponent}: {summary}"
+        );
+        let (games, _, tagged) = read_chess960_pgn(&pgn);
+        assert_eq!((games, tagged), (4, 4), "{opponent}");
+    }
+}

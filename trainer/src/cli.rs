@@ -91,9 +91,9 @@ pub enum Command {
 pub enum Preset {
     /// 5 iterations x 5 games x 20 simulations, a 10-game gating match each: a smoke run.
     Quick,
-    /// 40 iterations x 144 games x 64 simulations, a 32x3 network, a material share in the value target: at most 30 minutes on two CPU cores.
+    /// 25 minutes of iterations (at most 200) of 144 games, Gumbel root search at 16 simulations (4 for the moves not recorded), a 32x3 network, a material share in the value target: at most 30 minutes on two CPU cores.
     Development,
-    /// 64 iterations x 1024 games x 64 simulations: the run that trained the shipped network (12 minutes on one H200).
+    /// 64 iterations x 1024 games x 64 simulations (PUCT): the run that trained the shipped network (12 minutes on one H200).
     Production,
     /// 256 iterations x 1024 games x 128 simulations: the same recipe, longer (not yet run).
     Max,
@@ -189,9 +189,10 @@ train_args! {
     /// and --iterations comes first ends it); the learning-rate and target schedules then
     /// follow the share of this time spent. For comparisons at equal wall time.
     time_budget: Option<f64> => schedule.time_budget,
-    /// Self-play games per iteration.
+    /// Self-play games per iteration. [default: 144 development, 5 quick, 1024 production and max]
     games: Option<usize> => selfplay.games,
-    /// MCTS visits per move in self-play and gating.
+    /// MCTS visits per move in self-play and gating. [default: 16 development, 20 quick, 64
+    /// production, 128 max]
     simulations: Option<u32> => selfplay.simulations,
     /// Network width (convolution filters). [default: 32 development, 64 otherwise]
     filters: Option<usize> => net.filters,
@@ -286,7 +287,7 @@ train_args! {
     /// [default: 0.1]
     resign_playthrough: Option<f32> => selfplay.resign_playthrough,
     /// Playout cap: visits of the self-play moves that are not recorded (0: every move
-    /// gets --simulations and is recorded). [default: 16 development and production, 32 max, 0 quick]
+    /// gets --simulations and is recorded). [default: 4 development, 16 production, 32 max, 0 quick]
     fast_simulations: Option<u32> => selfplay.fast_simulations,
     /// Playout cap: the chance that a move gets --simulations and is recorded. [default: 0.25]
     full_search_fraction: Option<f32> => selfplay.full_search_fraction,
@@ -298,7 +299,7 @@ train_args! {
     /// Self-play's root rule: puct (Dirichlet noise, visit-count targets) or gumbel (Gumbel
     /// noise, sequential halving among --gumbel-considered moves, the move played by
     /// g + logits + sigma(q), the policy target softmax(logits + sigma(completed Q)); no
-    /// temperature). [default: puct]
+    /// temperature). [default: gumbel development, puct otherwise]
     root_rule: Option<RootRule> => selfplay.root_rule,
     /// Gumbel: the most root moves sequential halving starts from. [default: 16]
     gumbel_considered: Option<u32> => selfplay.gumbel_considered,
@@ -437,9 +438,15 @@ pub struct GameArgs {
     #[arg(long)]
     pub tc: Option<Limit>,
     /// Opening positions, EPD or PGN; each is played with both colours. [default: the
-    /// book in the repository, data/openings/ember-120.epd]
+    /// book in the repository, data/openings/ember-120.epd; with --chess960,
+    /// data/openings/chess960-20.epd]
     #[arg(long)]
     pub openings: Option<PathBuf>,
+    /// Chess960: the openings' castling rights name any rook (X-FEN or Shredder-FEN),
+    /// external engines get `UCI_Chess960` and castling as the king taking its rook, and
+    /// the PGN is tagged `[Variant "Chess960"]`.
+    #[arg(long)]
+    pub chess960: bool,
     /// Sequential probability ratio test `elo0,elo1[,alpha,beta]` (alpha and beta 0.05 by
     /// default): the match stops when either hypothesis is accepted.
     #[arg(long)]

@@ -7,7 +7,8 @@ use ember_engine::bench::{self, BenchOptions};
 use ember_engine::devicecheck;
 use ember_engine::files::write_atomic;
 use ember_engine::matches::{
-    parse_openings, read_openings, run_match, Limit, MatchReport, MatchSpec, DEFAULT_BOOK,
+    parse_openings, parse_openings_in, read_openings, run_match, CastlingMode, Limit, MatchReport,
+    MatchSpec, CHESS960_BOOK, DEFAULT_BOOK,
 };
 use ember_engine::net::checkpoint::read_file;
 use ember_engine::net::{describe_device, NetConfig, Network, Precision};
@@ -177,9 +178,15 @@ pub fn match_setup(play: &GameArgs) -> Result<(EmberSetup, MatchSpec)> {
         threads: (cpus / concurrency).max(1),
         solver: play.solver == OnOff::On,
     };
-    let openings = match &play.openings {
-        Some(path) => read_openings(path)?,
-        None => parse_openings(DEFAULT_BOOK, "data/openings/ember-120.epd")?,
+    let mode = if play.chess960 {
+        CastlingMode::Chess960
+    } else {
+        CastlingMode::Standard
+    };
+    let openings = match (&play.openings, play.chess960) {
+        (Some(path), _) => read_openings(path, mode)?,
+        (None, false) => parse_openings(DEFAULT_BOOK, "data/openings/ember-120.epd")?,
+        (None, true) => parse_openings_in(CHESS960_BOOK, "data/openings/chess960-20.epd", mode)?,
     };
     let limit = match (play.tc, play.movetime) {
         (Some(tc), _) => tc,

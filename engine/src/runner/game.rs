@@ -9,7 +9,7 @@ use crate::game::{fen_of, Game, GameOutcome, Termination};
 use crate::mcts::{Driver, EvalBatch, Limits, Search, SearchParams};
 use crate::phase_times::PhaseTimes;
 use crate::players::{Failure, MoveLimit};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use shakmaty::{Chess, Color, KnownOutcome, Move, Position};
 use std::time::Duration;
@@ -86,8 +86,7 @@ impl InPlay {
         } else {
             sched.openings[pair % sched.openings.len()].clone()
         };
-        let mut game =
-            Game::from_fen(&opening.fen).with_context(|| format!("opening {:?}", opening.fen))?;
+        let mut game = opening.game()?;
         let mut opening_rng = StdRng::seed_from_u64(derive_seed(sched.seed, 1, pair));
         for _ in 0..rules.random_opening_plies {
             let moves = game.position().legal_moves();

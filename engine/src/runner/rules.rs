@@ -3,7 +3,8 @@
 //! the schedule of games.
 
 use crate::game::{fen_of, material, Game, GameOutcome, Termination};
-use shakmaty::{Chess, Color, KnownOutcome};
+use anyhow::{Context, Result};
+use shakmaty::{CastlingMode, Chess, Color, KnownOutcome};
 use std::time::Duration;
 
 /// How every game is played (see the module documentation).
@@ -103,6 +104,9 @@ pub struct Opening {
     pub fen: String,
     /// Where it came from, for the PGN (`ember-007`, `book.pgn #3`).
     pub name: String,
+    /// How the FEN's castling rights are read and castling moves are written: standard
+    /// chess, or Chess960 (any rook; an external engine gets `UCI_Chess960`).
+    pub castling: CastlingMode,
 }
 
 impl Opening {
@@ -110,7 +114,14 @@ impl Opening {
         Opening {
             fen: fen_of(&Chess::default()),
             name: String::new(),
+            castling: CastlingMode::Standard,
         }
+    }
+
+    /// A game at this opening's position.
+    pub fn game(&self) -> Result<Game> {
+        Game::from_fen_in(&self.fen, self.castling)
+            .with_context(|| format!("opening {:?}", self.fen))
     }
 }
 

@@ -501,6 +501,7 @@ fn mate_in_one_match(spotter: usize) -> Vec<GameRecord> {
         openings: vec![Opening {
             fen: "6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1".to_string(),
             name: String::new(),
+            castling: shakmaty::CastlingMode::Standard,
         }],
         ..Schedule::default()
     };
