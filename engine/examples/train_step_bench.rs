@@ -38,6 +38,7 @@ fn main() -> anyhow::Result<()> {
                 result: 0.0,
                 root_q: 0.0,
                 reply: None,
+                plies_left: None,
             }
         })
         .collect();

@@ -212,6 +212,7 @@ pub fn sample_training_batch(n: usize, seed: u64) -> TrainingBatch {
                 result: [1.0, 0.0, -1.0][i % 3],
                 root_q: 0.0,
                 reply: None,
+                plies_left: None,
             }
         })
         .collect();

@@ -7,13 +7,15 @@
 //!
 //! Format (little-endian): the 8-byte file magic [`SHARD_MAGIC`], then records, each
 //! `RECORD_MAGIC (4) | payload length u32 | CRC32 of the payload u32 | payload`, with the
-//! payload `FEN length u8 | FEN | result f32 | root Q f32 | reply u16 | move count u16 |
-//! (policy index u16, probability f32) x count`. The result is the value target for the
-//! side to move, in [-1, 1]: the game's result, or a search's Q where deblunder replaced
-//! it; the reply is the policy index of the opponent's next move, for the opponent
-//! ([`NO_REPLY`] after the game's last move). Shards of the first format
-//! ([`SHARD_MAGIC_V1`]: results -1, 0 or 1 as an i8, no reply) are read as they always
-//! were. Reading never fails on bad data: a record
+//! payload `FEN length u8 | FEN | result f32 | root Q f32 | reply u16 | plies left u16 |
+//! move count u16 | (policy index u16, probability f32) x count`. The result is the value
+//! target for the side to move, in [-1, 1]: the game's result, or a search's Q where
+//! deblunder replaced it; the reply is the policy index of the opponent's next move, for
+//! the opponent ([`NO_REPLY`] after the game's last move); the plies left are those from
+//! the position to the game's end ([`NO_PLIES_LEFT`] for a game stopped at the ply cap).
+//! Shards of the second format ([`SHARD_MAGIC_V2`]: no plies left) and the first
+//! ([`SHARD_MAGIC_V1`]: results -1, 0 or 1 as an i8, no reply either) are read as they
+//! always were, their plies left unknown. Reading never fails on bad data: a record
 //! whose checksum or contents are wrong is skipped (the reader resynchronises on the next
 //! record magic) and counted, and a record cut short at the end of the file (a torn write)
 //! is dropped and counted.
@@ -28,18 +30,22 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-pub const SHARD_MAGIC: &[u8; 8] = b"EMBRPL02";
+pub const SHARD_MAGIC: &[u8; 8] = b"EMBRPL03";
+/// The second format's file magic: no plies left.
+pub const SHARD_MAGIC_V2: &[u8; 8] = b"EMBRPL02";
 /// The first format's file magic: the result an i8 (-1, 0 or 1), and no reply.
 pub const SHARD_MAGIC_V1: &[u8; 8] = b"EMBRPL01";
 /// The reply field of a position after which the game ended.
 pub const NO_REPLY: u16 = u16::MAX;
+/// The plies-left field of a position whose game did not end by itself.
+pub const NO_PLIES_LEFT: u16 = u16::MAX;
 pub const RECORD_MAGIC: &[u8; 4] = b"\xEErec";
 pub const SHARD_EXTENSION: &str = "shard";
 pub const PARTIAL_SUFFIX: &str = ".partial";
 const RECORD_HEADER: usize = 12;
 /// No honest record comes near this (a FEN of at most 255 bytes and at most 218 legal
 /// moves); a larger length is corruption.
-const MAX_PAYLOAD: usize = 1 + 255 + 4 + 4 + 2 + 2 + 6 * 512;
+const MAX_PAYLOAD: usize = 1 + 255 + 4 + 4 + 2 + 2 + 2 + 6 * 512;
 
 /// The shard of self-play iteration `iteration` in `dir`.
 pub fn shard_path(dir: &Path, iteration: u64) -> PathBuf {
@@ -189,6 +195,10 @@ fn encode_payload(sample: &Sample, out: &mut Vec<u8>) -> Result<()> {
         Some(r) if r as usize >= POLICY_SIZE => bail!("reply index {r} is not a policy index"),
         r => out.extend_from_slice(&r.unwrap_or(NO_REPLY).to_le_bytes()),
     }
+    match sample.plies_left {
+        Some(NO_PLIES_LEFT) => bail!("plies left {NO_PLIES_LEFT} is the unknown marker"),
+        p => out.extend_from_slice(&p.unwrap_or(NO_PLIES_LEFT).to_le_bytes()),
+    }
     out.extend_from_slice(&(sample.visits.len() as u16).to_le_bytes());
     for &(index, p) in &sample.visits {
         out.extend_from_slice(&index.to_le_bytes());
@@ -204,7 +214,7 @@ enum Bad {
     Corrupt(String),
 }
 
-/// A record's payload in the format of file magic version `version` (1 or 2).
+/// A record's payload in the format of file magic version `version` (1, 2 or 3).
 fn decode_payload(p: &[u8], version: u8) -> std::result::Result<Sample, String> {
     let mut at = 0usize;
     let mut take = |n: usize| -> std::result::Result<&[u8], String> {
@@ -240,6 +250,14 @@ fn decode_payload(p: &[u8], version: u8) -> std::result::Result<Sample, String> 
             r => return Err(format!("reply index {r} is not a policy index")),
         }
     };
+    let plies_left = if version < 3 {
+        None
+    } else {
+        match u16::from_le_bytes(take(2)?.try_into().expect("2 bytes")) {
+            NO_PLIES_LEFT => None,
+            p => Some(p),
+        }
+    };
     let count = u16::from_le_bytes(take(2)?.try_into().expect("2 bytes")) as usize;
     let mut policy = Vec::with_capacity(count);
     for _ in 0..count {
@@ -262,6 +280,7 @@ fn decode_payload(p: &[u8], version: u8) -> std::result::Result<Sample, String> 
         result,
         root_q,
         reply,
+        plies_left,
     })
 }
 
@@ -301,12 +320,16 @@ pub fn parse_shard(bytes: &[u8], origin: &str) -> (Vec<Sample>, LoadStats) {
     let mut samples = Vec::new();
     let magic = &bytes[..bytes.len().min(SHARD_MAGIC.len())];
     let version = match magic {
-        m if m == SHARD_MAGIC => 2,
+        m if m == SHARD_MAGIC => 3,
+        m if m == SHARD_MAGIC_V2 => 2,
         m if m == SHARD_MAGIC_V1 => 1,
         _ => 0,
     };
     if version == 0 {
-        if SHARD_MAGIC.starts_with(bytes) || SHARD_MAGIC_V1.starts_with(bytes) {
+        if [SHARD_MAGIC, SHARD_MAGIC_V2, SHARD_MAGIC_V1]
+            .iter()
+            .any(|m| m.starts_with(bytes))
+        {
             stats.torn_tail += 1;
         } else {
             log::warn!("{origin}: not an Ember replay shard (bad file magic); skipped");
@@ -412,6 +435,8 @@ pub struct EncodedSample {
     pub root_q: f32,
     /// The opponent's reply as its policy index for the opponent, when known.
     pub reply: Option<u16>,
+    /// Plies from the position to the game's end, when known.
+    pub plies_left: Option<u16>,
 }
 
 impl EncodedSample {
@@ -424,6 +449,7 @@ impl EncodedSample {
             result: sample.result,
             root_q: sample.root_q,
             reply: sample.reply,
+            plies_left: sample.plies_left,
         }
     }
 }
@@ -587,6 +613,7 @@ mod tests {
                     result: [-1.0, 0.0, 1.0][i % 3],
                     root_q: tag + i as f32,
                     reply: (i % 4 != 3).then_some((i * 37 % POLICY_SIZE) as u16),
+                    plies_left: (i % 5 != 4).then_some((i * 7 + 1) as u16),
                 }
             })
             .collect()
@@ -598,6 +625,7 @@ mod tests {
         assert_eq!(a.result, b.result);
         assert_eq!(a.root_q, b.root_q);
         assert_eq!(a.reply, b.reply);
+        assert_eq!(a.plies_left, b.plies_left);
     }
 
     /// Writes a shard; returns its path and the byte offset of each record.
@@ -670,13 +698,21 @@ mod tests {
         assert!(err.to_string().contains("not in [-1, 1]"), "{err}");
     }
 
-    /// A record of the first format: the result a byte.
-    fn v1_record(s: &Sample) -> Vec<u8> {
+    /// A record of an older format: the first (`version` 1: the result a byte, no reply)
+    /// or the second (2: no plies left).
+    fn old_record(s: &Sample, version: u8) -> Vec<u8> {
         let fen = fen_of(&s.position);
         let mut p = vec![fen.len() as u8];
         p.extend_from_slice(fen.as_bytes());
-        p.push(s.result as i8 as u8);
+        if version == 1 {
+            p.push(s.result as i8 as u8);
+        } else {
+            p.extend_from_slice(&s.result.to_le_bytes());
+        }
         p.extend_from_slice(&s.root_q.to_le_bytes());
+        if version == 2 {
+            p.extend_from_slice(&s.reply.unwrap_or(NO_REPLY).to_le_bytes());
+        }
         p.extend_from_slice(&(s.visits.len() as u16).to_le_bytes());
         for &(i, q) in &s.visits {
             p.extend_from_slice(&i.to_le_bytes());
@@ -694,10 +730,11 @@ mod tests {
         let mut original = samples(9, 0.0, 3);
         for s in &mut original {
             s.reply = None;
+            s.plies_left = None;
         }
         let mut bytes = SHARD_MAGIC_V1.to_vec();
         for s in &original {
-            bytes.extend(v1_record(s));
+            bytes.extend(old_record(s, 1));
         }
         let (read, stats) = parse_shard(&bytes, "v1");
         assert_eq!((stats.records, stats.skipped_corrupt), (9, 0));
@@ -707,9 +744,56 @@ mod tests {
         // The same bytes under the new magic are read as the new format: every record
         // is then refused, none misread.
         bytes[..8].copy_from_slice(SHARD_MAGIC);
-        let (read, stats) = parse_shard(&bytes, "v2");
+        let (read, stats) = parse_shard(&bytes, "v3");
         assert!(read.is_empty());
         assert_eq!(stats.skipped_corrupt, 9);
+    }
+
+    #[test]
+    fn shards_of_the_second_format_load_with_the_plies_left_unknown() {
+        let original = samples(12, 0.0, 4);
+        let mut bytes = SHARD_MAGIC_V2.to_vec();
+        for s in &original {
+            bytes.extend(old_record(s, 2));
+        }
+        let (read, stats) = parse_shard(&bytes, "v2");
+        assert_eq!((stats.records, stats.skipped_corrupt), (12, 0));
+        for (a, b) in original.iter().zip(&read) {
+            assert_eq!(b.plies_left, None);
+            assert_same(
+                &Sample {
+                    plies_left: None,
+                    ..a.clone()
+                },
+                b,
+            );
+        }
+        // Under the third format's magic the same records are refused, none misread.
+        bytes[..8].copy_from_slice(SHARD_MAGIC);
+        let (read, stats) = parse_shard(&bytes, "v3");
+        assert!(read.is_empty());
+        assert_eq!(stats.skipped_corrupt, 12);
+    }
+
+    #[test]
+    fn plies_left_round_trip_and_the_unknown_marker_is_refused_as_a_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut original = samples(4, 0.0, 5);
+        for (s, p) in original
+            .iter_mut()
+            .zip([Some(1), None, Some(NO_PLIES_LEFT - 1), Some(0)])
+        {
+            s.plies_left = p;
+        }
+        let (path, _) = write_shard(&shard_path(dir.path(), 1), &original);
+        let (read, _) = read_shard(&path).unwrap();
+        let got: Vec<Option<u16>> = read.iter().map(|s| s.plies_left).collect();
+        assert_eq!(got, [Some(1), None, Some(NO_PLIES_LEFT - 1), Some(0)]);
+        let encoded = EncodedSample::new(&read[2]);
+        assert_eq!(encoded.plies_left, Some(NO_PLIES_LEFT - 1));
+        let mut w = ShardWriter::create(&shard_path(dir.path(), 2)).unwrap();
+        original[0].plies_left = Some(NO_PLIES_LEFT);
+        assert!(w.append(&original[0]).is_err());
     }
 
     #[test]

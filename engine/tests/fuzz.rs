@@ -61,6 +61,7 @@ fn shard() -> &'static [u8] {
                 result: 0.5,
                 root_q: -0.1,
                 reply: Some(42),
+                plies_left: Some(17),
             })
             .unwrap();
             game.play(parse_uci_move(&pos, mv).unwrap());

@@ -65,6 +65,14 @@ fn samples_hold_a_visit_distribution_over_legal_moves_and_the_movers_result() {
             assert_eq!(s.reply, want, "ply {ply}");
         }
         assert_eq!(r.samples.last().unwrap().reply, None);
+        // Each sample's plies left count to the game's end, unless the cap stopped it.
+        for (ply, s) in r.samples.iter().enumerate() {
+            let want = ember_engine::runner::plies_left(r.outcome.termination, r.plies, ply);
+            assert_eq!(s.plies_left, want, "ply {ply}");
+            if r.outcome.termination != ember_engine::game::Termination::MaxPlies {
+                assert_eq!(s.plies_left, Some((r.plies - ply) as u16));
+            }
+        }
         assert!(r
             .pgn
             .contains(&format!("[Result \"{}\"]", r.outcome.result.as_str())));

@@ -2,7 +2,7 @@
 //! each move (ply cap, adjudication, resignation, playout cap), its samples, and the
 //! [`GameRecord`] it becomes.
 
-use super::record::{value_targets, GameRecord, MoveStats, Sample};
+use super::record::{plies_left, value_targets, GameRecord, MoveStats, Sample};
 use super::rules::{Limit, Opening, Rules, Schedule};
 use crate::encoding::move_to_index;
 use crate::game::{fen_of, Game, GameOutcome, Termination};
@@ -392,6 +392,7 @@ impl InPlay {
             rules.deblunder,
         );
         let moves = self.game.moves();
+        let game_plies = self.game.ply();
         let samples = self
             .samples
             .into_iter()
@@ -410,6 +411,7 @@ impl InPlay {
                     visits,
                     root_q,
                     reply,
+                    plies_left: plies_left(outcome.termination, game_plies, ply),
                 }
             })
             .collect();

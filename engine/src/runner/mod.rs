@@ -62,7 +62,7 @@ mod rules;
 mod tests;
 
 pub use record::{
-    termination_key, value_targets, GameRecord, GameTally, MoveStats, PlayStats, Sample,
+    plies_left, termination_key, value_targets, GameRecord, GameTally, MoveStats, PlayStats, Sample,
 };
 pub use rules::{CapRule, FastMoves, Limit, Opening, Resign, Rules, Schedule};
 

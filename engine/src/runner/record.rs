@@ -21,6 +21,9 @@ pub struct Sample {
     /// The opponent's reply, the move played next, as its policy index for the opponent
     /// (the reply head's target); none after the game's last move.
     pub reply: Option<u16>,
+    /// Plies from this position to the game's end (the moves-left head's target); none
+    /// where the game did not end by itself ([`plies_left`]).
+    pub plies_left: Option<u16>,
 }
 
 /// What the search knew when a search side played a move.
@@ -66,6 +69,26 @@ pub fn value_targets(
         out[ply] = z;
     }
     out
+}
+
+/// The moves-left target of the position before ply `ply` of a game of `game_plies`
+/// plies that ended by `termination`: the plies from it to the end, `game_plies - ply`.
+/// A game stopped at the ply cap (scored a draw or adjudicated) did not end by itself:
+/// its plies to the cap are only a lower bound, and one the network cannot see (the
+/// input holds no ply count), so its positions have none and the moves-left loss skips
+/// them. A resigned game ends where the resignation was (lc0's target: a position whose
+/// side to move resigned has 0), as does a forfeit.
+pub fn plies_left(termination: Termination, game_plies: usize, ply: usize) -> Option<u16> {
+    let capped = matches!(
+        termination,
+        Termination::MaxPlies | Termination::AdjudicatedMaterial | Termination::AdjudicatedValue
+    );
+    if capped || ply > game_plies {
+        return None;
+    }
+    u16::try_from(game_plies - ply)
+        .ok()
+        .filter(|&p| p != u16::MAX)
 }
 
 /// A finished game.

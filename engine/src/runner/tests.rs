@@ -612,3 +612,65 @@ fn deblunder_gives_the_positions_before_a_blunder_the_best_moves_q() {
         [0.9, 0.7, 0.7]
     );
 }
+
+#[test]
+fn the_plies_left_count_to_the_games_end_and_capped_games_have_none() {
+    assert_eq!(plies_left(Termination::Checkmate, 10, 0), Some(10));
+    assert_eq!(plies_left(Termination::Checkmate, 10, 9), Some(1));
+    assert_eq!(plies_left(Termination::Resignation, 10, 10), Some(0));
+    assert_eq!(plies_left(Termination::Repetition, 10, 11), None);
+    for capped in [
+        Termination::MaxPlies,
+        Termination::AdjudicatedMaterial,
+        Termination::AdjudicatedValue,
+    ] {
+        assert_eq!(plies_left(capped, 10, 3), None, "{capped:?}");
+    }
+
+    // Self-play from a mate in one: the mating side's position is one ply from the end.
+    let mut spotter = MateSpotter;
+    let mut side = search_side(&mut spotter, 8);
+    side.params.root_noise = false;
+    let schedule = Schedule {
+        games: 2,
+        in_flight: 2,
+        openings: vec![Opening {
+            fen: "6k1/5ppp/8/8/8/8/5PPP/R5K1 w - - 0 1".to_string(),
+            name: String::new(),
+            castling: shakmaty::CastlingMode::Standard,
+        }],
+        ..Schedule::default()
+    };
+    let (games, _) = play_all(Contest::SelfPlay(side), &rules(200), &schedule);
+    for g in &games {
+        assert_eq!(
+            (g.plies, g.outcome.termination),
+            (1, Termination::Checkmate)
+        );
+        let left: Vec<Option<u16>> = g.samples.iter().map(|s| s.plies_left).collect();
+        assert_eq!(left, [Some(1)]);
+    }
+
+    // Games stopped at the cap teach no plies left; the resigned ones count to the
+    // resignation.
+    let mut eval = UniformEvaluator;
+    let schedule = Schedule {
+        games: 2,
+        in_flight: 2,
+        ..Schedule::default()
+    };
+    let (games, _) = play_all(
+        Contest::SelfPlay(search_side(&mut eval, 4)),
+        &rules(6),
+        &schedule,
+    );
+    for g in &games {
+        assert_eq!(g.outcome.termination, Termination::MaxPlies);
+        assert_eq!(g.samples.len(), 6);
+        assert!(g.samples.iter().all(|s| s.plies_left.is_none()));
+    }
+    let (games, _) = resigning(0.0);
+    for g in &games {
+        assert!(g.samples.iter().all(|s| s.plies_left == Some(0)));
+    }
+}

@@ -45,6 +45,7 @@ fn random_samples(n: usize, seed: u64) -> Vec<Sample> {
                 result,
                 root_q: rng.random_range(-1.0..1.0),
                 reply: None,
+                plies_left: None,
             }
         })
         .collect()
