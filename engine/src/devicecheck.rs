@@ -178,6 +178,8 @@ fn reversed(batch: &TrainingBatch) -> TrainingBatch {
         mask: batch.mask.as_ref().map(|m| rows(m, POLICY_SIZE)),
         reply: batch.reply.iter().rev().copied().collect(),
         reply_known: batch.reply_known.iter().rev().copied().collect(),
+        moves_left: batch.moves_left.iter().rev().copied().collect(),
+        moves_left_known: batch.moves_left_known.iter().rev().copied().collect(),
         baselines: batch.baselines,
         n: batch.n,
     }
@@ -220,6 +222,7 @@ mod tests {
             blocks: 1,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         };
         let net = Network::new(cfg, &Device::Cpu, 3).unwrap();
         let r = check_inference(&net, &Device::Cpu, Precision::F32, 40).unwrap();

@@ -35,6 +35,7 @@ fn checkpoint() -> &'static [u8] {
                 blocks: 1,
                 se_channels: 0,
                 reply_head: false,
+                moves_left_head: false,
             },
             &Device::Cpu,
             1,

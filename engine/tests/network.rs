@@ -6,7 +6,7 @@ use ember_engine::bench::sample_positions;
 use ember_engine::encoding::{encode_position, PLANES_LEN, POLICY_SIZE};
 use ember_engine::mcts::NetEvaluator;
 use ember_engine::net::{
-    cpu::CpuNet, selected_policy_index, DeviceNet, NetConfig, Network, Precision,
+    cpu::CpuNet, moves_left_plies, selected_policy_index, DeviceNet, NetConfig, Network, Precision,
 };
 
 fn planes(n: usize) -> Vec<f32> {
@@ -28,9 +28,20 @@ fn randomise_batch_norm(net: &Network, seed: u64) {
 /// Gives every squeeze-and-excitation tensor values of a few tenths either way (a fresh
 /// unit's gates are all about one half), so the unit's every path changes the output.
 fn randomise_squeeze_excitation(net: &Network, seed: u64) {
+    randomise_tensors(net, ".se.", seed);
+}
+
+/// Gives the moves-left head's weights and biases values of a few tenths either way (a
+/// fresh head's output is near 0, where the clamp at 0 plies would hide half of it).
+fn randomise_moves_left(net: &Network, seed: u64) {
+    randomise_tensors(net, "moves_left.", seed);
+}
+
+/// Values of a few tenths either way for every trained tensor whose name holds `part`.
+fn randomise_tensors(net: &Network, part: &str, seed: u64) {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     for (name, var, _) in net.named_tensors() {
-        if !name.contains(".se.") {
+        if !name.contains(part) || name.contains(".bn.") {
             continue;
         }
         let n = var.as_tensor().elem_count();
@@ -52,6 +63,18 @@ fn max_rel_err(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
 }
 
+/// The training form's plies left (its raw output read as inference reads it).
+fn training_form_moves_left(net: &Network, p: &[f32], n: usize) -> Vec<f32> {
+    let x = Tensor::from_slice(p, (n, PLANES_LEN), &Device::Cpu).unwrap();
+    let out = net.forward(&x, false, DType::F32).unwrap();
+    let raw: Vec<f32> = out
+        .moves_left
+        .expect("the moves-left head")
+        .to_vec1()
+        .unwrap();
+    raw.into_iter().map(moves_left_plies).collect()
+}
+
 fn training_form_outputs(net: &Network, p: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
     let x = Tensor::from_slice(p, (n, PLANES_LEN), &Device::Cpu).unwrap();
     let out = net.forward(&x, false, DType::F32).unwrap();
@@ -69,23 +92,31 @@ fn folded_forms_match_the_training_form() {
             blocks: 3,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         },
         NetConfig {
             filters: 128,
             blocks: 5,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         },
         NetConfig {
             filters: 64,
             blocks: 3,
             se_channels: 16,
             reply_head: false,
+            moves_left_head: false,
+        },
+        NetConfig {
+            moves_left_head: true,
+            ..NetConfig::plain(32, 2)
         },
     ] {
         let net = Network::new(config, &Device::Cpu, 3).unwrap();
         randomise_batch_norm(&net, 4);
         randomise_squeeze_excitation(&net, 5);
+        randomise_moves_left(&net, 6);
         let n = 70; // more than one CPU chunk of 64 boards
         let p = planes(n);
         let (policy, wdl) = training_form_outputs(&net, &p, n);
@@ -119,9 +150,35 @@ fn folded_forms_match_the_training_form() {
             .iter()
             .map(|&(i, k)| selected_policy_index(i, k) as u32)
             .collect();
-        let (sp, sw) = dev
+        let (sp, sw, sm) = dev
             .forward_selected(&bytes, n, &select, &Device::Cpu)
             .unwrap();
+        let mut cm = vec![-1.0; n];
+        cpu.forward_with_moves_left(&p, n, &mut cp, &mut cw, Some(&mut cm));
+        if config.moves_left_head {
+            // The plies left of the training form, the CPU's folded form and the device's.
+            let want = training_form_moves_left(&net, &p, n);
+            let positive = want.iter().filter(|&&m| m > 0.0).count();
+            assert!(
+                positive > n / 4 && positive < n,
+                "{positive} of {n} above 0 plies"
+            );
+            assert!(want.iter().all(|&m| m >= 0.0));
+            assert!(
+                max_rel_err(&want, &cm) < 1e-4,
+                "{}",
+                max_rel_err(&want, &cm)
+            );
+            assert!(
+                max_rel_err(&want, &sm) < 1e-4,
+                "{}",
+                max_rel_err(&want, &sm)
+            );
+            assert!(cpu.has_moves_left() && dev.has_moves_left());
+        } else {
+            assert!(sm.is_empty());
+            assert!(cm.iter().all(|&m| m == -1.0), "no head writes no plies");
+        }
         assert_eq!(sp.len(), n);
         for (&(i, k), got) in picks.iter().zip(&sp) {
             let want = dp[i * POLICY_SIZE + k];
@@ -142,6 +199,7 @@ fn single_thread_and_multi_thread_cpu_forward_agree() {
             blocks: 2,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         },
         &Device::Cpu,
         9,
@@ -172,6 +230,7 @@ fn f16_compute_stays_close_to_f32() {
             blocks: 1,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         },
         &Device::Cpu,
         2,
@@ -206,6 +265,7 @@ fn training_mode_updates_batch_norm_running_statistics() {
             blocks: 1,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         },
         &Device::Cpu,
         2,
@@ -240,6 +300,7 @@ fn checkpoint_round_trip_gives_bit_identical_outputs() {
             blocks: 2,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         },
         &Device::Cpu,
         7,
@@ -255,6 +316,7 @@ fn checkpoint_round_trip_gives_bit_identical_outputs() {
             blocks: 2,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         }),
         &Device::Cpu,
     )
@@ -283,6 +345,7 @@ fn checkpoint_of_another_architecture_is_refused_naming_the_fields() {
             blocks: 2,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         },
         &Device::Cpu,
         7,
@@ -297,6 +360,7 @@ fn checkpoint_of_another_architecture_is_refused_naming_the_fields() {
             blocks: 3,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         }),
         &Device::Cpu,
     )
@@ -316,6 +380,7 @@ fn truncated_or_corrupt_checkpoints_are_refused() {
             blocks: 1,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         },
         &Device::Cpu,
         7,
@@ -363,6 +428,7 @@ fn an_interrupted_save_leaves_the_previous_checkpoint_intact() {
             blocks: 1,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         },
         &Device::Cpu,
         1,
@@ -515,4 +581,80 @@ fn the_reply_head_round_trips_and_leaves_inference_alone() {
         .err()
         .expect("a network without the head was asked for");
     assert!(format!("{err:#}").contains("reply_head is true"), "{err:#}");
+}
+
+/// The moves-left head is saved and loaded with the network and its checkpoint says so;
+/// a file without the field (every file before the head existed) loads without it, and a
+/// field that is neither 0 nor 1 is refused in one line.
+#[test]
+fn the_moves_left_head_round_trips_and_older_checkpoints_load_without_it() {
+    use ember_engine::net::checkpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mlh.safetensors");
+    let config = NetConfig {
+        moves_left_head: true,
+        ..NetConfig::plain(16, 2)
+    };
+    assert_eq!(config.to_string(), "16x2-mlh");
+    let net = Network::new(config, &Device::Cpu, 7).unwrap();
+    randomise_batch_norm(&net, 8);
+    randomise_moves_left(&net, 9);
+    assert!(net.tensor_names().any(|n| n == "moves_left.fc2.weight"));
+    net.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let meta = checkpoint::read_metadata(&bytes, "mlh").unwrap();
+    assert_eq!(meta.get("moves_left_head").map(String::as_str), Some("1"));
+    let loaded = Network::load(&path, None, &Device::Cpu).unwrap();
+    assert_eq!(loaded.config, config);
+    let p = planes(6);
+    assert_eq!(
+        training_form_moves_left(&net, &p, 6),
+        training_form_moves_left(&loaded, &p, 6)
+    );
+    let err = Network::load(&path, Some(NetConfig::plain(16, 2)), &Device::Cpu)
+        .err()
+        .expect("a network without the head was asked for");
+    assert!(
+        format!("{err:#}").contains("moves_left_head is true"),
+        "{err:#}"
+    );
+
+    // Without the head: no field in the file, and none in what loads.
+    let plain = Network::new(NetConfig::plain(16, 2), &Device::Cpu, 7).unwrap();
+    let plain_bytes = plain.to_bytes().unwrap();
+    let meta = checkpoint::read_metadata(&plain_bytes, "plain").unwrap();
+    assert!(!meta.contains_key("moves_left_head"));
+    let x = Tensor::from_slice(&p, (6, PLANES_LEN), &Device::Cpu).unwrap();
+    assert!(plain
+        .forward(&x, false, DType::F32)
+        .unwrap()
+        .moves_left
+        .is_none());
+    let embedded = Network::from_bytes(
+        ember_engine::net::EMBEDDED_NETWORK,
+        None,
+        &Device::Cpu,
+        "embedded",
+    )
+    .unwrap();
+    assert!(!embedded.config.moves_left_head);
+
+    // A hostile value of the field.
+    let tensors: Vec<(String, Tensor)> = net
+        .named_tensors()
+        .into_iter()
+        .map(|(n, v, _)| (n, v.as_tensor().clone()))
+        .collect();
+    let mut meta = checkpoint::metadata(config, 0);
+    meta.insert("moves_left_head".into(), "yes\nplease".into());
+    let hostile = checkpoint::serialize(&tensors, meta).unwrap();
+    let err = Network::from_bytes(&hostile, None, &Device::Cpu, "hostile")
+        .err()
+        .expect("a bad moves_left_head field")
+        .to_string();
+    assert!(
+        err.contains("`moves_left_head`") && err.contains("expected 0 or 1"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
 }

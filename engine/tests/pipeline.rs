@@ -20,6 +20,7 @@ const TINY: NetConfig = NetConfig {
     blocks: 1,
     se_channels: 0,
     reply_head: false,
+    moves_left_head: false,
 };
 
 #[test]

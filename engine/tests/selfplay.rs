@@ -30,6 +30,7 @@ fn samples_hold_a_visit_distribution_over_legal_moves_and_the_movers_result() {
             blocks: 1,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         },
         &Device::Cpu,
         5,

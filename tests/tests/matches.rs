@@ -83,6 +83,7 @@ fn tiny_checkpoint(dir: &Path, name: &str, seed: u64) -> PathBuf {
             blocks: 1,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         },
         &Device::Cpu,
         seed,

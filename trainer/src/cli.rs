@@ -206,6 +206,14 @@ train_args! {
     reply_head: Option<OnOff> => net.reply_head,
     /// Weight of the reply head's loss beside the policy and value losses. [default: 0.15]
     reply_weight: Option<f32> => training.reply_weight,
+    /// A moves-left head beside the value head that learns the plies to the game's end
+    /// (games stopped at the ply cap teach it nothing); the search then prefers the
+    /// faster win and the slower loss (matches and `ember`; self-play with
+    /// --moves-left-slope). --moves-left-weight weighs its loss. [default: off]
+    moves_left_head: Option<OnOff> => net.moves_left_head,
+    /// Weight of the moves-left head's Huber loss (on plies / 20) beside the policy and
+    /// value losses. [default: 0.25]
+    moves_left_weight: Option<f32> => training.moves_left_weight,
     /// Training minibatch size; never more than the replay data on hand. [default: 256]
     batch_size: Option<usize> => training.batch_size,
     /// Training steps per iteration. [default: ceil(--sample-reuse x new positions / batch size),

@@ -37,6 +37,7 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
         blocks: args.blocks,
         se_channels: args.se_channels,
         reply_head: false,
+        moves_left_head: false,
     };
     opts.precision = Precision::resolve(&args.precision, &device)?;
     opts.seconds = args.seconds;

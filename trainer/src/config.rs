@@ -69,6 +69,7 @@ fn development() -> RunConfig {
             blocks: 3,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         },
         selfplay: SelfPlaySettings {
             games: 144,
@@ -111,6 +112,7 @@ fn development() -> RunConfig {
             lr_final: Some(2e-4),
             warmup_steps: 30,
             reply_weight: ember_engine::train::DEFAULT_REPLY_WEIGHT,
+            moves_left_weight: ember_engine::train::DEFAULT_MOVES_LEFT_WEIGHT,
         },
         gating: GatingSettings {
             gating_games: 0,
@@ -383,6 +385,7 @@ impl RunConfig {
             ("gumbel_c_scale", self.selfplay.gumbel_c_scale),
             ("deblunder", self.selfplay.deblunder),
             ("reply_weight", self.training.reply_weight),
+            ("moves_left_weight", self.training.moves_left_weight),
         ] {
             if !(v.is_finite() && v >= 0.0) {
                 bail!("{} must be a number of at least 0, got {v}", source(field));

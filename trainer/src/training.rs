@@ -968,6 +968,7 @@ fn iteration_metrics(
         loss_l2: tr.loss_l2,
         loss_total: tr.loss_total,
         loss_reply: tr.loss_reply,
+        loss_moves_left: tr.loss_moves_left,
         lr: tr.lr,
         skipped_steps: tr.skipped,
         positions: sp.samples.len(),

@@ -17,6 +17,7 @@ const TINY_NET: NetConfig = NetConfig {
     blocks: 1,
     se_channels: 0,
     reply_head: false,
+    moves_left_head: false,
 };
 
 fn trainer() -> Command {

@@ -32,6 +32,8 @@ type KeyMap<V> = HashMap<u64, V, BuildHasherDefault<KeyHasher>>;
 #[derive(Clone, Debug)]
 pub struct CachedEval {
     pub wdl: [f32; 3],
+    /// The plies left, from a network with the moves-left head.
+    pub moves_left: Option<f32>,
     /// Priors over the legal moves in shakmaty's generation order.
     pub priors: Box<[f32]>,
 }
@@ -91,7 +93,7 @@ impl EvalCache {
         None
     }
 
-    pub fn insert(&mut self, key: u64, wdl: [f32; 3], priors: &[f32]) {
+    pub fn insert(&mut self, key: u64, wdl: [f32; 3], moves_left: Option<f32>, priors: &[f32]) {
         if self.capacity == 0 {
             return;
         }
@@ -99,6 +101,7 @@ impl EvalCache {
             key,
             CachedEval {
                 wdl,
+                moves_left,
                 priors: priors.into(),
             },
         );
@@ -184,9 +187,10 @@ impl<E: Evaluator> Evaluator for CachedEvaluator<E> {
             let key = position_hash(batch.position(i));
             if let Some(hit) = self.cache.get(key) {
                 if hit.priors.len() == batch.moves(i).len() {
-                    let wdl = hit.wdl;
+                    let (wdl, moves_left) = (hit.wdl, hit.moves_left);
                     batch.priors_mut(i).copy_from_slice(&hit.priors);
                     batch.set_wdl(i, wdl);
+                    batch.set_moves_left(i, moves_left);
                     self.rows.push(None);
                     cached += 1;
                     continue;
@@ -211,11 +215,13 @@ impl<E: Evaluator> Evaluator for CachedEvaluator<E> {
             if let Some(r) = *row {
                 batch.priors_mut(i).copy_from_slice(self.misses.priors(r));
                 batch.set_wdl(i, self.misses.wdl(r));
+                batch.set_moves_left(i, self.misses.moves_left(r));
             }
         }
         for (r, &key) in self.keys.iter().enumerate() {
+            let m = &self.misses;
             self.cache
-                .insert(key, self.misses.wdl(r), self.misses.priors(r));
+                .insert(key, m.wdl(r), m.moves_left(r), m.priors(r));
         }
         timing.cached += cached;
         Ok(())

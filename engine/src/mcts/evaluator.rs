@@ -1,6 +1,6 @@
 //! The evaluator seam: the search fills an [`EvalBatch`] with leaf positions and their
-//! legal moves, one call fills in priors (over those moves, in their order) and WDL
-//! values (for the side to move). [`NetEvaluator`] runs the network; [`UniformEvaluator`]
+//! legal moves, one call fills in priors (over those moves, in their order), WDL values
+//! (for the side to move) and, from a network with the moves-left head, the plies left. [`NetEvaluator`] runs the network; [`UniformEvaluator`]
 //! is the test double that needs none.
 
 use crate::encoding::{encode_position, move_to_index, PLANES_LEN, POLICY_SIZE};
@@ -24,6 +24,9 @@ pub struct EvalBatch {
     priors: Vec<f32>,
     /// Output: win/draw/loss probabilities for the side to move.
     wdl: Vec<[f32; 3]>,
+    /// Output: the plies left until the game's end, from a network with the moves-left
+    /// head (none otherwise).
+    moves_left: Vec<Option<f32>>,
 }
 
 impl EvalBatch {
@@ -41,6 +44,7 @@ impl EvalBatch {
         self.moves.clear();
         self.priors.clear();
         self.wdl.clear();
+        self.moves_left.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -61,6 +65,7 @@ impl EvalBatch {
         self.offsets.push(self.moves.len());
         self.priors.resize(self.moves.len(), 0.0);
         self.wdl.push([0.0, 1.0, 0.0]);
+        self.moves_left.push(None);
         self.positions.len() - 1
     }
 
@@ -98,6 +103,16 @@ impl EvalBatch {
         self.wdl[i] = wdl;
     }
 
+    /// The plies left until the game's end for position `i`, when the evaluator has a
+    /// moves-left head.
+    pub fn moves_left(&self, i: usize) -> Option<f32> {
+        self.moves_left[i]
+    }
+
+    pub fn set_moves_left(&mut self, i: usize, plies: Option<f32>) {
+        self.moves_left[i] = plies;
+    }
+
     /// Legal moves over all positions.
     pub fn moves_len(&self) -> usize {
         self.moves.len()
@@ -130,6 +145,8 @@ impl EvalBatch {
         self.priors.resize(moves, 0.0);
         self.wdl.clear();
         self.wdl.resize(self.positions.len(), [0.0, 1.0, 0.0]);
+        self.moves_left.clear();
+        self.moves_left.resize(self.positions.len(), None);
     }
 
     /// For every legal move of every leaf, in the batch's move order, its index in the
@@ -170,6 +187,18 @@ impl EvalBatch {
                 softmax_into(&logits[offsets[i]..offsets[i + 1]], priors);
                 *wdl = wdl_probabilities(&wdl_logits[3 * i..3 * i + 3]);
             });
+    }
+
+    /// Sets every position's plies left from `plies` (one per position).
+    pub fn set_moves_left_all(&mut self, plies: &[f32]) {
+        assert_eq!(
+            plies.len(),
+            self.len(),
+            "one moves-left estimate per position"
+        );
+        for (m, &p) in self.moves_left.iter_mut().zip(plies) {
+            *m = Some(p);
+        }
     }
 }
 
@@ -260,6 +289,7 @@ pub struct NetEvaluator {
     select: Vec<u32>,
     policy: Vec<f32>,
     wdl: Vec<f32>,
+    moves_left: Vec<f32>,
 }
 
 impl NetEvaluator {
@@ -282,6 +312,7 @@ impl NetEvaluator {
             select: Vec::new(),
             policy: Vec::new(),
             wdl: Vec::new(),
+            moves_left: Vec::new(),
         })
     }
 
@@ -333,7 +364,15 @@ impl Evaluator for NetEvaluator {
                 let t1 = lap(&mut timing.encode, t0);
                 self.policy.resize(n * POLICY_SIZE, 0.0);
                 self.wdl.resize(n * 3, 0.0);
-                net.forward(&self.planes, n, &mut self.policy, &mut self.wdl);
+                let head = net.has_moves_left();
+                self.moves_left.resize(if head { n } else { 0 }, 0.0);
+                net.forward_with_moves_left(
+                    &self.planes,
+                    n,
+                    &mut self.policy,
+                    &mut self.wdl,
+                    head.then_some(&mut self.moves_left[..]),
+                );
                 let t2 = lap(&mut timing.network, t1);
                 // The legal moves' logits, aligned with the batch's moves.
                 let mut logits = Vec::with_capacity(batch.moves_len());
@@ -343,6 +382,9 @@ impl Evaluator for NetEvaluator {
                     logits.extend(batch.moves(i).iter().map(|m| row[move_to_index(m, turn)]));
                 }
                 batch.set_from_logits(&logits, &self.wdl);
+                if head {
+                    batch.set_moves_left_all(&self.moves_left);
+                }
                 lap(&mut timing.encode, t2);
             }
             Backend::Device(net, dev) => {
@@ -354,9 +396,13 @@ impl Evaluator for NetEvaluator {
                     .for_each(|(i, out)| encode_position(batch.position(i), out));
                 batch.selected_indices_into(&mut self.select);
                 let t1 = lap(&mut timing.encode, t0);
-                let (logits, wdl) = net.forward_selected(&self.planes_u8, n, &self.select, dev)?;
+                let (logits, wdl, moves_left) =
+                    net.forward_selected(&self.planes_u8, n, &self.select, dev)?;
                 let t2 = lap(&mut timing.network, t1);
                 batch.set_from_logits(&logits, &wdl);
+                if net.has_moves_left() {
+                    batch.set_moves_left_all(&moves_left);
+                }
                 lap(&mut timing.encode, t2);
             }
         }

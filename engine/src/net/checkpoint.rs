@@ -32,6 +32,10 @@ pub const SE_FIELD: &str = "se_channels";
 /// a checkpoint without it has none.
 pub const REPLY_FIELD: &str = "reply_head";
 
+/// Metadata field saying the network has the moves-left head (`1`;
+/// [`NetConfig::moves_left_head`]); a checkpoint without it has none.
+pub const MOVES_LEFT_FIELD: &str = "moves_left_head";
+
 /// Metadata field naming the run that trained the network (`runs/NAME`).
 pub const RUN_FIELD: &str = "run";
 
@@ -65,6 +69,9 @@ pub fn metadata(config: NetConfig, iteration: u64) -> HashMap<String, String> {
     }
     if config.reply_head {
         meta.insert(REPLY_FIELD.to_string(), "1".to_string());
+    }
+    if config.moves_left_head {
+        meta.insert(MOVES_LEFT_FIELD.to_string(), "1".to_string());
     }
     meta
 }
@@ -256,17 +263,18 @@ pub fn declared_config(meta: &HashMap<String, String>, origin: &str) -> Result<N
         None => 0,
         Some(_) => num(SE_FIELD, (0, NetConfig::MAX_SE_CHANNELS))?,
     };
-    let reply_head = match meta.get(REPLY_FIELD).map(String::as_str) {
-        None | Some("0") => false,
-        Some("1") => true,
-        Some(other) => {
-            bail!("{origin}: metadata field `{REPLY_FIELD}` is {other:?}, expected 0 or 1")
+    let flag = |k: &str| -> Result<bool> {
+        match meta.get(k).map(String::as_str) {
+            None | Some("0") => Ok(false),
+            Some("1") => Ok(true),
+            Some(other) => bail!("{origin}: metadata field `{k}` is {other:?}, expected 0 or 1"),
         }
     };
     Ok(NetConfig {
         filters: num("filters", filters)?,
         blocks: num("blocks", blocks)?,
         se_channels,
-        reply_head,
+        reply_head: flag(REPLY_FIELD)?,
+        moves_left_head: flag(MOVES_LEFT_FIELD)?,
     })
 }

@@ -10,7 +10,9 @@
 
 use super::im2col::{im2col_into, TAPS};
 use super::winograd::{self, WinogradLayer, WinogradScratch};
-use super::{FoldedLayer, FoldedWeights, VALUE_CHANNELS, WDL};
+use super::{
+    moves_left_plies, FoldedLayer, FoldedWeights, MOVES_LEFT_CHANNELS, VALUE_CHANNELS, WDL,
+};
 use crate::encoding::{INPUT_PLANES, PLANES_LEN, POLICY_PLANES, POLICY_SIZE};
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -71,6 +73,11 @@ pub struct CpuNet {
     logits: Vec<f32>,
     v: Vec<f32>,
     v1: Vec<f32>,
+    /// The moves-left head's convolution `[rows, 8]`, hidden units `[boards, 32]` and
+    /// output `[boards]` (empty without the head).
+    m: Vec<f32>,
+    m1: Vec<f32>,
+    m2: Vec<f32>,
 }
 
 /// `out = act(a W + b [+ out])` for `a` `[rows, k]`, `W` `[k, n]`, `out` `[rows, n]`.
@@ -136,6 +143,8 @@ impl CpuNet {
         let f = weights.config.filters;
         let se = weights.config.se_channels;
         let rows = CHUNK_BOARDS * 64;
+        let head = weights.moves_left.is_some();
+        let buffer = |n: usize| if head { vec![0.0; n] } else { Vec::new() };
         let wino = WinogradWeights {
             input: WinogradLayer::new(&weights.input),
             tower: weights
@@ -165,12 +174,20 @@ impl CpuNet {
             logits: vec![0.0; rows * POLICY_PLANES],
             v: vec![0.0; rows * VALUE_CHANNELS],
             v1: vec![0.0; CHUNK_BOARDS * weights.value.fc1.cols],
+            m: buffer(rows * MOVES_LEFT_CHANNELS),
+            m1: buffer(CHUNK_BOARDS * weights.moves_left.as_ref().map_or(0, |m| m.fc1.cols)),
+            m2: buffer(CHUNK_BOARDS),
             weights,
         }
     }
 
     pub fn config(&self) -> super::NetConfig {
         self.weights.config
+    }
+
+    /// Whether the network has the moves-left head.
+    pub fn has_moves_left(&self) -> bool {
+        self.weights.moves_left.is_some()
     }
 
     /// Threads used by the GEMMs and the im2col gather (1 = the calling thread only).
@@ -255,9 +272,26 @@ impl CpuNet {
     /// Evaluates `batch` positions: `planes` `[batch, 18*64]` (encoding layout) ->
     /// `policy` `[batch, 4672]` logits and `wdl` `[batch, 3]` logits.
     pub fn forward(&mut self, planes: &[f32], batch: usize, policy: &mut [f32], wdl: &mut [f32]) {
+        self.forward_with_moves_left(planes, batch, policy, wdl, None);
+    }
+
+    /// [`Self::forward`], and with `moves_left` (`[batch]`) the moves-left head's plies
+    /// left for each position ([`super::moves_left_plies`]; a network without the head
+    /// leaves it as it is).
+    pub fn forward_with_moves_left(
+        &mut self,
+        planes: &[f32],
+        batch: usize,
+        policy: &mut [f32],
+        wdl: &mut [f32],
+        mut moves_left: Option<&mut [f32]>,
+    ) {
         assert_eq!(planes.len(), batch * PLANES_LEN);
         assert_eq!(policy.len(), batch * POLICY_SIZE);
         assert_eq!(wdl.len(), batch * WDL);
+        if let Some(m) = &moves_left {
+            assert_eq!(m.len(), batch);
+        }
         let mut start = 0;
         while start < batch {
             let nb = CHUNK_BOARDS.min(batch - start);
@@ -267,7 +301,51 @@ impl CpuNet {
                 &mut policy[start * POLICY_SIZE..(start + nb) * POLICY_SIZE],
                 &mut wdl[start * WDL..(start + nb) * WDL],
             );
+            if let Some(m) = moves_left.as_deref_mut() {
+                self.moves_left_chunk(nb, &mut m[start..start + nb]);
+            }
             start += nb;
+        }
+    }
+
+    /// The moves-left head over the `nb` boards whose tower output is in `h`: the plies
+    /// left into `out`; nothing without the head.
+    fn moves_left_chunk(&mut self, nb: usize, out: &mut [f32]) {
+        let Some(head) = &self.weights.moves_left else {
+            return;
+        };
+        let (f, th) = (self.weights.config.filters, self.threads);
+        let rows = nb * 64;
+        dense(
+            &head.conv,
+            &self.h[..rows * f],
+            rows,
+            &mut self.m,
+            false,
+            true,
+            th,
+        );
+        dense(
+            &head.fc1,
+            &self.m[..rows * MOVES_LEFT_CHANNELS],
+            nb,
+            &mut self.m1,
+            false,
+            true,
+            th,
+        );
+        let hidden = head.fc1.cols;
+        dense(
+            &head.fc2,
+            &self.m1[..nb * hidden],
+            nb,
+            &mut self.m2,
+            false,
+            false,
+            1,
+        );
+        for (o, &raw) in out.iter_mut().zip(&self.m2[..nb]) {
+            *o = moves_left_plies(raw);
         }
     }
 

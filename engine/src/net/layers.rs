@@ -724,6 +724,58 @@ impl ValueHead {
     }
 }
 
+/// lc0's moves-left head beside the value head: a 1x1 convolution F->8 with batch norm
+/// and ReLU, a dense layer 512->32 with ReLU and a dense layer 32->1, the plies left
+/// until the game's end in units of [`super::MOVES_LEFT_SCALE`] plies. Training reads the
+/// output as it is (so that no ReLU stops its gradient); inference takes
+/// `MOVES_LEFT_SCALE * max(output, 0)` as the plies left ([`super::moves_left_plies`]).
+/// Tensors: `conv.*`, `fc1.*`, `fc2.*`.
+pub struct MovesLeftHead {
+    pub conv: ConvBn,
+    pub fc1: Dense,
+    pub fc2: Dense,
+}
+
+/// The moves-left head's inference form: `conv` `[F, 8]`, `fc1` `[512, 32]`, `fc2`
+/// `[32, 1]`.
+#[derive(Clone, Debug)]
+pub struct FoldedMovesLeftHead {
+    pub conv: FoldedLayer,
+    pub fc1: FoldedLayer,
+    pub fc2: FoldedLayer,
+}
+
+impl MovesLeftHead {
+    pub fn new(filters: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let fc1_in = 64 * super::MOVES_LEFT_CHANNELS;
+        Ok(MovesLeftHead {
+            conv: ConvBn::new(1, filters, super::MOVES_LEFT_CHANNELS, vb.pp("conv"))?,
+            fc1: Dense::new(fc1_in, super::MOVES_LEFT_HIDDEN, he(fc1_in), vb.pp("fc1"))?,
+            fc2: Dense::new(super::MOVES_LEFT_HIDDEN, 1, SMALL, vb.pp("fc2"))?,
+        })
+    }
+
+    /// `[B, 64, F]` -> the plies left in units of [`super::MOVES_LEFT_SCALE`] `[B]`, as
+    /// the last layer gives them (not clamped at 0).
+    pub fn forward(&self, h: &Tensor, train: bool, compute: DType) -> candle_core::Result<Tensor> {
+        let b = h.dim(0)?;
+        let m = self
+            .conv
+            .forward_act(h, train, compute, Activation::Relu, None)?
+            .reshape((b, 64 * super::MOVES_LEFT_CHANNELS))?;
+        let m = self.fc1.forward(&m, compute)?.relu()?;
+        self.fc2.forward(&m, compute)?.reshape(b)
+    }
+
+    pub fn fold(&self) -> candle_core::Result<FoldedMovesLeftHead> {
+        Ok(FoldedMovesLeftHead {
+            conv: self.conv.fold()?,
+            fc1: self.fc1.fold()?,
+            fc2: self.fc2.fold()?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,8 @@
 //!   -> blocks x { conv3x3 F->F, BN, ReLU, conv3x3 F->F, BN, + skip, ReLU }
 //!   -> policy: conv3x3 F->F, BN, ReLU, conv1x1 F->73 (+bias)   -> [B, 4672] logits
 //!   -> value:  conv1x1 F->32, BN, ReLU, FC 2048->128, ReLU, FC 128->3 -> W/D/L logits
+//!   -> moves left (optional): conv1x1 F->8, BN, ReLU, FC 512->32, ReLU, FC 32->1
+//!              -> plies to the game's end / 20
 //! ```
 //!
 //! Activations are channels-last, `[B, 64, C]`, so that every convolution is one GEMM
@@ -29,13 +31,16 @@ use crate::encoding::{INPUT_PLANES, POLICY_PLANES, POLICY_SIZE};
 use crate::files::write_atomic;
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
-use layers::{ConvBn, PolicyHead, ResidualBlock, TensorSource, TensorStore, ValueHead};
+use layers::{
+    ConvBn, MovesLeftHead, PolicyHead, ResidualBlock, TensorSource, TensorStore, ValueHead,
+};
 use rand::{rngs::StdRng, SeedableRng};
 use std::path::Path;
 
 pub use batchnorm::Activation;
 pub use layers::{
-    FoldedBlock, FoldedLayer, FoldedPolicyHead, FoldedSqueezeExcite, FoldedValueHead, TensorKind,
+    FoldedBlock, FoldedLayer, FoldedMovesLeftHead, FoldedPolicyHead, FoldedSqueezeExcite,
+    FoldedValueHead, TensorKind,
 };
 
 /// The trained network built into the binaries (`models/default.safetensors`, described in
@@ -46,6 +51,19 @@ pub static EMBEDDED_NETWORK: &[u8] = include_bytes!("../../../models/default.saf
 pub const VALUE_CHANNELS: usize = 32;
 pub const VALUE_HIDDEN: usize = 128;
 pub const WDL: usize = 3;
+/// Channels of the moves-left head's 1x1 convolution and units of its hidden layer.
+pub const MOVES_LEFT_CHANNELS: usize = 8;
+pub const MOVES_LEFT_HIDDEN: usize = 32;
+/// Plies in one unit of the moves-left head's output (lc0's scale): its targets are the
+/// plies left divided by this, so that they lie near the value head's range.
+pub const MOVES_LEFT_SCALE: f32 = 20.0;
+
+/// The plies left that the moves-left head's raw output `raw` (in units of
+/// [`MOVES_LEFT_SCALE`]) stands for: never negative.
+#[inline]
+pub fn moves_left_plies(raw: f32) -> f32 {
+    MOVES_LEFT_SCALE * raw.max(0.0)
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NetConfig {
@@ -62,6 +80,11 @@ pub struct NetConfig {
     /// never run by the search. Older checkpoints and run configurations have none.
     #[serde(default)]
     pub reply_head: bool,
+    /// A moves-left head beside the value head (lc0's MLH): it learns the plies from a
+    /// position to its game's end, and the search reads it to prefer the faster win and
+    /// the slower loss. Older checkpoints and run configurations have none.
+    #[serde(default)]
+    pub moves_left_head: bool,
 }
 
 impl Default for NetConfig {
@@ -71,6 +94,7 @@ impl Default for NetConfig {
             blocks: 3,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         }
     }
 }
@@ -89,6 +113,7 @@ impl NetConfig {
             blocks,
             se_channels: 0,
             reply_head: false,
+            moves_left_head: false,
         }
     }
 
@@ -115,7 +140,7 @@ impl NetConfig {
 }
 
 /// `64x3`, or `64x3-se16` with squeeze-and-excitation units of 16 hidden units, and
-/// `-reply` after it with the reply head.
+/// `-reply` after it with the reply head, `-mlh` with the moves-left head.
 impl std::fmt::Display for NetConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}x{}", self.filters, self.blocks)?;
@@ -124,6 +149,9 @@ impl std::fmt::Display for NetConfig {
         }
         if self.reply_head {
             write!(f, "-reply")?;
+        }
+        if self.moves_left_head {
+            write!(f, "-mlh")?;
         }
         Ok(())
     }
@@ -272,6 +300,7 @@ pub struct Network {
     pub tower: Vec<ResidualBlock>,
     pub policy: PolicyHead,
     pub value: ValueHead,
+    pub moves_left: Option<MovesLeftHead>,
     /// Every variable by its builder path, in the order the layers were built.
     vars: Vec<(String, Var)>,
     /// Training iteration that produced these weights (checkpoint metadata).
@@ -282,11 +311,13 @@ pub struct Network {
 
 /// Network outputs: policy logits `[B, 4672]` and WDL logits `[B, 3]` (win/draw/loss
 /// for the side to move), both f32, and with the reply head its logits `[B, 4672]` for
-/// the opponent's next move (in the opponent's own encoding).
+/// the opponent's next move (in the opponent's own encoding), and with the moves-left head
+/// its raw output `[B]` f32 (the plies left in units of [`MOVES_LEFT_SCALE`], not clamped).
 pub struct NetOutput {
     pub policy: Tensor,
     pub wdl: Tensor,
     pub reply: Option<Tensor>,
+    pub moves_left: Option<Tensor>,
 }
 
 impl Network {
@@ -309,6 +340,10 @@ impl Network {
             .collect::<candle_core::Result<_>>()?;
         let policy = PolicyHead::new(f, config.reply_head, vb.pp("policy"))?;
         let value = ValueHead::new(f, vb.pp("value"))?;
+        let moves_left = config
+            .moves_left_head
+            .then(|| MovesLeftHead::new(f, vb.pp("moves_left")))
+            .transpose()?;
         drop(vb);
         Ok(Network {
             config,
@@ -317,6 +352,7 @@ impl Network {
             tower,
             policy,
             value,
+            moves_left,
             vars: store.into_vars(),
             iteration: 0,
             run: None,
@@ -376,7 +412,12 @@ impl Network {
         crate::encoding::encode_position(&shakmaty::Chess::default(), &mut planes);
         let x = Tensor::from_vec(planes, (1, INPUT_PLANES * 64), &self.device)?;
         let out = self.forward(&x, false, DType::F32)?;
-        for (what, t) in [("policy", &out.policy), ("value", &out.wdl)] {
+        for (what, t) in [
+            ("policy", Some(&out.policy)),
+            ("value", Some(&out.wdl)),
+            ("moves-left", out.moves_left.as_ref()),
+        ] {
+            let Some(t) = t else { continue };
             let v = t.flatten_all()?.to_vec1::<f32>()?;
             if v.iter().any(|x| !x.is_finite()) {
                 bail!("its {what} outputs for the starting position are NaN or infinite");
@@ -414,7 +455,17 @@ impl Network {
         }
         let (policy, reply) = self.policy.forward_with_reply(&h, train, compute)?;
         let wdl = self.value.forward(&h, train, compute)?;
-        Ok(NetOutput { policy, wdl, reply })
+        let moves_left = self
+            .moves_left
+            .as_ref()
+            .map(|head| head.forward(&h, train, compute))
+            .transpose()?;
+        Ok(NetOutput {
+            policy,
+            wdl,
+            reply,
+            moves_left,
+        })
     }
 
     /// Sets every batch-norm scale and running variance to a random value in [0.5, 1.5)
@@ -456,6 +507,11 @@ impl Network {
                 .collect::<candle_core::Result<_>>()?,
             policy: self.policy.fold()?,
             value: self.value.fold()?,
+            moves_left: self
+                .moves_left
+                .as_ref()
+                .map(MovesLeftHead::fold)
+                .transpose()?,
         })
     }
 }
@@ -518,6 +574,11 @@ impl Network {
                     config.reply_head.to_string(),
                     want.reply_head.to_string(),
                 ),
+                (
+                    "moves_left_head",
+                    config.moves_left_head.to_string(),
+                    want.moves_left_head.to_string(),
+                ),
             ];
             let diffs: Vec<String> = fields
                 .iter()
@@ -568,6 +629,7 @@ pub struct FoldedWeights {
     pub tower: Vec<FoldedBlock>,
     pub policy: FoldedPolicyHead,
     pub value: FoldedValueHead,
+    pub moves_left: Option<FoldedMovesLeftHead>,
 }
 
 /// The folded network as candle tensors on a device, in a chosen precision: the
@@ -587,6 +649,8 @@ pub struct DeviceNet {
     value_conv: DeviceLayer,
     value_fc1: DeviceLayer,
     value_fc2: DeviceLayer,
+    /// The moves-left head's convolution and two dense layers, when the network has it.
+    moves_left: Option<[DeviceLayer; 3]>,
 }
 
 /// A residual block on the device: its two convolutions and, when it has one, its
@@ -718,12 +782,22 @@ impl DeviceNet {
             value_conv: layer(&w.value.conv, 1)?,
             value_fc1: layer(&w.value.fc1, 1)?,
             value_fc2: layer(&w.value.fc2, 1)?,
+            moves_left: match &w.moves_left {
+                Some(m) => Some([layer(&m.conv, 1)?, layer(&m.fc1, 1)?, layer(&m.fc2, 1)?]),
+                None => None,
+            },
         })
     }
 
+    /// Whether the network has the moves-left head.
+    pub fn has_moves_left(&self) -> bool {
+        self.moves_left.is_some()
+    }
+
     /// Input planes `[B, 18, 64]` on the device (any dtype) -> (policy logits
-    /// `[B, 64, 73]`, square-major, and WDL logits `[B, 3]`), both still on the device.
-    fn trunk(&self, planes: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    /// `[B, 64, 73]`, square-major, WDL logits `[B, 3]`, and with the moves-left head the
+    /// plies left `[B]`), all still on the device.
+    fn trunk(&self, planes: &Tensor) -> candle_core::Result<(Tensor, Tensor, Option<Tensor>)> {
         let batch = planes.dim(0)?;
         let x = planes.to_dtype(self.dtype)?.transpose(1, 2)?.contiguous()?;
         let mut h = self.input.forward(&x, None, true)?;
@@ -738,7 +812,17 @@ impl DeviceNet {
             .reshape((batch, 64 * VALUE_CHANNELS))?;
         let v = self.value_fc1.forward(&v, None, true)?;
         let wdl = self.value_fc2.forward(&v, None, false)?;
-        Ok((policy, wdl))
+        let moves_left = match &self.moves_left {
+            Some([conv, fc1, fc2]) => {
+                let m = conv
+                    .forward(&h, None, true)?
+                    .reshape((batch, 64 * MOVES_LEFT_CHANNELS))?;
+                let m = fc2.forward(&fc1.forward(&m, None, true)?, None, true)?;
+                Some((m.reshape(batch)? * f64::from(MOVES_LEFT_SCALE))?)
+            }
+            None => None,
+        };
+        Ok((policy, wdl, moves_left))
     }
 
     /// `planes` `[B, 18*64]` f32 on the host -> (policy logits `[B, 4672]`, WDL logits
@@ -750,7 +834,7 @@ impl DeviceNet {
         device: &Device,
     ) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
         let x = Tensor::from_slice(planes, (batch, INPUT_PLANES, 64), device)?;
-        let (policy, wdl) = self.trunk(&x)?;
+        let (policy, wdl, _) = self.trunk(&x)?;
         let policy = policy
             .transpose(1, 2)?
             .contiguous()?
@@ -767,26 +851,30 @@ impl DeviceNet {
     /// [`crate::encoding::encode_position`] writes them); `select` holds indices into the
     /// square-major logits of the whole batch, `i * 4672 + square * 73 + plane` for
     /// position `i` (see [`selected_policy_index`]). Returns the logits at `select`, in
-    /// its order, and the WDL logits `[B, 3]`, in one device-to-host copy.
+    /// its order, the WDL logits `[B, 3]`, and the plies left `[B]` (empty without the
+    /// moves-left head), in one device-to-host copy.
     pub fn forward_selected(
         &self,
         planes: &[u8],
         batch: usize,
         select: &[u32],
         device: &Device,
-    ) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
+    ) -> anyhow::Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
         let x = Tensor::from_slice(planes, (batch, INPUT_PLANES, 64), device)?;
-        let (policy, wdl) = self.trunk(&x)?;
-        let out = if select.is_empty() {
-            wdl.flatten_all()?
-        } else {
+        let (policy, wdl, moves_left) = self.trunk(&x)?;
+        let mut parts = Vec::with_capacity(3);
+        if !select.is_empty() {
             let ids = Tensor::from_slice(select, select.len(), device)?;
-            let picked = policy.flatten_all()?.index_select(&ids, 0)?;
-            Tensor::cat(&[&picked, &wdl.flatten_all()?], 0)?
-        };
-        let mut out = out.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            parts.push(policy.flatten_all()?.index_select(&ids, 0)?);
+        }
+        parts.push(wdl.flatten_all()?);
+        parts.extend(moves_left);
+        let mut out = Tensor::cat(&parts, 0)?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        let moves_left = out.split_off(select.len() + WDL * batch);
         let wdl = out.split_off(select.len());
-        Ok((out, wdl))
+        Ok((out, wdl, moves_left))
     }
 }
 

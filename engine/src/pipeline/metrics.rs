@@ -20,6 +20,9 @@ pub struct IterationMetrics {
     /// The reply head's loss (0 without the head).
     #[serde(default)]
     pub loss_reply: Option<f64>,
+    /// The moves-left head's loss (0 without the head).
+    #[serde(default)]
+    pub loss_moves_left: Option<f64>,
     pub lr: f64,
     /// Steps skipped by the f16 loss scaler (inf/NaN gradients).
     pub skipped_steps: usize,

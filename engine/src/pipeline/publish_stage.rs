@@ -125,6 +125,7 @@ mod tests {
                 blocks: 1,
                 se_channels: 0,
                 reply_head: false,
+                moves_left_head: false,
             },
             &Device::Cpu,
             1,

@@ -74,6 +74,10 @@ mod before_the_field {
     pub fn reply_weight() -> f32 {
         crate::train::DEFAULT_REPLY_WEIGHT
     }
+
+    pub fn moves_left_weight() -> f32 {
+        crate::train::DEFAULT_MOVES_LEFT_WEIGHT
+    }
 }
 
 /// How many iterations, and how often an iteration's candidate is kept as a snapshot.
@@ -337,6 +341,9 @@ pub struct TrainingSettings {
     /// Weight of the reply head's loss, for a network with the head.
     #[serde(default = "before_the_field::reply_weight")]
     pub reply_weight: f32,
+    /// Weight of the moves-left head's loss, for a network with the head.
+    #[serde(default = "before_the_field::moves_left_weight")]
+    pub moves_left_weight: f32,
 }
 
 /// The share of a run's iterations before `iteration` (1 for a one-iteration run).
@@ -369,6 +376,7 @@ impl TrainingSettings {
             value_loss: self.value_loss,
             warmup_steps: self.warmup_steps,
             reply_weight: self.reply_weight,
+            moves_left_weight: self.moves_left_weight,
         }
     }
 

@@ -19,6 +19,7 @@ pub struct TrainOutcome {
     pub loss_l2: Option<f64>,
     pub loss_total: Option<f64>,
     pub loss_reply: Option<f64>,
+    pub loss_moves_left: Option<f64>,
     pub lr: f64,
     /// Steps skipped for non-finite gradients.
     pub skipped: usize,
@@ -68,7 +69,7 @@ impl TrainingStage {
         }
         let mut rng = StdRng::seed_from_u64(self.seed);
         observer.start("training", self.steps as u64, "steps");
-        let mut sums = [0f64; 5];
+        let mut sums = [0f64; 6];
         let (mut counted, mut skipped) = (0usize, 0usize);
         let mut phases = [Duration::ZERO; 4];
         let mut lr = 0.0;
@@ -96,6 +97,7 @@ impl TrainingStage {
                     r.loss_l2,
                     r.loss_total,
                     r.loss_reply,
+                    r.loss_moves_left,
                 ]) {
                     *sum += f64::from(x);
                 }
@@ -119,6 +121,7 @@ impl TrainingStage {
             loss_l2: mean(sums[2]),
             loss_total: mean(sums[3]),
             loss_reply: mean(sums[4]),
+            loss_moves_left: mean(sums[5]),
             lr,
             skipped,
             loss_scale,

@@ -4,7 +4,7 @@
 
 use crate::encoding::{PLANES_LEN, POLICY_SIZE};
 use crate::game::piece_value;
-use crate::net::WDL;
+use crate::net::{MOVES_LEFT_SCALE, WDL};
 use crate::replay::EncodedSample;
 use crate::selfplay::Sample;
 use anyhow::{bail, Result};
@@ -85,6 +85,11 @@ pub struct TrainingBatch {
     /// where it is known, 0 where not: the reply head's target and its row weights.
     pub reply: Vec<u32>,
     pub reply_known: Vec<f32>,
+    /// The plies left per row in units of [`MOVES_LEFT_SCALE`] (0 where unknown), and 1
+    /// where they are known, 0 where not: the moves-left head's target and its row
+    /// weights.
+    pub moves_left: Vec<f32>,
+    pub moves_left_known: Vec<f32>,
     pub baselines: PolicyBaselines,
     pub n: usize,
 }
@@ -113,6 +118,10 @@ pub struct BatchTensors {
     /// The reply's policy index `[n, 1]` (u32) and whether it is known `[n]`.
     pub reply: Tensor,
     pub reply_known: Tensor,
+    /// The plies left in units of [`MOVES_LEFT_SCALE`] `[n]` and whether they are known
+    /// `[n]`.
+    pub moves_left: Tensor,
+    pub moves_left_known: Tensor,
 }
 
 impl TrainingBatch {
@@ -138,6 +147,17 @@ impl TrainingBatch {
         let reply_known: Vec<f32> = samples
             .iter()
             .map(|s| if s.reply.is_some() { 1.0 } else { 0.0 })
+            .collect();
+        let moves_left: Vec<f32> = samples
+            .iter()
+            .map(|s| {
+                s.plies_left
+                    .map_or(0.0, |p| f32::from(p) / MOVES_LEFT_SCALE)
+            })
+            .collect();
+        let moves_left_known: Vec<f32> = samples
+            .iter()
+            .map(|s| if s.plies_left.is_some() { 1.0 } else { 0.0 })
             .collect();
         let (mut uniform, mut entropy) = (0.0f64, 0.0f64);
         let r = targets.q_ratio.clamp(0.0, 1.0);
@@ -185,6 +205,8 @@ impl TrainingBatch {
             mask,
             reply,
             reply_known,
+            moves_left,
+            moves_left_known,
             baselines: PolicyBaselines {
                 uniform_legal: per(uniform),
                 target_entropy: per(entropy),
@@ -222,6 +244,8 @@ impl TrainingBatch {
                 .is_some_and(|m| m.len() != n * POLICY_SIZE)
             || self.reply.len() != n
             || self.reply_known.len() != n
+            || self.moves_left.len() != n
+            || self.moves_left_known.len() != n
         {
             bail!(
                 "training batch arrays disagree with n = {n}: {} plane floats, {} policy floats, {} results",
@@ -241,6 +265,8 @@ impl TrainingBatch {
             },
             reply: Tensor::from_slice(&self.reply, (n, 1), device)?,
             reply_known: Tensor::from_slice(&self.reply_known, n, device)?,
+            moves_left: Tensor::from_slice(&self.moves_left, n, device)?,
+            moves_left_known: Tensor::from_slice(&self.moves_left_known, n, device)?,
         })
     }
 }

@@ -167,6 +167,9 @@ pub struct TrainConfig {
     /// Weight of the reply head's loss (a network without the head has none).
     #[serde(default = "default_reply_weight")]
     pub reply_weight: f32,
+    /// Weight of the moves-left head's loss (a network without the head has none).
+    #[serde(default = "default_moves_left_weight")]
+    pub moves_left_weight: f32,
 }
 
 /// KataGo's weight for its auxiliary opponent-policy loss.
@@ -175,6 +178,19 @@ pub const DEFAULT_REPLY_WEIGHT: f32 = 0.15;
 fn default_reply_weight() -> f32 {
     DEFAULT_REPLY_WEIGHT
 }
+
+/// The moves-left loss's weight: a quarter of the value loss's, so that a target the
+/// tower can only partly predict does not pull it away from the policy and the value.
+pub const DEFAULT_MOVES_LEFT_WEIGHT: f32 = 0.25;
+
+fn default_moves_left_weight() -> f32 {
+    DEFAULT_MOVES_LEFT_WEIGHT
+}
+
+/// Where the moves-left loss turns from quadratic to linear, in units of
+/// [`crate::net::MOVES_LEFT_SCALE`] plies (lc0's 10 plies): a game that ended far sooner
+/// or later than its position suggested pulls no harder than one 10 plies off.
+pub const MOVES_LEFT_HUBER_DELTA: f64 = 0.5;
 
 impl Default for TrainConfig {
     fn default() -> Self {
@@ -188,6 +204,7 @@ impl Default for TrainConfig {
             value_loss: ValueLoss::Wdl,
             warmup_steps: 0,
             reply_weight: DEFAULT_REPLY_WEIGHT,
+            moves_left_weight: DEFAULT_MOVES_LEFT_WEIGHT,
         }
     }
 }
@@ -226,6 +243,10 @@ pub struct StepReport {
     /// The reply head's cross-entropy over the rows whose reply is known (0 without the
     /// head); `loss_total` holds it times [`TrainConfig::reply_weight`].
     pub loss_reply: f32,
+    /// The moves-left head's Huber loss over the rows whose plies left are known, in
+    /// units of [`crate::net::MOVES_LEFT_SCALE`] plies (0 without the head);
+    /// `loss_total` holds it times [`TrainConfig::moves_left_weight`].
+    pub loss_moves_left: f32,
     /// `weight_decay / 2 * |w|^2` over the decayed weights, before the update.
     pub loss_l2: f32,
     pub loss_total: f32,
@@ -350,6 +371,26 @@ impl Trainer {
         ))
     }
 
+    /// The moves-left head's Huber loss ([`MOVES_LEFT_HUBER_DELTA`]), the mean over the
+    /// rows whose plies left are known (none when the network has no moves-left head or
+    /// no row known plies left).
+    fn moves_left_loss(&self, out: &NetOutput, target: &BatchTensors) -> Result<Option<Tensor>> {
+        let Some(raw) = &out.moves_left else {
+            return Ok(None);
+        };
+        let known = target.moves_left_known.sum_all()?.to_scalar::<f32>()?;
+        if known == 0.0 {
+            return Ok(None);
+        }
+        let error = (raw - &target.moves_left)?.abs()?;
+        let linear = (&error - MOVES_LEFT_HUBER_DELTA)?.relu()?;
+        let quadratic = (&error - &linear)?;
+        let huber = ((quadratic.sqr()? * 0.5)? + (linear * MOVES_LEFT_HUBER_DELTA)?)?;
+        Ok(Some(
+            ((huber * &target.moves_left_known)?.sum_all()? * (1.0 / f64::from(known)))?,
+        ))
+    }
+
     /// (policy loss, value loss) as scalar tensors.
     fn losses(&self, out: &NetOutput, target: &BatchTensors) -> Result<(Tensor, Tensor)> {
         let n = out.policy.dim(0)? as f64;
@@ -424,6 +465,13 @@ impl Trainer {
             }
             None => 0.0,
         };
+        let loss_moves_left = match self.moves_left_loss(&out, &target)? {
+            Some(m) => {
+                loss = (loss + (&m * f64::from(self.config.moves_left_weight))?)?;
+                m.to_scalar::<f32>()?
+            }
+            None => 0.0,
+        };
         let loss_policy = policy.to_scalar::<f32>()?;
         let loss_value = value.to_scalar::<f32>()?;
         let params = self.network.trainable();
@@ -476,8 +524,13 @@ impl Trainer {
             loss_policy,
             loss_value,
             loss_reply,
+            loss_moves_left,
             loss_l2,
-            loss_total: loss_policy + loss_value + self.config.reply_weight * loss_reply + loss_l2,
+            loss_total: loss_policy
+                + loss_value
+                + self.config.reply_weight * loss_reply
+                + self.config.moves_left_weight * loss_moves_left
+                + loss_l2,
             lr,
             skipped,
             loss_scale,

@@ -16,6 +16,7 @@ const TINY: NetConfig = NetConfig {
     blocks: 1,
     se_channels: 0,
     reply_head: false,
+    moves_left_head: false,
 };
 
 /// Random-game positions with random sparse visit distributions and random results.
@@ -167,6 +168,112 @@ fn the_reply_head_learns_the_replies_and_costs_nothing_without_them() {
     assert_eq!(trainer.train_step(&none).unwrap().loss_reply, 0.0);
     let mut plain = tiny_trainer(config, 3);
     assert_eq!(plain.train_step(&batch).unwrap().loss_reply, 0.0);
+}
+
+/// The moves-left head learns a few positions' plies left; rows whose plies left are
+/// unknown (capped games, older shards) teach it nothing; a network without the head has
+/// no moves-left loss.
+#[test]
+fn the_moves_left_head_learns_the_plies_left_and_skips_the_unknown_ones() {
+    let config = TrainConfig {
+        lr: 3e-3,
+        weight_decay: 0.0,
+        moves_left_weight: 1.0,
+        ..TrainConfig::with_optimizer(OptimizerKind::adamw())
+    };
+    let with_head = NetConfig {
+        moves_left_head: true,
+        ..NetConfig::plain(16, 1)
+    };
+    let mut samples = random_samples(32, 12);
+    for (i, s) in samples.iter_mut().enumerate() {
+        s.plies_left = (i % 4 != 3).then_some((5 + i * 37 % 150) as u16);
+    }
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let batch = TrainingBatch::from_samples(&refs);
+    assert_eq!(batch.moves_left_known.iter().sum::<f32>(), 24.0);
+    assert_eq!(batch.moves_left[1], 42.0 / crate::net::MOVES_LEFT_SCALE);
+    assert_eq!((batch.moves_left[3], batch.moves_left_known[3]), (0.0, 0.0));
+    let net = Network::new(with_head, &Device::Cpu, 3).unwrap();
+    let mut trainer = Trainer::new(net, config.clone()).unwrap();
+    let reports: Vec<StepReport> = (0..80)
+        .map(|_| trainer.train_step(&batch).unwrap())
+        .collect();
+    let (first, last) = (reports[0].loss_moves_left, reports[79].loss_moves_left);
+    assert!(first > 0.5, "first moves-left loss {first}");
+    assert!(
+        last < 0.3 * first,
+        "moves-left loss went from {first} to {last}"
+    );
+    let r = &reports[79];
+    let total = r.loss_policy + r.loss_value + r.loss_moves_left + r.loss_l2;
+    assert!((r.loss_total - total).abs() < 1e-4);
+
+    // A fresh head is left exactly as it was by a batch whose plies left are all unknown.
+    for s in samples.iter_mut() {
+        s.plies_left = None;
+    }
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let none = TrainingBatch::from_samples(&refs);
+    let mut fresh = Trainer::new(
+        Network::new(with_head, &Device::Cpu, 4).unwrap(),
+        config.clone(),
+    )
+    .unwrap();
+    let head = |t: &Trainer| -> Vec<f32> {
+        t.network()
+            .moves_left
+            .as_ref()
+            .unwrap()
+            .fc2
+            .weight
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let before = head(&fresh);
+    assert_eq!(fresh.train_step(&none).unwrap().loss_moves_left, 0.0);
+    assert_eq!(head(&fresh), before);
+    let mut plain = tiny_trainer(config, 3);
+    assert_eq!(plain.train_step(&batch).unwrap().loss_moves_left, 0.0);
+}
+
+/// The moves-left loss is Huber's on the plies left in units of 20 plies: quadratic
+/// within 10 plies of the target, linear beyond, averaged over the known rows only.
+#[test]
+fn the_moves_left_loss_is_huber_over_the_known_rows() {
+    let mut samples = random_samples(3, 13);
+    for (s, p) in samples.iter_mut().zip([Some(20), Some(100), None]) {
+        s.plies_left = p;
+    }
+    let refs: Vec<&Sample> = samples.iter().collect();
+    let batch = TrainingBatch::from_samples(&refs);
+    let target = batch.to_tensors(&Device::Cpu).unwrap();
+    let trainer = tiny_trainer(TrainConfig::default(), 1);
+    let cpu = &Device::Cpu;
+    // Predictions of 26 plies (0.3 units off: quadratic), 40 plies (3 units off:
+    // linear) and anything for the unknown row.
+    let out = NetOutput {
+        policy: Tensor::zeros(
+            (3, crate::encoding::POLICY_SIZE),
+            candle_core::DType::F32,
+            cpu,
+        )
+        .unwrap(),
+        wdl: Tensor::zeros((3, 3), candle_core::DType::F32, cpu).unwrap(),
+        reply: None,
+        moves_left: Some(Tensor::new(&[1.3f32, 2.0, 50.0], cpu).unwrap()),
+    };
+    let loss = trainer
+        .moves_left_loss(&out, &target)
+        .unwrap()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let want = (0.5 * 0.3f32 * 0.3 + 0.5 * (3.0 - 0.25)) / 2.0;
+    assert!((loss - want).abs() < 1e-5, "{loss} vs {want}");
 }
 
 #[test]
@@ -731,6 +838,7 @@ fn the_legal_move_mask_opens_exactly_the_legal_moves_and_its_uniform_loss_is_ln_
         policy: Tensor::zeros((4, size), candle_core::DType::F32, &Device::Cpu).unwrap(),
         wdl: Tensor::zeros((4, 3), candle_core::DType::F32, &Device::Cpu).unwrap(),
         reply: None,
+        moves_left: None,
     };
     let loss = |b: &TrainingBatch| {
         let t = b.to_tensors(&Device::Cpu).unwrap();
