@@ -102,6 +102,19 @@ fn results_add_up(json: &Value, games: u64) {
     assert_eq!(json["games"], games);
 }
 
+/// `trainer match ARGS`, checked for what every match must hold: the results add up to
+/// `games` and no game was forfeited. Its summary line.
+fn complete_match(args: &[&str], games: u64) -> Value {
+    let (json, _) = trainer(&[&["match"], args].concat());
+    let summary = json.last().unwrap().clone();
+    results_add_up(&summary, games);
+    assert!(
+        summary["forfeits"].as_array().unwrap().is_empty(),
+        "{args:?}: {summary}"
+    );
+    summary
+}
+
 #[test]
 fn misbehaving_engines_lose_their_games_and_the_match_finishes() {
     let dir = tempfile::tempdir().unwrap();
@@ -156,26 +169,22 @@ fn checkpoints_stockfish_and_the_ember_binary_play_complete_games() {
     for (i, opponent) in opponents.iter().enumerate() {
         let pgn = dir.path().join(format!("{i}.pgn"));
         let a_spec = format!("ember:{}", a.display());
-        let (json, _) = trainer(&[
-            "match",
-            "--a",
-            &a_spec,
-            "--b",
-            opponent,
-            "--games",
-            "2",
-            "--nodes",
-            "16",
-            "--max-plies",
-            "80",
-            "--pgn",
-            pgn.to_str().unwrap(),
-        ]);
-        let summary = json.last().unwrap();
-        results_add_up(summary, 2);
-        assert!(
-            summary["forfeits"].as_array().unwrap().is_empty(),
-            "{summary}"
+        let summary = complete_match(
+            &[
+                "--a",
+                &a_spec,
+                "--b",
+                opponent,
+                "--games",
+                "2",
+                "--nodes",
+                "16",
+                "--max-plies",
+                "80",
+                "--pgn",
+                pgn.to_str().unwrap(),
+            ],
+            2,
         );
         let (games, results, _) = read_pgn(&pgn);
         assert_eq!(games, 2, "{opponent}");
@@ -293,7 +302,6 @@ fn chess960_matches_tell_engines_and_write_castling_as_the_king_taking_its_rook(
     for (chess960, against) in [(true, "greedy"), (true, "random"), (false, "greedy")] {
         let pgn = dir.path().join(format!("{chess960}-{against}.pgn"));
         let mut args = vec![
-            "match",
             "--a",
             &castler,
             "--b",
@@ -311,13 +319,7 @@ fn chess960_matches_tell_engines_and_write_castling_as_the_king_taking_its_rook(
         if chess960 {
             args.push("--chess960");
         }
-        let (json, _) = trainer(&args);
-        let summary = json.last().unwrap();
-        results_add_up(summary, 8);
-        assert!(
-            summary["forfeits"].as_array().unwrap().is_empty(),
-            "{chess960} {against}: {summary}"
-        );
+        complete_match(&args, 8);
         let (games, castles, tagged) = read_chess960_pgn(&pgn);
         assert_eq!(games, 8);
         assert_eq!(tagged, if chess960 { 8 } else { 0 });
@@ -335,27 +337,23 @@ fn chess960_matches_tell_engines_and_write_castling_as_the_king_taking_its_rook(
     }
     for (i, opponent) in opponents.iter().enumerate() {
         let pgn = dir.path().join(format!("ember-{i}.pgn"));
-        let (json, _) = trainer(&[
-            "match",
-            "--a",
-            &a_spec,
-            "--b",
-            opponent,
-            "--chess960",
-            "--games",
-            "4",
-            "--nodes",
-            "16",
-            "--max-plies",
-            "100",
-            "--pgn",
-            pgn.to_str().unwrap(),
-        ]);
-        let summary = json.last().unwrap();
-        results_add_up(summary, 4);
-        assert!(
-            summary["forfeits"].as_array().unwrap().is_empty(),
-            "{opponent}: {summary}"
+        complete_match(
+            &[
+                "--a",
+                &a_spec,
+                "--b",
+                opponent,
+                "--chess960",
+                "--games",
+                "4",
+                "--nodes",
+                "16",
+                "--max-plies",
+                "100",
+                "--pgn",
+                pgn.to_str().unwrap(),
+            ],
+            4,
         );
         let (games, _, tagged) = read_chess960_pgn(&pgn);
         assert_eq!((games, tagged), (4, 4), "{opponent}");
