@@ -217,13 +217,7 @@ mod tests {
     /// tested side is given different weights.
     #[test]
     fn cpu_against_itself_passes_and_a_different_network_fails() {
-        let cfg = NetConfig {
-            filters: 16,
-            blocks: 1,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        };
+        let cfg = NetConfig::plain(16, 1);
         let net = Network::new(cfg, &Device::Cpu, 3).unwrap();
         let r = check_inference(&net, &Device::Cpu, Precision::F32, 40).unwrap();
         assert_eq!(r["pass"], true, "{r}");

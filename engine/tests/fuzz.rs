@@ -29,18 +29,7 @@ fn config() -> ProptestConfig {
 fn checkpoint() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
     BYTES.get_or_init(|| {
-        let mut net = Network::new(
-            NetConfig {
-                filters: 4,
-                blocks: 1,
-                se_channels: 0,
-                reply_head: false,
-                moves_left_head: false,
-            },
-            &Device::Cpu,
-            1,
-        )
-        .unwrap();
+        let mut net = Network::new(NetConfig::plain(4, 1), &Device::Cpu, 1).unwrap();
         net.iteration = 3;
         net.run = Some("fuzz".into());
         net.to_bytes().unwrap()

@@ -87,26 +87,11 @@ fn training_form_outputs(net: &Network, p: &[f32], n: usize) -> (Vec<f32>, Vec<f
 #[test]
 fn folded_forms_match_the_training_form() {
     for config in [
+        NetConfig::plain(64, 3),
+        NetConfig::plain(128, 5),
         NetConfig {
-            filters: 64,
-            blocks: 3,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        },
-        NetConfig {
-            filters: 128,
-            blocks: 5,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        },
-        NetConfig {
-            filters: 64,
-            blocks: 3,
             se_channels: 16,
-            reply_head: false,
-            moves_left_head: false,
+            ..NetConfig::plain(64, 3)
         },
         NetConfig {
             moves_left_head: true,
@@ -193,18 +178,7 @@ fn folded_forms_match_the_training_form() {
 
 #[test]
 fn single_thread_and_multi_thread_cpu_forward_agree() {
-    let net = Network::new(
-        NetConfig {
-            filters: 32,
-            blocks: 2,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        },
-        &Device::Cpu,
-        9,
-    )
-    .unwrap();
+    let net = Network::new(NetConfig::plain(32, 2), &Device::Cpu, 9).unwrap();
     let p = planes(9);
     let mut a = CpuNet::new(net.folded().unwrap());
     let mut b = CpuNet::new(net.folded().unwrap());
@@ -224,18 +198,7 @@ fn single_thread_and_multi_thread_cpu_forward_agree() {
 
 #[test]
 fn f16_compute_stays_close_to_f32() {
-    let net = Network::new(
-        NetConfig {
-            filters: 16,
-            blocks: 1,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        },
-        &Device::Cpu,
-        2,
-    )
-    .unwrap();
+    let net = Network::new(NetConfig::plain(16, 1), &Device::Cpu, 2).unwrap();
     let p = planes(4);
     let x = Tensor::from_slice(&p, (4, PLANES_LEN), &Device::Cpu).unwrap();
     let a = net
@@ -259,18 +222,7 @@ fn f16_compute_stays_close_to_f32() {
 
 #[test]
 fn training_mode_updates_batch_norm_running_statistics() {
-    let net = Network::new(
-        NetConfig {
-            filters: 8,
-            blocks: 1,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        },
-        &Device::Cpu,
-        2,
-    )
-    .unwrap();
+    let net = Network::new(NetConfig::plain(8, 1), &Device::Cpu, 2).unwrap();
     let before = net
         .input
         .bn
@@ -294,33 +246,11 @@ fn training_mode_updates_batch_norm_running_statistics() {
 fn checkpoint_round_trip_gives_bit_identical_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("net.safetensors");
-    let mut net = Network::new(
-        NetConfig {
-            filters: 16,
-            blocks: 2,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        },
-        &Device::Cpu,
-        7,
-    )
-    .unwrap();
+    let mut net = Network::new(NetConfig::plain(16, 2), &Device::Cpu, 7).unwrap();
     randomise_batch_norm(&net, 8);
     net.iteration = 12;
     net.save(&path).unwrap();
-    let loaded = Network::load(
-        &path,
-        Some(NetConfig {
-            filters: 16,
-            blocks: 2,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        }),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let loaded = Network::load(&path, Some(NetConfig::plain(16, 2)), &Device::Cpu).unwrap();
     assert_eq!(loaded.iteration, 12);
     let p = planes(5);
     assert_eq!(
@@ -339,34 +269,14 @@ fn checkpoint_round_trip_gives_bit_identical_outputs() {
 fn checkpoint_of_another_architecture_is_refused_naming_the_fields() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("net.safetensors");
-    Network::new(
-        NetConfig {
-            filters: 16,
-            blocks: 2,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        },
-        &Device::Cpu,
-        7,
-    )
-    .unwrap()
-    .save(&path)
-    .unwrap();
-    let err = Network::load(
-        &path,
-        Some(NetConfig {
-            filters: 32,
-            blocks: 3,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        }),
-        &Device::Cpu,
-    )
-    .err()
-    .unwrap()
-    .to_string();
+    Network::new(NetConfig::plain(16, 2), &Device::Cpu, 7)
+        .unwrap()
+        .save(&path)
+        .unwrap();
+    let err = Network::load(&path, Some(NetConfig::plain(32, 3)), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("filters is 16 (expected 32)"), "{err}");
     assert!(err.contains("blocks is 2 (expected 3)"), "{err}");
 }
@@ -374,18 +284,7 @@ fn checkpoint_of_another_architecture_is_refused_naming_the_fields() {
 #[test]
 fn truncated_or_corrupt_checkpoints_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let net = Network::new(
-        NetConfig {
-            filters: 8,
-            blocks: 1,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        },
-        &Device::Cpu,
-        7,
-    )
-    .unwrap();
+    let net = Network::new(NetConfig::plain(8, 1), &Device::Cpu, 7).unwrap();
     let bytes = net.to_bytes().unwrap();
     for cut in [5, bytes.len() / 2, bytes.len() - 3] {
         let path = dir.path().join(format!("cut{cut}.safetensors"));
@@ -422,18 +321,7 @@ fn checkpoint_with_foreign_metadata_is_refused_naming_the_field() {
 fn an_interrupted_save_leaves_the_previous_checkpoint_intact() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("best.safetensors");
-    let net = Network::new(
-        NetConfig {
-            filters: 8,
-            blocks: 1,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        },
-        &Device::Cpu,
-        1,
-    )
-    .unwrap();
+    let net = Network::new(NetConfig::plain(8, 1), &Device::Cpu, 1).unwrap();
     net.save(&path).unwrap();
     let before = std::fs::read(&path).unwrap();
     // A write into a directory that cannot be created fails without touching `path`.

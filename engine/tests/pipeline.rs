@@ -15,13 +15,7 @@ use ember_engine::replay::ReplayWindow;
 use ember_engine::selfplay::SelfPlayConfig;
 use ember_engine::train::{TrainConfig, Trainer};
 
-const TINY: NetConfig = NetConfig {
-    filters: 8,
-    blocks: 1,
-    se_channels: 0,
-    reply_head: false,
-    moves_left_head: false,
-};
+const TINY: NetConfig = NetConfig::plain(8, 1);
 
 #[test]
 fn stages_run_one_after_another_through_files_alone() {

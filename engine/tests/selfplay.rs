@@ -24,18 +24,7 @@ fn config(games: usize) -> SelfPlayConfig {
 
 #[test]
 fn samples_hold_a_visit_distribution_over_legal_moves_and_the_movers_result() {
-    let net = Network::new(
-        NetConfig {
-            filters: 16,
-            blocks: 1,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        },
-        &Device::Cpu,
-        5,
-    )
-    .unwrap();
+    let net = Network::new(NetConfig::plain(16, 1), &Device::Cpu, 5).unwrap();
     let mut eval = NetEvaluator::new(&net, Precision::F32).unwrap();
     let mut records: Vec<GameRecord> = Vec::new();
     let stats = play_games(&config(4), &mut eval, |r| records.push(r)).unwrap();

@@ -77,20 +77,10 @@ while True:
 
 fn tiny_checkpoint(dir: &Path, name: &str, seed: u64) -> PathBuf {
     let path = dir.join(name);
-    Network::new(
-        NetConfig {
-            filters: 8,
-            blocks: 1,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        },
-        &Device::Cpu,
-        seed,
-    )
-    .unwrap()
-    .save(&path)
-    .unwrap();
+    Network::new(NetConfig::plain(8, 1), &Device::Cpu, seed)
+        .unwrap()
+        .save(&path)
+        .unwrap();
     path
 }
 

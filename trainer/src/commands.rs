@@ -33,11 +33,8 @@ pub fn bench(args: &BenchArgs) -> Result<()> {
     eprintln!("Using device: {}", describe_device(&device));
     let mut opts = BenchOptions::for_device(device.clone());
     opts.net = NetConfig {
-        filters: args.filters,
-        blocks: args.blocks,
         se_channels: args.se_channels,
-        reply_head: false,
-        moves_left_head: false,
+        ..NetConfig::plain(args.filters, args.blocks)
     };
     opts.precision = Precision::resolve(&args.precision, &device)?;
     opts.seconds = args.seconds;

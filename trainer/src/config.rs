@@ -64,13 +64,7 @@ fn development() -> RunConfig {
             checkpoint_every: 10,
             time_budget: Some(25.0),
         },
-        net: NetConfig {
-            filters: 32,
-            blocks: 3,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        },
+        net: NetConfig::plain(32, 3),
         selfplay: SelfPlaySettings {
             games: 144,
             simulations: 16,

@@ -12,13 +12,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const TINY_NET: NetConfig = NetConfig {
-    filters: 16,
-    blocks: 1,
-    se_channels: 0,
-    reply_head: false,
-    moves_left_head: false,
-};
+const TINY_NET: NetConfig = NetConfig::plain(16, 1);
 
 fn trainer() -> Command {
     Command::new(env!("CARGO_BIN_EXE_trainer"))

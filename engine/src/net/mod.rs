@@ -89,13 +89,7 @@ pub struct NetConfig {
 
 impl Default for NetConfig {
     fn default() -> Self {
-        NetConfig {
-            filters: 64,
-            blocks: 3,
-            se_channels: 0,
-            reply_head: false,
-            moves_left_head: false,
-        }
+        NetConfig::plain(64, 3)
     }
 }
 

@@ -119,18 +119,7 @@ mod tests {
     #[test]
     fn an_untrained_network_does_not_beat_the_embedded_one_and_the_embedded_one_beats_it() {
         let s = setup();
-        let untrained = Network::new(
-            NetConfig {
-                filters: 16,
-                blocks: 1,
-                se_channels: 0,
-                reply_head: false,
-                moves_left_head: false,
-            },
-            &Device::Cpu,
-            1,
-        )
-        .unwrap();
+        let untrained = Network::new(NetConfig::plain(16, 1), &Device::Cpu, 1).unwrap();
         let embedded = Prepared::new(PlayerSpec::Ember(None), &s).unwrap();
         let out = stage()
             .run(&untrained, "untrained", &embedded, &s, &mut Quiet)

@@ -11,13 +11,7 @@ use crate::selfplay::Sample;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use shakmaty::Position;
 
-const TINY: NetConfig = NetConfig {
-    filters: 16,
-    blocks: 1,
-    se_channels: 0,
-    reply_head: false,
-    moves_left_head: false,
-};
+const TINY: NetConfig = NetConfig::plain(16, 1);
 
 /// Random-game positions with random sparse visit distributions and random results.
 fn random_samples(n: usize, seed: u64) -> Vec<Sample> {
