@@ -1146,3 +1146,50 @@ fn a_run_under_a_time_budget_offers_its_network_once_at_the_end() {
         "one offer, at the end, after {done} iterations\n{stderr}"
     );
 }
+
+#[test]
+fn an_overlapped_run_trains_on_the_window_the_previous_iteration_left_and_resumes() {
+    let root = scratch("overlap");
+    let run = root.join("runs/o");
+    let with = |iterations| {
+        let mut args = tiny_args(&root, "o", iterations);
+        args.extend(["--overlap", "on", "--strength-every", "0"].map(String::from));
+        args
+    };
+    run_ok(trainer().args(with(2)));
+    // Resumed: the window comes back from the shards, and iteration 3 trains on both.
+    run_ok(trainer().args(with(3)));
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["overlap"], true, "{config}");
+    let m = metrics_lines(&run);
+    assert_eq!(m.len(), 3);
+    let positions: Vec<u64> = m.iter().map(|l| l["positions"].as_u64().unwrap()).collect();
+    let window: Vec<u64> = m
+        .iter()
+        .map(|l| l["replay_positions"].as_u64().unwrap())
+        .collect();
+    assert!(positions.iter().all(|&p| p > 0), "{positions:?}");
+    // Iteration 1 has nothing to train on before its games; from iteration 2 on the
+    // candidate trains while the games are played, on the positions made before them.
+    assert_eq!(window[0], positions[0]);
+    assert_eq!(window[1], positions[0], "{window:?} {positions:?}");
+    assert_eq!(
+        window[2],
+        positions[0] + positions[1],
+        "{window:?} {positions:?}"
+    );
+    assert_eq!(
+        state(&run)["positions_total"],
+        positions.iter().sum::<u64>()
+    );
+
+    // Without the option, each iteration trains on a window that holds its own games.
+    let plain = root.join("runs/p");
+    let mut args = tiny_args(&root, "p", 2);
+    args.extend(["--strength-every", "0"].map(String::from));
+    run_ok(trainer().args(args));
+    let m = metrics_lines(&plain);
+    let p: Vec<u64> = m.iter().map(|l| l["positions"].as_u64().unwrap()).collect();
+    assert_eq!(m[1]["replay_positions"].as_u64().unwrap(), p[0] + p[1]);
+}
