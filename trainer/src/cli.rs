@@ -189,10 +189,6 @@ train_args! {
     /// and --iterations comes first ends it); the learning-rate and target schedules then
     /// follow the share of this time spent. For comparisons at equal wall time.
     time_budget: Option<f64> => schedule.time_budget,
-    /// Train on the replay window while the iteration's games are played, instead of after
-    /// them: the candidate learns from the window as the previous iteration left it, and
-    /// both CPU cores stay busy. [default: off]
-    overlap: Option<OnOff> => schedule.overlap,
     /// Self-play games per iteration. [default: 144 development, 5 quick, 1024 production and max]
     games: Option<usize> => selfplay.games,
     /// MCTS visits per move in self-play and gating. [default: 16 development, 20 quick, 64

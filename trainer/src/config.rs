@@ -63,7 +63,6 @@ fn development() -> RunConfig {
             iterations: 200,
             checkpoint_every: 10,
             time_budget: Some(25.0),
-            overlap: false,
         },
         net: NetConfig::plain(32, 3),
         selfplay: SelfPlaySettings {
@@ -140,7 +139,6 @@ fn quick() -> RunConfig {
             iterations: 5,
             checkpoint_every: 1,
             time_budget: None,
-            overlap: false,
         },
         net: NetConfig::default(),
         selfplay: SelfPlaySettings {
@@ -185,7 +183,6 @@ fn production() -> RunConfig {
             iterations: 64,
             checkpoint_every: 4,
             time_budget: None,
-            overlap: false,
         },
         net: NetConfig::default(),
         selfplay: SelfPlaySettings {
@@ -224,7 +221,6 @@ fn max() -> RunConfig {
             iterations: 256,
             checkpoint_every: 8,
             time_budget: None,
-            overlap: false,
         },
         selfplay: SelfPlaySettings {
             simulations: 128,

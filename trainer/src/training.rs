@@ -25,7 +25,6 @@ use ember_engine::pipeline::run::{RunDir, RunLock, RunState};
 use ember_engine::pipeline::selfplay_stage::SelfPlayOutcome;
 use ember_engine::pipeline::strength_stage::StrengthOutcome;
 use ember_engine::pipeline::training_stage::{TrainOutcome, TrainingStage};
-use ember_engine::pipeline::Quiet;
 use ember_engine::players::EmberSetup;
 use ember_engine::replay::{ReplayWindow, WindowSize};
 use ember_engine::selfplay::PlayStats;
@@ -374,54 +373,37 @@ impl Session {
         let total = self.cfg.schedule.iterations;
         info!("=== iteration {it}/{total} ===");
 
+        let Some(positions) = self.next_positions(it)? else {
+            return Ok(false);
+        };
+        let sp = &positions.outcome;
+        log_selfplay(it, sp);
+        if !sp.samples.is_empty() {
+            let size = self.cfg.training.window_size();
+            self.window.set_capacity(size.capacity(sp.samples.len()));
+        }
+        self.window.push_samples(&sp.samples);
+
+        // Steps follow the positions recorded for training (with a playout cap, only the
+        // moves that got the full search).
+        let steps = self.cfg.training.steps_for(
+            sp.samples.len(),
+            self.cfg.training.batch_size.min(self.window.len()),
+        );
         let progress = self.cfg.schedule.progress(it, self.state.wall_s);
         self.trainer
             .set_base_lr(self.cfg.training.lr_at_progress(progress));
-        let settings = self.cfg.training.clone();
-        let seed = derive_seed(self.state.seed, it, STREAM_MINIBATCH);
-        let training = move |new_positions: usize, window: &ReplayWindow| TrainingStage {
-            // Steps follow the positions recorded for training (with a playout cap, only
-            // the moves that got the full search).
-            steps: settings.steps_for(new_positions, settings.batch_size.min(window.len())),
-            batch: settings.batch_size,
-            seed,
-            targets: settings.targets_at_progress(progress),
-        };
-        let overlap = self.cfg.schedule.overlap
-            && !self.window.is_empty()
-            && matches!(self.source, PositionSource::SelfPlay { .. });
-        let (positions, tr) = if overlap {
-            // The candidate trains on the window as the last iteration left it, as many
-            // steps as that iteration's positions ask for, while this one's games are played.
-            let last = self.metrics.last().map_or(0, |m| m.positions);
-            let stage = training(last, &self.window);
-            let (player, trainer, window) = self.split();
-            let (positions, tr) = std::thread::scope(|scope| {
-                let training = scope.spawn(|| stage.run(trainer, window, &mut Quiet));
-                let positions = player.positions(it);
-                let tr = training
-                    .join()
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e));
-                (positions, tr)
-            });
-            let positions = positions?;
-            log_selfplay(it, &positions.outcome);
-            self.add_to_window(&positions.outcome);
-            (positions, tr?)
-        } else {
-            let Some(positions) = self.next_positions(it)? else {
-                return Ok(false);
-            };
-            log_selfplay(it, &positions.outcome);
-            self.add_to_window(&positions.outcome);
-            let stage = training(positions.outcome.samples.len(), &self.window);
-            let tr = stage.run(
-                &mut self.trainer,
-                &self.window,
-                &mut self.progress.observer(),
-            )?;
-            (positions, tr)
-        };
+        let tr = TrainingStage {
+            steps,
+            batch: self.cfg.training.batch_size,
+            seed: derive_seed(self.state.seed, it, STREAM_MINIBATCH),
+            targets: self.cfg.training.targets_at_progress(progress),
+        }
+        .run(
+            &mut self.trainer,
+            &self.window,
+            &mut self.progress.observer(),
+        )?;
         log_training(&tr);
         self.trainer.network().check_usable().with_context(|| {
             format!(
@@ -480,32 +462,52 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
                 worker_shards: c.shards,
             }));
         }
-        self.split().0.positions(it).map(Some)
+        let shard = RunDir::shard_name(it);
+        let pgn = self.dir.selfplay_pgn(it);
+        let outcome = self.self_play(
+            derive_seed(self.state.seed, it, STREAM_SELFPLAY),
+            &shard,
+            &pgn,
+            it,
+        )?;
+        Ok(Some(Positions {
+            outcome,
+            shard: Some(shard),
+            worker_shards: Vec::new(),
+        }))
     }
 
-    /// The new positions into the window, its capacity set by their number.
-    fn add_to_window(&mut self, sp: &SelfPlayOutcome) {
-        if !sp.samples.is_empty() {
-            let size = self.cfg.training.window_size();
-            self.window.set_capacity(size.capacity(sp.samples.len()));
-        }
-        self.window.push_samples(&sp.samples);
-    }
-
-    /// The session in the parts that self-play and training use, so that both can run
-    /// at once.
-    fn split(&mut self) -> (SelfPlayer<'_>, &mut Trainer, &ReplayWindow) {
-        let player = SelfPlayer {
-            cfg: &self.cfg,
-            gpu: !self.device.is_cpu(),
-            run_seed: self.state.seed,
-            best: &self.best,
-            precision: self.precision,
-            dir: &self.dir,
-            source: &mut self.source,
-            progress: &self.progress,
+    /// Plays the configured games with the best network into `replay/<shard>` and `pgn`.
+    /// The first game of the process is played alone and shown phase by phase.
+    fn self_play(
+        &mut self,
+        seed: u64,
+        shard: &str,
+        pgn: &Path,
+        it: u64,
+    ) -> Result<SelfPlayOutcome> {
+        let first_alone = match &mut self.source {
+            PositionSource::SelfPlay { first_game_shown } if !*first_game_shown => {
+                *first_game_shown = true;
+                Some(derive_seed(self.state.seed, it, STREAM_FIRST_GAME))
+            }
+            _ => None,
         };
-        (player, &mut self.trainer, &self.window)
+        let stage = self
+            .cfg
+            .selfplay
+            .stage(!self.device.is_cpu(), it, seed, first_alone);
+        let out = stage.run(
+            &self.best,
+            self.precision,
+            &self.dir.replay().join(shard),
+            pgn,
+            &mut self.progress.observer(),
+        )?;
+        if let Some(first) = &out.first_game {
+            log_first_game(first, self.cfg.selfplay.simulations);
+        }
+        Ok(out)
     }
 
     fn gate(&mut self, it: u64) -> Result<GatingOutcome> {
@@ -663,7 +665,7 @@ gating Elo summed over promotions {:+.0} (not a strength measure)",
             .games()
             .join(format!("selfplay-{k}-iter-{it:06}.pgn"));
         let seed = derive_seed(self.state.seed, it, STREAM_EXTRA_SELFPLAY + k);
-        let sp = self.split().0.play(seed, &shard, &pgn, it + 1)?;
+        let sp = self.self_play(seed, &shard, &pgn, it + 1)?;
         log_selfplay(it, &sp);
         let mut state = self.state.clone();
         state.shards.push(shard.clone());
@@ -717,57 +719,9 @@ impl PositionSource {
     }
 }
 
-/// What self-play reads and writes of a session (see [`Session::split`]).
-struct SelfPlayer<'a> {
-    cfg: &'a RunConfig,
-    gpu: bool,
-    run_seed: u64,
-    best: &'a Network,
-    precision: Precision,
-    dir: &'a RunDir,
-    source: &'a mut PositionSource,
-    progress: &'a Progress,
-}
-
-impl SelfPlayer<'_> {
-    /// Iteration `it`'s games, into its shard and PGN.
-    fn positions(self, it: u64) -> Result<Positions> {
-        let shard = RunDir::shard_name(it);
-        let pgn = self.dir.selfplay_pgn(it);
-        let seed = derive_seed(self.run_seed, it, STREAM_SELFPLAY);
-        let outcome = self.play(seed, &shard, &pgn, it)?;
-        Ok(Positions {
-            outcome,
-            shard: Some(shard),
-            worker_shards: Vec::new(),
-        })
-    }
-
-    /// Plays the configured games with the best network into `replay/<shard>` and `pgn`.
-    /// The first game of the process is played alone and shown phase by phase.
-    fn play(self, seed: u64, shard: &str, pgn: &Path, it: u64) -> Result<SelfPlayOutcome> {
-        let first_alone = match self.source {
-            PositionSource::SelfPlay { first_game_shown } if !*first_game_shown => {
-                *first_game_shown = true;
-                Some(derive_seed(self.run_seed, it, STREAM_FIRST_GAME))
-            }
-            _ => None,
-        };
-        let stage = self.cfg.selfplay.stage(self.gpu, it, seed, first_alone);
-        let out = stage.run(
-            self.best,
-            self.precision,
-            &self.dir.replay().join(shard),
-            pgn,
-            &mut self.progress.observer(),
-        )?;
-        if let Some(first) = &out.first_game {
-            log_first_game(first, self.cfg.selfplay.simulations);
-        }
-        Ok(out)
-    }
-}
-
+/// The run's state: the committed one (after finishing or undoing an interrupted commit),
+/// or a new one, which is written before any checkpoint so that a folder with checkpoints
+/// and no `state.json` always means a lost state. Keeps the run's own seed in `cfg`.
 fn recover_state(dir: &RunDir, cfg: &mut RunConfig) -> Result<RunState> {
     let state = match dir.read_state()? {
         Some(state) => {

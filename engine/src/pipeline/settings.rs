@@ -91,12 +91,6 @@ pub struct Schedule {
     /// runs of different speeds compared at equal time each end their schedules.
     #[serde(default)]
     pub time_budget: Option<f64>,
-    /// Training runs while the iteration's self-play plays (two threads): the candidate
-    /// trains on the window as the previous iteration left it, and the new games join the
-    /// window afterwards. Each stage alone keeps about one of two CPU cores busy; at
-    /// once they fill both. Off: self-play, then training on a window that holds its games.
-    #[serde(default)]
-    pub overlap: bool,
 }
 
 impl Schedule {
@@ -358,7 +352,6 @@ fn iteration_progress(iteration: u64, iterations: u64) -> f64 {
         iterations,
         checkpoint_every: 1,
         time_budget: None,
-        overlap: false,
     }
     .progress(iteration, 0.0)
 }
