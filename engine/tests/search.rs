@@ -1,9 +1,10 @@
 //! The search's contract: sign conventions, exact terminal values, virtual loss, tree
-//! reuse and the evaluation cache.
+//! reuse, the evaluation cache and the plies left with the moves-left utility.
 
 use ember_engine::game::{fen_of, parse_uci_move, position_hash, Game};
 use ember_engine::mcts::{
-    CachedEvaluator, EvalBatch, Evaluator, RootRule, Search, SearchParams, UniformEvaluator,
+    moves_left_utility, CachedEvaluator, EvalBatch, Evaluator, RootRule, Search, SearchParams,
+    UniformEvaluator,
 };
 use ember_engine::phase_times::PhaseTimes;
 use shakmaty::{Chess, Position};
@@ -267,7 +268,7 @@ fn a_position_repeated_inside_the_tree_is_scored_as_a_draw() {
         .tree()
         .nodes
         .iter()
-        .filter(|n| matches!(n.state, ember_engine::mcts::NodeState::Terminal(v) if v == 0.0))
+        .filter(|n| matches!(n.state, ember_engine::mcts::NodeState::Terminal(0)))
         .count();
     assert!(
         draws > 0,
@@ -750,4 +751,308 @@ fn gumbel_counts_only_this_searchs_visits_after_tree_reuse() {
     let mut sorted = added.clone();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
     assert_eq!(sorted, [&[4u32; 4][..], &[2; 4], &[1; 8], &[0; 4]].concat());
+}
+
+/// Uniform priors, a value (for the side to move) and the plies left to the game's end
+/// (the moves-left head's estimate) from closures.
+struct PliesEvaluator<V, M>
+where
+    V: Fn(&Chess) -> f32 + Send,
+    M: Fn(&Chess) -> f32 + Send,
+{
+    value: V,
+    plies: M,
+}
+
+impl<V, M> Evaluator for PliesEvaluator<V, M>
+where
+    V: Fn(&Chess) -> f32 + Send,
+    M: Fn(&Chess) -> f32 + Send,
+{
+    fn evaluate(&mut self, batch: &mut EvalBatch, _t: &mut PhaseTimes) -> anyhow::Result<()> {
+        for i in 0..batch.len() {
+            let p = batch.priors_mut(i);
+            let u = 1.0 / p.len() as f32;
+            p.fill(u);
+            let v = (self.value)(batch.position(i)).clamp(-1.0, 1.0);
+            batch.set_wdl(i, [v.max(0.0), 1.0 - v.abs(), (-v).max(0.0)]);
+            let plies = (self.plies)(batch.position(i));
+            batch.set_moves_left(i, Some(plies));
+        }
+        Ok(())
+    }
+}
+
+fn assert_close(got: f32, want: f32) {
+    assert!((got - want).abs() < 1e-6, "{got} is not {want}");
+}
+
+#[test]
+fn the_moves_left_utility_follows_lc0s_formula() {
+    let p = SearchParams::default();
+    assert_eq!(
+        (
+            p.moves_left_slope,
+            p.moves_left_max_effect,
+            p.moves_left_threshold
+        ),
+        (0.0027, 0.0345, 0.8)
+    );
+    let u = |parent_q: f32, q: f32, plies: f32| moves_left_utility(&p, parent_q, q, plies);
+    // At or below the threshold of the node's |Q| there is none.
+    assert_eq!(u(0.8, 0.9, 10.0), 0.0);
+    assert_eq!(u(-0.5, -0.95, -10.0), 0.0);
+    // 10 plies more than the node: 0.0027 * 10 = 0.027; q' = (0.9 - 0.8) / 0.2 = 0.5
+    // weighs it 1.6521 * 0.5 - 0.6521 * 0.25 = 0.663025. The winning chooser (q > 0)
+    // loses by the longer child, the losing one gains; the node's sign does not count.
+    let w = 0.027 * 0.663025;
+    assert_close(u(0.9, 0.9, 10.0), -w);
+    assert_close(u(-0.9, 0.9, 10.0), -w);
+    assert_close(u(0.9, -0.9, 10.0), w);
+    assert_close(u(0.9, 0.9, -10.0), w);
+    assert_close(u(0.9, -0.9, -10.0), -w);
+    // 100 plies would be 0.27: clamped at 0.0345; at |q| = 1 the weight is 1.
+    assert_close(u(0.95, 1.0, 100.0), -0.0345);
+    assert_close(u(0.95, -1.0, 100.0), 0.0345);
+    assert_close(u(0.95, 1.0, -100.0), 0.0345);
+    // A child whose own |Q| is at the threshold weighs 0 (the constant factor is 0).
+    assert_eq!(u(0.95, 0.8, 10.0), 0.0);
+    // Without a threshold |q| is taken as it is; the constant factor weighs every |q|.
+    let flat = SearchParams {
+        moves_left_threshold: 0.0,
+        moves_left_constant_factor: 1.0,
+        moves_left_scaled_factor: 0.0,
+        moves_left_quadratic_factor: 0.0,
+        ..SearchParams::default()
+    };
+    assert_close(moves_left_utility(&flat, 0.1, 0.2, 10.0), -0.027);
+    assert_close(moves_left_utility(&flat, 0.1, -0.2, 10.0), 0.027);
+    let off = SearchParams {
+        moves_left_slope: 0.0,
+        ..SearchParams::default()
+    };
+    assert_eq!(moves_left_utility(&off, 1.0, 1.0, 50.0), 0.0);
+}
+
+#[test]
+fn a_nodes_plies_left_is_the_mean_of_its_leaves_estimates_plus_the_plies_down_to_them() {
+    let game = Game::new();
+    let after = |uci: &str| {
+        let mut p = game.position().clone();
+        p.play_unchecked(parse_uci_move(&p, uci).unwrap());
+        position_hash(&p)
+    };
+    let (root, e4, d4) = (game.hash(), after("e2e4"), after("d2d4"));
+    let mut eval = PliesEvaluator {
+        value: |_: &Chess| 0.0,
+        plies: move |p: &Chess| match position_hash(p) {
+            h if h == root => 30.0,
+            h if h == e4 => 20.0,
+            h if h == d4 => 10.0,
+            _ => 5.0,
+        },
+    };
+    let mut s = Search::new(&game, SearchParams::default());
+    let mut t = PhaseTimes::default();
+    s.run_until_visits(&mut eval, 1, &mut t).unwrap();
+    assert_eq!(s.root_plies_left(), Some(30.0));
+    // One visit to each of the 20 moves: 20 + 1 plies through e2e4, 10 + 1 through d2d4,
+    // 5 + 1 through each of the other 18.
+    let mut batch = EvalBatch::new();
+    assert_eq!(s.gather(20, &mut batch, &mut t), 20);
+    eval.evaluate(&mut batch, &mut t).unwrap();
+    s.apply(&batch, 0, &mut t);
+    assert_eq!(s.root_visits(), 21);
+    let want = (30.0 + 21.0 + 11.0 + 18.0 * 6.0) / 21.0;
+    assert!(
+        (s.root_plies_left().unwrap() - want).abs() < 1e-4,
+        "root M {:?}, want {want}",
+        s.root_plies_left()
+    );
+    let tree = s.tree();
+    for c in tree.root().children() {
+        let n = &tree.nodes[c];
+        let want = match ember_engine::game::move_to_uci(n.mv.unwrap()).as_str() {
+            "e2e4" => 20.0,
+            "d2d4" => 10.0,
+            _ => 5.0,
+        };
+        assert_eq!((n.visits, n.plies_left), (1, want));
+    }
+}
+
+#[test]
+fn a_checkmate_counts_no_plies_left_and_its_parent_one() {
+    // d1d8 mates; every other position is estimated at 25 plies from the end.
+    let game = Game::from_fen("6k1/5ppp/8/8/8/8/5PPP/3R2K1 w - - 0 1").unwrap();
+    let mut eval = PliesEvaluator {
+        value: |_: &Chess| 0.0,
+        plies: |_: &Chess| 25.0,
+    };
+    let mut s = Search::new(&game, SearchParams::default());
+    s.run_until_visits(&mut eval, 300, &mut PhaseTimes::default())
+        .unwrap();
+    let tree = s.tree();
+    let root = tree.root();
+    let mate = root
+        .children()
+        .map(|c| &tree.nodes[c])
+        .find(|n| ember_engine::game::move_to_uci(n.mv.unwrap()) == "d1d8")
+        .unwrap();
+    assert!(mate.visits > 0);
+    assert_eq!(mate.plies_left, 0.0);
+    // The root's M is its own estimate and each child's M one ply further, weighted by
+    // visits.
+    let sum: f64 = 25.0
+        + root
+            .children()
+            .map(|c| &tree.nodes[c])
+            .map(|n| f64::from(n.visits) * (f64::from(n.plies_left) + 1.0))
+            .sum::<f64>();
+    let want = sum / f64::from(root.visits);
+    assert!(
+        (f64::from(root.plies_left) - want).abs() < 1e-3,
+        "root M {}, want {want}",
+        root.plies_left
+    );
+}
+
+/// A won position for White (or a lost one, `white_value` < 0) where both root moves
+/// searched, a2a3 and h2h3, keep every value as it is, so that their Q is the same: the
+/// game ends in 10 plies once the a-pawn has left a2 and in 40 while it stands there.
+/// Returns the visits of (a2a3, h2h3).
+fn visits_of_the_short_and_the_long_line(white_value: f32, slope: f32) -> (u32, u32) {
+    use shakmaty::{Color, Piece, Role, Square};
+    let game = Game::from_fen("k7/8/8/8/8/8/P6P/4K3 w - - 0 1").unwrap();
+    let mut s = Search::new(
+        &game,
+        SearchParams {
+            max_batch: 1,
+            tree_twofold_draw: false,
+            moves_left_slope: slope,
+            ..SearchParams::default()
+        },
+    );
+    let short = parse_uci_move(game.position(), "a2a3").unwrap();
+    let long = parse_uci_move(game.position(), "h2h3").unwrap();
+    s.restrict_root(&[short, long]);
+    let a_pawn_home = Some(Piece {
+        color: Color::White,
+        role: Role::Pawn,
+    });
+    let mut eval = PliesEvaluator {
+        value: move |p: &Chess| {
+            if p.turn() == Color::White {
+                white_value
+            } else {
+                -white_value
+            }
+        },
+        plies: move |p: &Chess| {
+            if p.board().piece_at(Square::A2) == a_pawn_home {
+                40.0
+            } else {
+                10.0
+            }
+        },
+    };
+    s.run_until_visits(&mut eval, 400, &mut PhaseTimes::default())
+        .unwrap();
+    let children = s.root_children();
+    let visits = |m| children.iter().find(|c| c.mv == m).unwrap().visits;
+    (visits(short), visits(long))
+}
+
+#[test]
+fn the_moves_left_utility_steers_the_winner_to_the_shorter_line_and_the_loser_to_the_longer() {
+    let (short, long) = visits_of_the_short_and_the_long_line(0.95, 0.0);
+    assert!(
+        short.abs_diff(long) <= 10,
+        "equal Q, equal priors: {short} and {long} visits without the utility"
+    );
+    let (short, long) = visits_of_the_short_and_the_long_line(0.95, 0.0027);
+    assert!(
+        short > 2 * long,
+        "winning: {short} visits to the short line, {long} to the long one"
+    );
+    let (short, long) = visits_of_the_short_and_the_long_line(-0.95, 0.0027);
+    assert!(
+        long > 2 * short,
+        "losing: {short} visits to the short line, {long} to the long one"
+    );
+}
+
+/// Every node's visits and value sum after a search of a won position (White has a queen
+/// and a rook against the lone king), with or without the moves-left head's estimates.
+fn won_tree(slope: f32, with_estimates: bool) -> Vec<(u32, u32)> {
+    let game = Game::from_fen("6k1/8/8/8/8/8/8/QR4K1 w - - 0 1").unwrap();
+    let mut s = Search::new(
+        &game,
+        SearchParams {
+            max_batch: 8,
+            moves_left_slope: slope,
+            ..SearchParams::default()
+        },
+    );
+    let mut t = PhaseTimes::default();
+    if with_estimates {
+        let mut eval = PliesEvaluator {
+            value: material_value,
+            plies: |p: &Chess| (position_hash(p) % 61) as f32,
+        };
+        s.run_until_visits(&mut eval, 1500, &mut t).unwrap();
+        assert!(s.plies_left_known());
+    } else {
+        let mut eval = ValueEvaluator {
+            value: material_value,
+            calls: 0,
+        };
+        s.run_until_visits(&mut eval, 1500, &mut t).unwrap();
+        assert!(!s.plies_left_known() && s.root_plies_left().is_none());
+    }
+    assert!(s.root_q() > 0.8, "won: root Q {}", s.root_q());
+    s.tree()
+        .nodes
+        .iter()
+        .map(|n| (n.visits, n.value_sum.to_bits()))
+        .collect()
+}
+
+#[test]
+fn without_moves_left_estimates_the_search_is_the_same_as_with_the_utility_off() {
+    assert_eq!(won_tree(0.0027, false), won_tree(0.0, false));
+    // The position is one where the utility, given estimates, changes the search.
+    assert_ne!(won_tree(0.0027, true), won_tree(0.0, true));
+}
+
+#[test]
+fn a_node_keeps_its_plies_left_within_forty_bytes() {
+    assert_eq!(ember_engine::mcts::node::NODE_BYTES, 40);
+}
+
+#[test]
+fn a_network_with_the_moves_left_head_gives_the_search_its_plies_left_and_one_without_does_not() {
+    use ember_engine::mcts::NetEvaluator;
+    use ember_engine::net::{NetConfig, Network, Precision};
+    for head in [true, false] {
+        let config = NetConfig {
+            moves_left_head: head,
+            ..NetConfig::plain(8, 1)
+        };
+        let net = Network::new(config, &candle_core::Device::Cpu, 1).unwrap();
+        let mut eval = CachedEvaluator::new(NetEvaluator::new(&net, Precision::F32).unwrap(), 1000);
+        let game = Game::new();
+        let mut s = Search::new(&game, SearchParams::default());
+        // The second search of a fresh tree is answered from the evaluation cache.
+        for _ in 0..2 {
+            s.reset_tree(&game);
+            s.run_until_visits(&mut eval, 40, &mut PhaseTimes::default())
+                .unwrap();
+            assert_eq!(s.plies_left_known(), head);
+            assert_eq!(s.root_plies_left().is_some(), head);
+            let terms = s.root_puct_terms();
+            assert_eq!(terms.iter().any(|m| m.plies_left.is_some()), head);
+        }
+        assert!(eval.cache().hits > 0);
+    }
 }

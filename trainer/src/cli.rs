@@ -319,6 +319,12 @@ train_args! {
     /// best move's by more than this (a move sampled for exploration), the positions before it
     /// learn the best move's Q instead of the game's result. 0: off. [default: 0]
     deblunder: Option<f32> => selfplay.deblunder,
+    /// The moves-left utility in self-play's search (lc0's MovesLeftSlope): with a network
+    /// that has the moves-left head, PUCT prefers the shorter line when winning and the
+    /// longer one when losing, this much per ply of difference (lc0's default 0.0027;
+    /// capped at 0.0345). Matches, the strength curve and the UCI engine use it whenever
+    /// the network has the head. 0: off. [default: 0]
+    moves_left_slope: Option<f32> => selfplay.moves_left_slope,
     /// Weight of the search's root Q in the value target (the rest is the game result).
     /// [default: 0]
     q_ratio: Option<f32> => training.q_ratio,

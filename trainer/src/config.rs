@@ -87,6 +87,7 @@ fn development() -> RunConfig {
             gumbel_c_visit: 50.0,
             gumbel_c_scale: 1.0,
             deblunder: 0.0,
+            moves_left_slope: 0.0,
         },
         training: TrainingSettings {
             batch_size: 256,
@@ -378,6 +379,7 @@ impl RunConfig {
             ("gumbel_c_visit", self.selfplay.gumbel_c_visit),
             ("gumbel_c_scale", self.selfplay.gumbel_c_scale),
             ("deblunder", self.selfplay.deblunder),
+            ("moves_left_slope", self.selfplay.moves_left_slope),
             ("reply_weight", self.training.reply_weight),
             ("moves_left_weight", self.training.moves_left_weight),
         ] {
@@ -640,6 +642,40 @@ mod tests {
         assert!(on.selfplay.solver);
         let search = on.selfplay.stage(false, 1, 7, None).config.search;
         assert!(search.solver && search.root_noise, "{search:?}");
+    }
+
+    #[test]
+    fn the_moves_left_slope_reaches_self_plays_search_only_when_asked() {
+        let off = RunConfig::from_preset(&TrainArgs::default()).unwrap();
+        assert_eq!(off.selfplay.moves_left_slope, 0.0);
+        let search = off.selfplay.stage(false, 1, 7, None).config.search;
+        assert_eq!(search.moves_left_slope, 0.0, "self-play leaves it off");
+        let on = RunConfig::from_preset(&TrainArgs {
+            moves_left_slope: Some(0.0027),
+            ..Default::default()
+        })
+        .unwrap();
+        let search = on.selfplay.stage(false, 1, 7, None).config.search;
+        let lc0 = ember_engine::SearchParams::default();
+        assert_eq!(
+            (
+                search.moves_left_slope,
+                search.moves_left_max_effect,
+                search.moves_left_threshold
+            ),
+            (0.0027, lc0.moves_left_max_effect, lc0.moves_left_threshold)
+        );
+        // A config.json from before the flag plays without it.
+        let mut json = serde_json::to_value(&on).unwrap();
+        assert_eq!(json["moves_left_slope"], serde_json::json!(0.0027f32));
+        json.as_object_mut().unwrap().remove("moves_left_slope");
+        let old: RunConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(old.selfplay.moves_left_slope, 0.0);
+        assert!(RunConfig::from_preset(&TrainArgs {
+            moves_left_slope: Some(-0.001),
+            ..Default::default()
+        })
+        .is_err());
     }
 
     #[test]

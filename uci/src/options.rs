@@ -23,8 +23,15 @@
 //! - `PolicyTemperature` -> `SearchParams::policy_temperature` (lc0's option): the
 //!   priors of the tree are softmax(logits / T); T > 1 flattens the policy, T < 1
 //!   sharpens it.
+//! - `MovesLeftSlope` -> `SearchParams::moves_left_slope`, `MovesLeftMaxEffect` ->
+//!   `SearchParams::moves_left_max_effect`, `MovesLeftThreshold` ->
+//!   `SearchParams::moves_left_threshold` (lc0's options, lc0's defaults): with a network
+//!   that has the moves-left head, PUCT prefers the shorter line when winning and the
+//!   longer one when losing; a slope of 0 turns it off, and without the head it does
+//!   nothing.
 //! - `VerboseMoveStats`: after each search, one `info string` per root move (visits,
-//!   prior, Q, U) and one for the root, before `bestmove` (lc0's option).
+//!   prior, plies left with the moves-left head, Q, U) and one for the root, before
+//!   `bestmove` (lc0's option).
 //! - `LogFile`: every line in and out, with a UTC timestamp, appended to this file
 //!   ([`crate::output`]); `<empty>` (or no value) turns it off.
 //! - `UCI_Chess960`: castling is read and written as the king taking its own rook
@@ -85,6 +92,9 @@ pub struct Options {
     /// `RamLimitMb`: the search tree's memory.
     pub ram_limit_mb: usize,
     pub policy_temperature: f32,
+    pub moves_left_slope: f32,
+    pub moves_left_max_effect: f32,
+    pub moves_left_threshold: f32,
     pub verbose_move_stats: bool,
     /// `LogFile`: empty when off.
     pub log_file: String,
@@ -318,6 +328,36 @@ pub static TABLE: &[OptionSpec] = &[
         },
     },
     OptionSpec {
+        name: "MovesLeftSlope",
+        kind: Kind::Decimal { min: 0.0, max: 1.0 },
+        changes: Changed::Search,
+        get: |o| Value::Decimal(o.moves_left_slope),
+        set: |o, v| {
+            o.moves_left_slope = v.decimal();
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "MovesLeftMaxEffect",
+        kind: Kind::Decimal { min: 0.0, max: 1.0 },
+        changes: Changed::Search,
+        get: |o| Value::Decimal(o.moves_left_max_effect),
+        set: |o, v| {
+            o.moves_left_max_effect = v.decimal();
+            Ok(())
+        },
+    },
+    OptionSpec {
+        name: "MovesLeftThreshold",
+        kind: Kind::Decimal { min: 0.0, max: 1.0 },
+        changes: Changed::Search,
+        get: |o| Value::Decimal(o.moves_left_threshold),
+        set: |o, v| {
+            o.moves_left_threshold = v.decimal();
+            Ok(())
+        },
+    },
+    OptionSpec {
         name: "VerboseMoveStats",
         kind: Kind::Check,
         changes: Changed::Search,
@@ -478,6 +518,9 @@ impl Options {
             temperature: 0.0,
             ram_limit_mb: DEFAULT_TREE_MB,
             policy_temperature: params.policy_temperature,
+            moves_left_slope: params.moves_left_slope,
+            moves_left_max_effect: params.moves_left_max_effect,
+            moves_left_threshold: params.moves_left_threshold,
             verbose_move_stats: false,
             log_file: String::new(),
             chess960: false,
@@ -512,6 +555,9 @@ impl Options {
             solver: self.solver,
             max_nodes: nodes_for_mb(self.ram_limit_mb),
             policy_temperature: self.policy_temperature,
+            moves_left_slope: self.moves_left_slope,
+            moves_left_max_effect: self.moves_left_max_effect,
+            moves_left_threshold: self.moves_left_threshold,
             ..SearchParams::default()
         }
     }
@@ -678,6 +724,68 @@ mod tests {
             assert!(o.set("PolicyTemperature", Some(value)).is_err(), "{value}");
         }
         assert_eq!(o.policy_temperature, 2.2);
+    }
+
+    #[test]
+    fn the_moves_left_options_set_and_change_the_search_and_stay_in_their_range() {
+        let mut o = options();
+        let lc0 = SearchParams::default();
+        let p = o.search_params();
+        assert_eq!(
+            (
+                p.moves_left_slope,
+                p.moves_left_max_effect,
+                p.moves_left_threshold
+            ),
+            (0.0027, 0.0345, 0.8),
+            "lc0's defaults"
+        );
+        assert_eq!(
+            (
+                p.moves_left_constant_factor,
+                p.moves_left_scaled_factor,
+                p.moves_left_quadratic_factor
+            ),
+            (
+                lc0.moves_left_constant_factor,
+                lc0.moves_left_scaled_factor,
+                lc0.moves_left_quadratic_factor
+            )
+        );
+        assert!(o
+            .declarations()
+            .contains(&"option name MovesLeftSlope type string default 0.0027".to_string()));
+        assert_eq!(
+            o.set("MovesLeftSlope", Some("0.004")).unwrap(),
+            Changed::Search
+        );
+        o.set("movesleftmaxeffect", Some("0.05")).unwrap();
+        o.set("MovesLeftThreshold", Some("0.6")).unwrap();
+        let p = o.search_params();
+        assert_eq!(
+            (
+                p.moves_left_slope,
+                p.moves_left_max_effect,
+                p.moves_left_threshold
+            ),
+            (0.004, 0.05, 0.6)
+        );
+        o.set("MovesLeftSlope", Some("0")).unwrap();
+        assert_eq!(o.search_params().moves_left_slope, 0.0, "0 turns it off");
+        for name in ["MovesLeftSlope", "MovesLeftMaxEffect", "MovesLeftThreshold"] {
+            for value in ["-0.1", "1.5", "NaN", "x"] {
+                assert!(o.set(name, Some(value)).is_err(), "{name}={value}");
+            }
+        }
+        assert_eq!(
+            (
+                o.moves_left_slope,
+                o.moves_left_max_effect,
+                o.moves_left_threshold
+            ),
+            (0.0, 0.05, 0.6),
+            "a refused value changes nothing"
+        );
     }
 
     #[test]

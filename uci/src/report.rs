@@ -154,7 +154,14 @@ pub fn info_lines(
 /// or lost. V is the network's value of the position after the move for the side to move
 /// at the root, `-.----` when `value_of` does not know it. A last line `node` gives the
 /// root's visits, Q and value. `value_of(hash)` is the network's value of a position
-/// for its side to move. There is no moves-left head, so lc0's M is not printed.
+/// for its side to move.
+///
+/// Where the network has the moves-left head, each line also gives M, the plies left
+/// from the position after the move (lc0's `(M: 12.3)`, ` -.-` for an unvisited move),
+/// and the moves-left utility PUCT adds (`MU`), so that the score of the next descent
+/// reads `(Q+U+MU: ...)`; the `node` line gives the root's M:
+///
+/// `info string e2e4  ( 322) N:     120 (+ 0) (P: 12.34%) (M:  61.5) (Q:  0.04512) (U:  0.03120) (MU:  0.00000) (Q+U+MU:  0.07632) (V:  0.0412)`
 pub fn verbose_move_stats(
     search: &Search,
     mut value_of: impl FnMut(u64) -> Option<f32>,
@@ -165,22 +172,33 @@ pub fn verbose_move_stats(
     let mut moves = search.root_puct_terms();
     moves.sort_by(|a, b| a.visits.cmp(&b.visits).then(a.prior.total_cmp(&b.prior)));
     let value = |v: Option<f32>| v.map_or_else(|| "-.----".to_string(), |v| format!("{v:>7.4}"));
+    let head = search.plies_left_known();
+    let plies = |m: Option<f32>| match (head, m) {
+        (false, _) => String::new(),
+        (true, Some(m)) => format!(" (M: {m:>5.1})"),
+        (true, None) => " (M:   -.-)".to_string(),
+    };
     let mut lines: Vec<String> = moves
         .iter()
         .map(|m| {
             let mut after = root.clone();
             after.play_unchecked(m.mv);
             let v = value_of(hash_after(root, root_hash, m.mv, &after)).map(|v| -v);
+            let score = if head {
+                format!("(MU: {:>8.5}) (Q+U+MU: {:>8.5})", m.m, m.q + m.u + m.m)
+            } else {
+                format!("(Q+U: {:>8.5})", m.q + m.u)
+            };
             format!(
-                "info string {:<5} ({:>4}) N: {:>7} (+{:>2}) (P: {:>6.2}%) (Q: {:>8.5}) (U: {:>8.5}) (Q+U: {:>8.5}) (V: {}){}",
+                "info string {:<5} ({:>4}) N: {:>7} (+{:>2}) (P: {:>6.2}%){} (Q: {:>8.5}) (U: {:>8.5}) {score} (V: {}){}",
                 move_to_uci_in(m.mv, castling),
                 move_to_index(&m.mv, root.turn()),
                 m.visits,
                 m.in_flight,
                 100.0 * m.prior,
+                plies(m.plies_left),
                 m.q,
                 m.u,
-                m.q + m.u,
                 value(v),
                 if m.decided != 0 { " (T)" } else { "" }
             )
@@ -188,10 +206,11 @@ pub fn verbose_move_stats(
         .collect();
     let node = search.tree().root();
     lines.push(format!(
-        "info string node  (----) N: {:>7} (+{:>2}) (P: {:>6.2}%) (Q: {:>8.5}) (V: {})",
+        "info string node  (----) N: {:>7} (+{:>2}) (P: {:>6.2}%){} (Q: {:>8.5}) (V: {})",
         node.visits,
         node.in_flight,
         100.0,
+        plies(search.root_plies_left()),
         search.root_q(),
         value(value_of(root_hash))
     ));
@@ -333,6 +352,59 @@ mod tests {
                 "{line}"
             );
         }
+    }
+
+    /// Uniform priors, a drawn value and 42 plies left everywhere: a network with the
+    /// moves-left head, as far as the search can tell.
+    struct FortyTwoPliesLeft;
+
+    impl ember_engine::mcts::Evaluator for FortyTwoPliesLeft {
+        fn evaluate(
+            &mut self,
+            batch: &mut ember_engine::mcts::EvalBatch,
+            _t: &mut ember_engine::phase_times::PhaseTimes,
+        ) -> anyhow::Result<()> {
+            for i in 0..batch.len() {
+                let p = batch.priors_mut(i);
+                let u = 1.0 / p.len() as f32;
+                p.fill(u);
+                batch.set_wdl(i, [0.0, 1.0, 0.0]);
+                batch.set_moves_left(i, Some(42.0));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn verbose_move_stats_give_each_moves_plies_left_where_the_network_has_the_moves_left_head() {
+        use ember_engine::phase_times::PhaseTimes;
+        let game = ember_engine::Game::new();
+        let mut search = Search::new(&game, ember_engine::SearchParams::default());
+        search
+            .run_until_visits(&mut FortyTwoPliesLeft, 12, &mut PhaseTimes::default())
+            .unwrap();
+        let lines = verbose_move_stats(&search, |_| None, CastlingMode::Standard);
+        let (node, moves) = lines.split_last().unwrap();
+        // The root's M: its own 42, and 43 or more for every visit below it.
+        let root_m = field(node, "(M:");
+        assert!(root_m > 42.0 && root_m < 45.0, "{node}");
+        let mut unvisited = 0;
+        for line in moves {
+            if field(line, "N:") == 0.0 {
+                assert!(line.contains("(M:   -.-)"), "{line}");
+                unvisited += 1;
+            } else {
+                let m = field(line, "(M:");
+                assert!((42.0..44.0).contains(&m), "{line}");
+            }
+            let (q, u, mu) = (field(line, "(Q:"), field(line, "(U:"), field(line, "(MU:"));
+            let s = field(line, "(Q+U+MU:");
+            assert!((q + u + mu - s).abs() < 2e-5, "{line}");
+            // A drawn position is below the threshold: no utility.
+            assert_eq!(mu, 0.0, "{line}");
+            assert!(!line.contains("(Q+U:"), "{line}");
+        }
+        assert!(unvisited > 0, "20 moves and 11 visits: some unvisited");
     }
 
     #[test]

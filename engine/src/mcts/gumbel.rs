@@ -20,7 +20,10 @@
 //! Logits are the logarithms of the priors: they differ from the network's logits over
 //! the legal moves by a constant, which no softmax or argmax here sees.
 //!
-//! Below the root every node is searched by PUCT.
+//! Below the root every node is searched by PUCT, with the moves-left utility where it is
+//! on ([`super::moves_left_utility`]). The root's own choice leaves the utility out: the
+//! schedule picks a root move by `g + logits + sigma(q)` alone, and so does the move
+//! played and the policy target.
 
 use rand::Rng;
 

@@ -11,7 +11,9 @@
 //! Sign convention: each node stores the visits `N` and value sum `W` of the edge that
 //! leads into it, from the point of view of the player who chose that edge. A leaf value
 //! `v` (side to move at the leaf) is added as `-v` to the leaf's own node, `+v` to its
-//! parent, alternating up to the root.
+//! parent, alternating up to the root. A node's plies left (M) is from its own position:
+//! a leaf's estimate `m` is added as `m` to the leaf's node, `m + 1` to its parent, and so
+//! on up to the root.
 
 pub mod cache;
 pub mod driver;
@@ -26,4 +28,4 @@ pub use driver::{Driver, Limits, Watch};
 pub use evaluator::{EvalBatch, Evaluator, NetEvaluator, UniformEvaluator};
 pub use node::{Node, NodeState, Tree};
 pub use params::SearchParams;
-pub use search::{ChildStats, PuctTerms, RootRule, Search, SearchStats};
+pub use search::{moves_left_utility, ChildStats, PuctTerms, RootRule, Search, SearchStats};

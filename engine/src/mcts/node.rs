@@ -28,8 +28,9 @@ pub enum NodeState {
     Pending,
     /// Children allocated.
     Expanded,
-    /// Game over by the rules; the exact value for the side to move at this node.
-    Terminal(f32),
+    /// Game over by the rules; the exact value for the side to move at this node: 1 won,
+    /// 0 drawn, -1 lost (a byte, so that the node stays small).
+    Terminal(i8),
 }
 
 #[derive(Clone, Debug)]
@@ -45,6 +46,13 @@ pub struct Node {
     pub prior: f32,
     /// Sum of backed-up values, from the view of the player who played `mv`.
     pub value_sum: f32,
+    /// Mean plies left to the game's end over the visits backed up through this node,
+    /// counted from this node's position: each visit adds its leaf's estimate (the
+    /// moves-left head's, 0 at a position the rules end, the plies to the deciding
+    /// checkmate at a proven node) plus the plies from here down to that leaf (lc0's M).
+    /// Without the head a leaf's estimate is 0, so M is only the mean depth of the
+    /// visits below, and the search does not read it.
+    pub plies_left: f32,
     pub state: NodeState,
     /// Proven by the tree below (MCTS-solver): +1 the side to move here wins by force,
     /// -1 it loses by force, 0 not proven. Only checkmates prove anything, so a proof
@@ -66,6 +74,7 @@ impl Node {
             visits: 0,
             prior,
             value_sum: 0.0,
+            plies_left: 0.0,
             state: NodeState::Unexpanded,
             proven: 0,
             proven_plies: 0,
@@ -81,8 +90,8 @@ impl Node {
     /// [`Self::decided`] with the plies to the deciding checkmate.
     pub fn decided_in(&self) -> Option<(i8, u16)> {
         match self.state {
-            NodeState::Terminal(v) if v > 0.0 => Some((1, 0)),
-            NodeState::Terminal(v) if v < 0.0 => Some((-1, 0)),
+            NodeState::Terminal(v) if v > 0 => Some((1, 0)),
+            NodeState::Terminal(v) if v < 0 => Some((-1, 0)),
             _ if self.proven != 0 => Some((self.proven, self.proven_plies)),
             _ => None,
         }
@@ -166,7 +175,7 @@ impl Tree {
         root.parent = NONE;
         root.mv = None;
         root.in_flight = 0;
-        if matches!(root.state, NodeState::Pending | NodeState::Terminal(0.0)) {
+        if matches!(root.state, NodeState::Pending | NodeState::Terminal(0)) {
             root.state = NodeState::Unexpanded;
         }
         nodes.push(root);
@@ -183,7 +192,7 @@ impl Tree {
                 let mut n = self.nodes[c].clone();
                 n.parent = new as u32;
                 n.in_flight = 0;
-                if matches!(n.state, NodeState::Pending | NodeState::Terminal(0.0)) {
+                if matches!(n.state, NodeState::Pending | NodeState::Terminal(0)) {
                     n.state = NodeState::Unexpanded;
                 }
                 nodes.push(n);

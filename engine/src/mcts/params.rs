@@ -65,6 +65,33 @@ pub struct SearchParams {
     /// cache, which keeps the network's own priors.
     #[serde(default = "policy_temperature")]
     pub policy_temperature: f32,
+    /// Moves-left utility (lc0's MovesLeftSlope): score per ply of difference between a
+    /// child's plies left and its parent's, so that a winning side prefers the shorter
+    /// line and a losing side the longer one ([`super::moves_left_utility`]). It applies
+    /// only where the evaluator gives moves-left estimates (a network with the head); 0
+    /// turns it off.
+    #[serde(default = "moves_left_slope")]
+    pub moves_left_slope: f32,
+    /// Moves-left utility: the largest `|slope * plies difference|` (lc0's
+    /// MovesLeftMaxEffect).
+    #[serde(default = "moves_left_max_effect")]
+    pub moves_left_max_effect: f32,
+    /// Moves-left utility: it applies at a node whose |Q| is above this (lc0's
+    /// MovesLeftThreshold); a child's |Q| is rescaled from it to 1.
+    #[serde(default = "moves_left_threshold")]
+    pub moves_left_threshold: f32,
+    /// Moves-left utility: the effect's weight at the threshold (lc0's
+    /// MovesLeftConstantFactor).
+    #[serde(default)]
+    pub moves_left_constant_factor: f32,
+    /// Moves-left utility: its weight's term linear in the rescaled |Q| (lc0's
+    /// MovesLeftScaledFactor).
+    #[serde(default = "moves_left_scaled_factor")]
+    pub moves_left_scaled_factor: f32,
+    /// Moves-left utility: its weight's term in the rescaled Q squared (lc0's
+    /// MovesLeftQuadraticFactor).
+    #[serde(default = "moves_left_quadratic_factor")]
+    pub moves_left_quadratic_factor: f32,
 }
 
 /// The paper's values for chess and Go (mctx's default `c_scale` 0.1 was for Atari).
@@ -82,6 +109,28 @@ fn gumbel_c_scale() -> f32 {
 
 fn policy_temperature() -> f32 {
     1.0
+}
+
+/// lc0's defaults of the moves-left utility: at |Q| = 1 the weight is 1.6521 - 0.6521 = 1,
+/// and 0.0345 caps the effect at about 13 plies of difference.
+fn moves_left_slope() -> f32 {
+    0.0027
+}
+
+fn moves_left_max_effect() -> f32 {
+    0.0345
+}
+
+fn moves_left_threshold() -> f32 {
+    0.8
+}
+
+fn moves_left_scaled_factor() -> f32 {
+    1.6521
+}
+
+fn moves_left_quadratic_factor() -> f32 {
+    -0.6521
 }
 
 /// The evaluation cache's size unless its owner sets another (UCI `NNCacheSize`).
@@ -145,12 +194,18 @@ impl Default for SearchParams {
             gumbel_c_visit: gumbel_c_visit(),
             gumbel_c_scale: gumbel_c_scale(),
             policy_temperature: policy_temperature(),
+            moves_left_slope: moves_left_slope(),
+            moves_left_max_effect: moves_left_max_effect(),
+            moves_left_threshold: moves_left_threshold(),
+            moves_left_constant_factor: 0.0,
+            moves_left_scaled_factor: moves_left_scaled_factor(),
+            moves_left_quadratic_factor: moves_left_quadratic_factor(),
         }
     }
 }
 
 impl SearchParams {
-    /// Defaults for self-play: root noise on.
+    /// Defaults for self-play: root noise on; the solver and the moves-left utility off.
     pub fn self_play() -> Self {
         SearchParams {
             root_noise: true,
@@ -158,6 +213,8 @@ impl SearchParams {
             fpu_reduction_root: Some(0.0),
             // Self-play keeps the plain search: the presets were measured without it.
             solver: false,
+            // Off unless a run asks for it (`--moves-left-slope`), for the same reason.
+            moves_left_slope: 0.0,
             ..Self::default()
         }
     }

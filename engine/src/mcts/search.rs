@@ -8,6 +8,15 @@
 //! How the root's children are chosen, which move is played and what the policy target
 //! is are the root rule's ([`RootRule`]: PUCT, or Gumbel with sequential halving, see
 //! [`super::gumbel`]); below the root every node uses PUCT.
+//!
+//! Plies left (lc0's moves-left utility): every node keeps M, the mean plies to the game's
+//! end over the visits backed up through it, from its own position
+//! ([`Node::plies_left`]). Where the evaluator gives the moves-left head's estimates and
+//! `moves_left_slope` is not 0, PUCT adds [`moves_left_utility`] to a visited child's
+//! score at a node whose |Q| is above `moves_left_threshold`: the side that is winning
+//! prefers the child with the shorter game ahead, the side that is losing the longer
+//! one. A search whose evaluator gives no estimates (a network without the head) selects
+//! exactly as it would without the utility.
 
 use super::driver::{Driver, Limits};
 use super::evaluator::{apply_policy_temperature, EvalBatch, Evaluator};
@@ -54,7 +63,7 @@ pub struct ChildStats {
 }
 
 /// A root move as PUCT weighs it for the next descent (lc0's verbose move stats): the
-/// move is chosen by the largest `q + u`.
+/// move is chosen by the largest `q + u + m`.
 #[derive(Clone, Copy, Debug)]
 pub struct PuctTerms {
     pub mv: Move,
@@ -69,6 +78,11 @@ pub struct PuctTerms {
     /// The exploration term `cpuct(N) * sqrt(N) * prior / (1 + n)`, N the root's visits
     /// and n the move's.
     pub u: f32,
+    /// The moves-left utility ([`moves_left_utility`]; 0 when it does not apply).
+    pub m: f32,
+    /// The move's plies left (its M, from the position after it) when the evaluator gives
+    /// moves-left estimates and the move was visited or is decided.
+    pub plies_left: Option<f32>,
     /// As [`ChildStats::decided`].
     pub decided: i8,
 }
@@ -79,6 +93,53 @@ struct Puct {
     u_scale: f32,
     /// First-play urgency: the value of an unvisited child.
     fpu: f32,
+    /// The node's Q and plies left when the moves-left utility is on here (the evaluator
+    /// gives estimates and the slope is not 0).
+    moves_left: Option<MovesLeftParent>,
+}
+
+/// What the moves-left utility reads of the node whose children are weighed.
+#[derive(Clone, Copy)]
+struct MovesLeftParent {
+    /// Q of the node (only |Q| counts).
+    q: f32,
+    /// M of the node, in plies.
+    plies_left: f32,
+}
+
+/// lc0's moves-left utility (its `MovesLeft*` options): what PUCT adds to a child's
+/// score to prefer a shorter game when winning and a longer one when losing.
+///
+/// `parent_q` is the Q of the node whose children are weighed (from either side: only
+/// |Q| counts), `q` the child's Q for the player choosing it, and `plies_difference` the
+/// child's M minus the node's (both in plies, each from its own position). Below the
+/// threshold (|parent_q| <= `moves_left_threshold`) it is 0; above it,
+///
+/// `clamp(slope * plies_difference, -max_effect, max_effect) * sign(-q)
+///  * (constant + scaled * q' + quadratic * q'^2)`,
+///
+/// with `q' = max(0, |q| - threshold) / (1 - threshold)` (for a threshold strictly
+/// between 0 and 1; `q' = |q|` otherwise), so that the effect grows smoothly from 0 at
+/// the threshold. A winning chooser (q > 0) gains from a child with fewer plies left, a losing
+/// one from a child with more.
+pub fn moves_left_utility(p: &SearchParams, parent_q: f32, q: f32, plies_difference: f32) -> f32 {
+    if parent_q.abs() <= p.moves_left_threshold {
+        return 0.0;
+    }
+    let cap = p.moves_left_max_effect.max(0.0);
+    let effect = (p.moves_left_slope * plies_difference).clamp(-cap, cap);
+    let sign = if q > 0.0 { -1.0 } else { 1.0 };
+    let t = p.moves_left_threshold;
+    let q = if t > 0.0 && t < 1.0 {
+        (q.abs() - t).max(0.0) / (1.0 - t)
+    } else {
+        q.abs()
+    };
+    effect
+        * sign
+        * (p.moves_left_constant_factor
+            + p.moves_left_scaled_factor * q
+            + p.moves_left_quadratic_factor * q * q)
 }
 
 /// Root visits after which a search takes no more (a `go infinite` at its node bound
@@ -104,7 +165,8 @@ pub enum RootRule {
     /// played is the surviving one with the best `g + logits + sigma(q)` (the search's
     /// own sample; a temperature is not used), and the policy target is
     /// `softmax(logits + sigma(completed q))`. It needs the search's planned visits
-    /// ([`Search::begin`]); a search without them is searched by PUCT at the root.
+    /// ([`Search::begin`]); a search without them is searched by PUCT at the root. The
+    /// moves-left utility is left out at the root (below it PUCT uses it as ever).
     Gumbel,
 }
 
@@ -155,6 +217,9 @@ pub struct Search {
     gumbel: Option<GumbelRoot>,
     /// The priors of the node being expanded at the policy temperature (when it is not 1).
     tempered_priors: Vec<f32>,
+    /// The evaluator gave this tree's leaves moves-left estimates (a network with the
+    /// head), so the nodes' plies left mean what they say.
+    plies_left_known: bool,
     pub stats: SearchStats,
 }
 
@@ -174,6 +239,7 @@ impl Search {
             root_value: None,
             gumbel: None,
             tempered_priors: Vec::new(),
+            plies_left_known: false,
             stats: SearchStats::default(),
             params,
         };
@@ -240,6 +306,7 @@ impl Search {
         };
         if !reused {
             self.tree = Tree::new(game.position().clone(), game.hash());
+            self.plies_left_known = false;
         }
         reused
     }
@@ -282,6 +349,7 @@ impl Search {
         self.pending_mates.clear();
         self.root_value = None;
         self.gumbel = None;
+        self.plies_left_known = false;
         self.tree = Tree::new(game.position().clone(), game.hash());
     }
 
@@ -338,9 +406,23 @@ impl Search {
         loop {
             self.tree.nodes[idx].in_flight += 1;
             let node = &self.tree.nodes[idx];
-            // Below the root, a node the solver proved is as exact as a terminal one.
-            let proven = (idx != 0 && node.proven != 0).then_some(node.proven as f32);
-            match (node.state, proven) {
+            // The exact value and plies left of a position the rules end, and below the
+            // root of a node the solver proved, which is as exact as a terminal one.
+            let exact = match node.state {
+                NodeState::Terminal(v) => Some((f32::from(v), 0.0)),
+                NodeState::Expanded if idx != 0 && node.proven != 0 => {
+                    Some((f32::from(node.proven), f32::from(node.proven_plies)))
+                }
+                _ => None,
+            };
+            match (node.state, exact) {
+                (_, Some((v, plies))) => {
+                    lap(&mut timing.select, t0);
+                    self.note_depth(depth);
+                    self.stats.terminals += 1;
+                    self.backup(idx, v, plies);
+                    return Descent::Terminal;
+                }
                 (NodeState::Expanded, None) => {
                     let child = if idx == 0 {
                         self.select_root_child()
@@ -361,19 +443,13 @@ impl Search {
                     idx = child;
                     depth += 1;
                 }
-                (NodeState::Terminal(v), _) | (NodeState::Expanded, Some(v)) => {
-                    lap(&mut timing.select, t0);
-                    self.note_depth(depth);
-                    self.stats.terminals += 1;
-                    self.backup(idx, v);
-                    return Descent::Terminal;
-                }
                 (NodeState::Pending, _) => {
                     self.revert(idx);
                     self.stats.collisions += 1;
                     lap(&mut timing.select, t0);
                     return Descent::Collision;
                 }
+                (NodeState::Terminal(_), None) => unreachable!("a terminal node is exact"),
                 (NodeState::Unexpanded, _) => {
                     let t1 = lap(&mut timing.select, t0);
                     let moves = pos.legal_moves();
@@ -392,9 +468,10 @@ impl Search {
                     self.note_depth(depth);
                     if let Some(o) = outcome {
                         let v = o.value_for(pos.turn());
-                        self.tree.nodes[idx].state = NodeState::Terminal(v);
+                        // value_for is exactly 1, 0 or -1.
+                        self.tree.nodes[idx].state = NodeState::Terminal(v as i8);
                         self.stats.terminals += 1;
-                        self.backup(idx, v);
+                        self.backup(idx, v, 0.0);
                         if v != 0.0 && self.params.solver {
                             self.propagate_proof(idx);
                         }
@@ -507,9 +584,37 @@ impl Search {
             (0, Some(r)) => r,
             _ => p.fpu_reduction,
         };
+        let moves_left = (self.plies_left_known && p.moves_left_slope != 0.0 && node.visits > 0)
+            .then_some(MovesLeftParent {
+                q: parent_q,
+                plies_left: node.plies_left,
+            });
         Puct {
             u_scale,
             fpu: parent_q - reduction * visited_policy.sqrt(),
+            moves_left,
+        }
+    }
+
+    /// Child `c`'s Q for the player choosing it and its plies left, as the moves-left
+    /// utility reads them: exact when decided (the plies to the deciding checkmate), the
+    /// backed-up means when visited, none when unvisited (lc0 gives those no utility).
+    fn moves_left_of(&self, c: &Node) -> Option<(f32, f32)> {
+        match c.decided_in().filter(|_| self.params.solver) {
+            Some((d, plies)) => Some((-f32::from(d), f32::from(plies))),
+            None if c.visits == 0 => None,
+            None => Some((c.q(), c.plies_left)),
+        }
+    }
+
+    /// The moves-left utility of child `c` under `parent`.
+    #[inline]
+    fn moves_left_term(&self, c: &Node, parent: MovesLeftParent) -> f32 {
+        match self.moves_left_of(c) {
+            Some((q, plies)) => {
+                moves_left_utility(&self.params, parent.q, q, plies - parent.plies_left)
+            }
+            None => 0.0,
         }
     }
 
@@ -528,7 +633,8 @@ impl Search {
         }
     }
 
-    /// PUCT with virtual loss and first-play urgency; returns the chosen child's index.
+    /// PUCT with virtual loss, first-play urgency and the moves-left utility; returns the
+    /// chosen child's index.
     fn select_child(&self, idx: usize) -> usize {
         let puct = self.puct_at(idx);
         let node = &self.tree.nodes[idx];
@@ -540,7 +646,10 @@ impl Search {
                 continue;
             }
             let n = c.visits + c.in_flight as u32;
-            let score = self.selection_q(c, puct.fpu) + puct.u_scale * c.prior / (1 + n) as f32;
+            let mut score = self.selection_q(c, puct.fpu) + puct.u_scale * c.prior / (1 + n) as f32;
+            if let Some(parent) = puct.moves_left {
+                score += self.moves_left_term(c, parent);
+            }
             if score > best_score {
                 best_score = score;
                 best = k;
@@ -588,7 +697,7 @@ impl Search {
                 continue;
             }
             let child = node.first_child as usize + m as usize;
-            self.tree.nodes[child].state = NodeState::Terminal(-1.0);
+            self.tree.nodes[child].state = NodeState::Terminal(-1);
             self.propagate_proof(child);
         }
         self.pending_mates.truncate(from);
@@ -633,16 +742,20 @@ impl Search {
     }
 
     /// Adds `value` (for the side to move at `idx`) up the path, alternating sign, and
-    /// removes this descent's virtual loss.
-    fn backup(&mut self, idx: usize, value: f32) {
+    /// `plies` (the plies left from `idx`'s position) into each node's mean plies left,
+    /// one more for every ply walked up; removes this descent's virtual loss.
+    fn backup(&mut self, idx: usize, value: f32, plies: f32) {
         let mut cur = idx as u32;
         let mut v = -value;
+        let mut m = plies;
         while cur != NONE {
             let n = &mut self.tree.nodes[cur as usize];
             n.visits += 1;
             n.value_sum += v;
+            n.plies_left += (m - n.plies_left) / n.visits as f32;
             n.in_flight -= 1;
             v = -v;
+            m += 1.0;
             cur = n.parent;
         }
     }
@@ -668,7 +781,9 @@ impl Search {
                 self.root_value = Some(wdl[0] - wdl[2]);
             }
             self.expand(idx as usize, batch.moves(i), batch.priors(i));
-            self.backup(idx as usize, wdl[0] - wdl[2]);
+            let plies = batch.moves_left(i);
+            self.plies_left_known |= plies.is_some();
+            self.backup(idx as usize, wdl[0] - wdl[2], plies.unwrap_or(0.0));
         }
         self.pending = pending;
         self.pending.clear();
@@ -741,6 +856,13 @@ impl Search {
                     prior: c.prior,
                     q: self.selection_q(c, puct.fpu),
                     u: puct.u_scale * c.prior / (1 + n) as f32,
+                    m: puct
+                        .moves_left
+                        .map_or(0.0, |parent| self.moves_left_term(c, parent)),
+                    plies_left: self
+                        .moves_left_of(c)
+                        .filter(|_| self.plies_left_known)
+                        .map(|(_, plies)| plies),
                     decided: c.decided().filter(|_| self.params.solver).map_or(0, |d| -d),
                 }
             })
@@ -864,10 +986,21 @@ impl Search {
         -self.tree.root().q()
     }
 
+    /// Whether the evaluator gave this tree's leaves moves-left estimates (a network with
+    /// the moves-left head): only then do the nodes' plies left estimate the game's length.
+    pub fn plies_left_known(&self) -> bool {
+        self.plies_left_known
+    }
+
+    /// The root's plies left (its M) when the evaluator gives moves-left estimates.
+    pub fn root_plies_left(&self) -> Option<f32> {
+        self.plies_left_known.then(|| self.tree.root().plies_left)
+    }
+
     /// Exact value of the root if the rules decide it.
     pub fn root_terminal(&self) -> Option<f32> {
         match self.tree.root().state {
-            NodeState::Terminal(v) => Some(v),
+            NodeState::Terminal(v) => Some(f32::from(v)),
             _ => None,
         }
     }
@@ -906,7 +1039,7 @@ impl Search {
     fn proven(&self, idx: usize, first: Option<Move>, depth: u32) -> Option<(i32, u32)> {
         let n = &self.tree.nodes[idx];
         match n.state {
-            NodeState::Terminal(v) if v < 0.0 => return Some((-1, 0)),
+            NodeState::Terminal(v) if v < 0 => return Some((-1, 0)),
             NodeState::Terminal(_) => return None,
             NodeState::Expanded if depth < 9 => {}
             _ => return None,

@@ -190,6 +190,11 @@ pub struct SelfPlaySettings {
     /// positions its result; they learn the best move's Q instead. 0: off.
     #[serde(default)]
     pub deblunder: f32,
+    /// The moves-left utility's slope in self-play's search (lc0's MovesLeftSlope; its
+    /// other constants are the search's defaults). It acts only for a network with the
+    /// moves-left head; 0, the value of runs from before it, turns it off.
+    #[serde(default)]
+    pub moves_left_slope: f32,
 }
 
 impl SelfPlaySettings {
@@ -243,6 +248,7 @@ impl SelfPlaySettings {
                     gumbel_considered: self.gumbel_considered,
                     gumbel_c_visit: self.gumbel_c_visit,
                     gumbel_c_scale: self.gumbel_c_scale,
+                    moves_left_slope: self.moves_left_slope,
                     ..SearchParams::self_play()
                 },
                 fast: (self.fast_simulations > 0).then_some(FastMoves {
